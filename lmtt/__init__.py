@@ -1,10 +1,10 @@
 """lmtt: see how a Transformer language model reaches its prediction.
 
-    import lmtt
-    runner = lmtt.load_model()                 # the default model from config.yaml
-    analysis = lmtt.analyze(runner, "The capital of France is")
-    analysis.predictions()[0].token            # ' Paris'
-    analysis.paths_to(-1, threshold=0.04)      # the important subgraph
+import lmtt
+runner = lmtt.load_model()                 # the default model from config.yaml
+analysis = lmtt.analyze(runner, "The capital of France is")
+analysis.predictions()[0].token            # ' Paris'
+analysis.paths_to(-1, threshold=0.04)      # the important subgraph
 """
 
 from lmtt.analysis import Analysis, analyze

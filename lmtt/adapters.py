@@ -92,8 +92,7 @@ ADAPTERS: dict[str, Adapter] = {
             (
                 "do_layer_norm_before",
                 False,
-                "post-norm OPT (e.g. opt-350m) normalises the residual stream "
-                "after each block, so block updates do not add up",
+                "post-norm OPT (e.g. opt-350m) normalises the residual stream after each block, so block updates do not add up",
             ),
         ),
     ),
@@ -122,10 +121,7 @@ def adapter_for(config) -> Adapter:
     """The adapter for a transformers config, checked against its settings."""
     adapter = ADAPTERS.get(config.model_type)
     if adapter is None:
-        raise UnsupportedModel(
-            f"model type {config.model_type!r} is not supported; "
-            f"supported: {', '.join(sorted(ADAPTERS))}"
-        )
+        raise UnsupportedModel(f"model type {config.model_type!r} is not supported; supported: {', '.join(sorted(ADAPTERS))}")
     for attr, bad, why in adapter.rejects:
         if getattr(config, attr, None) == bad:
             raise UnsupportedModel(f"{config.model_type} with {attr}={bad!r}: {why}")

@@ -67,7 +67,11 @@ def _model_entry(name: str, raw) -> ModelEntry:
     if entry.source in ("path", "hub", "gguf"):
         _expect(isinstance(entry.path, str) and bool(entry.path), f"{where}.path", f"required for source {entry.source!r}")
     if entry.source == "gguf":
-        _expect(isinstance(entry.gguf_file, str) and entry.gguf_file.endswith(".gguf"), f"{where}.gguf_file", "required for source 'gguf': the .gguf file name inside path")
+        _expect(
+            isinstance(entry.gguf_file, str) and entry.gguf_file.endswith(".gguf"),
+            f"{where}.gguf_file",
+            "required for source 'gguf': the .gguf file name inside path",
+        )
     return entry
 
 
@@ -90,9 +94,15 @@ def parse_config(raw, path: Path | None = None) -> AppConfig:
         file = (path.parent if path else Path.cwd()) / prompts
         _expect(file.is_file(), "sample_prompts", f"file {str(file)!r} does not exist")
         prompts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    _expect(isinstance(prompts, list) and all(isinstance(p, str) for p in prompts), "sample_prompts", "expected a list of strings or a file name")
+    _expect(
+        isinstance(prompts, list) and all(isinstance(p, str) for p in prompts),
+        "sample_prompts",
+        "expected a list of strings or a file name",
+    )
     threshold = raw.get("default_threshold", 0.04)
-    _expect(isinstance(threshold, (int, float)) and 0 <= threshold <= 1, "default_threshold", f"expected a number in [0, 1], got {threshold!r}")
+    _expect(
+        isinstance(threshold, (int, float)) and 0 <= threshold <= 1, "default_threshold", f"expected a number in [0, 1], got {threshold!r}"
+    )
     return AppConfig(
         models=models,
         default_model=default,

@@ -177,7 +177,11 @@ class ContributionGraph:
             lv_attn, lv_ffn = 2 * layer + 1, 2 * layer + 2
             i, j = np.nonzero(self.attn_edges[layer] > threshold)
             found.append((ATTENTION, lv_attn, j, i, self.attn_edges[layer][i, j]))
-            for kind, lv, w in ((RESIDUAL, lv_attn, self.attn_resid[layer]), (RESIDUAL, lv_ffn, self.ffn_resid[layer]), (FFN, lv_ffn, self.ffn[layer])):
+            for kind, lv, w in (
+                (RESIDUAL, lv_attn, self.attn_resid[layer]),
+                (RESIDUAL, lv_ffn, self.ffn_resid[layer]),
+                (FFN, lv_ffn, self.ffn[layer]),
+            ):
                 hit = np.flatnonzero(w > threshold)
                 found.append((kind, lv, hit, hit, w[hit]))
         return _concat(found, (full, self.n_tokens - 1), threshold)

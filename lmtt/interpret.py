@@ -55,7 +55,7 @@ class NeuronContributions:
 
 def top_tokens(runner: ModelRunner, scores: torch.Tensor, k: int, largest: bool = True) -> list[TokenScore]:
     vals, idx = scores.topk(min(k, scores.shape[-1]), largest=largest)
-    return [TokenScore(runner.tokenizer.decode([i]), i, v) for i, v in zip(idx.tolist(), vals.tolist())]
+    return [TokenScore(runner.decode(i), i, v) for i, v in zip(idx.tolist(), vals.tolist())]
 
 
 def logit_lens(runner: ModelRunner, state: torch.Tensor, k: int = 10, final_norm: bool = True) -> list[TokenScore]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from lmtt.adapters import UnsupportedModel, adapter_for
 from lmtt.config import EMBEDDED_GGUF, EMBEDDED_PACKAGE, AppConfig, ModelEntry, load_config
 from lmtt.runner import ModelRunner
 
@@ -102,7 +103,7 @@ def _pretrained_dir(entry: ModelEntry) -> Path | str:
 
 def load_pretrained(entry: ModelEntry):
     """(model, tokenizer) for a config entry, with eager attention so weights are returned."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = _pretrained_dir(entry)
     kwargs = {
@@ -110,6 +111,7 @@ def load_pretrained(entry: ModelEntry):
         "trust_remote_code": entry.trust_remote_code,
     }
     try:
+        adapter_for(AutoConfig.from_pretrained(source, **kwargs))  # refuse unsupported families before reading weights
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
             source,
@@ -118,6 +120,8 @@ def load_pretrained(entry: ModelEntry):
             use_safetensors=not entry.allow_pickle,
             **kwargs,
         )
+    except UnsupportedModel as e:
+        raise LoadError(f"model {entry.name!r}: {e}") from e
     except Exception as e:  # noqa: BLE001 - transformers raises many types for bad or missing files
         raise LoadError(f"model {entry.name!r} could not be loaded from {source}: {type(e).__name__}: {e}") from e
     if entry.device != "cpu":

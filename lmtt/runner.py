@@ -132,12 +132,12 @@ class ModelRunner:
         def block_in(_m, args, kwargs):
             if (rec := _RECORDER.get()) is not None:
                 hidden = args[0] if args else kwargs["hidden_states"]
-                rec["resid"][layer] = hidden[0].detach().float()
+                rec["resid"][layer] = _row(hidden, rec)
 
         def block_out(_m, _args, output):
             if (rec := _RECORDER.get()) is not None and layer == len(self.blocks) - 1:
                 hidden = output[0] if isinstance(output, tuple) else output
-                rec["resid"][layer + 1] = hidden[0].detach().float()
+                rec["resid"][layer + 1] = _row(hidden, rec)
 
         def attention_out(_m, _args, output):
             if (rec := _RECORDER.get()) is not None:
@@ -148,18 +148,16 @@ class ModelRunner:
 
         def value_out(_m, _args, output):
             if (rec := _RECORDER.get()) is not None:
-                rec["values"][layer] = values_from(
-                    output[0].detach().float(), a.value_layout, self.n_heads, self.n_kv, self.head_dim
-                )
+                rec["values"][layer] = values_from(_row(output, rec), a.value_layout, self.n_heads, self.n_kv, self.head_dim)
 
         def out_proj_out(_m, _args, output):
             if (rec := _RECORDER.get()) is not None:
-                rec["attn_out"][layer] = output[0].detach().float()
+                rec["attn_out"][layer] = _row(output, rec)
 
         def down_proj_io(_m, args, output):
             if (rec := _RECORDER.get()) is not None:
-                rec["neuron_acts"][layer] = args[0][0].detach().float()
-                rec["ffn_out"][layer] = output[0].detach().float()
+                rec["neuron_acts"][layer] = _row(args[0], rec)
+                rec["ffn_out"][layer] = _row(output, rec)
 
         block.register_forward_pre_hook(block_in, with_kwargs=True)
         block.register_forward_hook(block_out)
@@ -171,15 +169,20 @@ class ModelRunner:
     # ---- use ----------------------------------------------------------
     def tokenize(self, prompt: str) -> torch.Tensor:
         """(T,) token ids of a prompt, as the model's tokenizer makes them."""
-        if not prompt or not prompt.strip():
-            raise PromptError("the prompt is empty")
+        check_prompt(prompt)
+        if self.tokenizer is None:
+            raise PromptError("this runner has no tokenizer: pass token ids instead of text")
         ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"][0]
         if ids.numel() == 0:
             raise PromptError("the prompt produced no tokens")
         return ids
 
+    def decode(self, token_id: int) -> str:
+        """One token's text; `<id>` when the runner has no tokenizer (tiny test models)."""
+        return self.tokenizer.decode([token_id]) if self.tokenizer is not None else f"<{token_id}>"
+
     def token_strings(self, ids: torch.Tensor) -> tuple[str, ...]:
-        return tuple(self.tokenizer.decode([int(t)]) for t in ids.tolist())
+        return tuple(self.decode(t) for t in ids.tolist())
 
     @torch.no_grad()
     def trace(self, prompt: str | torch.Tensor) -> Trace:
@@ -188,12 +191,13 @@ class ModelRunner:
         n = len(self.blocks)
         rec = {k: [None] * n for k in ("attn_weights", "values", "attn_out", "neuron_acts", "ffn_out")}
         rec["resid"] = [None] * (n + 1)
+        rec["n_tokens"] = ids.numel()
         token = _RECORDER.set(rec)
         try:
             out = self.model(input_ids=ids[None].to(self.device), use_cache=False)
         finally:
             _RECORDER.reset(token)
-        missing = [k for k, v in rec.items() if any(x is None for x in v)]
+        missing = [k for k, v in rec.items() if isinstance(v, list) and any(x is None for x in v)]
         if missing:
             raise RuntimeError(f"the forward pass did not reach every hook: {missing}")
         return Trace(
@@ -230,6 +234,20 @@ class ModelRunner:
         for module in self.unembed_modules:
             x = x @ linear_weight(module, False).detach().float().T
         return x
+
+
+def check_prompt(prompt: str, max_chars: int | None = None) -> str:
+    """The prompt, or a PromptError that says what is wrong with it (before any model work)."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PromptError("the prompt is empty")
+    if max_chars is not None and len(prompt) > max_chars:
+        raise PromptError(f"the prompt has {len(prompt):,} characters; the limit is {max_chars:,}")
+    return prompt
+
+
+def _row(x: torch.Tensor, rec: dict) -> torch.Tensor:
+    """(T, ·) float32 for the single prompt, whether a module saw (1, T, ·) or flattened (T, ·) (OPT's FFN)."""
+    return x.detach().reshape(-1, rec["n_tokens"], x.shape[-1])[0].float()
 
 
 def _float_or_none(t: torch.Tensor | None) -> torch.Tensor | None:

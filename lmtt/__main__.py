@@ -1,0 +1,5 @@
+import sys
+
+from lmtt.cli import main
+
+sys.exit(main())

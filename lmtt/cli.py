@@ -1,0 +1,65 @@
+"""Command line: `python -m lmtt analyze --prompt TEXT [--model NAME] [--token I] [--threshold T] --json`.
+
+Errors print one line on stderr and exit with status 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from lmtt.analysis import DEFAULT_THRESHOLD, analyze
+from lmtt.config import ConfigError, load_config
+from lmtt.loading import LoadError, load_model
+from lmtt.runner import PromptError, check_prompt
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lmtt", description="See how a language model reaches its prediction.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("analyze", help="analyse one prompt and print its predictions and important subgraph")
+    a.add_argument("--prompt", required=True)
+    a.add_argument("--model", default=None, help="a model name from config.yaml (default: its default_model)")
+    a.add_argument("--config", default=None, help="path to config.yaml")
+    a.add_argument("--token", type=int, default=-1, help="token index to explain (default: the last)")
+    a.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    a.add_argument("--top", type=int, default=10, help="how many predictions to list")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _analyze(args) -> int:
+    if not math.isfinite(args.threshold) or args.threshold < 0:
+        raise ValueError(f"--threshold must be a finite number >= 0, got {args.threshold}")
+    config = load_config(args.config)
+    check_prompt(args.prompt, config.max_prompt_chars)
+    runner = load_model(args.model, config)
+    analysis = analyze(runner, args.prompt, max_tokens=config.max_prompt_tokens)
+    result = analysis.to_dict(args.token, args.threshold, args.top)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    print(f"model: {result['model']}   tokens: {len(result['tokens'])}")
+    for p in result["predictions"]:
+        print(f"  {p['prob']:.3f}  {p['token']!r}")
+    graph = result["graph"]
+    print(f"paths to token {args.token} at threshold {args.threshold}: {len(graph['nodes'])} nodes, {len(graph['edges'])} edges")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep stderr to the one error line
+    try:
+        return _analyze(args)
+    except (ConfigError, LoadError, PromptError, IndexError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

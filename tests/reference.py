@@ -1,0 +1,69 @@
+"""A plain reference implementation of the attribution: every part materialised.
+
+It reads the projection weights from the modules itself, loops over queries
+in Python and builds each part z_ijh = a_hij * v_j W_O^h explicitly. It is
+slow and only for small T; the fast engine must match it to 1e-5.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmtt.adapters import linear_weight, resolve
+from lmtt.runner import ModelRunner, Trace
+
+EPS = 1e-5
+
+
+def l1(x: torch.Tensor) -> torch.Tensor:
+    return x.abs().sum(-1)
+
+
+def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int) -> torch.Tensor:
+    """(i+1, H, d) every part z_ijh at query i, built head by head."""
+    block = runner.blocks[layer]
+    w_o = linear_weight(resolve(block, runner.adapter.out_proj), runner.adapter.conv1d).detach().double()  # (d, H*hd)
+    n_heads, hd = trace.n_heads, runner.head_dim
+    group = n_heads // trace.values.shape[2]
+    parts = torch.zeros(i + 1, n_heads, w_o.shape[0], dtype=torch.float64)
+    for h in range(n_heads):
+        w_h = w_o[:, h * hd : (h + 1) * hd]  # (d, hd)
+        for j in range(i + 1):
+            v = trace.values[layer, j, h // group].double()  # (hd,)
+            parts[j, h] = trace.attn_weights[layer, h, i, j].double() * (w_h @ v)
+    return parts
+
+
+def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | None = None):
+    """(attn_edges, attn_resid, ffn_resid, ffn) as in lmtt.attribution.Contributions, in float64."""
+    n_layers, t = trace.n_layers, trace.n_tokens
+    attn_edges = torch.zeros(n_layers, t, t, dtype=torch.float64)
+    attn_resid = torch.zeros(n_layers, t, dtype=torch.float64)
+    ffn_resid = torch.zeros(n_layers, t, dtype=torch.float64)
+    ffn = torch.zeros(n_layers, t, dtype=torch.float64)
+    for layer in range(n_layers):
+        for i in range(t):
+            x = trace.resid[layer, i].double()
+            y = x + trace.attn_out[layer, i].double()
+            parts = attention_parts(runner, trace, layer, i)  # (i+1, H, d)
+            prox_heads = (l1(y) - l1(y - parts)).clamp_min(EPS)  # (i+1, H)
+            prox_resid = (l1(y) - l1(y - x)).clamp_min(EPS)
+            c_heads = prox_heads / (prox_heads.sum() + prox_resid)
+            c_resid = prox_resid / (prox_heads.sum() + prox_resid)
+            if renorm_threshold is not None:
+                c_heads = torch.where(c_heads >= renorm_threshold, c_heads, 0.0)
+                c_resid = c_resid if c_resid >= renorm_threshold else torch.zeros(())
+                total = c_heads.sum() + c_resid
+                c_heads, c_resid = c_heads / total, c_resid / total
+            attn_edges[layer, i, : i + 1] = c_heads.sum(1)
+            attn_resid[layer, i] = c_resid
+
+            whole = trace.resid[layer + 1, i].double()
+            f = trace.ffn_out[layer, i].double()
+            p = torch.stack([(l1(whole) - l1(whole - y)).clamp_min(EPS), (l1(whole) - l1(whole - f)).clamp_min(EPS)])
+            p = p / p.sum()
+            if renorm_threshold is not None:
+                p = torch.where(p >= renorm_threshold, p, 0.0)
+                p = p / p.sum()
+            ffn_resid[layer, i], ffn[layer, i] = p
+    return attn_edges, attn_resid, ffn_resid, ffn

@@ -1,0 +1,78 @@
+"""Head and neuron shares agree with the graph, and projections are what they claim."""
+
+import pytest
+import torch
+
+from lmtt import interpret
+from lmtt.analysis import Analysis
+from lmtt.attribution import compute_contributions
+from lmtt.graph import ContributionGraph
+from tests.tiny_models import token_ids
+
+
+@pytest.fixture(scope="module")
+def analysis(tiny_runner) -> Analysis:
+    trace = tiny_runner.trace(token_ids(9))
+    c = compute_contributions(trace, tiny_runner.layer_weights)
+    return Analysis(tiny_runner, trace, c, ContributionGraph(c))
+
+
+def test_head_contributions_add_up_to_the_node(analysis):
+    for layer in range(analysis.n_layers):
+        hc = analysis.head_contributions(layer, 6)
+        assert torch.allclose(hc.per_source.sum(0), analysis.contributions.attn_edges[layer, 6], atol=1e-6)
+        assert hc.heads.sum() + hc.residual == pytest.approx(1.0, abs=1e-5)
+        assert torch.all(hc.per_source[:, 7:] == 0)
+
+
+def test_head_updates_sum_to_the_attention_update(analysis):
+    runner, layer, pos = analysis.runner, analysis.n_layers - 1, 5
+    total = sum(interpret.head_update(runner, analysis.trace, layer, pos, h) for h in range(analysis.n_heads))
+    bias = runner.layer_weights[layer].b_out
+    total = total + (bias if bias is not None else 0)
+    assert torch.allclose(total, analysis.trace.attn_out[layer, pos], atol=1e-5 * analysis.trace.attn_out.abs().max())
+
+
+def test_neuron_contributions_are_normalised_and_sorted(analysis):
+    nc = analysis.neuron_contributions(0, 3, k=1000)
+    assert float(nc.contributions.sum()) + nc.residual == pytest.approx(1.0, abs=1e-5)
+    assert torch.all(nc.contributions[:-1] >= nc.contributions[1:])
+    assert torch.allclose(nc.activations, analysis.trace.neuron_acts[0, 3, nc.neurons])
+
+
+def test_projection_is_the_linear_unembedding(analysis):
+    v = analysis.update("ffn:0:2")
+    proj = analysis.update_tokens("ffn:0:2", k=3)
+    logits = analysis.runner.unembed_direction(v)
+    assert proj.promoted[0].token_id == int(logits.argmax())
+    assert proj.suppressed[0].token_id == int(logits.argmin())
+    assert proj.promoted[0].score >= proj.promoted[-1].score
+
+
+def test_logit_lens_of_the_top_node_is_the_prediction(analysis):
+    last = analysis.trace.n_tokens - 1
+    lens = analysis.logit_lens(f"ffn:{analysis.n_layers - 1}:{last}", k=5)
+    preds = analysis.predictions(-1, k=5)
+    assert [t.token_id for t in lens] == [t.token_id for t in preds]
+    assert [t.score for t in lens] == pytest.approx([t.score for t in preds], abs=1e-5)
+
+
+def test_lens_grid_shape_and_last_row(analysis):
+    top = analysis.predictions(-1, 1)[0]
+    probs, ranks = analysis.lens_grid(top.token_id)
+    assert probs.shape == ranks.shape == (2 * analysis.n_layers + 1, analysis.trace.n_tokens)
+    assert int(ranks[-1, -1]) == 0
+    assert float(probs[-1, -1]) == pytest.approx(top.score, abs=1e-5)
+
+
+@pytest.mark.parametrize("node", ["attn:99:0", "ffn:0:99", "emb:-99", "nonsense"])
+def test_bad_nodes_are_refused(analysis, node):
+    with pytest.raises((IndexError, ValueError)):
+        analysis.logit_lens(node)
+
+
+def test_neuron_and_head_indices_are_checked(analysis):
+    with pytest.raises(IndexError):
+        analysis.neuron_tokens(0, 10**6)
+    with pytest.raises(IndexError):
+        analysis.head_tokens(0, 0, analysis.n_heads)

@@ -1,0 +1,89 @@
+"""The trace reproduces the model's own tensors, and its parts sum back to them."""
+
+import threading
+
+import torch
+
+from lmtt.attribution import head_values
+from tests.tiny_models import token_ids
+
+RTOL = 1e-5
+
+
+def close(a: torch.Tensor, b: torch.Tensor, rtol: float = RTOL) -> bool:
+    """Relative to the size of b: |a - b|_max <= rtol * |b|_max (plus a tiny floor)."""
+    return bool((a - b).abs().max() <= rtol * b.abs().max() + 1e-6)
+
+
+def test_logits_equal_the_models_own(tiny_runner):
+    ids = token_ids(11)
+    trace = tiny_runner.trace(ids)
+    with torch.no_grad():
+        own = tiny_runner.model(input_ids=ids[None]).logits[0]
+    assert torch.equal(trace.logits, own.float())
+
+
+def test_logit_lens_of_last_state_is_the_models_logits(tiny_runner):
+    trace = tiny_runner.trace(token_ids(9))
+    assert close(tiny_runner.unembed(trace.resid[-1]), trace.logits)
+
+
+def test_residual_is_continuous_across_layers(tiny_runner):
+    """resid[l+1] is both the state after layer l's FFN and the input of layer l+1,
+    and it is the state after attention plus the FFN update."""
+    trace = tiny_runner.trace(token_ids(10))
+    assert close(trace.resid_mid + trace.ffn_out, trace.resid[1:])
+
+
+def test_attention_parts_sum_to_the_attention_update(tiny_runner):
+    trace = tiny_runner.trace(token_ids(12))
+    for layer, weights in enumerate(tiny_runner.layer_weights):
+        u = head_values(trace, weights, layer)  # (T, H, d)
+        parts = torch.einsum("hij,jhd->id", trace.attn_weights[layer], u)  # sum over heads and sources
+        bias = weights.b_out if weights.b_out is not None else 0.0
+        assert close(parts + bias, trace.attn_out[layer]), f"layer {layer}"
+
+
+def test_ffn_parts_sum_to_the_ffn_update(tiny_runner):
+    trace = tiny_runner.trace(token_ids(12))
+    for layer, weights in enumerate(tiny_runner.layer_weights):
+        parts = trace.neuron_acts[layer] @ weights.w_down  # sum over neurons of act_n * w_n
+        bias = weights.b_down if weights.b_down is not None else 0.0
+        assert close(parts + bias, trace.ffn_out[layer]), f"layer {layer}"
+
+
+def test_attention_weights_are_causal_distributions(tiny_runner):
+    trace = tiny_runner.trace(token_ids(8))
+    a = trace.attn_weights
+    assert torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)), atol=1e-5)
+    assert torch.all(a.triu(diagonal=1) == 0)
+
+
+def test_hooks_are_silent_outside_a_trace(tiny_runner):
+    """A plain forward pass on the shared model records nothing and still works."""
+    with torch.no_grad():
+        out = tiny_runner.model(input_ids=token_ids(5)[None]).logits
+    assert out.shape[1] == 5
+
+
+def test_two_threads_tracing_at_once_get_their_own_tensors(tiny_runner):
+    prompts = [token_ids(7 + k, seed=k) for k in range(4)]
+    expected = [tiny_runner.trace(p) for p in prompts]
+    results: dict[int, object] = {}
+    barrier = threading.Barrier(len(prompts))
+
+    def work(k: int) -> None:
+        barrier.wait()
+        for _ in range(3):
+            results[k] = tiny_runner.trace(prompts[k])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, trace in enumerate(expected):
+        got = results[k]
+        assert torch.equal(got.token_ids, trace.token_ids)
+        for name in ("resid", "attn_out", "ffn_out", "attn_weights", "values", "neuron_acts", "logits"):
+            assert torch.equal(getattr(got, name), getattr(trace, name)), name
