@@ -16,11 +16,16 @@ memory budget, and sources past the chunk's last query are never touched.
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from dataclasses import dataclass
 
 import torch
 
 from lmtt.runner import LayerWeights, Trace
+
+log = logging.getLogger(__name__)
 
 EPS = 1e-5
 DEFAULT_BUDGET_BYTES = 64 * 2**20
@@ -61,6 +66,56 @@ def head_values(trace: Trace, weights: LayerWeights, layer: int) -> torch.Tensor
     return torch.einsum("thc,hcd->thd", v, weights.w_out)  # (T, H, d)
 
 
+def _l1_distances_eager(y: torch.Tensor, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """|y_i - a_ijh u_jh|_1 for y (C, d), a (C, J, H), u (J, H, d) -> (C, J, H), in place to halve memory traffic."""
+    diff = a.unsqueeze(-1) * u.unsqueeze(0)  # (C, J, H, d)
+    diff.sub_(y[:, None, None, :]).abs_()
+    return diff.sum(-1)
+
+
+def _l1_distances_fused(y: torch.Tensor, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The same expression, written for torch.compile to fuse into one reduction (nothing materialised)."""
+    return (y[:, None, None, :] - a.unsqueeze(-1) * u.unsqueeze(0)).abs().sum(-1)
+
+
+class _Kernel:
+    """Picks the fused (torch.compile) kernel when it works here, else the eager one.
+
+    Compiling needs a C++ compiler and takes seconds once per process (inductor
+    caches on disk across processes). LMTT_COMPILE=0 forces the eager kernel.
+    Calls are serialised: torch already uses every core inside one call, and
+    compilation is not safe to run from two threads at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fused = None
+        self.mode = "eager" if os.environ.get("LMTT_COMPILE", "1") == "0" else "untried"
+
+    def __call__(self, y: torch.Tensor, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            if self.mode == "untried" and y.device.type in ("cpu", "cuda"):
+                self._try_compile(y, a, u)
+            if self.mode == "fused":
+                return self._fused(y, a, u)
+            return _l1_distances_eager(y, a, u)
+
+    def _try_compile(self, y, a, u) -> None:
+        try:
+            fused = torch.compile(_l1_distances_fused, dynamic=True)
+            expected = _l1_distances_eager(y, a, u)
+            got = fused(y, a, u)
+            if not torch.allclose(got, expected, rtol=1e-5, atol=1e-4):
+                raise RuntimeError(f"fused kernel disagrees with eager by {(got - expected).abs().max():.3g}")
+            self._fused, self.mode = fused, "fused"
+        except Exception as e:  # noqa: BLE001 - no compiler, unsupported device, ...: eager always works
+            log.warning("lmtt: torch.compile unavailable (%s); using the eager attribution kernel", e)
+            self.mode = "eager"
+
+
+l1_distances = _Kernel()
+
+
 def attention_parts(
     trace: Trace,
     layer: int,
@@ -76,10 +131,9 @@ def attention_parts(
     i0, i1 = queries.start, queries.stop
     x = trace.resid[layer, i0:i1]  # (C, d) the residual part
     y = x + trace.attn_out[layer, i0:i1]  # (C, d) the whole: the state after attention
-    a = trace.attn_weights[layer, :, i0:i1, :i1].permute(1, 2, 0)  # (C, J, H)
-    parts = a.unsqueeze(-1) * u[:i1].unsqueeze(0)  # (C, J, H, d)
+    a = trace.attn_weights[layer, :, i0:i1, :i1].permute(1, 2, 0).contiguous()  # (C, J, H)
     c, j = a.shape[0], a.shape[1]
-    prox = proximity(y, parts.reshape(c, j * parts.shape[2], -1)).reshape(a.shape)  # (C, J, H)
+    prox = (y.abs().sum(-1)[:, None, None] - l1_distances(y, a, u[:i1])).clamp_min(EPS)  # (C, J, H)
     causal = torch.arange(j, device=a.device)[None, :] <= torch.arange(i0, i1, device=a.device)[:, None]  # (C, J)
     prox = prox * causal[:, :, None]
     prox_resid = proximity(y, x.unsqueeze(-2)).squeeze(-1)  # (C,)

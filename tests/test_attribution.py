@@ -55,20 +55,38 @@ def test_a_chunk_never_spans_the_whole_sequence():
 
 
 def test_attention_chunks_stay_under_the_budget(tiny_runner, monkeypatch):
-    """Spy on proximity: the largest parts tensor ever built is one chunk, never T x T x H x d."""
+    """Spy on the kernel: the largest (C, J, H, d) block it is asked for is one chunk, never T x T x H x d."""
     trace = tiny_runner.trace(token_ids(16))
     seen = []
-    real = attribution.proximity
+    real = attribution.l1_distances
 
-    def spy(whole, parts):
-        seen.append(parts.numel())
-        return real(whole, parts)
+    def spy(y, a, u):
+        seen.append(a.numel() * y.shape[-1])
+        return real(y, a, u)
 
-    monkeypatch.setattr(attribution, "proximity", spy)
+    monkeypatch.setattr(attribution, "l1_distances", spy)
     budget = 16 * trace.n_heads * trace.resid.shape[-1] * 4 * 3  # three query rows
     compute_contributions(trace, tiny_runner.layer_weights, budget_bytes=budget)
     full = trace.n_tokens**2 * trace.n_heads * trace.resid.shape[-1]
     assert max(seen) <= 3 * trace.n_tokens * trace.n_heads * trace.resid.shape[-1] < full
+
+
+def test_eager_and_fused_kernels_both_match_the_oracle(tiny_runner, monkeypatch):
+    trace = tiny_runner.trace(token_ids(8))
+    ref = reference.contributions(tiny_runner, trace)
+    assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), ref)  # the default kernel
+    monkeypatch.setattr(attribution, "l1_distances", attribution._l1_distances_eager)
+    assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), ref)
+
+
+def test_the_fused_kernel_is_used_where_a_compiler_exists():
+    import shutil
+
+    y, a, u = torch.randn(3, 8), torch.rand(3, 5, 2), torch.randn(5, 2, 8)
+    attribution.l1_distances(y, a, u)
+    if shutil.which("gcc") or shutil.which("g++"):
+        assert attribution.l1_distances.mode == "fused"
+    assert attribution.l1_distances.mode in ("fused", "eager")
 
 
 def test_proximity_and_renormalize_on_known_numbers():
