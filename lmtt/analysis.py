@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -149,15 +150,28 @@ class Analysis:
         return json.dumps(self.to_dict(token, threshold, k), ensure_ascii=False)
 
 
-def analyze(runner: ModelRunner, prompt: str, max_tokens: int | None = None) -> Analysis:
-    """Trace the prompt once and compute every contribution."""
+def analyze(
+    runner: ModelRunner,
+    prompt: str,
+    max_tokens: int | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> Analysis:
+    """Trace the prompt once and compute every contribution.
+
+    `on_progress(fraction, message)` reports the forward pass and each layer's attribution.
+    """
+    report = on_progress or (lambda _f, _m: None)
     ids = runner.tokenize(prompt)
     if max_tokens is not None and ids.numel() > max_tokens:
         raise PromptError(f"the prompt has {ids.numel()} tokens; the limit is {max_tokens}")
+    report(0.0, f"Running the model on {ids.numel()} tokens")
     start = time.perf_counter()
     trace = runner.trace(ids)
     traced = time.perf_counter()
-    contributions = compute_contributions(trace, runner.layer_weights)
+    report(0.2, "Computing contributions")
+    contributions = compute_contributions(
+        trace, runner.layer_weights, on_layer=lambda done, total: report(0.2 + 0.8 * done / total, f"Contributions: layer {done}/{total}")
+    )
     done = time.perf_counter()
     timings = {"trace_s": traced - start, "contributions_s": done - traced}
     return Analysis(runner, trace, contributions, ContributionGraph(contributions), timings)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -171,8 +172,12 @@ def compute_contributions(
     weights: list[LayerWeights],
     renorm_threshold: float | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    on_layer: Callable[[int, int], None] | None = None,
 ) -> Contributions:
-    """Contributions for every node: all layers, all tokens, every head x source part."""
+    """Contributions for every node: all layers, all tokens, every head x source part.
+
+    `on_layer(done, total)` is called after each layer, for progress bars.
+    """
     n_layers, t = trace.n_layers, trace.n_tokens
     d = trace.resid.shape[-1]
     step = chunk_size(t, trace.n_heads, d, budget_bytes)
@@ -185,5 +190,7 @@ def compute_contributions(
             heads, resid = attention_parts(trace, layer, u, slice(i0, i1), renorm_threshold)
             attn_edges[layer, i0:i1, :i1] = heads.sum(-1).cpu()
             attn_resid[layer, i0:i1] = resid.cpu()
+        if on_layer is not None:
+            on_layer(layer + 1, n_layers)
     ffn_resid, ffn = ffn_parts(trace, renorm_threshold)
     return Contributions(attn_edges, attn_resid, ffn_resid.cpu(), ffn.cpu(), renorm_threshold)
