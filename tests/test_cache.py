@@ -1,0 +1,47 @@
+"""The bounded analysis cache: LRU bound, TTL, one computation per key under concurrency."""
+
+import threading
+import time
+
+import pytest
+
+from lmtt.cache import BoundedCache
+
+
+def test_evicts_least_recently_used():
+    cache = BoundedCache(max_entries=2)
+    for k in "abc":
+        cache.get_or_compute(k, lambda k=k: k.upper())
+    assert len(cache) == 2 and cache.get("a") is None and cache.get("c") == "C"
+
+
+def test_ttl_expires_entries():
+    now = [0.0]
+    cache = BoundedCache(max_entries=4, ttl_s=10, clock=lambda: now[0])
+    cache.get_or_compute("k", lambda: 1)
+    now[0] = 5
+    assert cache.get_or_compute("k", lambda: 2) == (1, True)
+    now[0] = 16
+    assert cache.get_or_compute("k", lambda: 3) == (3, False)
+
+
+def test_failures_are_not_cached():
+    cache = BoundedCache()
+    with pytest.raises(ZeroDivisionError):
+        cache.get_or_compute("k", lambda: 1 / 0)
+    assert cache.get_or_compute("k", lambda: 7) == (7, False)
+
+
+def test_concurrent_requests_compute_once():
+    cache, calls = BoundedCache(), []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.2)
+        return 42
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_compute("k", slow)[0])) for _ in range(6)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results == [42] * 6 and len(calls) == 1
