@@ -130,7 +130,8 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None)
     on_route = {node_id(lv, p) for lv, p in sub.node_keys()}
     ids = [node_id(int(lv), int(p)) for lv, p in zip(gy.ravel(), gx.ravel())]
     colours = [NODE_COLOURS[_kind(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, gy.ravel().tolist())]
-    sizes = [8 if i in on_route else 4 for i in ids]
+    big = float(np.clip(360 / t, 4, 9))  # markers shrink as columns narrow, so 60 tokens stay apart
+    sizes = [big if i in on_route else 3 for i in ids]
     lines = [3 if i == selected else 0 for i in ids]
     fig.add_trace(
         go.Scatter(
