@@ -44,7 +44,7 @@ with neuron_tab:
 
 with lens_tab:
     top = a.predictions(view.token, 1)[0]
-    mode = st.radio("Show", ("probability", "rank"), horizontal=True, key="lens_mode")
+    mode = st.radio("Show", ("rank", "probability"), horizontal=True, key="lens_mode")
     probs, ranks = a.lens_grid(top.token_id, final_norm=view.final_norm)
     values = ranks.numpy() if mode == "rank" else probs.numpy()
     title = f"{mode} of {figures.visible(top.token)} (the prediction at token {view.token}) at every layer and position"

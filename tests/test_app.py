@@ -121,7 +121,7 @@ def test_pages_share_the_selection(at):
     assert "Layer 22, head 3: its update at token 4 (␣is)" in subheaders
     assert "Layer 22, neuron 7" in subheaders
     assert at.query_params["head"] == "22.3" and at.query_params["neuron"] == "22.7"
-    at.main.radio(key="lens_mode").set_value("rank").run()
+    at.main.radio(key="lens_mode").set_value("probability").run()
     assert not at.exception
 
 
