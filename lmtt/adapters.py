@@ -12,12 +12,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# How the value vectors come out of the value projection's output.
-#   "separate":   a v projection of its own, (T, n_kv * hd)
-#   "fused":      one q|k|v projection, concatenated: (T, [q | k | v])
-#   "fused_head": one projection, interleaved per head: (T, H, [q | k | v])
-VALUE_LAYOUTS = ("separate", "fused", "fused_head")
-
 
 @dataclass(frozen=True)
 class Adapter:
@@ -30,9 +24,7 @@ class Adapter:
 
     family: str
     blocks: str  # the ModuleList of decoder blocks
-    attention: str  # returns (update, attention weights) with eager attention
-    value_proj: str  # the module whose output holds the value vectors
-    value_layout: str
+    attention: str  # the attention module (its q, k, v reach lmtt.attention)
     out_proj: str  # W_O: its input is the heads' concatenated context
     down_proj: str  # the FFN's output projection: input = neuron activations
     final_norm: str
@@ -48,8 +40,6 @@ ADAPTERS: dict[str, Adapter] = {
         family="gpt2",
         blocks="transformer.h",
         attention="attn",
-        value_proj="attn.c_attn",
-        value_layout="fused",
         out_proj="attn.c_proj",
         down_proj="mlp.c_proj",
         final_norm="transformer.ln_f",
@@ -59,8 +49,6 @@ ADAPTERS: dict[str, Adapter] = {
         family="llama",
         blocks="model.layers",
         attention="self_attn",
-        value_proj="self_attn.v_proj",
-        value_layout="separate",
         out_proj="self_attn.o_proj",
         down_proj="mlp.down_proj",
         final_norm="model.norm",
@@ -69,8 +57,6 @@ ADAPTERS: dict[str, Adapter] = {
         family="gpt_neox",
         blocks="gpt_neox.layers",
         attention="attention",
-        value_proj="attention.query_key_value",
-        value_layout="fused_head",
         out_proj="attention.dense",
         down_proj="mlp.dense_4h_to_h",
         final_norm="gpt_neox.final_layer_norm",
@@ -82,8 +68,6 @@ ADAPTERS: dict[str, Adapter] = {
         family="opt",
         blocks="model.decoder.layers",
         attention="self_attn",
-        value_proj="self_attn.v_proj",
-        value_layout="separate",
         out_proj="self_attn.out_proj",
         down_proj="fc2",
         final_norm="model.decoder.final_layer_norm",
@@ -100,8 +84,6 @@ ADAPTERS: dict[str, Adapter] = {
         family="phi",
         blocks="model.layers",
         attention="self_attn",
-        value_proj="self_attn.v_proj",
-        value_layout="separate",
         out_proj="self_attn.dense",
         down_proj="mlp.fc2",
         final_norm="model.final_layernorm",
@@ -148,16 +130,3 @@ def resolve(root: nn.Module, path: str) -> nn.Module | None:
 def linear_weight(module: nn.Module, conv1d: bool) -> torch.Tensor:
     """The weight as torch.nn.Linear lays it out: (out_features, in_features)."""
     return module.weight.T if conv1d else module.weight
-
-
-def values_from(proj_out: torch.Tensor, layout: str, n_heads: int, n_kv: int, head_dim: int) -> torch.Tensor:
-    """Value vectors (T, n_kv, hd) from the value projection's output (T, ·)."""
-    t = proj_out.shape[0]
-    if layout == "separate":
-        return proj_out.reshape(t, n_kv, head_dim)
-    if layout == "fused":
-        width = n_heads * head_dim
-        return proj_out[:, 2 * width :].reshape(t, n_kv, head_dim)
-    if layout == "fused_head":
-        return proj_out.reshape(t, n_heads, 3, head_dim)[:, :, 2]
-    raise ValueError(f"unknown value layout {layout!r}")

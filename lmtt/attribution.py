@@ -132,7 +132,7 @@ def attention_parts(
     i0, i1 = queries.start, queries.stop
     x = trace.resid[layer, i0:i1]  # (C, d) the residual part
     y = x + trace.attn_out[layer, i0:i1]  # (C, d) the whole: the state after attention
-    a = trace.attn_weights[layer, :, i0:i1, :i1].permute(1, 2, 0).contiguous()  # (C, J, H)
+    a = trace.attention(layer, slice(i0, i1), n_keys=i1).permute(1, 2, 0).contiguous()  # (C, J, H)
     c, j = a.shape[0], a.shape[1]
     prox = (y.abs().sum(-1)[:, None, None] - l1_distances(y, a, u[:i1])).clamp_min(EPS)  # (C, J, H)
     causal = torch.arange(j, device=a.device)[None, :] <= torch.arange(i0, i1, device=a.device)[:, None]  # (C, J)

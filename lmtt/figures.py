@@ -254,7 +254,7 @@ def projection_figure(proj: Projection) -> go.Figure:
 
 
 def attention_pattern_figure(analysis: Analysis, layer: int, head: int) -> go.Figure:
-    a = analysis.trace.attn_weights[layer, head].numpy()  # (T, T)
+    a = analysis.trace.attention(layer)[head].numpy()  # (T, T)
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(analysis.tokens)]
     fig = go.Figure(
         go.Heatmap(z=a, x=ticks, y=ticks, colorscale="Viridis", hovertemplate="query %{y}<br>source %{x}<br>%{z:.3f}<extra></extra>")

@@ -83,7 +83,7 @@ def head_update(runner: ModelRunner, trace: Trace, layer: int, position: int, he
     """(d,) what head `head` wrote at `position`: sum_j a_hij * v_j W_O^h."""
     w = runner.layer_weights[layer]
     v = trace.values[layer, : position + 1, w.kv_index[head]]  # (J, hd)
-    a = trace.attn_weights[layer, head, position, : position + 1]  # (J,)
+    a = trace.attention(layer, slice(position, position + 1), n_keys=position + 1)[head, 0]  # (J,)
     return (a @ v) @ w.w_out[head]  # (d,)
 
 

@@ -102,7 +102,7 @@ def _pretrained_dir(entry: ModelEntry) -> Path | str:
 
 
 def load_pretrained(entry: ModelEntry):
-    """(model, tokenizer) for a config entry, with eager attention so weights are returned."""
+    """(model, tokenizer) for a config entry; the runner then switches attention to lmtt's own."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = _pretrained_dir(entry)
@@ -116,7 +116,6 @@ def load_pretrained(entry: ModelEntry):
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=DTYPES[entry.dtype],
-            attn_implementation="eager",
             use_safetensors=not entry.allow_pickle,
             **kwargs,
         )

@@ -1,22 +1,22 @@
 """One hooked forward pass that records what attribution needs, as a frozen Trace.
 
 Hooks are installed once, when the runner is built, and write only into a
-recorder held in a ContextVar. A thread (or a Streamlit session) that is not
+recorder held in a ContextVar; attention runs through lmtt's own attention
+implementation (lmtt.attention), which records queries, keys and values. A thread (or a Streamlit session) that is not
 tracing sees a no-op hook, and two threads tracing at once each record into
 their own recorder: nothing about a call is stored on the shared modules.
 """
 
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lmtt.adapters import Adapter, adapter_for, is_parallel, linear_weight, resolve, values_from
-
-_RECORDER: contextvars.ContextVar[dict | None] = contextvars.ContextVar("lmtt_recorder", default=None)
+from lmtt import attention
+from lmtt.adapters import Adapter, adapter_for, is_parallel, linear_weight, resolve
+from lmtt.attention import RECORDER as _RECORDER
 
 
 class PromptError(ValueError):
@@ -40,8 +40,12 @@ class Trace:
     resid: torch.Tensor  # (L+1, T, d): resid[l] enters layer l, resid[L] leaves the last one
     attn_out: torch.Tensor  # (L, T, d): the attention block's update, bias included
     ffn_out: torch.Tensor  # (L, T, d): the FFN's update, bias included
-    attn_weights: torch.Tensor  # (L, H, T, T): [l, h, query, source]
+    queries: torch.Tensor  # (L, H, T, hd): post-RoPE queries
+    keys: torch.Tensor  # (L, K, T, hd): post-RoPE keys
     values: torch.Tensor  # (L, T, K, hd): value vectors, value bias included
+    masks: tuple[torch.Tensor | None, ...]  # per layer, the additive (T, T) mask (shared objects, not copies)
+    scales: tuple[float, ...]  # per layer, the attention score scale
+    kv_index: torch.Tensor  # (H,): the key/value head that head h reads
     neuron_acts: torch.Tensor  # (L, T, N): the FFN's hidden activations
     logits: torch.Tensor  # (T, V)
     parallel: bool
@@ -56,7 +60,19 @@ class Trace:
 
     @property
     def n_heads(self) -> int:
-        return self.attn_weights.shape[1]
+        return self.queries.shape[1]
+
+    def attention(self, layer: int, queries: slice | None = None, n_keys: int | None = None) -> torch.Tensor:
+        """(H, C, J) attention weights of query rows `queries` (all by default) over the first J keys.
+
+        Recomputed exactly as eager attention would (softmax(q k^T * scale + mask)), so a
+        trace never holds the L x H x T x T weights.
+        """
+        queries = queries or slice(0, self.n_tokens)
+        n_keys = self.n_tokens if n_keys is None else n_keys
+        return attention.attention_weights(
+            self.queries[layer], self.keys[layer], self.masks[layer], self.scales[layer], self.kv_index, queries, n_keys
+        )
 
     @property
     def resid_mid(self) -> torch.Tensor:
@@ -80,8 +96,8 @@ class ModelRunner:
 
     def __init__(self, model: nn.Module, tokenizer, name: str = "model"):
         model.eval()
-        if getattr(model.config, "_attn_implementation", "eager") != "eager":
-            model.set_attn_implementation("eager")
+        attention.register()
+        model.set_attn_implementation(attention.NAME)
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -96,6 +112,7 @@ class ModelRunner:
         self.layer_weights = [self._layer_weights(b) for b in self.blocks]
         self.head_dim = self.layer_weights[0].w_out.shape[1]
         self.n_kv = self._n_kv_heads()
+        self._layer_of = {id(resolve(b, self.adapter.attention)): i for i, b in enumerate(self.blocks)}
         for i, block in enumerate(self.blocks):
             self._install_hooks(i, block)
 
@@ -107,7 +124,7 @@ class ModelRunner:
         d = w_o.shape[0]
         w_out = w_o.T.reshape(self.n_heads, -1, d)  # (H, hd, d)
         w_down = linear_weight(down_proj, a.conv1d).detach().float().T  # (N, d)
-        n_kv = self._n_kv_heads_from(block, w_out.shape[1])
+        n_kv = model_kv_heads(self.model.config, self.n_heads)
         kv_index = torch.arange(self.n_heads, device=w_o.device) // (self.n_heads // n_kv)
         return LayerWeights(
             w_out=w_out,
@@ -116,12 +133,6 @@ class ModelRunner:
             b_down=_float_or_none(down_proj.bias),
             kv_index=kv_index,
         )
-
-    def _n_kv_heads_from(self, block: nn.Module, head_dim: int) -> int:
-        if self.adapter.value_layout != "separate":
-            return self.n_heads
-        v_proj = resolve(block, self.adapter.value_proj)
-        return linear_weight(v_proj, self.adapter.conv1d).shape[0] // head_dim
 
     def _n_kv_heads(self) -> int:
         return int(self.layer_weights[0].kv_index.max()) + 1
@@ -139,17 +150,6 @@ class ModelRunner:
                 hidden = output[0] if isinstance(output, tuple) else output
                 rec["resid"][layer + 1] = _row(hidden, rec)
 
-        def attention_out(_m, _args, output):
-            if (rec := _RECORDER.get()) is not None:
-                weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-                if weights is None:
-                    raise RuntimeError("attention weights were not returned: load the model with attn_implementation='eager'")
-                rec["attn_weights"][layer] = weights[0].detach().float()
-
-        def value_out(_m, _args, output):
-            if (rec := _RECORDER.get()) is not None:
-                rec["values"][layer] = values_from(_row(output, rec), a.value_layout, self.n_heads, self.n_kv, self.head_dim)
-
         def out_proj_out(_m, _args, output):
             if (rec := _RECORDER.get()) is not None:
                 rec["attn_out"][layer] = _row(output, rec)
@@ -161,8 +161,6 @@ class ModelRunner:
 
         block.register_forward_pre_hook(block_in, with_kwargs=True)
         block.register_forward_hook(block_out)
-        resolve(block, a.attention).register_forward_hook(attention_out)
-        resolve(block, a.value_proj).register_forward_hook(value_out)
         resolve(block, a.out_proj).register_forward_hook(out_proj_out)
         resolve(block, a.down_proj).register_forward_hook(down_proj_io)
 
@@ -189,7 +187,8 @@ class ModelRunner:
         """Run one forward pass and record the residual stream and its parts."""
         ids = self.tokenize(prompt) if isinstance(prompt, str) else prompt.reshape(-1)
         n = len(self.blocks)
-        rec = {k: [None] * n for k in ("attn_weights", "values", "attn_out", "neuron_acts", "ffn_out")}
+        rec = {k: [None] * n for k in ("q", "k", "v", "mask", "scale", "attn_out", "neuron_acts", "ffn_out")}
+        rec["layer_of"] = self._layer_of
         rec["resid"] = [None] * (n + 1)
         rec["n_tokens"] = ids.numel()
         token = _RECORDER.set(rec)
@@ -197,7 +196,7 @@ class ModelRunner:
             out = self.model(input_ids=ids[None].to(self.device), use_cache=False)
         finally:
             _RECORDER.reset(token)
-        missing = [k for k, v in rec.items() if isinstance(v, list) and any(x is None for x in v)]
+        missing = [k for k, v in rec.items() if isinstance(v, list) and k != "mask" and any(x is None for x in v)]
         if missing:
             raise RuntimeError(f"the forward pass did not reach every hook: {missing}")
         return Trace(
@@ -206,8 +205,12 @@ class ModelRunner:
             resid=torch.stack(rec["resid"]),
             attn_out=torch.stack(rec["attn_out"]),
             ffn_out=torch.stack(rec["ffn_out"]),
-            attn_weights=torch.stack(rec["attn_weights"]),
-            values=torch.stack(rec["values"]),
+            queries=torch.stack(rec["q"]),
+            keys=torch.stack(rec["k"]),
+            values=torch.stack(rec["v"]),
+            masks=tuple(rec["mask"]),
+            scales=tuple(rec["scale"]),
+            kv_index=self.layer_weights[0].kv_index,
             neuron_acts=torch.stack(rec["neuron_acts"]),
             logits=out.logits[0].float(),
             parallel=self.parallel,
@@ -234,6 +237,11 @@ class ModelRunner:
         for module in self.unembed_modules:
             x = x @ linear_weight(module, False).detach().float().T
         return x
+
+
+def model_kv_heads(config, n_heads: int) -> int:
+    """Key/value heads (GQA); equal to the heads where the config does not say."""
+    return getattr(config, "num_key_value_heads", None) or n_heads
 
 
 def check_prompt(prompt: str, max_chars: int | None = None) -> str:

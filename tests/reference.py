@@ -26,11 +26,12 @@ def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int) -> to
     n_heads, hd = trace.n_heads, runner.head_dim
     group = n_heads // trace.values.shape[2]
     parts = torch.zeros(i + 1, n_heads, w_o.shape[0], dtype=torch.float64)
+    weights = trace.attention(layer).double()  # (H, T, T)
     for h in range(n_heads):
         w_h = w_o[:, h * hd : (h + 1) * hd]  # (d, hd)
         for j in range(i + 1):
             v = trace.values[layer, j, h // group].double()  # (hd,)
-            parts[j, h] = trace.attn_weights[layer, h, i, j].double() * (w_h @ v)
+            parts[j, h] = weights[h, i, j] * (w_h @ v)
     return parts
 
 

@@ -23,6 +23,27 @@ def test_logits_equal_the_models_own(tiny_runner):
     assert torch.equal(trace.logits, own.float())
 
 
+def test_recomputed_attention_equals_eager_attention(tiny_runner):
+    """lmtt's attention reproduces transformers' eager attention: its weights and the model's logits."""
+    from tests.tiny_models import tiny_model
+
+    eager = tiny_model(tiny_runner.name)  # the same seed: the same weights
+    eager.set_attn_implementation("eager")
+    ids = token_ids(10)
+    with torch.no_grad():
+        out = eager(input_ids=ids[None], output_attentions=True)
+    trace = tiny_runner.trace(ids)
+    assert close(trace.logits, out.logits[0])
+    for layer, weights in enumerate(out.attentions):
+        assert close(trace.attention(layer), weights[0]), f"layer {layer}"
+
+
+def test_attention_rows_and_key_prefixes_agree_with_the_full_matrix(tiny_runner):
+    trace = tiny_runner.trace(token_ids(9))
+    full = trace.attention(1)
+    assert torch.allclose(trace.attention(1, slice(3, 6), n_keys=6), full[:, 3:6, :6], atol=1e-6)
+
+
 def test_logit_lens_of_last_state_is_the_models_logits(tiny_runner):
     trace = tiny_runner.trace(token_ids(9))
     assert close(tiny_runner.unembed(trace.resid[-1]), trace.logits)
@@ -39,7 +60,7 @@ def test_attention_parts_sum_to_the_attention_update(tiny_runner):
     trace = tiny_runner.trace(token_ids(12))
     for layer, weights in enumerate(tiny_runner.layer_weights):
         u = head_values(trace, weights, layer)  # (T, H, d)
-        parts = torch.einsum("hij,jhd->id", trace.attn_weights[layer], u)  # sum over heads and sources
+        parts = torch.einsum("hij,jhd->id", trace.attention(layer), u)  # sum over heads and sources
         bias = weights.b_out if weights.b_out is not None else 0.0
         assert close(parts + bias, trace.attn_out[layer]), f"layer {layer}"
 
@@ -54,7 +75,7 @@ def test_ffn_parts_sum_to_the_ffn_update(tiny_runner):
 
 def test_attention_weights_are_causal_distributions(tiny_runner):
     trace = tiny_runner.trace(token_ids(8))
-    a = trace.attn_weights
+    a = torch.stack([trace.attention(layer) for layer in range(trace.n_layers)])
     assert torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)), atol=1e-5)
     assert torch.all(a.triu(diagonal=1) == 0)
 
@@ -85,5 +106,5 @@ def test_two_threads_tracing_at_once_get_their_own_tensors(tiny_runner):
     for k, trace in enumerate(expected):
         got = results[k]
         assert torch.equal(got.token_ids, trace.token_ids)
-        for name in ("resid", "attn_out", "ffn_out", "attn_weights", "values", "neuron_acts", "logits"):
+        for name in ("resid", "attn_out", "ffn_out", "queries", "keys", "values", "neuron_acts", "logits"):
             assert torch.equal(getattr(got, name), getattr(trace, name)), name
