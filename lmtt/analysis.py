@@ -75,17 +75,17 @@ class Analysis:
         kind, layer, pos = self._node(node)
         level = node_level(kind, layer)
         if level % 2 == 1:  # after attention
-            return self.trace.resid[layer, pos] + self.trace.attn_out[layer, pos]
-        return self.trace.resid[level // 2, pos]
+            return self.trace.mid(layer)[pos]
+        return self.trace.resid[level // 2][pos]
 
     def update(self, node: str) -> torch.Tensor:
         """(d,) what the node's block added: the attention or FFN update, or the embedding."""
         kind, layer, pos = self._node(node)
         if kind == "attn":
-            return self.trace.attn_out[layer, pos]
+            return self.trace.attn_out[layer][pos]
         if kind == "ffn":
-            return self.trace.ffn_out[layer, pos]
-        return self.trace.resid[0, pos]
+            return self.trace.ffn_out[layer][pos]
+        return self.trace.resid[0][pos]
 
     def logit_lens(self, node: str, k: int = 10, final_norm: bool = True) -> list[TokenScore]:
         return interpret.logit_lens(self.runner, self.state(node), k, final_norm)
@@ -103,7 +103,7 @@ class Analysis:
         probs, ranks = torch.zeros(2 * t.n_layers + 1, t.n_tokens), torch.zeros(2 * t.n_layers + 1, t.n_tokens, dtype=torch.long)
         for level in range(2 * t.n_layers + 1):
             layer = (level - 1) // 2
-            state = t.resid[layer] + t.attn_out[layer] if level % 2 else t.resid[level // 2]  # (T, d)
+            state = t.mid(layer) if level % 2 else t.resid[level // 2]  # (T, d)
             logits = self.runner.unembed(state, final_norm=final_norm)  # (T, V)
             target = logits[:, token_id]  # (T,)
             probs[level] = logits.softmax(-1)[:, token_id].cpu()

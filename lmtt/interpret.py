@@ -82,23 +82,23 @@ def head_contributions(runner: ModelRunner, trace: Trace, layer: int, position: 
 def head_update(runner: ModelRunner, trace: Trace, layer: int, position: int, head: int) -> torch.Tensor:
     """(d,) what head `head` wrote at `position`: sum_j a_hij * v_j W_O^h."""
     w = runner.layer_weights[layer]
-    v = trace.values[layer, : position + 1, w.kv_index[head]]  # (J, hd)
+    v = trace.values[layer][: position + 1, w.kv_index[head]]  # (J, hd)
     a = trace.attention(layer, slice(position, position + 1), n_keys=position + 1)[head, 0]  # (J,)
     return (a @ v) @ w.w_out[head]  # (d,)
 
 
 def neuron_vector(runner: ModelRunner, trace: Trace, layer: int, position: int, neuron: int) -> torch.Tensor:
     """(d,) neuron's value vector scaled by its activation at `position`."""
-    return trace.neuron_acts[layer, position, neuron] * runner.layer_weights[layer].w_down[neuron]
+    return trace.neuron_acts[layer][position, neuron] * runner.layer_weights[layer].w_down[neuron]
 
 
 def neuron_contributions(runner: ModelRunner, trace: Trace, layer: int, position: int, k: int = 20) -> NeuronContributions:
     """Neuron shares of the state after the FFN, with the state after attention as the extra part."""
     w = runner.layer_weights[layer]
-    acts = trace.neuron_acts[layer, position]  # (N,)
+    acts = trace.neuron_acts[layer][position]  # (N,)
     parts = acts[:, None] * w.w_down  # (N, d)
-    resid = trace.resid[layer, position] + trace.attn_out[layer, position]  # (d,)
-    whole = trace.resid[layer + 1, position]  # (d,)
+    resid = trace.mid(layer)[position]  # (d,)
+    whole = trace.resid[layer + 1][position]  # (d,)
     prox = proximity(whole, torch.cat([parts, resid[None]]))  # (N + 1,)
     c = prox / prox.sum()
     vals, idx = c[:-1].topk(min(k, c.shape[0] - 1))

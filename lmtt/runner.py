@@ -31,28 +31,31 @@ class Trace:
     hd head width, N FFN neurons, V vocabulary.
 
     For parallel-block families (attention and FFN both read the block input),
-    `resid_mid` is a virtual state: the residual plus the attention update.
+    `mid(layer)` is a virtual state: the residual plus the attention update.
     The graph keeps one shape for every family this way.
+
+    Per-layer tensors are tuples of the model's own outputs, not stacked copies:
+    stacking would copy hundreds of MB at long prompts for nothing.
     """
 
     token_ids: torch.Tensor  # (T,)
     tokens: tuple[str, ...]
-    resid: torch.Tensor  # (L+1, T, d): resid[l] enters layer l, resid[L] leaves the last one
-    attn_out: torch.Tensor  # (L, T, d): the attention block's update, bias included
-    ffn_out: torch.Tensor  # (L, T, d): the FFN's update, bias included
-    queries: torch.Tensor  # (L, H, T, hd): post-RoPE queries
-    keys: torch.Tensor  # (L, K, T, hd): post-RoPE keys
-    values: torch.Tensor  # (L, T, K, hd): value vectors, value bias included
-    masks: tuple[torch.Tensor | None, ...]  # per layer, the additive (T, T) mask (shared objects, not copies)
-    scales: tuple[float, ...]  # per layer, the attention score scale
+    resid: tuple[torch.Tensor, ...]  # L+1 x (T, d): resid[l] enters layer l, resid[L] leaves the last one
+    attn_out: tuple[torch.Tensor, ...]  # L x (T, d): the attention block's update, bias included
+    ffn_out: tuple[torch.Tensor, ...]  # L x (T, d): the FFN's update, bias included
+    queries: tuple[torch.Tensor, ...]  # L x (H, T, hd): post-RoPE queries
+    keys: tuple[torch.Tensor, ...]  # L x (K, T, hd): post-RoPE keys
+    values: tuple[torch.Tensor, ...]  # L x (T, K, hd): value vectors, value bias included
+    masks: tuple[torch.Tensor | None, ...]  # L x additive (T, T) mask (shared objects, not copies)
+    scales: tuple[float, ...]  # L x the attention score scale
     kv_index: torch.Tensor  # (H,): the key/value head that head h reads
-    neuron_acts: torch.Tensor  # (L, T, N): the FFN's hidden activations
+    neuron_acts: tuple[torch.Tensor, ...]  # L x (T, N): the FFN's hidden activations
     logits: torch.Tensor  # (T, V)
     parallel: bool
 
     @property
     def n_layers(self) -> int:
-        return self.attn_out.shape[0]
+        return len(self.attn_out)
 
     @property
     def n_tokens(self) -> int:
@@ -60,7 +63,11 @@ class Trace:
 
     @property
     def n_heads(self) -> int:
-        return self.queries.shape[1]
+        return self.queries[0].shape[0]
+
+    @property
+    def d_model(self) -> int:
+        return self.resid[0].shape[-1]
 
     def attention(self, layer: int, queries: slice | None = None, n_keys: int | None = None) -> torch.Tensor:
         """(H, C, J) attention weights of query rows `queries` (all by default) over the first J keys.
@@ -74,10 +81,9 @@ class Trace:
             self.queries[layer], self.keys[layer], self.masks[layer], self.scales[layer], self.kv_index, queries, n_keys
         )
 
-    @property
-    def resid_mid(self) -> torch.Tensor:
-        """(L, T, d) the state after attention: the residual plus the attention update."""
-        return self.resid[:-1] + self.attn_out
+    def mid(self, layer: int) -> torch.Tensor:
+        """(T, d) the state after attention: the residual plus the attention update."""
+        return self.resid[layer] + self.attn_out[layer]
 
 
 @dataclass(frozen=True)
@@ -202,16 +208,16 @@ class ModelRunner:
         return Trace(
             token_ids=ids.cpu(),
             tokens=self.token_strings(ids),
-            resid=torch.stack(rec["resid"]),
-            attn_out=torch.stack(rec["attn_out"]),
-            ffn_out=torch.stack(rec["ffn_out"]),
-            queries=torch.stack(rec["q"]),
-            keys=torch.stack(rec["k"]),
-            values=torch.stack(rec["v"]),
+            resid=tuple(rec["resid"]),
+            attn_out=tuple(rec["attn_out"]),
+            ffn_out=tuple(rec["ffn_out"]),
+            queries=tuple(rec["q"]),
+            keys=tuple(rec["k"]),
+            values=tuple(rec["v"]),
             masks=tuple(rec["mask"]),
             scales=tuple(rec["scale"]),
             kv_index=self.layer_weights[0].kv_index,
-            neuron_acts=torch.stack(rec["neuron_acts"]),
+            neuron_acts=tuple(rec["neuron_acts"]),
             logits=out.logits[0].float(),
             parallel=self.parallel,
         )

@@ -24,13 +24,13 @@ def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int) -> to
     block = runner.blocks[layer]
     w_o = linear_weight(resolve(block, runner.adapter.out_proj), runner.adapter.conv1d).detach().double()  # (d, H*hd)
     n_heads, hd = trace.n_heads, runner.head_dim
-    group = n_heads // trace.values.shape[2]
+    group = n_heads // trace.values[layer].shape[1]
     parts = torch.zeros(i + 1, n_heads, w_o.shape[0], dtype=torch.float64)
     weights = trace.attention(layer).double()  # (H, T, T)
     for h in range(n_heads):
         w_h = w_o[:, h * hd : (h + 1) * hd]  # (d, hd)
         for j in range(i + 1):
-            v = trace.values[layer, j, h // group].double()  # (hd,)
+            v = trace.values[layer][j, h // group].double()  # (hd,)
             parts[j, h] = weights[h, i, j] * (w_h @ v)
     return parts
 
@@ -44,8 +44,8 @@ def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | N
     ffn = torch.zeros(n_layers, t, dtype=torch.float64)
     for layer in range(n_layers):
         for i in range(t):
-            x = trace.resid[layer, i].double()
-            y = x + trace.attn_out[layer, i].double()
+            x = trace.resid[layer][i].double()
+            y = x + trace.attn_out[layer][i].double()
             parts = attention_parts(runner, trace, layer, i)  # (i+1, H, d)
             prox_heads = (l1(y) - l1(y - parts)).clamp_min(EPS)  # (i+1, H)
             prox_resid = (l1(y) - l1(y - x)).clamp_min(EPS)
@@ -59,8 +59,8 @@ def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | N
             attn_edges[layer, i, : i + 1] = c_heads.sum(1)
             attn_resid[layer, i] = c_resid
 
-            whole = trace.resid[layer + 1, i].double()
-            f = trace.ffn_out[layer, i].double()
+            whole = trace.resid[layer + 1][i].double()
+            f = trace.ffn_out[layer][i].double()
             p = torch.stack([(l1(whole) - l1(whole - y)).clamp_min(EPS), (l1(whole) - l1(whole - f)).clamp_min(EPS)])
             p = p / p.sum()
             if renorm_threshold is not None:

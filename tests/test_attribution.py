@@ -49,44 +49,54 @@ def test_contributions_are_normalised_and_causal(tiny_runner):
 
 def test_a_chunk_never_spans_the_whole_sequence():
     for t in (2, 16, 128, 1024, 4096):
-        step = chunk_size(t, n_heads=9, d_model=576)
+        step = chunk_size(t, n_heads=9)
         assert step < t
-        assert step * t * 9 * 576 * 4 <= max(attribution.DEFAULT_BUDGET_BYTES, t * 9 * 576 * 4)
+        assert step * t * 9 * 4 * attribution.CHUNK_TENSORS <= max(attribution.DEFAULT_BUDGET_BYTES, t * 9 * 4 * attribution.CHUNK_TENSORS)
 
 
 def test_attention_chunks_stay_under_the_budget(tiny_runner, monkeypatch):
-    """Spy on the kernel: the largest (C, J, H, d) block it is asked for is one chunk, never T x T x H x d."""
+    """Spy on the kernel: every chunk it sees is a few query rows, never the whole T x T x H."""
     trace = tiny_runner.trace(token_ids(16))
     seen = []
-    real = attribution.l1_distances
+    real = attribution.attention_proximities
 
-    def spy(y, a, u):
-        seen.append(a.numel() * y.shape[-1])
-        return real(y, a, u)
+    def spy(y, a, u, u_max):
+        seen.append(a.shape[0])
+        return real(y, a, u, u_max)
 
-    monkeypatch.setattr(attribution, "l1_distances", spy)
-    budget = 16 * trace.n_heads * trace.resid.shape[-1] * 4 * 3  # three query rows
+    monkeypatch.setattr(attribution, "attention_proximities", spy)
+    budget = 16 * trace.n_heads * 4 * attribution.CHUNK_TENSORS * 3  # three query rows
     compute_contributions(trace, tiny_runner.layer_weights, budget_bytes=budget)
-    full = trace.n_tokens**2 * trace.n_heads * trace.resid.shape[-1]
-    assert max(seen) <= 3 * trace.n_tokens * trace.n_heads * trace.resid.shape[-1] < full
+    assert max(seen) == 3 and len(seen) == trace.n_layers * 6
+
+
+def test_split_proximities_equal_the_plain_formula(tiny_runner):
+    """The GEMM + small-coordinate method against |y| - |y - a u| summed over every coordinate."""
+    trace = tiny_runner.trace(token_ids(12))
+    u = attribution.head_values(trace, tiny_runner.layer_weights[1], 1)
+    y = trace.mid(1)
+    a = trace.attention(1).permute(1, 2, 0).contiguous()  # (T, T, H)
+    plain = y.abs().sum(-1)[:, None, None] - (y[:, None, None, :] - a[..., None] * u[None]).abs().sum(-1)
+    split = attribution.attention_proximities(y, a, u, u.abs().amax(-1))
+    assert (split - plain).abs().max() <= 1e-5 * y.abs().sum(-1).max()
 
 
 def test_eager_and_fused_kernels_both_match_the_oracle(tiny_runner, monkeypatch):
     trace = tiny_runner.trace(token_ids(8))
     ref = reference.contributions(tiny_runner, trace)
     assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), ref)  # the default kernel
-    monkeypatch.setattr(attribution, "l1_distances", attribution._l1_distances_eager)
+    monkeypatch.setattr(attribution, "small_coords_correction", attribution._small_coords_eager)
     assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), ref)
 
 
 def test_the_fused_kernel_is_used_where_a_compiler_exists():
     import shutil
 
-    y, a, u = torch.randn(3, 8), torch.rand(3, 5, 2), torch.randn(5, 2, 8)
-    attribution.l1_distances(y, a, u)
+    kernel = attribution.small_coords_correction
+    kernel(torch.randn(3, 2), torch.randint(0, 8, (3, 2)), torch.rand(3, 5, 2), torch.randn(8, 5, 2))
     if shutil.which("gcc") or shutil.which("g++"):
-        assert attribution.l1_distances.mode == "fused"
-    assert attribution.l1_distances.mode in ("fused", "eager")
+        assert kernel.mode == "fused"
+    assert kernel.mode in ("fused", "eager")
 
 
 def test_proximity_and_renormalize_on_known_numbers():

@@ -50,9 +50,11 @@ def new_page(browser, base: str, width: int = 1400, height: int = 1100):
     page.on("dialog", lambda d: (page.problems.append(f"dialog fired: {d.message}"), d.dismiss()))
     page.on(
         "request",
-        lambda r: page.problems.append(f"external request: {r.url}")
-        if not r.url.startswith((base, "data:", "blob:", base.replace("http", "ws")))
-        else None,
+        lambda r: (
+            page.problems.append(f"external request: {r.url}")
+            if not r.url.startswith((base, "data:", "blob:", base.replace("http", "ws")))
+            else None
+        ),
     )
     return ctx, page
 

@@ -62,7 +62,8 @@ def test_threads_on_the_shared_model_get_their_own_results(default_runner):
     [t.join() for t in threads]
     for k, trace in enumerate(expected):
         assert torch.equal(got[k].logits, trace.logits)
-        assert torch.equal(got[k].queries, trace.queries) and torch.equal(got[k].values, trace.values)
+        for name in ("queries", "values", "resid"):
+            assert all(torch.equal(x, y) for x, y in zip(getattr(got[k], name), getattr(trace, name))), name
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

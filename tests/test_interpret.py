@@ -30,14 +30,15 @@ def test_head_updates_sum_to_the_attention_update(analysis):
     total = sum(interpret.head_update(runner, analysis.trace, layer, pos, h) for h in range(analysis.n_heads))
     bias = runner.layer_weights[layer].b_out
     total = total + (bias if bias is not None else 0)
-    assert torch.allclose(total, analysis.trace.attn_out[layer, pos], atol=1e-5 * analysis.trace.attn_out.abs().max())
+    expected = analysis.trace.attn_out[layer][pos]
+    assert torch.allclose(total, expected, atol=1e-5 * expected.abs().max())
 
 
 def test_neuron_contributions_are_normalised_and_sorted(analysis):
     nc = analysis.neuron_contributions(0, 3, k=1000)
     assert float(nc.contributions.sum()) + nc.residual == pytest.approx(1.0, abs=1e-5)
     assert torch.all(nc.contributions[:-1] >= nc.contributions[1:])
-    assert torch.allclose(nc.activations, analysis.trace.neuron_acts[0, 3, nc.neurons])
+    assert torch.allclose(nc.activations, analysis.trace.neuron_acts[0][3, nc.neurons])
 
 
 def test_projection_is_the_linear_unembedding(analysis):
