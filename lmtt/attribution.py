@@ -76,10 +76,24 @@ def renormalize(contrib: torch.Tensor, threshold: float, dims: tuple[int, ...] =
     return torch.where(total > 0, kept / total.clamp_min(torch.finfo(kept.dtype).tiny), kept)
 
 
-def head_values(trace: Trace, weights: LayerWeights, layer: int) -> torch.Tensor:
-    """(T, H, d): u_jh = v_j W_O^h, each head's value vector written into the residual stream."""
+@dataclass(frozen=True)
+class HeadValues:
+    """u_jh = v_j W_O^h, each head's value vector written into the residual stream, in two layouts."""
+
+    u: torch.Tensor  # (T, H, d)
+    u_max: torch.Tensor  # (T, H): max_d |u_jhd|
+    by_coord: torch.Tensor  # (d, T + 1, H): one coordinate of every u_jh is one contiguous row
+
+
+def head_values(trace: Trace, weights: LayerWeights, layer: int) -> HeadValues:
+    """One layer's head values, computed once and shared by every query chunk."""
     v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
-    return torch.einsum("thc,hcd->thd", v, weights.w_out)  # (T, H, d)
+    u = torch.einsum("thc,hcd->thd", v, weights.w_out)  # (T, H, d)
+    # One zero column of padding: every chunk then reads J < T + 1 sources, so the fused
+    # kernel sees one layout and compiles once (J == T would otherwise recompile it).
+    by_coord = torch.zeros(u.shape[2], u.shape[0] + 1, u.shape[1], dtype=u.dtype, device=u.device)
+    by_coord[:, :-1] = u.permute(2, 0, 1)
+    return HeadValues(u, u.abs().amax(-1), by_coord)
 
 
 # ---- the small-coordinate correction: a fused kernel when torch.compile works here ----
@@ -89,13 +103,14 @@ def _small_coords_eager(y_small: torch.Tensor, small: torch.Tensor, a: torch.Ten
     """sum_k (|y_ik| - |y_ik - a_ijh u_jh,S_ik|) -> (C, J, H).
 
     y_small (C, K) the values of y at the coordinates small (C, K); a (C, J, H);
-    u_by_coord (d, J, H) so that one coordinate of every u is one contiguous row.
+    u_by_coord (d, T, H) with T >= J, so that one coordinate of every u is one contiguous row.
+    Inputs keep one layout for every chunk, so the fused kernel compiles once.
     """
     out = torch.zeros_like(a)  # (C, J, H)
     for k in range(small.shape[1]):
-        u_k = u_by_coord[small[:, k]]  # (C, J, H)
+        u_k = u_by_coord[small[:, k], : a.shape[1]]  # (C, J, H)
         y_k = y_small[:, k, None, None]  # (C, 1, 1)
-        out += y_k.abs() - (y_k - a * u_k).abs()
+        out = out + (y_k.abs() - (y_k - a * u_k).abs())  # out of place: inductor fuses the K steps into one loop
     return out
 
 
@@ -121,6 +136,11 @@ class _Kernel:
                 return self._fused(y_small, small, a, u_by_coord)
         return _small_coords_eager(y_small, small, a, u_by_coord)
 
+    def warm_up(self, d_model: int) -> None:
+        """Compile once for general shapes (sizes distinct and > 1, so nothing specialises on them)."""
+        k = small_coords(d_model)
+        self(torch.randn(3, k), torch.randint(0, 11, (3, k)), torch.rand(3, 5, 7), torch.randn(11, 13, 7))
+
     def _try_compile(self, *args) -> None:
         try:
             fused = torch.compile(_small_coords_eager, dynamic=True)
@@ -136,23 +156,28 @@ class _Kernel:
 small_coords_correction = _Kernel()
 
 
-def attention_proximities(y: torch.Tensor, a: torch.Tensor, u: torch.Tensor, u_max: torch.Tensor) -> torch.Tensor:
+def small_coords(d_model: int) -> int:
+    """K, the coordinates per query handled exactly (a quarter of d at most, for tiny models)."""
+    return min(SMALL_COORDS, d_model // 4)
+
+
+def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> torch.Tensor:
     """p_ijh = |y_i|_1 - |y_i - a_ijh u_jh|_1 (not yet clamped) -> (C, J, H).
 
-    y (C, d) wholes, a (C, J, H) attention weights, u (J, H, d) head values,
-    u_max (J, H) = max_d |u_jhd|. See the module docstring for the method.
+    y (C, d) wholes, a (C, J, H) attention weights over the first J sources of
+    the head values hv. See the module docstring for the method.
     """
     c, d = y.shape
-    j, h = u.shape[0], u.shape[1]
-    k = min(SMALL_COORDS, d // 4)
+    j, h = a.shape[1], a.shape[2]
+    u = hv.u[:j]  # (J, H, d)
+    k = small_coords(d)
     y_abs = y.abs()
     small_vals, small = y_abs.topk(k + 1, dim=1, largest=False)  # (C, K+1)
-    small, tau = small[:, :k], small_vals[:, k]  # (C, K), (C,): min |y| outside the small set
+    small, tau = small[:, :k].contiguous(), small_vals[:, k]  # (C, K), (C,): min |y| outside the small set
     signs = y.sign().scatter(1, small, 0.0)  # (C, d): sign(y) on the large coordinates only
     p = (signs @ u.reshape(j * h, d).T).reshape(c, j, h).mul_(a)  # (C, J, H) the linear part
-    u_by_coord = u.permute(2, 0, 1).contiguous()  # (d, J, H)
-    p += small_coords_correction(y.gather(1, small), small, a, u_by_coord)
-    loose = a * u_max.unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
+    p += small_coords_correction(y.gather(1, small), small, a, hv.by_coord)
+    loose = a * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
         ci, ji, hi = loose.nonzero(as_tuple=True)
         p[ci, ji, hi] = y_abs[ci].sum(-1) - (y[ci] - a[ci, ji, hi, None] * u[ji, hi]).abs().sum(-1)
@@ -162,10 +187,9 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, u: torch.Tensor, u_m
 def attention_parts(
     trace: Trace,
     layer: int,
-    u: torch.Tensor,
+    hv: HeadValues,
     queries: slice,
     renorm_threshold: float | None = None,
-    u_max: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Contributions at attention nodes `queries` of one layer.
 
@@ -173,12 +197,11 @@ def attention_parts(
     zero where j > i; resid (C,) the residual's contribution.
     """
     i0, i1 = queries.start, queries.stop
-    u_max = u.abs().amax(-1) if u_max is None else u_max  # (T, H)
     x = trace.resid[layer][i0:i1]  # (C, d) the residual part
     y = x + trace.attn_out[layer][i0:i1]  # (C, d) the whole: the state after attention
     a = trace.attention(layer, slice(i0, i1), n_keys=i1).permute(1, 2, 0).contiguous()  # (C, J, H)
     c, j = a.shape[0], a.shape[1]
-    prox = attention_proximities(y, a, u[:i1], u_max[:i1]).clamp_min_(EPS)  # (C, J, H)
+    prox = attention_proximities(y, a, hv).clamp_min_(EPS)  # (C, J, H)
     causal = torch.arange(j, device=a.device)[None, :] <= torch.arange(i0, i1, device=a.device)[:, None]  # (C, J)
     prox = prox * causal[:, :, None]
     prox_resid = proximity(y, x.unsqueeze(-2)).squeeze(-1)  # (C,)
@@ -225,11 +248,10 @@ def compute_contributions(
     attn_edges = torch.zeros(n_layers, t, t)  # (L, T, T)
     attn_resid, ffn_resid, ffn = (torch.zeros(n_layers, t) for _ in range(3))  # (L, T) each
     for layer in range(n_layers):
-        u = head_values(trace, weights[layer], layer)  # (T, H, d)
-        u_max = u.abs().amax(-1)  # (T, H)
+        hv = head_values(trace, weights[layer], layer)
         for i0 in range(0, t, step):
             i1 = min(t, i0 + step)
-            heads, resid = attention_parts(trace, layer, u, slice(i0, i1), renorm_threshold, u_max)
+            heads, resid = attention_parts(trace, layer, hv, slice(i0, i1), renorm_threshold)
             attn_edges[layer, i0:i1, :i1] = heads.sum(-1).cpu()
             attn_resid[layer, i0:i1] = resid.cpu()
         ffn_resid[layer], ffn[layer] = (x.cpu() for x in ffn_parts(trace, layer, renorm_threshold))

@@ -72,8 +72,8 @@ def project(runner: ModelRunner, vector: torch.Tensor, k: int = 10) -> Projectio
 
 def head_contributions(runner: ModelRunner, trace: Trace, layer: int, position: int) -> HeadContributions:
     """Recomputes one query row of the attention attribution (cheap: T x H x d)."""
-    u = head_values(trace, runner.layer_weights[layer], layer)  # (T, H, d)
-    parts, resid = attention_parts(trace, layer, u, slice(position, position + 1))  # (1, J, H), (1,)
+    hv = head_values(trace, runner.layer_weights[layer], layer)
+    parts, resid = attention_parts(trace, layer, hv, slice(position, position + 1))  # (1, J, H), (1,)
     per_source = torch.zeros(trace.n_heads, trace.n_tokens)
     per_source[:, : position + 1] = parts[0].T.cpu()
     return HeadContributions(layer, position, per_source.sum(1), per_source, float(resid[0]))

@@ -60,9 +60,9 @@ def test_attention_chunks_stay_under_the_budget(tiny_runner, monkeypatch):
     seen = []
     real = attribution.attention_proximities
 
-    def spy(y, a, u, u_max):
+    def spy(y, a, hv):
         seen.append(a.shape[0])
-        return real(y, a, u, u_max)
+        return real(y, a, hv)
 
     monkeypatch.setattr(attribution, "attention_proximities", spy)
     budget = 16 * trace.n_heads * 4 * attribution.CHUNK_TENSORS * 3  # three query rows
@@ -73,11 +73,11 @@ def test_attention_chunks_stay_under_the_budget(tiny_runner, monkeypatch):
 def test_split_proximities_equal_the_plain_formula(tiny_runner):
     """The GEMM + small-coordinate method against |y| - |y - a u| summed over every coordinate."""
     trace = tiny_runner.trace(token_ids(12))
-    u = attribution.head_values(trace, tiny_runner.layer_weights[1], 1)
+    hv = attribution.head_values(trace, tiny_runner.layer_weights[1], 1)
     y = trace.mid(1)
     a = trace.attention(1).permute(1, 2, 0).contiguous()  # (T, T, H)
-    plain = y.abs().sum(-1)[:, None, None] - (y[:, None, None, :] - a[..., None] * u[None]).abs().sum(-1)
-    split = attribution.attention_proximities(y, a, u, u.abs().amax(-1))
+    plain = y.abs().sum(-1)[:, None, None] - (y[:, None, None, :] - a[..., None] * hv.u[None]).abs().sum(-1)
+    split = attribution.attention_proximities(y, a, hv)
     assert (split - plain).abs().max() <= 1e-5 * y.abs().sum(-1).max()
 
 
@@ -93,7 +93,7 @@ def test_the_fused_kernel_is_used_where_a_compiler_exists():
     import shutil
 
     kernel = attribution.small_coords_correction
-    kernel(torch.randn(3, 2), torch.randint(0, 8, (3, 2)), torch.rand(3, 5, 2), torch.randn(8, 5, 2))
+    kernel(torch.randn(3, 2), torch.randint(0, 8, (3, 2)), torch.rand(3, 5, 2), torch.randn(8, 6, 2))
     if shutil.which("gcc") or shutil.which("g++"):
         assert kernel.mode == "fused"
     assert kernel.mode in ("fused", "eager")

@@ -60,7 +60,7 @@ def test_residual_is_continuous_across_layers(tiny_runner):
 def test_attention_parts_sum_to_the_attention_update(tiny_runner):
     trace = tiny_runner.trace(token_ids(12))
     for layer, weights in enumerate(tiny_runner.layer_weights):
-        u = head_values(trace, weights, layer)  # (T, H, d)
+        u = head_values(trace, weights, layer).u  # (T, H, d)
         parts = torch.einsum("hij,jhd->id", trace.attention(layer), u)  # sum over heads and sources
         bias = weights.b_out if weights.b_out is not None else 0.0
         assert close(parts + bias, trace.attn_out[layer]), f"layer {layer}"
