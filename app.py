@@ -22,7 +22,7 @@ sub = a.paths_to(view.token, view.threshold)
 top = a.predictions(view.token, 1)[0]
 st.caption(
     f"{len(sub)} edges above {view.threshold:.3f} lead to token {view.token} "
-    f"({figures.visible(a.tokens[view.token])}), which predicts {figures.visible(top.token)} (p={top.score:.2f}). "
+    f"({ui.token_md(a.tokens[view.token])}), which predicts {ui.token_md(top.token)} (p={top.score:.2f}). "
     "Click a node or an edge handle; drag to pan, scroll or use the toolbar to zoom."
 )
 graph_col, panel_col = st.columns([3, 1.25])

@@ -45,6 +45,7 @@ EPS = 1e-5
 SMALL_COORDS = 32  # K: coordinates per query handled exactly; the rest go through the GEMM
 DEFAULT_BUDGET_BYTES = 64 * 2**20
 MAX_CHUNK = 128
+EAGER_BELOW = 2_000_000  # C x J x H x K elements under which the eager correction beats compiling
 CHUNK_TENSORS = 6  # (C, J, H) float32 tensors alive at once inside a chunk
 
 
@@ -129,6 +130,8 @@ class _Kernel:
         self.mode = "eager" if os.environ.get("LMTT_COMPILE", "1") == "0" else "untried"
 
     def __call__(self, y_small, small, a, u_by_coord) -> torch.Tensor:
+        if a.numel() * small.shape[1] < EAGER_BELOW:  # short prompts: not worth a compile
+            return _small_coords_eager(y_small, small, a, u_by_coord)
         with self._lock:
             if self.mode == "untried":
                 self._try_compile(y_small, small, a, u_by_coord)
@@ -139,7 +142,9 @@ class _Kernel:
     def warm_up(self, d_model: int) -> None:
         """Compile once for general shapes (sizes distinct and > 1, so nothing specialises on them)."""
         k = small_coords(d_model)
-        self(torch.randn(3, k), torch.randint(0, 11, (3, k)), torch.rand(3, 5, 7), torch.randn(11, 13, 7))
+        with self._lock:
+            if self.mode == "untried":
+                self._try_compile(torch.randn(3, k), torch.randint(0, 11, (3, k)), torch.rand(3, 5, 7), torch.randn(11, 13, 7))
 
     def _try_compile(self, *args) -> None:
         try:
@@ -216,10 +221,10 @@ def attention_parts(
 def chunk_size(n_tokens: int, n_heads: int, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> int:
     """Queries per chunk so that the chunk's (C, T, H) float32 working set stays under the budget.
 
-    Never the whole sequence at once for T > 1.
+    Nothing of size (C, T, H, d) is ever built, so short prompts may run in one chunk.
     """
     row = n_tokens * n_heads * 4 * CHUNK_TENSORS
-    return max(1, min(MAX_CHUNK, budget_bytes // row, (n_tokens + 1) // 2))
+    return max(1, min(MAX_CHUNK, budget_bytes // row))
 
 
 def ffn_parts(trace: Trace, layer: int, renorm_threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:

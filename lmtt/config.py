@@ -44,6 +44,10 @@ class AppConfig:
     max_prompt_chars: int = 4000
     max_prompt_tokens: int = 512
     analysis_cache_entries: int = 16
+    analysis_cache_ttl_s: float | None = None  # None: entries never expire
+    demo_mode: bool = False  # public demo: no prompt text in logs, config models only
+    max_concurrent_analyses: int = 2  # more wait in a FIFO queue
+    rate_limit_per_minute: int | None = None  # analyses per session per minute; None: no limit
     path: Path | None = field(default=None, compare=False)
 
 
@@ -75,9 +79,17 @@ def _model_entry(name: str, raw) -> ModelEntry:
     return entry
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and value == value and abs(value) != float("inf")
+
+
 def _positive_int(raw: dict, key: str, default: int) -> int:
     value = raw.get(key, default)
-    _expect(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, f"expected a positive integer, got {value!r}")
+    _expect(_is_int(value) and value > 0, key, f"expected a positive integer, got {value!r}")
     return value
 
 
@@ -99,6 +111,15 @@ def parse_config(raw, path: Path | None = None) -> AppConfig:
         "sample_prompts",
         "expected a list of strings or a file name",
     )
+    known = {"models", "default_model", "sample_prompts", "default_threshold"} | set(AppConfig.__dataclass_fields__) - {"path"}
+    unknown = sorted(set(raw) - known)
+    _expect(not unknown, unknown[0] if unknown else "", f"unknown setting; known settings: {', '.join(sorted(known))}")
+    demo_mode = raw.get("demo_mode", False)
+    _expect(isinstance(demo_mode, bool), "demo_mode", f"expected true or false, got {demo_mode!r}")
+    ttl = raw.get("analysis_cache_ttl_s")
+    _expect(ttl is None or (_is_number(ttl) and ttl > 0), "analysis_cache_ttl_s", f"expected a positive number of seconds, got {ttl!r}")
+    rate = raw.get("rate_limit_per_minute")
+    _expect(rate is None or (_is_int(rate) and rate > 0), "rate_limit_per_minute", f"expected a positive integer, got {rate!r}")
     threshold = raw.get("default_threshold", 0.04)
     _expect(
         isinstance(threshold, (int, float)) and 0 <= threshold <= 1, "default_threshold", f"expected a number in [0, 1], got {threshold!r}"
@@ -111,6 +132,10 @@ def parse_config(raw, path: Path | None = None) -> AppConfig:
         max_prompt_chars=_positive_int(raw, "max_prompt_chars", 4000),
         max_prompt_tokens=_positive_int(raw, "max_prompt_tokens", 512),
         analysis_cache_entries=_positive_int(raw, "analysis_cache_entries", 16),
+        analysis_cache_ttl_s=None if ttl is None else float(ttl),
+        demo_mode=demo_mode,
+        max_concurrent_analyses=_positive_int(raw, "max_concurrent_analyses", 2),
+        rate_limit_per_minute=rate,
         path=path,
     )
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from lmtt.adapters import UnsupportedModel, adapter_for
-from lmtt.attribution import small_coords_correction
 from lmtt.config import EMBEDDED_GGUF, EMBEDDED_PACKAGE, AppConfig, ModelEntry, load_config
 from lmtt.runner import ModelRunner
 
@@ -143,6 +142,5 @@ def load_model(name_or_entry: str | ModelEntry | None = None, config: AppConfig 
     start = time.perf_counter()
     model, tokenizer = load_pretrained(entry)
     runner = ModelRunner(model, tokenizer, name=entry.name)
-    small_coords_correction.warm_up(runner.layer_weights[0].w_out.shape[-1])  # compile now, not in the first analysis
     runner.load_seconds = time.perf_counter() - start
     return runner

@@ -256,6 +256,9 @@ def check_prompt(prompt: str, max_chars: int | None = None) -> str:
         raise PromptError("the prompt is empty")
     if max_chars is not None and len(prompt) > max_chars:
         raise PromptError(f"the prompt has {len(prompt):,} characters; the limit is {max_chars:,}")
+    bad = next((i for i, ch in enumerate(prompt) if 0xD800 <= ord(ch) <= 0xDFFF), None)
+    if bad is not None:
+        raise PromptError(f"the prompt is not valid Unicode: a lone surrogate (U+{ord(prompt[bad]):04X}) at character {bad}")
     return prompt
 
 

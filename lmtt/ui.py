@@ -9,9 +9,12 @@ changes only read the cached Analysis; they never run the model.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import time
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -21,17 +24,25 @@ import streamlit as st
 import lmtt
 from lmtt import figures
 from lmtt.analysis import Analysis
+from lmtt.attribution import small_coords_correction
 from lmtt.cache import BoundedCache
 from lmtt.config import AppConfig, ConfigError, ModelEntry
 from lmtt.figures import describe_node, visible
 from lmtt.graph import parse_node
 from lmtt.interpret import Projection, TokenScore
+from lmtt.limits import AnalysisGate, RateLimiter
 from lmtt.loading import LoadError
 from lmtt.runner import ModelRunner, PromptError, check_prompt
 
 PAGES = (("app.py", "Graph"), ("pages/contributions.py", "Contributions"), ("pages/interpretation.py", "Interpretation"))
 THRESHOLD_MAX = 0.5
 ss = st.session_state
+log = logging.getLogger("lmtt.app")
+if not log.handlers:  # one line per analysis on the server's stderr
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
 
 
 @dataclass(frozen=True)
@@ -66,14 +77,25 @@ def read_config() -> AppConfig | None:
 
 @st.cache_resource(show_spinner=False)
 def cached_runner(entry: ModelEntry) -> ModelRunner:
-    """One runner per model for the whole process, shared by every session."""
-    return lmtt.load_model(entry)
+    """One runner per model for the whole process, shared by every session.
+
+    The attribution kernel is compiled here too, so the first analysis is not the slow one.
+    """
+    runner = lmtt.load_model(entry)
+    small_coords_correction.warm_up(runner.layer_weights[0].w_out.shape[-1])
+    return runner
 
 
 @st.cache_resource(show_spinner=False)
-def analysis_cache(max_entries: int) -> BoundedCache[Analysis]:
-    """Analyses per (model, prompt), bounded, shared read-only between sessions."""
-    return BoundedCache(max_entries)
+def analysis_cache(max_entries: int, ttl_s: float | None) -> BoundedCache[Analysis]:
+    """Analyses per (model, prompt), bounded in entries and age, shared read-only between sessions."""
+    return BoundedCache(max_entries, ttl_s)
+
+
+@st.cache_resource(show_spinner=False)
+def analysis_gate(limit: int) -> AnalysisGate:
+    """At most `limit` analyses at once in this process; the others queue."""
+    return AnalysisGate(limit)
 
 
 # ---- state -----------------------------------------------------------------
@@ -289,25 +311,62 @@ def _current_analysis(config: AppConfig) -> Analysis | None:
         st.error(f"Unknown model {model!r}: config.yaml lists {', '.join(config.models)}.")
         return None
     entry = config.models[model]
+    bar = st.empty()
     try:
         check_prompt(prompt, config.max_prompt_chars)
-        bar = st.progress(0.0, text=f"Loading model {model}…")
-        runner = cached_runner(entry)
-        bar.progress(1.0, text=f"Model {model} loaded")
-        bar.progress(0.0, text="Analysing…")
-        analysis, _ = analysis_cache(config.analysis_cache_entries).get_or_compute(
-            (entry, prompt),
-            lambda: lmtt.analyze(
-                runner, prompt, max_tokens=config.max_prompt_tokens, on_progress=lambda f, msg: bar.progress(min(f, 1.0), text=msg)
-            ),
-        )
-        bar.empty()
+        cache = analysis_cache(config.analysis_cache_entries, config.analysis_cache_ttl_s)
+        analysis = cache.get((entry, prompt))
+        if analysis is None:
+            analysis = _run_analysis(config, entry, prompt, cache, bar)
         return analysis
     except (PromptError, LoadError) as e:
         st.error(str(e))
     except Exception as e:  # noqa: BLE001 - the app must keep serving; show what failed, not a traceback page
+        log.exception("analysis failed")
         st.error(f"The analysis failed: {type(e).__name__}: {e}")
+    finally:
+        bar.empty()
     return None
+
+
+def _run_analysis(config: AppConfig, entry: ModelEntry, prompt: str, cache: BoundedCache, bar) -> Analysis | None:
+    """A cache miss: rate limit, model load, queue for a slot, analyse, log one line."""
+    if config.rate_limit_per_minute:
+        limiter = ss.setdefault("_limiter", RateLimiter(config.rate_limit_per_minute))
+        wait = limiter.try_acquire()
+        if wait:
+            st.warning(f"Rate limit: at most {config.rate_limit_per_minute} new analyses per minute. Try again in {math.ceil(wait)} s.")
+            return None
+    progress = bar.progress(0.0, text=f"Loading model {entry.name}… (the first load converts its weights, about 15 s)")
+    runner = cached_runner(entry)
+    progress.progress(0.0, text="Waiting for a free slot…")
+
+    def queued(position: int) -> None:
+        progress.progress(0.0, text=f"The server is busy: you are number {position} in the queue.")
+
+    start = time.perf_counter()
+    with analysis_gate(config.max_concurrent_analyses).slot(on_wait=queued):
+        analysis, hit = cache.get_or_compute(
+            (entry, prompt),
+            lambda: lmtt.analyze(
+                runner,
+                prompt,
+                max_tokens=config.max_prompt_tokens,
+                on_progress=lambda f, msg: progress.progress(min(f, 1.0), text=msg),
+            ),
+        )
+    session = ss.setdefault("_session_id", uuid.uuid4().hex[:8])
+    text = "" if config.demo_mode else f" prompt={prompt[:60]!r}"
+    log.info(
+        "analysis model=%s tokens=%d seconds=%.3f cache=%s session=%s%s",
+        entry.name,
+        len(analysis.tokens),
+        time.perf_counter() - start,
+        "hit" if hit else "miss",
+        session,
+        text,
+    )
+    return analysis
 
 
 # ---- tables ---------------------------------------------------------------------
@@ -331,6 +390,11 @@ def projection_tables(proj: Projection, stacked: bool = False) -> None:
 
 def neuron_table(nc) -> pd.DataFrame:
     return pd.DataFrame({"neuron": nc.neurons.numpy(), "contribution": nc.contributions.numpy(), "activation": nc.activations.numpy()})
+
+
+def token_md(token: str) -> str:
+    """A token for Markdown-rendered text (captions, headers): visible whitespace, nothing interpreted."""
+    return plain(visible(token))
 
 
 def plain(text: str) -> str:

@@ -16,7 +16,7 @@ if view is None:
 
 a = view.analysis
 kind, layer, position = view.focus()
-st.caption(f"Token {position} ({figures.visible(a.tokens[position])}). Select a node on the Graph page, or pick a layer here.")
+st.caption(f"Token {position} ({ui.token_md(a.tokens[position])}). Select a node on the Graph page, or pick a layer here.")
 st.plotly_chart(figures.layer_overview_figure(a, position), key="overview", width="stretch")
 
 left, right = st.columns([1, 1])

@@ -21,7 +21,7 @@ with head_tab:
     layer = c1.number_input("Layer", 0, a.n_layers - 1, layer, key="head_layer")
     head = c2.number_input("Head", 0, a.n_heads - 1, head, key="head_index")
     ui.select_head(layer, head)
-    st.subheader(f"Layer {layer}, head {head}: its update at token {position} ({figures.visible(a.tokens[position])})")
+    st.subheader(f"Layer {layer}, head {head}: its update at token {position} ({ui.token_md(a.tokens[position])})")
     proj = a.head_tokens(layer, position, head, k=10)
     st.plotly_chart(figures.projection_figure(proj), key="head_projection", width="stretch")
     ui.projection_tables(proj)
