@@ -45,7 +45,7 @@ EPS = 1e-5
 SMALL_COORDS = 32  # K: coordinates per query handled exactly; the rest go through the GEMM
 DEFAULT_BUDGET_BYTES = 64 * 2**20
 MAX_CHUNK = 128
-EAGER_BELOW = 2_000_000  # C x J x H x K elements under which the eager correction beats compiling
+EAGER_BELOW = 300_000  # C x J x H x K elements under which the eager correction beats compiling
 CHUNK_TENSORS = 6  # (C, J, H) float32 tensors alive at once inside a chunk
 
 

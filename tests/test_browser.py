@@ -11,7 +11,9 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from lmtt.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
+
+ARTIFACTS = ROOT / "test-artifacts"
 
 if not Path(CHROMIUM).exists():
     message = f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!"
@@ -37,7 +39,7 @@ def browser():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(tmp_path_factory.mktemp("server") / "server.log") as base:
+    with streamlit_server(tmp_path_factory.mktemp("server") / "server.log") as (base, _pid):
         yield base
 
 
@@ -73,7 +75,7 @@ def nav_links(page: Page) -> list[str]:
 
 def test_a_deep_link_is_the_first_request_to_a_fresh_server(browser, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(tmp_path / "server.log") as base:
+    with streamlit_server(tmp_path / "server.log") as (base, _pid):
         ctx, page = new_page(browser, base)
         page.goto(f"{base}/contributions?prompt={quote(PROMPT)}&node=attn:22:4")
         settled(page)

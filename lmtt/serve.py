@@ -1,4 +1,4 @@
-"""Starting the real app and Debian's Chromium for browser tests (no `playwright install`)."""
+"""Start `streamlit run app.py` on loopback for tests and the load test (no Streamlit import here)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -34,33 +34,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(log_path: Path, env: dict[str, str] | None = None):
-    """A fresh `streamlit run app.py` on loopback; yields its base URL; stops its process group."""
+def streamlit_server(log_path: Path, env: dict[str, str] | None = None, timeout_s: float = 90) -> Iterator[tuple[str, int]]:
+    """A fresh server on a free loopback port; yields (base URL, pid); stops its whole process group."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port)]
+    cmd += ["--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()}")
@@ -71,9 +56,9 @@ def streamlit_server(log_path: Path, env: dict[str, str] | None = None):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"streamlit not healthy after 90 s:\n{log_path.read_text()}")
+                raise TimeoutError(f"streamlit not healthy after {timeout_s:.0f} s:\n{log_path.read_text()}")
             time.sleep(0.2)
-        yield base
+        yield base, proc.pid
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
