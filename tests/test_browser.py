@@ -25,7 +25,7 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=60_000)
 PROMPT = "The capital of France is"
-HOSTILE = "<img src=x onerror=alert(1)> and <script>alert(2)</script> **b** $x$"
+HOSTILE = "<img src=x onerror=alert(1)> and <script>alert(2)</script> **b** $x$ \u202eevil\u202c 👨\u200d👩"
 
 
 @pytest.fixture(scope="module")
