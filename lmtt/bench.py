@@ -26,8 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from lmtt.report import RESULTS, write_section
+
 SIZES = (16, 64, 128, 256, 512, 1024, 2048)
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "RESULTS.md"
 TARGET_RATIO = 2.0
 TARGET_RSS_MB = 4096
 TARGET_CHANGE_S = 0.1
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--no-loads", action="store_true", help="skip the first/cached load measurement")
-    parser.add_argument("--out", default=str(RESULTS), help="markdown report path ('' to skip)")
+    parser.add_argument("--out", default=str(RESULTS), help="markdown report to update ('' to skip)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -226,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_loads:
         report["load"] = measure_loads()
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("# lmtt benchmark\n\n" + markdown(report))
+        write_section("Benchmark", markdown(report), Path(args.out))
     if args.json:
         print(json.dumps(report))
     else:

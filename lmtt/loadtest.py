@@ -5,7 +5,7 @@ contexts on Debian's Chromium). Each session opens the graph for a prompt of its
 own (a cache miss, so the model really runs) `--requests` times and waits for the
 rendered graph. Reports p50/p95 time to a rendered graph, errors, and the server's
 RSS before, at peak during, and after, for each K. Writes a section of
-bench/RESULTS.md unless --out ''.
+the "Load test" section of bench/RESULTS.md unless --out ''.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from urllib.parse import quote
 
 import psutil
 
+from lmtt.report import RESULTS, write_section
 from lmtt.serve import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "LOADTEST.md"
 PROMPTS = (
     "The capital of France is",
     "The Eiffel Tower stands in the city of",
@@ -74,8 +74,9 @@ async def _session(browser, base: str, index: int, requests: int, deadline: floa
             start = time.perf_counter()
             try:
                 await page.goto(f"{base}/?prompt={quote(prompt)}")
-                await expect(page.get_by_text("which predicts")).to_be_visible(timeout=max(1_000, (deadline - time.monotonic()) * 1000))
-                await expect(page.locator(".js-plotly-plot .scatterlayer").first).to_be_visible()
+                left_ms = max(1_000, (deadline - time.monotonic()) * 1000)
+                await expect(page.get_by_text("which predicts")).to_be_visible(timeout=left_ms)
+                await expect(page.locator(".js-plotly-plot .scatterlayer").first).to_be_visible(timeout=left_ms)
                 if await page.locator('[data-testid="stException"]').count():
                     raise RuntimeError("an exception was shown")
                 times.append(time.perf_counter() - start)
@@ -140,10 +141,9 @@ def run(levels: list[int], requests: int, time_limit_s: float) -> list[dict]:
 
 def markdown(rows: list[dict], requests: int) -> str:
     lines = [
-        "# Load test",
-        "",
         f"`python -m lmtt.loadtest`: one fresh server on loopback (config.yaml as shipped), K browser sessions at once, "
-        f"{requests} requests each; each request opens the graph for a prompt of its own (a cache miss) and waits until it is drawn.",
+        f"{requests} requests each; each request opens the graph for a prompt of its own (a cache miss) and waits until it is drawn. "
+        "Chromium runs on the same 2-core machine as the server, so its rendering competes with the model for the CPU.",
         "",
         "| sessions | requests | ok | errors | p50 s | p95 s | wall s | RSS before MB | RSS peak MB | RSS after MB |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", default="1,4,8")
     parser.add_argument("--requests", type=int, default=3, help="requests per session")
     parser.add_argument("--time-limit", type=float, default=600, help="seconds per level")
-    parser.add_argument("--out", default=str(RESULTS), help="markdown report path ('' to skip)")
+    parser.add_argument("--out", default=str(RESULTS), help="markdown report to update ('' to skip)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(s) for s in args.sessions.split(",") if s.strip()]
     rows = run(levels, args.requests, args.time_limit)
     if args.out:
-        Path(args.out).write_text(markdown(rows, args.requests))
+        write_section("Load test", markdown(rows, args.requests), Path(args.out))
     print(json.dumps(rows) if args.json else markdown(rows, args.requests))
     return 0 if all(r["errors"] == 0 for r in rows) else 1
 

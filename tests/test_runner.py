@@ -2,6 +2,7 @@
 
 import threading
 
+import pytest
 import torch
 
 from lmtt.attribution import head_values
@@ -110,3 +111,19 @@ def test_two_threads_tracing_at_once_get_their_own_tensors(tiny_runner):
         assert torch.equal(got.logits, trace.logits)
         for name in ("resid", "attn_out", "ffn_out", "queries", "keys", "values", "neuron_acts"):
             assert all(torch.equal(x, y) for x, y in zip(getattr(got, name), getattr(trace, name))), name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_are_traced_in_float32(dtype):
+    """Contributions are computed in float32 even when the model runs in half precision."""
+    from lmtt.attribution import compute_contributions
+    from lmtt.runner import ModelRunner
+    from tests.tiny_models import tiny_model
+
+    runner = ModelRunner(tiny_model("llama_gqa_bias").to(dtype), tokenizer=None, name="half")
+    trace = runner.trace(token_ids(9))
+    assert all(t.dtype == torch.float32 for t in (*trace.resid, *trace.attn_out, *trace.queries, trace.logits))
+    c = compute_contributions(trace, runner.layer_weights)
+    assert torch.allclose(c.attn_edges.sum(-1) + c.attn_resid, torch.ones_like(c.attn_resid), atol=1e-5)
+    for layer in range(trace.n_layers):  # the half-precision model's own rounding, not ours
+        assert close(trace.mid(layer) + trace.ffn_out[layer], trace.resid[layer + 1], rtol=2e-2)
