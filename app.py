@@ -37,3 +37,4 @@ with graph_col:
     )
 with panel_col:
     ui.selection_panel(view)
+    ui.download_buttons(a, view.token, view.threshold)

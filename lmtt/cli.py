@@ -12,6 +12,7 @@ import sys
 
 from lmtt.analysis import DEFAULT_THRESHOLD, analyze
 from lmtt.config import ConfigError, load_config
+from lmtt.export import write_files
 from lmtt.loading import LoadError, load_model
 from lmtt.runner import PromptError, check_prompt
 
@@ -27,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     a.add_argument("--top", type=int, default=10, help="how many predictions to list")
     a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.add_argument("--out", default=None, help="also write graph.json, graph.graphml, contributions.csv and predictions.csv here")
     return parser
 
 
@@ -38,6 +40,8 @@ def _analyze(args) -> int:
     runner = load_model(args.model, config)
     analysis = analyze(runner, args.prompt, max_tokens=config.max_prompt_tokens)
     result = analysis.to_dict(args.token, args.threshold, args.top)
+    if args.out:
+        write_files(analysis, args.out, args.token, args.threshold)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # keep stderr to the one error line
     try:
         return _analyze(args)
-    except (ConfigError, LoadError, PromptError, IndexError, ValueError) as e:
+    except (ConfigError, LoadError, PromptError, IndexError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

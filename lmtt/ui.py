@@ -27,6 +27,7 @@ from lmtt.analysis import Analysis
 from lmtt.attribution import small_coords_correction
 from lmtt.cache import BoundedCache
 from lmtt.config import AppConfig, ConfigError, ModelEntry
+from lmtt.export import export_files
 from lmtt.figures import describe_node, visible
 from lmtt.graph import parse_node
 from lmtt.interpret import Projection, TokenScore
@@ -438,3 +439,11 @@ def _edge_panel(view: View) -> None:
         weights = a.contributions.ffn if kind == "ffn" else (a.contributions.attn_resid if level % 2 else a.contributions.ffn_resid)
         st.metric("Weight", f"{float(weights[layer, dst]):.3f}")
     st.text(f"Into: {describe_node(a, view.node)}")
+
+
+def download_buttons(analysis: Analysis, token: int, threshold: float) -> None:
+    """The current view as files: graph (JSON, GraphML), contributions and predictions (CSV)."""
+    with st.expander("Download this view"):
+        mime = {"json": "application/json", "graphml": "application/xml", "csv": "text/csv"}
+        for name, data in export_files(analysis, token, threshold).items():
+            st.download_button(name, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
