@@ -7,8 +7,9 @@ analysis.predictions()[0].token            # ' Paris'
 analysis.paths_to(-1, threshold=0.04)      # the important subgraph
 """
 
-from lmtt.analysis import Analysis, analyze
+from lmtt.analysis import Analysis, InterventionResult, analyze
 from lmtt.config import AppConfig, ConfigError, ModelEntry, load_config
+from lmtt.edits import Edit
 from lmtt.loading import LoadError, load_model
 from lmtt.runner import ModelRunner, PromptError, Trace
 
@@ -16,6 +17,8 @@ __all__ = [
     "Analysis",
     "AppConfig",
     "ConfigError",
+    "Edit",
+    "InterventionResult",
     "LoadError",
     "ModelEntry",
     "ModelRunner",

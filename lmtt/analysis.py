@@ -16,6 +16,7 @@ import torch
 
 from lmtt import interpret
 from lmtt.attribution import Contributions, compute_contributions
+from lmtt.edits import Edit
 from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
 from lmtt.interpret import HeadContributions, NeuronContributions, Projection, TokenScore
 from lmtt.runner import ModelRunner, PromptError, Trace
@@ -136,6 +137,31 @@ class Analysis:
         if not 0 <= head < self.n_heads:
             raise IndexError(f"head {head} is out of range: the model has {self.n_heads} heads")
 
+    # ---- interventions -------------------------------------------------------
+    def intervene(self, edits: list[Edit] | tuple[Edit, ...], token: int = -1, k: int = 10) -> InterventionResult:
+        """Re-run the prompt with heads or neurons edited; compare the predictions at `token`.
+
+        The edited run is a full Analysis (graph, contributions) of its own.
+        """
+        if not edits:
+            raise ValueError("no edits given")
+        position = self.position(token)
+        edited = _analysis_of(self.runner, self.runner.trace(self.trace.token_ids, tuple(edits)))
+        target = self.predictions(position, 1)[0]
+        before, after = self.trace.logits[position], edited.trace.logits[position]
+        return InterventionResult(
+            edits=tuple(edits),
+            token=position,
+            target=target,
+            before=self.predictions(position, k),
+            after=edited.predictions(position, k),
+            logit_before=float(before[target.token_id]),
+            logit_after=float(after[target.token_id]),
+            prob_before=float(before.softmax(-1)[target.token_id]),
+            prob_after=float(after.softmax(-1)[target.token_id]),
+            analysis=edited,
+        )
+
     # ---- export ----------------------------------------------------------
     def to_dict(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10) -> dict:
         """The CLI's JSON contract: model, tokens, predictions and the paths_to graph."""
@@ -148,6 +174,29 @@ class Analysis:
 
     def to_json(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10) -> str:
         return json.dumps(self.to_dict(token, threshold, k), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class InterventionResult:
+    """Predictions at one token before and after edits, and the edited analysis."""
+
+    edits: tuple[Edit, ...]
+    token: int
+    target: TokenScore  # the unedited prediction whose logit and probability are tracked
+    before: list[TokenScore]
+    after: list[TokenScore]
+    logit_before: float
+    logit_after: float
+    prob_before: float
+    prob_after: float
+    analysis: Analysis
+
+
+def _analysis_of(runner: ModelRunner, trace: Trace, on_layer=None, timings: dict | None = None) -> Analysis:
+    start = time.perf_counter()
+    contributions = compute_contributions(trace, runner.layer_weights, on_layer=on_layer)
+    timings = {**(timings or {}), "contributions_s": time.perf_counter() - start}
+    return Analysis(runner, trace, contributions, ContributionGraph(contributions), timings)
 
 
 def analyze(
@@ -169,9 +218,9 @@ def analyze(
     trace = runner.trace(ids)
     traced = time.perf_counter()
     report(0.2, "Computing contributions")
-    contributions = compute_contributions(
-        trace, runner.layer_weights, on_layer=lambda done, total: report(0.2 + 0.8 * done / total, f"Contributions: layer {done}/{total}")
+    return _analysis_of(
+        runner,
+        trace,
+        on_layer=lambda done, total: report(0.2 + 0.8 * done / total, f"Contributions: layer {done}/{total}"),
+        timings={"trace_s": traced - start},
     )
-    done = time.perf_counter()
-    timings = {"trace_s": traced - start, "contributions_s": done - traced}
-    return Analysis(runner, trace, contributions, ContributionGraph(contributions), timings)

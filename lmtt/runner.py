@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from lmtt import attention
+from lmtt import edits as edits_module
 from lmtt.adapters import Adapter, adapter_for, is_parallel, linear_weight, resolve
 from lmtt.attention import RECORDER as _RECORDER
+from lmtt.edits import Edit
 
 
 class PromptError(ValueError):
@@ -52,6 +54,8 @@ class Trace:
     neuron_acts: tuple[torch.Tensor, ...]  # L x (T, N): the FFN's hidden activations
     logits: torch.Tensor  # (T, V)
     parallel: bool
+    edits: tuple[Edit, ...] = ()  # interventions applied during this pass
+    head_scale: tuple[torch.Tensor, ...] = ()  # L x (H,): how each head's source parts were scaled by the edits
 
     @property
     def n_layers(self) -> int:
@@ -156,6 +160,16 @@ class ModelRunner:
                 hidden = output[0] if isinstance(output, tuple) else output
                 rec["resid"][layer + 1] = _row(hidden, rec)
 
+        def out_proj_in(_m, args):
+            if (rec := _RECORDER.get()) is not None and (edits := rec["edits"].get(("head", layer))):
+                return (edits_module.apply(args[0], edits, self.head_dim), *args[1:])
+            return None
+
+        def down_proj_in(_m, args):
+            if (rec := _RECORDER.get()) is not None and (edits := rec["edits"].get(("neuron", layer))):
+                return (edits_module.apply(args[0], edits, 1), *args[1:])
+            return None
+
         def out_proj_out(_m, _args, output):
             if (rec := _RECORDER.get()) is not None:
                 rec["attn_out"][layer] = _row(output, rec)
@@ -167,7 +181,9 @@ class ModelRunner:
 
         block.register_forward_pre_hook(block_in, with_kwargs=True)
         block.register_forward_hook(block_out)
+        resolve(block, a.out_proj).register_forward_pre_hook(out_proj_in)
         resolve(block, a.out_proj).register_forward_hook(out_proj_out)
+        resolve(block, a.down_proj).register_forward_pre_hook(down_proj_in)
         resolve(block, a.down_proj).register_forward_hook(down_proj_io)
 
     # ---- use ----------------------------------------------------------
@@ -189,14 +205,22 @@ class ModelRunner:
         return tuple(self.decode(t) for t in ids.tolist())
 
     @torch.no_grad()
-    def trace(self, prompt: str | torch.Tensor) -> Trace:
-        """Run one forward pass and record the residual stream and its parts."""
+    def trace(self, prompt: str | torch.Tensor, edits: tuple[Edit, ...] = ()) -> Trace:
+        """Run one forward pass and record the residual stream and its parts, with optional edits."""
         ids = self.tokenize(prompt) if isinstance(prompt, str) else prompt.reshape(-1)
         n = len(self.blocks)
+        head_scale = [torch.ones(self.n_heads) for _ in range(n)]
+        grouped: dict[tuple[str, int], list[Edit]] = {}
+        for e in edits:
+            self.check_edit(e)
+            grouped.setdefault((e.kind, e.layer), []).append(e)
+            if e.kind == "head":
+                head_scale[e.layer][e.index] *= e.head_scale
         rec = {k: [None] * n for k in ("q", "k", "v", "mask", "scale", "attn_out", "neuron_acts", "ffn_out")}
         rec["layer_of"] = self._layer_of
         rec["resid"] = [None] * (n + 1)
         rec["n_tokens"] = ids.numel()
+        rec["edits"] = grouped
         token = _RECORDER.set(rec)
         try:
             out = self.model(input_ids=ids[None].to(self.device), use_cache=False)
@@ -220,7 +244,14 @@ class ModelRunner:
             neuron_acts=tuple(rec["neuron_acts"]),
             logits=out.logits[0].float(),
             parallel=self.parallel,
+            edits=tuple(edits),
+            head_scale=tuple(head_scale),
         )
+
+    def check_edit(self, e: Edit) -> None:
+        limit = self.n_heads if e.kind == "head" else self.layer_weights[0].w_down.shape[0]
+        if not 0 <= e.layer < len(self.blocks) or not 0 <= e.index < limit:
+            raise IndexError(f"edit {e} is out of range: {len(self.blocks)} layers, {limit} {e.kind}s per layer")
 
     @torch.no_grad()
     def unembed(self, states: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
