@@ -139,18 +139,22 @@ class Analysis:
 
     # ---- interventions -------------------------------------------------------
     def intervene(self, edits: list[Edit] | tuple[Edit, ...], token: int = -1, k: int = 10) -> InterventionResult:
-        """Re-run the prompt with heads or neurons edited; compare the predictions at `token`.
+        """Re-run the prompt with heads or neurons edited; compare the predictions at `token`."""
+        return self.compare(self.with_edits(edits), token, k)
 
-        The edited run is a full Analysis (graph, contributions) of its own.
-        """
+    def with_edits(self, edits: list[Edit] | tuple[Edit, ...]) -> Analysis:
+        """The same prompt run again with the edits: a full Analysis (graph, contributions) of its own."""
         if not edits:
             raise ValueError("no edits given")
+        return _analysis_of(self.runner, self.runner.trace(self.trace.token_ids, tuple(edits)))
+
+    def compare(self, edited: Analysis, token: int = -1, k: int = 10) -> InterventionResult:
+        """Predictions at `token` here and in an edited run (no model run)."""
         position = self.position(token)
-        edited = _analysis_of(self.runner, self.runner.trace(self.trace.token_ids, tuple(edits)))
         target = self.predictions(position, 1)[0]
         before, after = self.trace.logits[position], edited.trace.logits[position]
         return InterventionResult(
-            edits=tuple(edits),
+            edits=edited.trace.edits,
             token=position,
             target=target,
             before=self.predictions(position, k),

@@ -23,10 +23,11 @@ import streamlit as st
 
 import lmtt
 from lmtt import figures
-from lmtt.analysis import Analysis
+from lmtt.analysis import Analysis, InterventionResult
 from lmtt.attribution import small_coords_correction
 from lmtt.cache import BoundedCache
 from lmtt.config import AppConfig, ConfigError, ModelEntry
+from lmtt.edits import MODES, Edit
 from lmtt.export import export_files
 from lmtt.figures import describe_node, visible
 from lmtt.graph import parse_node
@@ -59,6 +60,7 @@ class View:
     edge: str | None
     head: tuple[int, int] | None  # (layer, head)
     neuron: tuple[int, int] | None  # (layer, neuron)
+    edits: tuple[Edit, ...] = ()  # interventions to compare against the plain run
 
     def focus(self) -> tuple[str, int, int]:
         """(kind, layer, position) of the selected node, else the output token's top node."""
@@ -143,6 +145,12 @@ def _restore_from_url(config: AppConfig) -> None:
             warnings.append(f"Ignored threshold={raw!r} in the URL: expected a number from 0 to {THRESHOLD_MAX}.")
     ss.norm = qp.get("norm", "1") != "0"
     ss.node, ss.edge = qp.get("node"), qp.get("edge")
+    ss.edits = []
+    for raw in qp.get_all("edit"):
+        try:
+            ss.edits.append(str(Edit.parse(raw)))
+        except ValueError as e:
+            warnings.append(f"Ignored edit={raw!r} in the URL: {e}")
     ss.head = _parse_pair(qp.get("head"), "head", warnings)
     ss.neuron = _parse_pair(qp.get("neuron"), "neuron", warnings)
     ss._warnings = warnings
@@ -167,6 +175,14 @@ def _validate_against(analysis: Analysis) -> None:
     if ss.edge and not _edge_fits(ss.edge, analysis):
         warnings.append("Ignored the selected edge: it does not fit this prompt.")
         ss.edge = None
+    kept = []
+    for raw in ss.get("edits", []):
+        try:
+            analysis.runner.check_edit(Edit.parse(raw))
+            kept.append(raw)
+        except (ValueError, IndexError) as e:
+            warnings.append(f"Ignored the edit {raw}: {e}")
+    ss.edits = kept
     for name, limit in (("head", analysis.n_heads), ("neuron", analysis.runner.layer_weights[0].w_down.shape[0])):
         pair = ss.get(name)
         if pair and not (0 <= pair[0] < analysis.n_layers and 0 <= pair[1] < limit):
@@ -201,8 +217,10 @@ def _write_url() -> None:
     for name in ("head", "neuron"):
         if ss.get(name):
             params[name] = f"{ss[name][0]}.{ss[name][1]}"
-    if st.query_params.to_dict() != params:
-        st.query_params.from_dict(params)
+    items = list(params.items()) + [("edit", e) for e in ss.get("edits", [])]
+    current = [(k, v) for k in st.query_params for v in st.query_params.get_all(k)]
+    if sorted(current) != sorted(items):
+        st.query_params.from_dict({k: [v for kk, v in items if kk == k] for k in dict(items)})
 
 
 def select_node(node: str | None) -> None:
@@ -214,6 +232,15 @@ def select_edge(edge: str) -> None:
     kind, level, _src, dst = parse_edge(edge)
     layer = (level - 1) // 2
     ss.node = f"{'attn' if level % 2 else 'ffn'}:{layer}:{dst}"
+
+
+def add_edit(edit: Edit) -> None:
+    if str(edit) not in ss.setdefault("edits", []):
+        ss.edits = [*ss.edits, str(edit)]
+
+
+def clear_edits() -> None:
+    ss.edits = []
 
 
 def select_head(layer: int, head: int) -> None:
@@ -300,7 +327,8 @@ def sidebar() -> View | None:
         with st.expander("Copy link to this view"):
             base = st.context.url or ""
             st.code(f"{base}?{urlencode(st.query_params.to_dict())}", language=None)
-    return View(config, analysis, ss.token, ss.threshold, ss.norm, ss.node, ss.edge, ss.get("head"), ss.get("neuron"))
+    edits = tuple(Edit.parse(e) for e in ss.get("edits", []))
+    return View(config, analysis, ss.token, ss.threshold, ss.norm, ss.node, ss.edge, ss.get("head"), ss.get("neuron"), edits)
 
 
 def _current_analysis(config: AppConfig) -> Analysis | None:
@@ -331,15 +359,26 @@ def _current_analysis(config: AppConfig) -> Analysis | None:
 
 
 def _run_analysis(config: AppConfig, entry: ModelEntry, prompt: str, cache: BoundedCache, bar) -> Analysis | None:
-    """A cache miss: rate limit, model load, queue for a slot, analyse, log one line."""
+    """A cache miss: model load, then the analysis under the rate limit and the gate."""
+    progress = bar.progress(0.0, text=f"Loading model {entry.name}… (the first load converts its weights, about 15 s)")
+    runner = cached_runner(entry)
+
+    def compute() -> Analysis:
+        return lmtt.analyze(
+            runner, prompt, max_tokens=config.max_prompt_tokens, on_progress=lambda f, msg: progress.progress(min(f, 1.0), text=msg)
+        )
+
+    return _limited(config, cache, (entry, prompt), compute, progress, entry.name, prompt)
+
+
+def _limited(config: AppConfig, cache: BoundedCache, key, compute, progress, model: str, prompt: str):
+    """Run `compute` for a cache miss: rate limit per session, a place in the queue, one log line."""
     if config.rate_limit_per_minute:
         limiter = ss.setdefault("_limiter", RateLimiter(config.rate_limit_per_minute))
         wait = limiter.try_acquire()
         if wait:
             st.warning(f"Rate limit: at most {config.rate_limit_per_minute} new analyses per minute. Try again in {math.ceil(wait)} s.")
             return None
-    progress = bar.progress(0.0, text=f"Loading model {entry.name}… (the first load converts its weights, about 15 s)")
-    runner = cached_runner(entry)
     progress.progress(0.0, text="Waiting for a free slot…")
 
     def queued(position: int) -> None:
@@ -347,27 +386,41 @@ def _run_analysis(config: AppConfig, entry: ModelEntry, prompt: str, cache: Boun
 
     start = time.perf_counter()
     with analysis_gate(config.max_concurrent_analyses).slot(on_wait=queued):
-        analysis, hit = cache.get_or_compute(
-            (entry, prompt),
-            lambda: lmtt.analyze(
-                runner,
-                prompt,
-                max_tokens=config.max_prompt_tokens,
-                on_progress=lambda f, msg: progress.progress(min(f, 1.0), text=msg),
-            ),
-        )
+        result, hit = cache.get_or_compute(key, compute)
     session = ss.setdefault("_session_id", uuid.uuid4().hex[:8])
     text = "" if config.demo_mode else f" prompt={prompt[:60]!r}"
+    edits = f" edits={len(key[2])}" if len(key) > 2 else ""
     log.info(
-        "analysis model=%s tokens=%d seconds=%.3f cache=%s session=%s%s",
-        entry.name,
-        len(analysis.tokens),
+        "analysis model=%s tokens=%d seconds=%.3f cache=%s session=%s%s%s",
+        model,
+        len(result.tokens),
         time.perf_counter() - start,
         "hit" if hit else "miss",
         session,
+        edits,
         text,
     )
-    return analysis
+    return result
+
+
+def intervention(view: View) -> InterventionResult | None:
+    """The view's edits against the plain run. The edited analysis is cached like the plain one,
+    so a token or threshold change compares again without running the model."""
+    if not view.edits:
+        return None
+    config, (model, prompt) = view.config, ss.run
+    entry = config.models[model]
+    cache = analysis_cache(config.analysis_cache_entries, config.analysis_cache_ttl_s)
+    key = (entry, prompt, view.edits)
+    edited = cache.get(key)
+    if edited is None:
+        bar = st.empty()
+        try:
+            progress = bar.progress(0.0, text="Running the model with the edits…")
+            edited = _limited(config, cache, key, lambda: view.analysis.with_edits(view.edits), progress, model, prompt)
+        finally:
+            bar.empty()
+    return None if edited is None else view.analysis.compare(edited, view.token)
 
 
 # ---- tables ---------------------------------------------------------------------
@@ -447,3 +500,45 @@ def download_buttons(analysis: Analysis, token: int, threshold: float) -> None:
         mime = {"json": "application/json", "graphml": "application/xml", "csv": "text/csv"}
         for name, data in export_files(analysis, token, threshold).items():
             st.download_button(name, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
+
+
+def edit_controls(kind: str, layer: int, index: int, key: str) -> None:
+    """Buttons that add an edit of this head or neuron to the interventions."""
+    c1, c2, c3 = st.columns([2, 1, 1])
+    mode = c1.selectbox("Intervention", MODES, key=f"{key}_mode", label_visibility="collapsed")
+    factor = c2.number_input("factor", value=0.5, step=0.1, key=f"{key}_factor", label_visibility="collapsed", disabled=mode != "scale")
+    if c3.button(f"Add {kind} {layer}.{index}", key=f"{key}_add", width="stretch"):
+        add_edit(Edit(kind, layer, index, mode, factor if mode == "scale" else 0.0))
+        st.rerun()
+
+
+def intervention_panel(view: View) -> None:
+    """Edits, before/after predictions and the two graphs side by side."""
+    if not view.edits:
+        st.info("No interventions yet: add a head or neuron edit (Head and Neuron tabs, or the Contributions page).")
+        return
+    st.text("Edits: " + ", ".join(str(e) for e in view.edits))
+    if st.button("Clear the edits", key="clear_edits"):
+        clear_edits()
+        st.rerun()
+    result = intervention(view)
+    if result is None:
+        return
+    target = visible(result.target.token)
+    c1, c2 = st.columns(2)
+    c1.metric(f"logit of {target}", f"{result.logit_after:.3f}", f"{result.logit_after - result.logit_before:+.3f}")
+    c2.metric(f"probability of {target}", f"{result.prob_after:.3f}", f"{result.prob_after - result.prob_before:+.3f}")
+    left, right = st.columns(2)
+    left.caption("Before")
+    left.dataframe(token_table(result.before, "prob"), hide_index=True, width="stretch")
+    right.caption("After")
+    right.dataframe(token_table(result.after, "prob"), hide_index=True, width="stretch")
+    left, right = st.columns(2)
+    left.caption("Graph before")
+    left.plotly_chart(
+        figures.graph_figure(view.analysis, view.analysis.paths_to(result.token, view.threshold)), key="graph_before", width="stretch"
+    )
+    right.caption("Graph with the edits")
+    right.plotly_chart(
+        figures.graph_figure(result.analysis, result.analysis.paths_to(result.token, view.threshold)), key="graph_after", width="stretch"
+    )

@@ -31,6 +31,8 @@ if block == "attention":
     st.subheader(f"Heads at layer {layer}")
     st.caption(f"Residual share {hc.residual:.3f}. Click a head to open it on the Interpretation page.")
     st.plotly_chart(figures.head_bar_figure(hc), key="head_chart", on_select="rerun", selection_mode="points", width="stretch")
+    if view.head and view.head[0] == layer:
+        ui.edit_controls("head", *view.head, key="edit_head_c")
     st.plotly_chart(figures.head_source_heatmap(hc, a.tokens), key="head_sources", width="stretch")
 else:
     k = st.slider("Top neurons", 5, 100, 20)
@@ -38,6 +40,8 @@ else:
     st.subheader(f"Top neurons at layer {layer}")
     st.caption(f"Residual share {nc.residual:.3f}. Click a neuron to open it on the Interpretation page.")
     st.plotly_chart(figures.neuron_bar_figure(nc), key="neuron_chart", on_select="rerun", selection_mode="points", width="stretch")
+    if view.neuron and view.neuron[0] == layer:
+        ui.edit_controls("neuron", *view.neuron, key="edit_neuron_c")
     st.dataframe(ui.neuron_table(nc), hide_index=True, width="stretch")
-if view.head or view.neuron:
-    st.page_link("pages/interpretation.py", label="Open the selection on the Interpretation page →")
+if view.head or view.neuron or view.edits:
+    st.page_link("pages/interpretation.py", label="Open the selection (and the interventions) on the Interpretation page →")

@@ -13,7 +13,7 @@ if view is None:
 a = view.analysis
 _, _, position = view.focus()
 n_neurons = a.runner.layer_weights[0].w_down.shape[0]
-head_tab, neuron_tab, lens_tab = st.tabs(["Head", "Neuron", "Logit lens"])
+head_tab, neuron_tab, lens_tab, edit_tab = st.tabs(["Head", "Neuron", "Logit lens", "Intervene"])
 
 with head_tab:
     layer, head = view.head or (view.focus()[1] if view.focus()[1] >= 0 else 0, 0)
@@ -25,6 +25,7 @@ with head_tab:
     proj = a.head_tokens(layer, position, head, k=10)
     st.plotly_chart(figures.projection_figure(proj), key="head_projection", width="stretch")
     ui.projection_tables(proj)
+    ui.edit_controls("head", layer, head, key="edit_head")
     st.markdown("**Attention pattern**")
     st.plotly_chart(figures.attention_pattern_figure(a, layer, head), key="head_pattern", width="stretch")
 
@@ -35,6 +36,7 @@ with neuron_tab:
     neuron = c2.number_input("Neuron", 0, n_neurons - 1, neuron, key="neuron_index")
     ui.select_neuron(layer, neuron)
     st.subheader(f"Layer {layer}, neuron {neuron}")
+    ui.edit_controls("neuron", layer, neuron, key="edit_neuron")
     st.markdown("**Activation across the prompt**")
     st.plotly_chart(figures.neuron_activation_figure(a, layer, neuron), key="neuron_acts", width="stretch")
     st.markdown("**Its value vector in the vocabulary** (not scaled by the activation)")
@@ -49,3 +51,6 @@ with lens_tab:
     values = ranks.numpy() if mode == "rank" else probs.numpy()
     title = f"{mode} of {figures.visible(top.token)} (the prediction at token {view.token}) at every layer and position"
     st.plotly_chart(figures.lens_heatmap(a, values, title, rank=mode == "rank"), key="lens", width="stretch")
+
+with edit_tab:
+    ui.intervention_panel(view)

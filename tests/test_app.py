@@ -23,9 +23,9 @@ def traces(monkeypatch) -> list[str]:
     calls: list[str] = []
     real = ModelRunner.trace
 
-    def counting(self, prompt):
+    def counting(self, prompt, *args, **kwargs):
         calls.append(str(prompt))
-        return real(self, prompt)
+        return real(self, prompt, *args, **kwargs)
 
     monkeypatch.setattr(ModelRunner, "trace", counting)
     return calls
@@ -170,3 +170,30 @@ def test_broken_config_shows_a_message(at, tmp_path, monkeypatch):
     at.run()
     assert not at.exception
     assert "not valid YAML" in at.error[0].value
+
+
+def test_interventions_from_the_interpretation_page(at, traces):
+    ran(at)
+    click(at, "graph_chart", "attn:20:4")
+    at.switch_page("pages/interpretation.py").run()
+    at.main.number_input(key="head_layer").set_value(20).run()
+    add = next(b for b in at.main.button if b.label == "Add head 20.0")
+    add.click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["edits"] == ["head:20.0:zero"]
+    assert at.query_params["edit"] in ("head:20.0:zero", ["head:20.0:zero"])
+    labels = [m.label for m in at.main.metric]
+    assert "probability of ␣Paris" in labels
+    assert {"graph_before", "graph_after"} <= {c.key for c in at.get("plotly_chart")}
+    n = len(traces)
+    at.sidebar.slider(key="_w_threshold").set_value(0.1).run()  # the edited run is cached too
+    assert len(traces) == n and not at.exception
+
+
+def test_url_restores_interventions(at):
+    at.query_params.update({"prompt": "The capital of France is"})
+    at.query_params["edit"] = ["head:20.1:zero", "neuron:3.5:x0.5", "bogus"]
+    at.switch_page("pages/interpretation.py").run()
+    assert not at.exception, at.exception
+    assert at.session_state["edits"] == ["head:20.1:zero", "neuron:3.5:x0.5"]
+    assert any("bogus" in w.value for w in at.warning)

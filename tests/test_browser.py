@@ -150,3 +150,17 @@ def test_sixty_tokens_stay_legible(browser, server):
     page.screenshot(path=str(ARTIFACTS / "graph-60-tokens.png"), full_page=True)
     assert page.problems == []
     ctx.close()
+
+
+def test_interventions_render_side_by_side(browser, server):
+    ctx, page = new_page(browser, server, width=1500, height=1300)
+    edits = "&".join(f"edit=head:20.{h}:zero" for h in range(9))
+    page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}&{edits}")
+    settled(page)
+    page.get_by_role("tab", name="Intervene").click()
+    expect(page.get_by_text("Graph with the edits")).to_be_visible()
+    expect(page.get_by_text("probability of ␣Paris")).to_be_visible()
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "interventions.png"), full_page=True)
+    assert page.problems == []
+    ctx.close()
