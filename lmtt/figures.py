@@ -289,3 +289,21 @@ def lens_heatmap(analysis: Analysis, values: np.ndarray, title: str, rank: bool)
     )
     fig.update_layout(title=html.escape(title), height=max(420, 12 * len(ylabels) + 160), xaxis_tickangle=-60)
     return fig
+
+
+def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
+    """(L, H) change of each head's contribution, diverging around zero."""
+    bound = float(np.abs(delta).max()) or 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=delta.T,
+            x=[f"L{layer}" for layer in range(delta.shape[0])],
+            y=[f"H{h}" for h in range(delta.shape[1])],
+            colorscale="RdBu",
+            zmin=-bound,
+            zmax=bound,
+            hovertemplate="%{x} %{y}: %{z:+.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(height=320, xaxis_title="layer", yaxis_title="head")
+    return fig

@@ -36,7 +36,12 @@ from lmtt.limits import AnalysisGate, RateLimiter
 from lmtt.loading import LoadError
 from lmtt.runner import ModelRunner, PromptError, check_prompt
 
-PAGES = (("app.py", "Graph"), ("pages/contributions.py", "Contributions"), ("pages/interpretation.py", "Interpretation"))
+PAGES = (
+    ("app.py", "Graph"),
+    ("pages/contributions.py", "Contributions"),
+    ("pages/interpretation.py", "Interpretation"),
+    ("pages/compare.py", "Compare"),
+)
 THRESHOLD_MAX = 0.5
 ss = st.session_state
 log = logging.getLogger("lmtt.app")
@@ -144,6 +149,7 @@ def _restore_from_url(config: AppConfig) -> None:
         except ValueError:
             warnings.append(f"Ignored threshold={raw!r} in the URL: expected a number from 0 to {THRESHOLD_MAX}.")
     ss.norm = qp.get("norm", "1") != "0"
+    ss.compare = qp.get("compare", "")
     ss.node, ss.edge = qp.get("node"), qp.get("edge")
     ss.edits = []
     for raw in qp.get_all("edit"):
@@ -211,7 +217,7 @@ def _write_url() -> None:
         params["prompt"] = ss.run[1]
         if ss.token is not None:
             params["token"] = str(ss.token)
-    for name in ("node", "edge"):
+    for name in ("node", "edge", "compare"):
         if ss.get(name):
             params[name] = ss[name]
     for name in ("head", "neuron"):
@@ -335,7 +341,11 @@ def _current_analysis(config: AppConfig) -> Analysis | None:
     if not ss.get("run"):
         st.info("Choose a model and a prompt in the sidebar, then press **Run**.")
         return None
-    model, prompt = ss.run
+    return fetch_analysis(config, *ss.run)
+
+
+def fetch_analysis(config: AppConfig, model: str, prompt: str) -> Analysis | None:
+    """The cached analysis of a prompt, computed (with progress) on a miss; None after showing why not."""
     if model not in config.models:
         st.error(f"Unknown model {model!r}: config.yaml lists {', '.join(config.models)}.")
         return None
@@ -542,3 +552,9 @@ def intervention_panel(view: View) -> None:
     right.plotly_chart(
         figures.graph_figure(result.analysis, result.analysis.paths_to(result.token, view.threshold)), key="graph_after", width="stretch"
     )
+
+
+def bound(key: str) -> dict:
+    """Widget kwargs that keep `key` in session state and the URL across pages."""
+    ss.setdefault(key, "")
+    return _bound(key)

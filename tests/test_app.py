@@ -57,7 +57,7 @@ def test_empty_state_before_run(at):
     assert [t.value for t in at.title] == ["Graph"]
     assert "press **Run**" in at.info[0].value
     labels = [link.label for link in at.sidebar.get("page_link")]
-    assert labels == ["Graph", "Contributions", "Interpretation"]
+    assert labels == ["Graph", "Contributions", "Interpretation", "Compare"]
 
 
 def test_run_default_prompt_shows_the_prediction_and_graph(at):
@@ -197,3 +197,18 @@ def test_url_restores_interventions(at):
     assert not at.exception, at.exception
     assert at.session_state["edits"] == ["head:20.1:zero", "neuron:3.5:x0.5"]
     assert any("bogus" in w.value for w in at.warning)
+
+
+def test_compare_page(at, traces):
+    ran(at)
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and "Enter a second prompt" in at.info[0].value
+    at.main.text_input(key="_w_compare").input("The capital of Italy is").run()
+    assert not at.exception, at.exception
+    assert at.query_params["compare"] == "The capital of Italy is"
+    table = at.main.dataframe[-1].value
+    assert list(table.columns)[:3] == ["layer", "edge", "into"] and len(table) == 25
+    assert {"compare_graph_A", "compare_graph_B", "head_delta"} <= {c.key for c in at.get("plotly_chart")}
+    n = len(traces)
+    at.sidebar.slider(key="_w_threshold").set_value(0.1).run()
+    assert len(traces) == n and not at.exception

@@ -81,7 +81,7 @@ def test_a_deep_link_is_the_first_request_to_a_fresh_server(browser, tmp_path):
         settled(page)
         expect(page.get_by_role("heading", name="Contributions")).to_be_visible()
         expect(page.get_by_text("Heads at layer 22")).to_be_visible()
-        assert nav_links(page) == ["Graph", "Contributions", "Interpretation"]
+        assert nav_links(page) == ["Graph", "Contributions", "Interpretation", "Compare"]
         page.screenshot(path=str(ARTIFACTS / "deep-link-contributions.png"), full_page=True)
         assert page.problems == []
         ctx.close()
@@ -162,5 +162,17 @@ def test_interventions_render_side_by_side(browser, server):
     expect(page.get_by_text("probability of ␣Paris")).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "interventions.png"), full_page=True)
+    assert page.problems == []
+    ctx.close()
+
+
+def test_compare_page_from_a_link(browser, server):
+    ctx, page = new_page(browser, server, width=1500, height=1300)
+    page.goto(f"{server}/compare?prompt={quote(PROMPT)}&compare={quote('The capital of Italy is')}")
+    settled(page)
+    expect(page.get_by_text("Edges whose contribution changed most")).to_be_visible()
+    expect(page.get_by_text("predicts ␣Rome")).to_be_visible()
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
     assert page.problems == []
     ctx.close()
