@@ -46,8 +46,9 @@ def label(token: str) -> str:
     return html.escape(visible(token), quote=True)
 
 
-def _levels(n_layers: int) -> tuple[list[int], list[str]]:
-    vals = [0] + [2 * layer + 2 for layer in range(n_layers)]
+def _levels(n_layers: int) -> tuple[list[float], list[str]]:
+    """Axis labels: one per layer, centred on the band of its two states (after attention, after FFN)."""
+    vals = [0] + [2 * layer + 1.5 for layer in range(n_layers)]
     return vals, ["emb"] + [f"L{layer}" for layer in range(n_layers)]
 
 

@@ -254,6 +254,35 @@ class ModelRunner:
             raise IndexError(f"edit {e} is out of range: {len(self.blocks)} layers, {limit} {e.kind}s per layer")
 
     @torch.no_grad()
+    def generate(self, prompt: str, n_tokens: int, seed: int | None = None, temperature: float = 1.0) -> str:
+        """The prompt followed by `n_tokens` generated ones: greedy, or sampled with `seed` (reproducible).
+
+        Analyse the result once: with causal attention, every position's graph and
+        predictions are exactly those of a prompt that ended there.
+        """
+        if not 1 <= n_tokens <= 256:
+            raise PromptError(f"generate between 1 and 256 tokens, not {n_tokens}")
+        ids = self.tokenize(prompt)[None].to(self.device)
+        sampling = seed is not None
+        generator_state = torch.random.get_rng_state()
+        if sampling:
+            torch.manual_seed(seed)
+        try:
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n_tokens,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_k=None,
+                top_p=None,
+                pad_token_id=getattr(self.tokenizer, "eos_token_id", None) or 0,
+            )
+        finally:
+            torch.random.set_rng_state(generator_state)
+        return prompt + self.tokenizer.decode(out[0, ids.shape[1] :])
+
+    @torch.no_grad()
     def unembed(self, states: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
         """(..., V) logits of residual states: the logit lens, through the final norm by default."""
         x = states.to(self.device, self.final_norm.weight.dtype if self.final_norm is not None else states.dtype)

@@ -315,6 +315,12 @@ def sidebar() -> View | None:
             ss.run = (ss.model, ss.prompt)
             ss.token = None
             select_node(None)
+        with st.expander("Generate a continuation"):
+            n_tokens = st.number_input("Tokens to generate", 1, 64, 8, key="gen_n")
+            seed = st.number_input("Seed (0: greedy)", 0, 2**31 - 1, 0, key="gen_seed")
+            generate = st.button("Generate and analyse", key="gen_go", width="stretch")
+    if generate:
+        _generate(config, int(n_tokens), int(seed) or None)
     for message in ss.pop("_warnings", []):
         st.warning(message)
     analysis = _current_analysis(config)
@@ -326,7 +332,14 @@ def sidebar() -> View | None:
         st.warning(message)
     with st.sidebar:
         tokens = analysis.tokens
-        st.selectbox("Token to explain", range(len(tokens)), format_func=lambda p: f"{p}: {visible(tokens[p])}", **_bound("token"))
+        generated_from = ss.generated[1] if ss.get("generated") and ss.generated[0] == ss.run[1] else len(tokens)
+        st.selectbox(
+            "Token to explain",
+            range(len(tokens)),
+            format_func=lambda p: f"{p}: {visible(tokens[p])}" + (" ✦" if p >= generated_from else ""),
+            help="✦ marks generated tokens: each one's graph is that of a prompt ending there (attention is causal).",
+            **_bound("token"),
+        )
         st.slider("Contribution threshold", 0.0, THRESHOLD_MAX, step=0.005, format="%.3f", **_bound("threshold"))
         st.toggle("Final norm before unembedding", help="Apply the model's final norm in the logit lens.", **_bound("norm"))
         _write_url()
@@ -335,6 +348,23 @@ def sidebar() -> View | None:
             st.code(f"{base}?{urlencode(st.query_params.to_dict())}", language=None)
     edits = tuple(Edit.parse(e) for e in ss.get("edits", []))
     return View(config, analysis, ss.token, ss.threshold, ss.norm, ss.node, ss.edge, ss.get("head"), ss.get("neuron"), edits)
+
+
+def _generate(config: AppConfig, n_tokens: int, seed: int | None) -> None:
+    """Extend the prompt with generated tokens and make the result the analysed prompt (one trace covers every token)."""
+    model, prompt = ss.model, ss.prompt
+    try:
+        check_prompt(prompt, config.max_prompt_chars)
+        runner = cached_runner(config.models[model])
+        with st.spinner("Generating…"), analysis_gate(config.max_concurrent_analyses).slot():
+            text = runner.generate(prompt, n_tokens, seed)
+    except (PromptError, LoadError) as e:
+        st.error(str(e))
+        return
+    ss.generated = (text, len(runner.tokenize(prompt)))
+    ss.prompt = text
+    ss.run, ss.token = (model, text), None
+    select_node(None)
 
 
 def _current_analysis(config: AppConfig) -> Analysis | None:

@@ -212,3 +212,17 @@ def test_compare_page(at, traces):
     n = len(traces)
     at.sidebar.slider(key="_w_threshold").set_value(0.1).run()
     assert len(traces) == n and not at.exception
+
+
+def test_generate_then_explain_a_generated_token(at, traces):
+    at.run()
+    at.sidebar.number_input(key="gen_n").set_value(3)
+    at.sidebar.button(key="gen_go").click().run()
+    assert not at.exception, at.exception
+    text = at.session_state["run"][1]
+    assert text.startswith("The capital of France is Paris")
+    options = at.sidebar.selectbox(key="_w_token").options
+    assert options[5] == "5: ␣Paris ✦" and "✦" not in options[4]
+    n = len(traces)
+    at.sidebar.selectbox(key="_w_token").set_value(4).run()  # the prompt's own last token: no new run
+    assert "predicts ␣Paris" in caption(at) and len(traces) == n
