@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from lmtt.analysis import DEFAULT_THRESHOLD, analyze
 from lmtt.config import ConfigError, load_config
@@ -29,7 +30,39 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--top", type=int, default=10, help="how many predictions to list")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--out", default=None, help="also write graph.json, graph.graphml, contributions.csv and predictions.csv here")
+    b = sub.add_parser("batch", help="analyse every prompt of a file (one per line); resumable")
+    b.add_argument("prompts_file")
+    b.add_argument("--out", required=True, help="directory for per-prompt summaries and aggregate.json")
+    b.add_argument("--model", default=None)
+    b.add_argument("--config", default=None)
+    b.add_argument("--ray", default=None, metavar="ADDRESS", help="spread the prompts over this Ray cluster (pip install ray)")
+    b.add_argument("--workers", type=int, default=2, help="Ray actors, each holding the model once")
     return parser
+
+
+def _batch(args) -> int:
+    from lmtt import batch
+
+    config = load_config(args.config)
+    try:
+        prompts = batch.read_prompts(args.prompts_file)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {args.prompts_file}: {e}") from None
+    for prompt in prompts:
+        check_prompt(prompt, config.max_prompt_chars)
+    todo = len(batch.pending(prompts, Path(args.out)))
+    print(f"{len(prompts)} prompts, {len(prompts) - todo} already done", file=sys.stderr)
+    if args.ray:
+        name = args.model or config.default_model
+        if name not in config.models:
+            raise LoadError(f"unknown model {name!r}; config.yaml lists: {', '.join(config.models)}")
+        result = batch.run_batch_ray(args.ray, config.models[name], prompts, args.out, args.workers)
+    else:
+        runner = load_model(args.model, config)
+        result = batch.run_batch(runner, prompts, args.out, on_progress=lambda d, n: print(f"\r{d}/{n}", end="", file=sys.stderr))
+        print(file=sys.stderr)
+    print(json.dumps({"prompts": result["prompts"], "always_important_heads": result.get("always_important_heads", [])}))
+    return 0
 
 
 def _analyze(args) -> int:
@@ -59,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # keep stderr to the one error line
     try:
-        return _analyze(args)
+        return _batch(args) if args.command == "batch" else _analyze(args)
     except (ConfigError, LoadError, PromptError, IndexError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -308,3 +308,22 @@ def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
     )
     fig.update_layout(height=320, xaxis_title="layer", yaxis_title="head")
     return fig
+
+
+def head_importance_heatmap(values) -> go.Figure:
+    """(L, H) values per head; each cell carries [layer, head] so a click selects that head."""
+    z = np.asarray(values, dtype=float)  # (L, H)
+    layers, heads = z.shape
+    custom = [[[layer, h] for layer in range(layers)] for h in range(heads)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z.T,
+            x=[f"L{layer}" for layer in range(layers)],
+            y=[f"H{h}" for h in range(heads)],
+            customdata=custom,
+            colorscale="Blues",
+            hovertemplate="%{x} %{y}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(height=340, xaxis_title="layer", yaxis_title="head", clickmode="event+select")
+    return fig

@@ -41,6 +41,7 @@ PAGES = (
     ("pages/contributions.py", "Contributions"),
     ("pages/interpretation.py", "Interpretation"),
     ("pages/compare.py", "Compare"),
+    ("pages/dataset.py", "Dataset"),
 )
 THRESHOLD_MAX = 0.5
 ss = st.session_state
@@ -150,6 +151,7 @@ def _restore_from_url(config: AppConfig) -> None:
             warnings.append(f"Ignored threshold={raw!r} in the URL: expected a number from 0 to {THRESHOLD_MAX}.")
     ss.norm = qp.get("norm", "1") != "0"
     ss.compare = qp.get("compare", "")
+    ss.dataset = qp.get("dataset", "")
     ss.node, ss.edge = qp.get("node"), qp.get("edge")
     ss.edits = []
     for raw in qp.get_all("edit"):
@@ -217,7 +219,7 @@ def _write_url() -> None:
         params["prompt"] = ss.run[1]
         if ss.token is not None:
             params["token"] = str(ss.token)
-    for name in ("node", "edge", "compare"):
+    for name in ("node", "edge", "compare", "dataset"):
         if ss.get(name):
             params[name] = ss[name]
     for name in ("head", "neuron"):
@@ -297,8 +299,11 @@ def _navigation() -> None:
         st.page_link(path, label=title)
 
 
-def sidebar() -> View | None:
-    """Navigation, controls and the analysis; None (with a message shown) when there is nothing to show."""
+def sidebar(require_analysis: bool = True) -> View | None:
+    """Navigation, controls and the analysis; None (with a message shown) when there is nothing to show.
+
+    Pages that work without an analysis (Dataset) pass require_analysis=False: no empty-state message.
+    """
     with st.sidebar:
         _navigation()
         st.divider()
@@ -323,7 +328,7 @@ def sidebar() -> View | None:
         _generate(config, int(n_tokens), int(seed) or None)
     for message in ss.pop("_warnings", []):
         st.warning(message)
-    analysis = _current_analysis(config)
+    analysis = _current_analysis(config) if (require_analysis or ss.get("run")) else None
     if analysis is None:
         _write_url()
         return None
@@ -588,3 +593,21 @@ def bound(key: str) -> dict:
     """Widget kwargs that keep `key` in session state and the URL across pages."""
     ss.setdefault(key, "")
     return _bound(key)
+
+
+@st.cache_data(show_spinner=False, ttl=60, max_entries=4)
+def dataset_summaries(folder: str) -> list[dict]:
+    """The per-prompt summaries of a batch directory (re-read at most once a minute)."""
+    from lmtt.batch import load_summaries
+
+    try:
+        return load_summaries(folder)
+    except (OSError, ValueError):
+        return []
+
+
+def open_prompt(prompt: str) -> None:
+    """Make `prompt` the analysed prompt (used by the Dataset page's links)."""
+    ss.prompt = prompt
+    ss.run, ss.token = (ss.model, prompt), None
+    select_node(None)

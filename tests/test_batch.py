@@ -1,0 +1,126 @@
+"""Batch analysis over a prompt file: summaries, resumability, aggregates, the CLI, Ray and the Dataset page."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.elements.plotly_chart import PlotlySelectionState, PlotlyState
+from streamlit.testing.v1 import AppTest
+
+from lmtt import batch
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = ["The capital of France is", "The capital of Italy is", "The capital of Japan is"]
+
+
+@pytest.fixture(scope="module")
+def done_dir(default_runner, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("batch")
+    batch.run_batch(default_runner, PROMPTS, out)
+    return out
+
+
+def test_summaries_and_aggregate(done_dir):
+    summaries = batch.load_summaries(done_dir)
+    assert [s["prompt"] for s in summaries] == PROMPTS
+    assert summaries[0]["predictions"][0]["token"] == " Paris"
+    agg = json.loads((done_dir / "aggregate.json").read_text())
+    assert agg["prompts"] == 3 and len(agg["mean_head_importance"]) == 30 and len(agg["mean_head_importance"][0]) == 9
+    always = {tuple(x) for x in agg["always_important_heads"]}
+    assert all(all(s["heads"][layer][h] >= batch.IMPORTANT for s in summaries) for layer, h in always)
+    assert (23, 4) in always  # the head that moves the country to the last token (see the README)
+
+
+def test_a_rerun_skips_what_is_done(default_runner, done_dir, monkeypatch):
+    calls = []
+    monkeypatch.setattr(batch, "analyze", lambda *a, **k: calls.append(a) or pytest.fail("re-analysed a finished prompt"))
+    batch.run_batch(default_runner, PROMPTS, done_dir)
+    assert calls == []
+
+
+def test_an_interruption_loses_only_the_prompt_in_flight(default_runner, tmp_path, monkeypatch):
+    real = batch.summarize
+
+    def flaky(analysis, prompt):
+        if prompt == PROMPTS[1]:
+            raise KeyboardInterrupt
+        return real(analysis, prompt)
+
+    monkeypatch.setattr(batch, "summarize", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        batch.run_batch(default_runner, PROMPTS, tmp_path)
+    assert [s["prompt"] for s in batch.load_summaries(tmp_path)] == [PROMPTS[0]]
+    assert not list((tmp_path / "prompts").glob(".tmp-*"))
+    monkeypatch.setattr(batch, "summarize", real)
+    assert batch.run_batch(default_runner, PROMPTS, tmp_path)["prompts"] == 3
+
+
+def test_cli_batch(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS[:2]) + "\n\n")
+    cmd = [sys.executable, "-m", "lmtt", "batch", str(prompts), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["prompts"] == 2
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "2 prompts, 2 already done" in again.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_batch_over_a_local_ray_cluster(tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install ray)")
+    ray_bin = Path(sys.executable).parent / "ray"
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+    start = [str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"]
+    subprocess.run(start, check=True, capture_output=True, env=env, timeout=120)
+    try:
+        prompts = tmp_path / "prompts.txt"
+        prompts.write_text("\n".join(PROMPTS) + "\n")
+        cmd = [sys.executable, "-m", "lmtt", "batch", str(prompts), "--out", str(tmp_path / "out"), "--ray", f"127.0.0.1:{port}"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert [s["prompt"] for s in batch.load_summaries(tmp_path / "out")] == PROMPTS
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_dataset_page_opens_a_head(done_dir):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.switch_page("pages/dataset.py").run()
+    at.main.text_input(key="_w_dataset").input(str(done_dir)).run()
+    assert not at.exception, at.exception
+    assert "3 prompts" in " ".join(c.value for c in at.main.caption)
+    at.session_state["dataset_heads"] = PlotlyState(
+        {"selection": PlotlySelectionState({"points": [{"customdata": [23, 4]}], "point_indices": [0], "box": [], "lasso": []})}
+    )
+    at.run()
+    assert at.session_state["head"] == (23, 4)
+    assert "Layer 23, head 4: the prompts where it mattered most" in [s.value for s in at.main.subheader]
+    at.main.button(key="dataset_open_go").click().run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Interpretation"]
+
+
+def test_batch_page_is_off_in_demo_mode(tmp_path, monkeypatch):
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**raw, "demo_mode": True, "sample_prompts": []}))
+    monkeypatch.setenv("LMTT_CONFIG", str(tmp_path / "config.yaml"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.switch_page("pages/dataset.py").run()
+    assert not at.exception and "off in demo mode" in at.info[-1].value
+
+
+def test_ray_is_an_optional_extra():
+    assert "ray" not in (ROOT / "requirements.txt").read_text().split()
