@@ -176,3 +176,22 @@ def test_compare_page_from_a_link(browser, server):
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
     assert page.problems == []
     ctx.close()
+
+
+def test_dataset_page_from_a_link(browser, server, tmp_path):
+    from lmtt import batch
+    from lmtt.loading import load_model
+
+    out = tmp_path / "batch"
+    prompts = ["The capital of France is", "The capital of Italy is", "The capital of Germany is"]
+    batch.run_batch(load_model(), prompts, out)
+    ctx, page = new_page(browser, server, width=1500, height=1200)
+    page.goto(f"{server}/dataset?dataset={quote(str(out))}&head=23.4")
+    settled(page)
+    expect(page.get_by_text("3 prompts.")).to_be_visible()
+    expect(page.get_by_text("Layer 23, head 4: the prompts where it mattered most")).to_be_visible()
+    expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "dataset.png"), full_page=True)
+    assert page.problems == []
+    ctx.close()
