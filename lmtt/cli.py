@@ -1,4 +1,5 @@
-"""Command line: `python -m lmtt analyze --prompt TEXT [--model NAME] [--token I] [--threshold T] --json`.
+"""Command line: `python -m lmtt analyze --prompt TEXT [--model NAME] [--token I] [--threshold T] --json`
+(plus --generate N, --edit EDIT, --compare TEXT, --out DIR) and `python -m lmtt batch PROMPTS_FILE --out DIR`.
 
 Errors print one line on stderr and exit with status 2; no tracebacks.
 """
@@ -12,7 +13,9 @@ import sys
 from pathlib import Path
 
 from lmtt.analysis import DEFAULT_THRESHOLD, analyze
+from lmtt.compare import compare_prompts
 from lmtt.config import ConfigError, load_config
+from lmtt.edits import Edit
 from lmtt.export import write_files
 from lmtt.loading import LoadError, load_model
 from lmtt.runner import PromptError, check_prompt
@@ -30,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--top", type=int, default=10, help="how many predictions to list")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--out", default=None, help="also write graph.json, graph.graphml, contributions.csv and predictions.csv here")
+    a.add_argument("--generate", type=int, default=0, metavar="N", help="first extend the prompt by N generated tokens")
+    a.add_argument("--seed", type=int, default=None, help="sample the generated tokens with this seed (default: greedy)")
+    a.add_argument("--edit", action="append", default=[], metavar="EDIT", help="an intervention, e.g. head:20.3:zero (repeatable)")
+    a.add_argument("--compare", default=None, metavar="TEXT", help="a second prompt to compare with")
     b = sub.add_parser("batch", help="analyse every prompt of a file (one per line); resumable")
     b.add_argument("prompts_file")
     b.add_argument("--out", required=True, help="directory for per-prompt summaries and aggregate.json")
@@ -70,9 +77,35 @@ def _analyze(args) -> int:
         raise ValueError(f"--threshold must be a finite number >= 0, got {args.threshold}")
     config = load_config(args.config)
     check_prompt(args.prompt, config.max_prompt_chars)
+    edits = [Edit.parse(e) for e in args.edit]
+    if args.compare is not None:
+        check_prompt(args.compare, config.max_prompt_chars)
     runner = load_model(args.model, config)
-    analysis = analyze(runner, args.prompt, max_tokens=config.max_prompt_tokens)
+    prompt = runner.generate(args.prompt, args.generate, args.seed) if args.generate else args.prompt
+    analysis = analyze(runner, prompt, max_tokens=config.max_prompt_tokens)
     result = analysis.to_dict(args.token, args.threshold, args.top)
+    if args.generate:
+        result["generated_from"] = len(runner.tokenize(args.prompt))  # tokens from here on were generated
+    if edits:
+        change = analysis.intervene(edits, args.token, args.top)
+        result["intervention"] = {
+            "edits": [str(e) for e in change.edits],
+            "target": change.target.token,
+            "logit_before": change.logit_before,
+            "logit_after": change.logit_after,
+            "prob_before": change.prob_before,
+            "prob_after": change.prob_after,
+            "predictions_after": [{"token": p.token, "prob": p.score} for p in change.after],
+        }
+    if args.compare is not None:
+        cmp = compare_prompts(analysis, analyze(runner, args.compare, max_tokens=config.max_prompt_tokens))
+        result["comparison"] = {
+            "prompt": args.compare,
+            "alignment": cmp.alignment,
+            "offset": cmp.offset,
+            "edges": [{**vars(e), "delta": e.delta} for e in cmp.edges],
+            "head_delta": cmp.head_delta.tolist(),
+        }
     if args.out:
         write_files(analysis, args.out, args.token, args.threshold)
     if args.json:
@@ -83,6 +116,12 @@ def _analyze(args) -> int:
         print(f"  {p['prob']:.3f}  {p['token']!r}")
     graph = result["graph"]
     print(f"paths to token {args.token} at threshold {args.threshold}: {len(graph['nodes'])} nodes, {len(graph['edges'])} edges")
+    if "intervention" in result:
+        i = result["intervention"]
+        print(f"with {', '.join(i['edits'])}: p({i['target']!r}) {i['prob_before']:.3f} -> {i['prob_after']:.3f}")
+    if "comparison" in result:
+        top = result["comparison"]["edges"][0]
+        print(f"largest change against {args.compare!r}: {top['kind']} edge at layer {top['layer']} ({top['delta']:+.3f})")
     return 0
 
 

@@ -110,3 +110,21 @@ def test_cli_errors_are_one_line(args, needle):
     assert proc.returncode == 2
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_generate_edit_and_compare():
+    proc = run_cli(
+        "--prompt", PROMPT, "--json", "--generate", "2", "--edit", "head:23.4:zero", "--compare", "The capital of Italy is", "--token", "4"
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["tokens"][:6] == ["The", " capital", " of", " France", " is", " Paris"] and out["generated_from"] == 5
+    change = out["intervention"]
+    assert change["edits"] == ["head:23.4:zero"] and change["target"] == " Paris"
+    assert change["prob_after"] < change["prob_before"] - 0.3
+    assert out["comparison"]["alignment"] == "final token" and len(out["comparison"]["head_delta"]) == 30
+
+
+def test_cli_bad_edit_is_one_line():
+    proc = run_cli("--prompt", PROMPT, "--edit", "head:99.0:zero")
+    assert proc.returncode == 2 and "out of range" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
