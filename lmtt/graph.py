@@ -136,10 +136,6 @@ class ContributionGraph:
         """Edges above `threshold` from which the last node of `token` can be reached."""
         return self._sweep(self.top_level, self._position(token), threshold)
 
-    def paths_to_node(self, level: int, position: int, threshold: float) -> Subgraph:
-        """The same for any node: the routes that lead into it."""
-        return self._sweep(level, self._position(position), threshold)
-
     def _sweep(self, root_level: int, position: int, threshold: float) -> Subgraph:
         if not np.isfinite(threshold) or threshold < 0:
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")

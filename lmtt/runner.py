@@ -118,10 +118,10 @@ class ModelRunner:
         self.final_norm = resolve(model, self.adapter.final_norm)
         self.unembed_modules = [m for p in self.adapter.unembed if (m := resolve(model, p)) is not None]
         self.n_heads = model.config.num_attention_heads
+        self.n_kv = getattr(model.config, "num_key_value_heads", None) or self.n_heads  # GQA: fewer key/value heads
         self.device = next(model.parameters()).device
         self.layer_weights = [self._layer_weights(b) for b in self.blocks]
         self.head_dim = self.layer_weights[0].w_out.shape[1]
-        self.n_kv = self._n_kv_heads()
         self._layer_of = {id(resolve(b, self.adapter.attention)): i for i, b in enumerate(self.blocks)}
         for i, block in enumerate(self.blocks):
             self._install_hooks(i, block)
@@ -134,8 +134,7 @@ class ModelRunner:
         d = w_o.shape[0]
         w_out = w_o.T.reshape(self.n_heads, -1, d)  # (H, hd, d)
         w_down = linear_weight(down_proj, a.conv1d).detach().float().T  # (N, d)
-        n_kv = model_kv_heads(self.model.config, self.n_heads)
-        kv_index = torch.arange(self.n_heads, device=w_o.device) // (self.n_heads // n_kv)
+        kv_index = torch.arange(self.n_heads, device=w_o.device) // (self.n_heads // self.n_kv)
         return LayerWeights(
             w_out=w_out,
             b_out=_float_or_none(out_proj.bias),
@@ -143,9 +142,6 @@ class ModelRunner:
             b_down=_float_or_none(down_proj.bias),
             kv_index=kv_index,
         )
-
-    def _n_kv_heads(self) -> int:
-        return int(self.layer_weights[0].kv_index.max()) + 1
 
     def _install_hooks(self, layer: int, block: nn.Module) -> None:
         a = self.adapter
@@ -303,11 +299,6 @@ class ModelRunner:
         for module in self.unembed_modules:
             x = x @ linear_weight(module, False).detach().float().T
         return x
-
-
-def model_kv_heads(config, n_heads: int) -> int:
-    """Key/value heads (GQA); equal to the heads where the config does not say."""
-    return getattr(config, "num_key_value_heads", None) or n_heads
 
 
 def check_prompt(prompt: str, max_chars: int | None = None) -> str:

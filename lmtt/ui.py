@@ -278,10 +278,10 @@ def chart_click(key: str) -> dict | None:
 # ---- widgets -----------------------------------------------------------------
 
 
-def _bound(key: str) -> dict:
+def bound(key: str) -> dict:
     """Widget kwargs that keep `key` in session state across pages (widget state itself is per page)."""
     widget_key = f"_w_{key}"
-    ss[widget_key] = ss[key]
+    ss[widget_key] = ss.setdefault(key, "")
 
     def copy() -> None:
         ss[key] = ss[widget_key]
@@ -312,10 +312,10 @@ def sidebar(require_analysis: bool = True) -> View | None:
         return None
     _restore_from_url(config)
     with st.sidebar:
-        st.selectbox("Model", list(config.models), **_bound("model"))
+        st.selectbox("Model", list(config.models), **bound("model"))
         if config.sample_prompts:
             st.selectbox("Sample prompts", [""] + list(config.sample_prompts), key="_w_sample", on_change=_use_sample)
-        st.text_area("Prompt", max_chars=config.max_prompt_chars, height=100, **_bound("prompt"))
+        st.text_area("Prompt", max_chars=config.max_prompt_chars, height=100, **bound("prompt"))
         if st.button("Run", type="primary", width="stretch"):
             ss.run = (ss.model, ss.prompt)
             ss.token = None
@@ -343,10 +343,10 @@ def sidebar(require_analysis: bool = True) -> View | None:
             range(len(tokens)),
             format_func=lambda p: f"{p}: {visible(tokens[p])}" + (" ✦" if p >= generated_from else ""),
             help="✦ marks generated tokens: each one's graph is that of a prompt ending there (attention is causal).",
-            **_bound("token"),
+            **bound("token"),
         )
-        st.slider("Contribution threshold", 0.0, THRESHOLD_MAX, step=0.005, format="%.3f", **_bound("threshold"))
-        st.toggle("Final norm before unembedding", help="Apply the model's final norm in the logit lens.", **_bound("norm"))
+        st.slider("Contribution threshold", 0.0, THRESHOLD_MAX, step=0.005, format="%.3f", **bound("threshold"))
+        st.toggle("Final norm before unembedding", help="Apply the model's final norm in the logit lens.", **bound("norm"))
         _write_url()
         with st.expander("Copy link to this view"):
             base = st.context.url or ""
@@ -587,12 +587,6 @@ def intervention_panel(view: View) -> None:
     right.plotly_chart(
         figures.graph_figure(result.analysis, result.analysis.paths_to(result.token, view.threshold)), key="graph_after", width="stretch"
     )
-
-
-def bound(key: str) -> dict:
-    """Widget kwargs that keep `key` in session state and the URL across pages."""
-    ss.setdefault(key, "")
-    return _bound(key)
 
 
 @st.cache_data(show_spinner=False, ttl=60, max_entries=4)
