@@ -1,0 +1,59 @@
+"""The Streamlit layer: the only part of lmtt that imports Streamlit (with app.py and pages/).
+
+Pages use it as `from lmtt import ui` and call `ui.sidebar()` first.
+"""
+
+from lmtt.ui.panels import (
+    download_buttons,
+    edit_controls,
+    intervention_panel,
+    neuron_table,
+    open_prompt,
+    plain,
+    projection_tables,
+    selection_panel,
+    token_md,
+    token_table,
+)
+from lmtt.ui.runs import dataset_summaries, fetch_analysis, intervention, read_config
+from lmtt.ui.sidebar import sidebar
+from lmtt.ui.state import (
+    PAGES,
+    View,
+    bound,
+    chart_click,
+    focus_layer,
+    select_edge,
+    select_head,
+    select_neuron,
+    select_node,
+    ss,
+)
+
+__all__ = [
+    "PAGES",
+    "View",
+    "bound",
+    "chart_click",
+    "dataset_summaries",
+    "download_buttons",
+    "edit_controls",
+    "fetch_analysis",
+    "focus_layer",
+    "intervention",
+    "intervention_panel",
+    "neuron_table",
+    "open_prompt",
+    "plain",
+    "projection_tables",
+    "read_config",
+    "select_edge",
+    "select_head",
+    "select_neuron",
+    "select_node",
+    "selection_panel",
+    "sidebar",
+    "ss",
+    "token_md",
+    "token_table",
+]

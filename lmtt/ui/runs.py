@@ -1,0 +1,177 @@
+"""Running things for the app: config, the cached model and analyses, limits, logging, generation."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+
+import streamlit as st
+
+import lmtt
+from lmtt.analysis import Analysis, InterventionResult
+from lmtt.attribution import small_coords_correction
+from lmtt.cache import BoundedCache
+from lmtt.config import AppConfig, ConfigError, ModelEntry
+from lmtt.limits import AnalysisGate, RateLimiter
+from lmtt.loading import LoadError
+from lmtt.runner import ModelRunner, PromptError, check_prompt
+from lmtt.ui.state import View, select_node, ss
+
+log = logging.getLogger("lmtt.app")
+if not log.handlers:  # one line per analysis on the server's stderr
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+
+
+def read_config() -> AppConfig | None:
+    """config.yaml ($LMTT_CONFIG, else the repository's), or None after showing why it is broken."""
+    try:
+        return lmtt.load_config(os.environ.get("LMTT_CONFIG") or None)
+    except ConfigError as e:
+        st.error(f"{e}\n\nFix config.yaml and reload the page.")
+        return None
+
+
+@st.cache_resource(show_spinner=False)
+def cached_runner(entry: ModelEntry) -> ModelRunner:
+    """One runner per model for the whole process, shared by every session.
+
+    The attribution kernel is compiled here too, so the first analysis is not the slow one.
+    """
+    runner = lmtt.load_model(entry)
+    small_coords_correction.warm_up(runner.layer_weights[0].w_out.shape[-1])
+    return runner
+
+
+@st.cache_resource(show_spinner=False)
+def analysis_cache(max_entries: int, ttl_s: float | None) -> BoundedCache[Analysis]:
+    """Analyses per (model, prompt), bounded in entries and age, shared read-only between sessions."""
+    return BoundedCache(max_entries, ttl_s)
+
+
+@st.cache_resource(show_spinner=False)
+def analysis_gate(limit: int) -> AnalysisGate:
+    """At most `limit` analyses at once in this process; the others queue."""
+    return AnalysisGate(limit)
+
+
+def generate_continuation(config: AppConfig, n_tokens: int, seed: int | None) -> None:
+    """Extend the prompt with generated tokens and make the result the analysed prompt (one trace covers every token)."""
+    model, prompt = ss.model, ss.prompt
+    try:
+        check_prompt(prompt, config.max_prompt_chars)
+        runner = cached_runner(config.models[model])
+        with st.spinner("Generating…"), analysis_gate(config.max_concurrent_analyses).slot():
+            text = runner.generate(prompt, n_tokens, seed)
+    except (PromptError, LoadError) as e:
+        st.error(str(e))
+        return
+    ss.generated = (text, len(runner.tokenize(prompt)))
+    ss.prompt = text
+    ss.run, ss.token = (model, text), None
+    select_node(None)
+
+
+def fetch_analysis(config: AppConfig, model: str, prompt: str) -> Analysis | None:
+    """The cached analysis of a prompt, computed (with progress) on a miss; None after showing why not."""
+    if model not in config.models:
+        st.error(f"Unknown model {model!r}: config.yaml lists {', '.join(config.models)}.")
+        return None
+    entry = config.models[model]
+    bar = st.empty()
+    try:
+        check_prompt(prompt, config.max_prompt_chars)
+        cache = analysis_cache(config.analysis_cache_entries, config.analysis_cache_ttl_s)
+        analysis = cache.get((entry, prompt))
+        if analysis is None:
+            analysis = _run_analysis(config, entry, prompt, cache, bar)
+        return analysis
+    except (PromptError, LoadError) as e:
+        st.error(str(e))
+    except Exception as e:  # noqa: BLE001 - the app must keep serving; show what failed, not a traceback page
+        log.exception("analysis failed")
+        st.error(f"The analysis failed: {type(e).__name__}: {e}")
+    finally:
+        bar.empty()
+    return None
+
+
+def _run_analysis(config: AppConfig, entry: ModelEntry, prompt: str, cache: BoundedCache, bar) -> Analysis | None:
+    """A cache miss: model load, then the analysis under the rate limit and the gate."""
+    progress = bar.progress(0.0, text=f"Loading model {entry.name}… (the first load converts its weights, about 15 s)")
+    runner = cached_runner(entry)
+
+    def compute() -> Analysis:
+        return lmtt.analyze(
+            runner, prompt, max_tokens=config.max_prompt_tokens, on_progress=lambda f, msg: progress.progress(min(f, 1.0), text=msg)
+        )
+
+    return _limited(config, cache, (entry, prompt), compute, progress, entry.name, prompt)
+
+
+def _limited(config: AppConfig, cache: BoundedCache, key, compute, progress, model: str, prompt: str):
+    """Run `compute` for a cache miss: rate limit per session, a place in the queue, one log line."""
+    if config.rate_limit_per_minute:
+        limiter = ss.setdefault("_limiter", RateLimiter(config.rate_limit_per_minute))
+        wait = limiter.try_acquire()
+        if wait:
+            st.warning(f"Rate limit: at most {config.rate_limit_per_minute} new analyses per minute. Try again in {math.ceil(wait)} s.")
+            return None
+    progress.progress(0.0, text="Waiting for a free slot…")
+
+    def queued(position: int) -> None:
+        progress.progress(0.0, text=f"The server is busy: you are number {position} in the queue.")
+
+    start = time.perf_counter()
+    with analysis_gate(config.max_concurrent_analyses).slot(on_wait=queued):
+        result, hit = cache.get_or_compute(key, compute)
+    session = ss.setdefault("_session_id", uuid.uuid4().hex[:8])
+    text = "" if config.demo_mode else f" prompt={prompt[:60]!r}"
+    edits = f" edits={len(key[2])}" if len(key) > 2 else ""
+    log.info(
+        "analysis model=%s tokens=%d seconds=%.3f cache=%s session=%s%s%s",
+        model,
+        len(result.tokens),
+        time.perf_counter() - start,
+        "hit" if hit else "miss",
+        session,
+        edits,
+        text,
+    )
+    return result
+
+
+def intervention(view: View) -> InterventionResult | None:
+    """The view's edits against the plain run. The edited analysis is cached like the plain one,
+    so a token or threshold change compares again without running the model."""
+    if not view.edits:
+        return None
+    config, (model, prompt) = view.config, ss.run
+    entry = config.models[model]
+    cache = analysis_cache(config.analysis_cache_entries, config.analysis_cache_ttl_s)
+    key = (entry, prompt, view.edits)
+    edited = cache.get(key)
+    if edited is None:
+        bar = st.empty()
+        try:
+            progress = bar.progress(0.0, text="Running the model with the edits…")
+            edited = _limited(config, cache, key, lambda: view.analysis.with_edits(view.edits), progress, model, prompt)
+        finally:
+            bar.empty()
+    return None if edited is None else view.analysis.compare(edited, view.token)
+
+
+@st.cache_data(show_spinner=False, ttl=60, max_entries=4)
+def dataset_summaries(folder: str) -> list[dict]:
+    """The per-prompt summaries of a batch directory (re-read at most once a minute)."""
+    from lmtt.batch import load_summaries
+
+    try:
+        return load_summaries(folder)
+    except (OSError, ValueError):
+        return []
