@@ -90,7 +90,7 @@ def head_values(trace: Trace, weights: LayerWeights, layer: int) -> HeadValues:
     """One layer's head values, computed once and shared by every query chunk."""
     v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
     u = torch.einsum("thc,hcd->thd", v, weights.w_out)  # (T, H, d)
-    if trace.head_scale:  # zeroed or scaled heads (interventions) write scaled parts
+    if trace.edits:  # zeroed or scaled heads (interventions) write scaled parts
         u = u * trace.head_scale[layer].to(u.device)[None, :, None]
     # One zero column of padding: every chunk then reads J < T + 1 sources, so the fused
     # kernel sees one layout and compiles once (J == T would otherwise recompile it).

@@ -84,7 +84,7 @@ def head_update(runner: ModelRunner, trace: Trace, layer: int, position: int, he
     w = runner.layer_weights[layer]
     v = trace.values[layer][: position + 1, w.kv_index[head]]  # (J, hd)
     a = trace.attention(layer, slice(position, position + 1), n_keys=position + 1)[head, 0]  # (J,)
-    scale = trace.head_scale[layer][head] if trace.head_scale else 1.0  # an edited head writes less
+    scale = trace.head_scale[layer][head] if trace.edits else 1.0  # an edited head writes less
     return scale * (a @ v) @ w.w_out[head]  # (d,)
 
 
