@@ -18,7 +18,7 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
-# Debian's Chromium for the browser tests; never `playwright install` (it downloads a browser).
+# Debian's Chromium for the browser tests (Playwright's own browser download would fail here).
 browser:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
