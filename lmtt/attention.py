@@ -27,7 +27,7 @@ UNSUPPORTED_KWARGS = ("softcap", "s_aux", "sinks")
 
 
 def lmtt_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """query (B, H, T, hd), key/value (B, K, T, hd), attention_mask additive (B, 1, T, T) or None."""
+    """query (B, H, T, hd), key/value (B, K, T, hd), attention_mask boolean (B, 1, T, T) or None (causal)."""
     for name in UNSUPPORTED_KWARGS:
         if kwargs.get(name) is not None:
             raise NotImplementedError(f"lmtt attention does not support {name!r} (its weights are not a plain softmax)")
@@ -37,7 +37,7 @@ def lmtt_attention(module, query, key, value, attention_mask, scaling=None, drop
         rec["q"][layer] = query[0].detach().float()  # (H, T, hd)
         rec["k"][layer] = key[0].detach().float()  # (K, T, hd)
         rec["v"][layer] = value[0].detach().float().transpose(0, 1)  # (T, K, hd)
-        rec["mask"][layer] = None if attention_mask is None else attention_mask[0, 0].detach().float()  # (T, T)
+        rec["mask"][layer] = additive(attention_mask)  # (T, T) or None for plain causal
         rec["scale"][layer] = float(scale)
     out = F.scaled_dot_product_attention(
         query,
@@ -50,6 +50,16 @@ def lmtt_attention(module, query, key, value, attention_mask, scaling=None, drop
         enable_gqa=key.shape[1] != query.shape[1],
     )  # (B, H, T, hd)
     return out.transpose(1, 2).contiguous(), None
+
+
+def additive(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(T, T) additive float mask from transformers' (B, 1, T, T) mask: boolean (True = attend) or float."""
+    if mask is None:
+        return None
+    mask = mask[0, 0].detach()
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return mask.float()
 
 
 def attention_weights(
@@ -72,7 +82,8 @@ def attention_weights(
 def register() -> None:
     """Make "lmtt" a valid attn_implementation (idempotent)."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     AttentionInterface.register(NAME, lmtt_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, eager_mask)  # an explicit additive mask, sliding windows included
+    # SDPA's masks: None for a plain causal prompt (the fast is_causal path), boolean otherwise (sliding windows)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)

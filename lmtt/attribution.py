@@ -117,42 +117,50 @@ def _small_coords_eager(y_small: torch.Tensor, small: torch.Tensor, a: torch.Ten
     return out
 
 
+def _loose_exact_eager(y: torch.Tensor, a: torch.Tensor, u: torch.Tensor, ci: torch.Tensor, ji: torch.Tensor, hi: torch.Tensor):
+    """|y_c|_1 - |y_c - a_cjh u_jh|_1 over every coordinate, for the listed (c, j, h) triples -> (n,)."""
+    y_c = y[ci]  # (n, d)
+    return y_c.abs().sum(-1) - (y_c - a[ci, ji, hi].unsqueeze(-1) * u[ji, hi]).abs().sum(-1)
+
+
 class _Kernel:
-    """The correction kernel: fused by torch.compile where it works, else eager.
+    """One of the attribution's inner kernels: fused by torch.compile where it works, else eager.
 
     Compiling needs a C++ compiler and a few seconds once per process (inductor
-    caches on disk). LMTT_COMPILE=0 forces eager. The fused kernel is checked
-    against eager on its first call. Calls are serialised: torch already uses
-    every core inside a call, and compiling from two threads at once is unsafe.
+    caches on disk). LMTT_COMPILE=0 forces eager, and small inputs always run
+    eagerly (not worth a compile). The fused kernel is checked against eager on
+    its first call. Calls are serialised: torch already uses every core inside a
+    call, and compiling from two threads at once is unsafe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, eager, work) -> None:
+        self._eager, self._work = eager, work  # work(*args): elements the call touches
         self._lock = threading.Lock()
         self._fused = None
         self.mode = "eager" if os.environ.get("LMTT_COMPILE", "1") == "0" else "untried"
 
-    def __call__(self, y_small, small, a, u_by_coord) -> torch.Tensor:
-        if a.numel() * small.shape[1] < EAGER_BELOW:  # short prompts: not worth a compile
-            return _small_coords_eager(y_small, small, a, u_by_coord)
+    def __call__(self, *args) -> torch.Tensor:
+        if self._work(*args) < EAGER_BELOW:
+            return self._eager(*args)
         with self._lock:
             if self.mode == "untried":
-                self._try_compile(y_small, small, a, u_by_coord)
+                self._try_compile(*args)
             if self.mode == "fused":
-                return self._fused(y_small, small, a, u_by_coord)
-        return _small_coords_eager(y_small, small, a, u_by_coord)
+                return self._fused(*args)
+        return self._eager(*args)
 
-    def warm_up(self, d_model: int) -> None:
-        """Compile once for general shapes (sizes distinct and > 1, so nothing specialises on them)."""
-        k = small_coords(d_model)
+    def warm_up(self, *args) -> None:
+        """Compile once, for inputs whose sizes are distinct and > 1 so that nothing specialises on them."""
         with self._lock:
             if self.mode == "untried":
-                self._try_compile(torch.randn(3, k), torch.randint(0, 11, (3, k)), torch.rand(3, 5, 7), torch.randn(11, 13, 7))
+                self._try_compile(*args)
 
     def _try_compile(self, *args) -> None:
         try:
-            fused = torch.compile(_small_coords_eager, dynamic=True)
-            expected, got = _small_coords_eager(*args), fused(*args)
-            if not torch.allclose(got, expected, rtol=1e-5, atol=1e-5):
+            fused = torch.compile(self._eager, dynamic=True)
+            expected, got = self._eager(*args), fused(*args)
+            scale = max(1.0, float(args[0].abs().sum(-1).max()))  # results are differences of L1 norms of y (the first argument)
+            if not (got - expected).abs().max() <= 1e-5 * scale:
                 raise RuntimeError(f"fused kernel disagrees with eager by {(got - expected).abs().max():.3g}")
             self._fused, self.mode = fused, "fused"
         except Exception as e:  # noqa: BLE001 - no compiler, unsupported device, ...: eager always works
@@ -160,7 +168,16 @@ class _Kernel:
             self.mode = "eager"
 
 
-small_coords_correction = _Kernel()
+small_coords_correction = _Kernel(_small_coords_eager, lambda y_small, small, a, u_by_coord: a.numel() * small.shape[1])
+loose_exact = _Kernel(_loose_exact_eager, lambda y, a, u, ci, ji, hi: ci.numel() * y.shape[1])
+
+
+def warm_up(d_model: int) -> None:
+    """Compile both kernels for a model width (done at model load in the app, and before timing in the bench)."""
+    k = small_coords(d_model)
+    small_coords_correction.warm_up(torch.randn(3, k), torch.randint(0, 11, (3, k)), torch.rand(3, 5, 7), torch.randn(11, 13, 7))
+    idx = (torch.tensor([0, 2, 1, 2]), torch.tensor([4, 1, 3, 0]), torch.tensor([6, 0, 2, 5]))
+    loose_exact.warm_up(torch.randn(3, 11), torch.rand(3, 5, 7), torch.randn(5, 7, 11), *idx)
 
 
 def small_coords(d_model: int) -> int:
@@ -187,7 +204,7 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     loose = a * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
         ci, ji, hi = loose.nonzero(as_tuple=True)
-        p[ci, ji, hi] = y_abs[ci].sum(-1) - (y[ci] - a[ci, ji, hi, None] * u[ji, hi]).abs().sum(-1)
+        p[ci, ji, hi] = loose_exact(y, a, u, ci, ji, hi)
     return p
 
 

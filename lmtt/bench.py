@@ -59,7 +59,7 @@ def run_size(n_tokens: int, device: str, repeats: int) -> dict:
 
     import torch
 
-    from lmtt.attribution import compute_contributions, small_coords_correction
+    from lmtt.attribution import compute_contributions, small_coords_correction, warm_up
     from lmtt.config import load_config
     from lmtt.graph import ContributionGraph
     from lmtt.loading import load_pretrained
@@ -81,7 +81,7 @@ def run_size(n_tokens: int, device: str, repeats: int) -> dict:
     forward_s, _ = _median_time(forward, repeats)
 
     runner = ModelRunner(model, tokenizer, name=entry.name)  # switches attention to lmtt's and installs hooks
-    small_coords_correction.warm_up(runner.layer_weights[0].w_out.shape[-1])
+    warm_up(runner.layer_weights[0].w_out.shape[-1])
     warm = runner.trace(ids)  # one untimed run at this size
     compute_contributions(warm, runner.layer_weights)
     del warm

@@ -88,17 +88,18 @@ def test_eager_and_fused_kernels_both_match_the_oracle(tiny_runner, monkeypatch)
     assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), ref)
     assert attribution.small_coords_correction.mode in ("fused", "eager")
     monkeypatch.setattr(attribution, "small_coords_correction", attribution._small_coords_eager)
+    monkeypatch.setattr(attribution, "loose_exact", attribution._loose_exact_eager)
     assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), ref)
 
 
 def test_the_fused_kernel_is_used_where_a_compiler_exists():
     import shutil
 
-    kernel = attribution.small_coords_correction
-    kernel.warm_up(576)
-    if shutil.which("gcc") or shutil.which("g++"):
-        assert kernel.mode == "fused"
-    assert kernel.mode in ("fused", "eager")
+    attribution.warm_up(576)
+    for kernel in (attribution.small_coords_correction, attribution.loose_exact):
+        if shutil.which("gcc") or shutil.which("g++"):
+            assert kernel.mode == "fused"
+        assert kernel.mode in ("fused", "eager")
 
 
 def test_proximity_and_renormalize_on_known_numbers():

@@ -28,6 +28,15 @@ def _configs() -> dict[str, tf.PretrainedConfig]:
         "mistral": tf.MistralConfig(
             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, hidden_size=32, intermediate_size=40, **COMMON
         ),
+        "mistral_sliding_window": tf.MistralConfig(
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            hidden_size=32,
+            intermediate_size=40,
+            sliding_window=4,  # shorter than the test prompts: a real (boolean) mask reaches the attention
+            **COMMON,
+        ),
         "qwen2": tf.Qwen2Config(
             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32, intermediate_size=40, **COMMON
         ),

@@ -11,8 +11,8 @@ import uuid
 import streamlit as st
 
 import lmtt
+from lmtt import attribution
 from lmtt.analysis import Analysis, InterventionResult
-from lmtt.attribution import small_coords_correction
 from lmtt.cache import BoundedCache
 from lmtt.config import AppConfig, ConfigError, ModelEntry
 from lmtt.limits import AnalysisGate, RateLimiter
@@ -44,7 +44,7 @@ def cached_runner(entry: ModelEntry) -> ModelRunner:
     The attribution kernel is compiled here too, so the first analysis is not the slow one.
     """
     runner = lmtt.load_model(entry)
-    small_coords_correction.warm_up(runner.layer_weights[0].w_out.shape[-1])
+    attribution.warm_up(runner.layer_weights[0].w_out.shape[-1])
     return runner
 
 
