@@ -5,6 +5,8 @@ Screenshots go to test-artifacts/ (look at them: an error or an empty chart is a
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -193,5 +195,30 @@ def test_dataset_page_from_a_link(browser, server, tmp_path):
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "dataset.png"), full_page=True)
+    assert page.problems == []
+    ctx.close()
+
+
+def test_generate_then_download_the_graph(browser, server, tmp_path):
+    ctx, page = new_page(browser, server, width=1500, height=1300)
+    page.goto(f"{server}/?prompt={quote(PROMPT)}")
+    settled(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Generate a continuation").click()
+    sidebar.get_by_role("button", name="Generate and analyse").click()
+    expect(sidebar.get_by_role("textbox", name="Prompt")).to_have_value(
+        re.compile(r"^The capital of France is Paris")
+    )  # (AppTest checks the ✦)
+    settled(page)
+    assert "Paris" in page.url
+    page.get_by_text("Download this view").click()
+    with page.expect_download() as info:
+        page.get_by_role("button", name="graph.json").click()
+    path = tmp_path / "graph.json"
+    info.value.save_as(path)
+    data = json.loads(path.read_text())
+    assert data["tokens"][:6] == ["The", " capital", " of", " France", " is", " Paris"] and data["edges"]
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "generate-download.png"), full_page=True)
     assert page.problems == []
     ctx.close()

@@ -75,6 +75,7 @@ def generate_continuation(config: AppConfig, n_tokens: int, seed: int | None) ->
     ss.prompt = text
     ss.run, ss.token = (model, text), None
     select_node(None)
+    st.rerun()  # redraw the sidebar with the extended prompt
 
 
 def fetch_analysis(config: AppConfig, model: str, prompt: str) -> Analysis | None:
