@@ -76,7 +76,7 @@ class Analysis:
         kind, layer, pos = self._node(node)
         level = node_level(kind, layer)
         if level % 2 == 1:  # after attention
-            return self.trace.mid(layer)[pos]
+            return self.trace.mid(layer, pos)
         return self.trace.resid[level // 2][pos]
 
     def update(self, node: str) -> torch.Tensor:

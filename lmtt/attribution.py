@@ -222,7 +222,7 @@ def attention_parts(
     """
     i0, i1 = queries.start, queries.stop
     x = trace.resid[layer][i0:i1]  # (C, d) the residual part
-    y = x + trace.attn_out[layer][i0:i1]  # (C, d) the whole: the state after attention
+    y = trace.mid(layer, queries)  # (C, d) the whole: the state after attention
     a = trace.attention(layer, slice(i0, i1), n_keys=i1).permute(1, 2, 0).contiguous()  # (C, J, H)
     c, j = a.shape[0], a.shape[1]
     prox = attention_proximities(y, a, hv).clamp_min_(EPS)  # (C, J, H)

@@ -10,10 +10,11 @@ import json
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 import pandas as pd
 
 from lmtt.analysis import Analysis
-from lmtt.graph import Subgraph, parse_node
+from lmtt.graph import EDGE_KINDS, Subgraph, parse_node
 
 
 def graph_json(analysis: Analysis, sub: Subgraph) -> bytes:
@@ -31,25 +32,19 @@ def graph_graphml(analysis: Analysis, sub: Subgraph) -> bytes:
 
 
 def contributions_table(analysis: Analysis, sub: Subgraph) -> pd.DataFrame:
-    """One row per edge: layer, kind, source and target token, weight."""
-    rows = []
-    for edge in sub.edges():
-        kind, layer, target = parse_node(edge["target"])
-        source = parse_node(edge["source"])[2]
-        rows.append(
-            {
-                "layer": layer,
-                "into": kind,
-                "kind": edge["kind"],
-                "source_position": source,
-                "source_token": analysis.tokens[source],
-                "target_position": target,
-                "target_token": analysis.tokens[target],
-                "weight": edge["weight"],
-            }
-        )
+    """One row per edge: layer, kind, source and target token, weight (built from the subgraph's arrays)."""
+    tokens = np.array(analysis.tokens, dtype=object)
     return pd.DataFrame(
-        rows, columns=["layer", "into", "kind", "source_position", "source_token", "target_position", "target_token", "weight"]
+        {
+            "layer": (sub.level - 1) // 2,
+            "into": np.where(sub.level % 2 == 1, "attn", "ffn"),
+            "kind": np.array(EDGE_KINDS, dtype=object)[sub.kind],
+            "source_position": sub.source,
+            "source_token": tokens[sub.source],
+            "target_position": sub.target,
+            "target_token": tokens[sub.target],
+            "weight": sub.weight,
+        }
     )
 
 

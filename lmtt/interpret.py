@@ -98,7 +98,7 @@ def neuron_contributions(runner: ModelRunner, trace: Trace, layer: int, position
     w = runner.layer_weights[layer]
     acts = trace.neuron_acts[layer][position]  # (N,)
     parts = acts[:, None] * w.w_down  # (N, d)
-    resid = trace.mid(layer)[position]  # (d,)
+    resid = trace.mid(layer, position)  # (d,)
     whole = trace.resid[layer + 1][position]  # (d,)
     prox = proximity(whole, torch.cat([parts, resid[None]]))  # (N + 1,)
     c = prox / prox.sum()

@@ -85,9 +85,9 @@ class Trace:
             self.queries[layer], self.keys[layer], self.masks[layer], self.scales[layer], self.kv_index, queries, n_keys
         )
 
-    def mid(self, layer: int) -> torch.Tensor:
-        """(T, d) the state after attention: the residual plus the attention update."""
-        return self.resid[layer] + self.attn_out[layer]
+    def mid(self, layer: int, rows: int | slice = slice(None)) -> torch.Tensor:
+        """(T, d), or the given rows: the state after attention, the residual plus the attention update."""
+        return self.resid[layer][rows] + self.attn_out[layer][rows]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pandas as pd
 
 import lmtt
 from lmtt.export import export_files
+from lmtt.graph import parse_node
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +26,10 @@ def test_files_describe_the_same_graph(default_runner):
     assert g.number_of_edges() == len(sub) and g.nodes["emb:3"]["token"] == " France"
     edges = pd.read_csv(io.BytesIO(files["contributions.csv"]))
     assert len(edges) == len(sub) and abs(edges["weight"].sum() - float(sub.weight.sum())) < 1e-3
+    for row, edge in zip(edges.itertuples(), sub.edges()):  # each row is the same edge as the JSON
+        kind, layer, target = parse_node(edge["target"])
+        assert (row.layer, row.into, row.kind, row.target_position) == (layer, kind, edge["kind"], target)
+        assert row.source_position == parse_node(edge["source"])[2] and row.source_token == analysis.tokens[row.source_position]
     preds = pd.read_csv(io.BytesIO(files["predictions.csv"]))
     assert preds["token"].iloc[0] == " Paris"
 
