@@ -18,7 +18,7 @@ from lmtt import interpret
 from lmtt.attribution import Contributions, compute_contributions
 from lmtt.edits import Edit
 from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
-from lmtt.interpret import HeadContributions, NeuronContributions, Projection, TokenScore
+from lmtt.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
 from lmtt.runner import ModelRunner, PromptError, Trace
 
 DEFAULT_THRESHOLD = 0.04
@@ -124,6 +124,14 @@ class Analysis:
     def neuron_contributions(self, layer: int, token: int, k: int = 20) -> NeuronContributions:
         self._node(f"ffn:{layer}:{self.position(token)}")
         return interpret.neuron_contributions(self.runner, self.trace, layer, self.position(token), k)
+
+    def expert_contributions(self, layer: int, token: int) -> ExpertContributions:
+        """Each chosen expert's share at a mixture-of-experts FFN node, with its router weight."""
+        self._node(f"ffn:{layer}:{self.position(token)}")
+        return interpret.expert_contributions(self.runner, self.trace, layer, self.position(token))
+
+    def neuron_label(self, layer: int, neuron: int) -> str:
+        return interpret.neuron_label(self.runner, layer, neuron)
 
     def neuron_tokens(self, layer: int, neuron: int, token: int | None = None, k: int = 10) -> Projection:
         """Tokens a neuron's value vector promotes; signed by its activation at `token` when given."""

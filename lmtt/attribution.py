@@ -23,6 +23,13 @@ The few (i, j, h) where that bound fails (under 1% on SmolLM2) are recomputed
 over every coordinate. The result is the same quantity as the plain formula,
 with fewer cancellation errors; tests/reference.py checks it to 1e-5.
 
+Where a norm or a multiplier sits between the attention output and the
+residual (Gemma-2/3, OLMo-2, Granite), the residual receives
+scale_i * gain ⊙ P(a u) at query i (lmtt.norms, scale frozen): u is replaced by
+gain ⊙ P u, which does not depend on i, and a_ijh by scale_i * a_ijh. The
+parts then sum to exactly what the residual received, and the method above
+runs unchanged.
+
 Queries are processed in chunks, so no (T, T, H, d) tensor (what runs LM-TT out of
 memory) and no (T, T, H) tensor for the whole sequence is ever built.
 """
@@ -90,6 +97,8 @@ def head_values(trace: Trace, weights: LayerWeights, layer: int) -> HeadValues:
     """One layer's head values, computed once and shared by every query chunk."""
     v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
     u = torch.einsum("thc,hcd->thd", v, weights.w_out)  # (T, H, d)
+    if (post := trace.attn_map[layer]) is not None:  # what the residual receives, but for the per-query scale
+        u = post.direction(u)
     if trace.edits:  # zeroed or scaled heads (interventions) write scaled parts
         u = u * trace.head_scale[layer].to(u.device)[None, :, None]
     # One zero column of padding: every chunk then reads J < T + 1 sources, so the fused
@@ -201,7 +210,7 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     signs = y.sign().scatter(1, small, 0.0)  # (C, d): sign(y) on the large coordinates only
     p = (signs @ u.reshape(j * h, d).T).reshape(c, j, h).mul_(a)  # (C, J, H) the linear part
     p += small_coords_correction(y.gather(1, small), small, a, hv.by_coord)
-    loose = a * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
+    loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
         ci, ji, hi = loose.nonzero(as_tuple=True)
         p[ci, ji, hi] = loose_exact(y, a, u, ci, ji, hi)
@@ -224,6 +233,8 @@ def attention_parts(
     x = trace.resid[layer][i0:i1]  # (C, d) the residual part
     y = trace.mid(layer, queries)  # (C, d) the whole: the state after attention
     a = trace.attention(layer, slice(i0, i1), n_keys=i1).permute(1, 2, 0).contiguous()  # (C, J, H)
+    if (post := trace.attn_map[layer]) is not None:
+        a = a * post.scale[i0:i1, None, None]  # the frozen per-query scale of the post-norm / multiplier
     c, j = a.shape[0], a.shape[1]
     prox = attention_proximities(y, a, hv).clamp_min_(EPS)  # (C, J, H)
     causal = torch.arange(j, device=a.device)[None, :] <= torch.arange(i0, i1, device=a.device)[:, None]  # (C, J)

@@ -1,8 +1,12 @@
 """A plain reference implementation of the attribution: every part materialised.
 
 It reads the projection weights from the modules itself, loops over queries
-in Python and builds each part z_ijh = a_hij * v_j W_O^h explicitly. It is
-slow and only for small T; the fast engine must match it to 1e-5.
+in Python and builds each part z_ijh = a_hij * v_j W_O^h explicitly. Where a
+norm sits after the attention (Gemma-2/3, OLMo-2) it computes that norm's
+scale at query i from the textbook formula, sqrt(mean((P o_i)^2) + eps) of the
+raw attention output o_i, and maps each part through it; a residual
+multiplier (Granite) scales each part. It is slow and only for small T; the
+fast engine must match it to 1e-5.
 """
 
 from __future__ import annotations
@@ -19,10 +23,26 @@ def l1(x: torch.Tensor) -> torch.Tensor:
     return x.abs().sum(-1)
 
 
+def post_map(runner: ModelRunner, layer: int, raw: torch.Tensor):
+    """The map from a raw attention part to what the residual receives at the query whose raw output is `raw` (d,)."""
+    a = runner.adapter
+    m = getattr(runner.model.config, a.residual_multiplier, 1.0) if a.residual_multiplier else 1.0
+    if not a.attn_post_norm:
+        return lambda z: z * m
+    norm = resolve(runner.blocks[layer], a.attn_post_norm)
+    center = a.norm.kind == "layer"
+    eps = getattr(norm, "eps", None) or norm.variance_epsilon
+    gain = norm.weight.detach().double() + a.norm.weight_offset
+    p = raw - raw.mean() if center else raw
+    scale = 1.0 / torch.sqrt((p * p).mean() + eps)
+    return lambda z: m * scale * gain * ((z - z.mean(-1, keepdim=True)) if center else z)
+
+
 def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int) -> torch.Tensor:
-    """(i+1, H, d) every part z_ijh at query i, built head by head."""
+    """(i+1, H, d) every part z_ijh at query i, built head by head, as the residual received it."""
     block = runner.blocks[layer]
-    w_o = linear_weight(resolve(block, runner.adapter.out_proj), runner.adapter.conv1d).detach().double()  # (d, H*hd)
+    out_proj = resolve(block, runner.adapter.out_proj)
+    w_o = linear_weight(out_proj, runner.adapter.conv1d).detach().double()  # (d, H*hd)
     n_heads, hd = trace.n_heads, runner.head_dim
     group = n_heads // trace.values[layer].shape[1]
     parts = torch.zeros(i + 1, n_heads, w_o.shape[0], dtype=torch.float64)
@@ -32,7 +52,8 @@ def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int) -> to
         for j in range(i + 1):
             v = trace.values[layer][j, h // group].double()  # (hd,)
             parts[j, h] = weights[h, i, j] * (w_h @ v)
-    return parts
+    bias = out_proj.bias.detach().double() if out_proj.bias is not None else 0.0
+    return post_map(runner, layer, parts.sum((0, 1)) + bias)(parts)
 
 
 def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | None = None):
