@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lmtt import check, interpret
+from lmtt.edits import Edit
 from tests.tiny_models import token_ids
 
 RTOL = 1e-5
@@ -146,3 +147,22 @@ def test_half_precision_models_are_traced_in_float32(dtype):
     assert torch.allclose(c.attn_edges.sum(-1) + c.attn_resid, torch.ones_like(c.attn_resid), atol=1e-5)
     for layer in range(trace.n_layers):  # the half-precision model's own rounding, not ours
         assert close(trace.mid(layer) + trace.ffn_out[layer], trace.resid[layer + 1], rtol=2e-2)
+
+
+def test_patches_replace_what_the_model_computes(tiny_runner):
+    """patch(site, layer, x): the sites used by activation patching and route knock-outs."""
+    ids, other = token_ids(9), token_ids(9, seed=5)
+    clean, corrupt = tiny_runner.trace(ids), tiny_runner.trace(other)
+    # the whole block input of layer 1 from the other prompt: everything after it is the other prompt's
+    swapped = tiny_runner.trace(ids, patch=lambda site, layer, x: corrupt.resid[1][None] if (site, layer) == ("resid", 1) else None)
+    assert close(swapped.logits, corrupt.logits)
+    assert torch.equal(swapped.resid[0], clean.resid[0])
+    # zeroing every head's context at layer 1 is the same as the zero edit of every head
+    zeroed = tiny_runner.trace(ids, patch=lambda site, layer, x: x * 0 if (site, layer) == ("head_context", 1) else None)
+    edited = tiny_runner.trace(ids, tuple(Edit("head", 1, h) for h in range(tiny_runner.n_heads)))
+    assert close(zeroed.logits, edited.logits)
+    # the FFN update the residual receives, taken from the other prompt at one layer
+    ffn = tiny_runner.trace(ids, patch=lambda site, layer, x: corrupt.ffn_out[0][None] if (site, layer) == ("ffn_update", 0) else None)
+    if tiny_runner.residual_multiplier is None:
+        assert torch.allclose(ffn.ffn_out[0], corrupt.ffn_out[0], atol=1e-6)
+    assert not torch.allclose(ffn.logits, clean.logits)
