@@ -5,8 +5,10 @@ in Python and builds each part z_ijh = a_hij * v_j W_O^h explicitly. Where a
 norm sits after the attention (Gemma-2/3, OLMo-2) it computes that norm's
 scale at query i from the textbook formula, sqrt(mean((P o_i)^2) + eps) of the
 raw attention output o_i, and maps each part through it; a residual
-multiplier (Granite) scales each part. It is slow and only for small T; the
-fast engine must match it to 1e-5.
+multiplier (Granite) scales each part. The attention weights are the model's
+own, from transformers' eager attention (softcaps and sinks included), not
+lmtt's recomputation. It is slow and only for small T; the fast engine must
+match it to 1e-5.
 """
 
 from __future__ import annotations
@@ -38,15 +40,22 @@ def post_map(runner: ModelRunner, layer: int, raw: torch.Tensor):
     return lambda z: m * scale * gain * ((z - z.mean(-1, keepdim=True)) if center else z)
 
 
-def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int) -> torch.Tensor:
-    """(i+1, H, d) every part z_ijh at query i, built head by head, as the residual received it."""
+def eager_weights(runner: ModelRunner, trace: Trace) -> list[torch.Tensor]:
+    """L x (H, T, T) the model's own attention weights (an unedited trace), from transformers' eager attention."""
+    from lmtt.check import eager_forward
+
+    assert not trace.edits, "the oracle explains unedited passes"
+    return [a[0].double() for a in eager_forward(runner, trace.token_ids).attentions]
+
+
+def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int, weights: torch.Tensor) -> torch.Tensor:
+    """(i+1, H, d) every part z_ijh at query i, built head by head, as the residual received it; weights (H, T, T)."""
     block = runner.blocks[layer]
     out_proj = resolve(block, runner.adapter.out_proj)
     w_o = linear_weight(out_proj, runner.adapter.conv1d).detach().double()  # (d, H*hd)
     n_heads, hd = trace.n_heads, runner.head_dim
     group = n_heads // trace.values[layer].shape[1]
     parts = torch.zeros(i + 1, n_heads, w_o.shape[0], dtype=torch.float64)
-    weights = trace.attention(layer).double()  # (H, T, T)
     for h in range(n_heads):
         w_h = w_o[:, h * hd : (h + 1) * hd]  # (d, hd)
         for j in range(i + 1):
@@ -63,11 +72,12 @@ def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | N
     attn_resid = torch.zeros(n_layers, t, dtype=torch.float64)
     ffn_resid = torch.zeros(n_layers, t, dtype=torch.float64)
     ffn = torch.zeros(n_layers, t, dtype=torch.float64)
+    weights = eager_weights(runner, trace)
     for layer in range(n_layers):
         for i in range(t):
             x = trace.resid[layer][i].double()
             y = x + trace.attn_out[layer][i].double()
-            parts = attention_parts(runner, trace, layer, i)  # (i+1, H, d)
+            parts = attention_parts(runner, trace, layer, i, weights[layer])  # (i+1, H, d)
             prox_heads = (l1(y) - l1(y - parts)).clamp_min(EPS)  # (i+1, H)
             prox_resid = (l1(y) - l1(y - x)).clamp_min(EPS)
             c_heads = prox_heads / (prox_heads.sum() + prox_resid)
