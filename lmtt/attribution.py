@@ -15,7 +15,9 @@ p_ijh = |y|_1 - |y - a u|_1 = sum_d (|y_d| - |y_d - a u_d|). Wherever a|u_d| <= 
 the term is linear: |y_d| - |y_d - a u_d| = a s_d u_d with s = sign(y). So, with S_i
 the K coordinates where |y_i| is smallest and tau_i the smallest |y_id| outside S_i:
 
-    p_ijh = a_ijh * (s_i masked outside S_i) . u_jh      one GEMM for all (i, j, h)
+    p_ijh = a_ijh * (s_i masked outside S_i) . u_jh      one GEMM for all (i, j, h), in head space:
+                                                         s . (v_j W_O^h) = (W_O^h s) . v_j, so the GEMM
+                                                         costs T^2 H hd, not T^2 H d (9x less for SmolLM2)
           + sum_{d in S_i} (|y_id| - |y_id - a_ijh u_jhd|)  K coordinates, not d
     valid whenever a_ijh * max_d |u_jhd| <= tau_i.
 
@@ -86,26 +88,30 @@ def renormalize(contrib: torch.Tensor, threshold: float, dims: tuple[int, ...] =
 
 @dataclass(frozen=True)
 class HeadValues:
-    """u_jh = v_j W_O^h, each head's value vector written into the residual stream, in two layouts."""
+    """u_jh = v_j W_O^h, each head's value vector written into the residual stream, in two layouts,
+    and its factors (values per key/value head, W_O per head) for the head-space GEMM."""
 
     u: torch.Tensor  # (T, H, d)
     u_max: torch.Tensor  # (T, H): max_d |u_jhd|
     by_coord: torch.Tensor  # (d, T + 1, H): one coordinate of every u_jh is one contiguous row
+    values: torch.Tensor  # (K, hd, T): key/value head k's value vectors as columns
+    w_out: torch.Tensor  # (H, hd, d): W_O^h as the residual receives it (post-map direction, edits)
 
 
 def head_values(trace: Trace, weights: LayerWeights, layer: int) -> HeadValues:
     """One layer's head values, computed once and shared by every query chunk."""
-    v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
-    u = torch.einsum("thc,hcd->thd", v, weights.w_out)  # (T, H, d)
+    w_out = weights.w_out  # (H, hd, d)
     if (post := trace.attn_map[layer]) is not None:  # what the residual receives, but for the per-query scale
-        u = post.direction(u)
+        w_out = post.direction(w_out)
     if trace.edits:  # zeroed or scaled heads (interventions) write scaled parts
-        u = u * trace.head_scale[layer].to(u.device)[None, :, None]
+        w_out = w_out * trace.head_scale[layer].to(w_out.device)[:, None, None]
+    v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
+    u = torch.einsum("thc,hcd->thd", v, w_out)  # (T, H, d)
     # One zero column of padding: every chunk then reads J < T + 1 sources, so the fused
     # kernel sees one layout and compiles once (J == T would otherwise recompile it).
     by_coord = torch.zeros(u.shape[2], u.shape[0] + 1, u.shape[1], dtype=u.dtype, device=u.device)
     by_coord[:, :-1] = u.permute(2, 0, 1)
-    return HeadValues(u, u.abs().amax(-1), by_coord)
+    return HeadValues(u, u.abs().amax(-1), by_coord, trace.values[layer].permute(1, 2, 0).contiguous(), w_out.contiguous())
 
 
 # ---- the small-coordinate correction: a fused kernel when torch.compile works here ----
@@ -208,7 +214,10 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     small_vals, small = y_abs.topk(k + 1, dim=1, largest=False)  # (C, K+1)
     small, tau = small[:, :k].contiguous(), small_vals[:, k]  # (C, K), (C,): min |y| outside the small set
     signs = y.sign().scatter(1, small, 0.0)  # (C, d): sign(y) on the large coordinates only
-    p = (signs @ u.reshape(j * h, d).T).reshape(c, j, h).mul_(a)  # (C, J, H) the linear part
+    n_kv = hv.values.shape[0]
+    t = torch.einsum("cd,hkd->hck", signs, hv.w_out)  # (H, C, hd): W_O^h s_i, the sign vector in head space
+    t = t.reshape(n_kv, (h // n_kv) * c, -1)  # (K, G*C, hd): the heads that share a key/value head, stacked
+    p = torch.bmm(t, hv.values[:, :, :j]).reshape(h, c, j).permute(1, 2, 0).mul(a)  # (C, J, H) the linear part
     p += small_coords_correction(y.gather(1, small), small, a, hv.by_coord)
     loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
