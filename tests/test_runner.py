@@ -149,6 +149,18 @@ def test_half_precision_models_are_traced_in_float32(dtype):
         assert close(trace.mid(layer) + trace.ffn_out[layer], trace.resid[layer + 1], rtol=2e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["gemma2", "mixtral", "gpt_oss", "granite"])
+def test_the_load_checks_pass_in_half_precision(name, dtype):
+    """The dtype's tolerance leaves room for the model's own rounding: no false alarm on a bf16 checkpoint."""
+    from lmtt.runner import ModelRunner
+    from tests.tiny_models import tiny_model
+
+    report = check.run_checks(ModelRunner(tiny_model(name).to(dtype), tokenizer=None, name=name), token_ids(12))
+    assert report.passed, [r.line() for r in report.failures]
+    assert all(r.tolerance == check.TOLERANCE[dtype] for r in report.results)
+
+
 def test_patches_replace_what_the_model_computes(tiny_runner):
     """patch(site, layer, x): the sites used by activation patching and route knock-outs."""
     ids, other = token_ids(9), token_ids(9, seed=5)
