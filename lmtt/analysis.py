@@ -19,6 +19,7 @@ from lmtt.attribution import Contributions, compute_contributions
 from lmtt.edits import Edit
 from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
 from lmtt.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
+from lmtt.ondemand import LONG_PROMPT_TOKENS, OnDemandGraph
 from lmtt.runner import ModelRunner, PromptError, Trace
 
 DEFAULT_THRESHOLD = 0.04
@@ -26,11 +27,26 @@ DEFAULT_THRESHOLD = 0.04
 
 @dataclass
 class Analysis:
+    """`graph` is the full ContributionGraph, or an OnDemandGraph for a long prompt (computed where paths reach).
+
+    `contributions` (every edge of every node) is computed on first use where the graph is on demand.
+    """
+
     runner: ModelRunner
     trace: Trace
-    contributions: Contributions
+    _contributions: Contributions | None
     graph: ContributionGraph
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def contributions(self) -> Contributions:
+        if self._contributions is None:
+            self._contributions = compute_contributions(self.trace, self.runner.layer_weights)
+        return self._contributions
+
+    @property
+    def on_demand(self) -> bool:
+        return isinstance(self.graph, OnDemandGraph)
 
     @property
     def model_name(self) -> str:
@@ -204,7 +220,15 @@ class InterventionResult:
     analysis: Analysis
 
 
-def _analysis_of(runner: ModelRunner, trace: Trace, on_layer=None, timings: dict | None = None) -> Analysis:
+GRAPH_MODES = ("auto", "full", "on_demand")
+
+
+def _analysis_of(runner: ModelRunner, trace: Trace, on_layer=None, timings: dict | None = None, graph: str = "auto") -> Analysis:
+    """The analysis of a trace: the full graph, or (mode "on_demand", or "auto" for long prompts) an on-demand one."""
+    if graph not in GRAPH_MODES:
+        raise ValueError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
+    if graph == "on_demand" or (graph == "auto" and trace.n_tokens >= LONG_PROMPT_TOKENS):
+        return Analysis(runner, trace, None, OnDemandGraph(trace, runner.layer_weights), {**(timings or {}), "contributions_s": 0.0})
     start = time.perf_counter()
     contributions = compute_contributions(trace, runner.layer_weights, on_layer=on_layer)
     timings = {**(timings or {}), "contributions_s": time.perf_counter() - start}
@@ -216,8 +240,10 @@ def analyze(
     prompt: str,
     max_tokens: int | None = None,
     on_progress: Callable[[float, str], None] | None = None,
+    graph: str = "auto",
 ) -> Analysis:
-    """Trace the prompt once and compute every contribution.
+    """Trace the prompt once and compute every contribution (graph="full"), or only those that
+    paths reach, when first asked (graph="on_demand"; "auto" picks it from LONG_PROMPT_TOKENS tokens on).
 
     `on_progress(fraction, message)` reports the forward pass and each layer's attribution.
     """
@@ -235,4 +261,5 @@ def analyze(
         trace,
         on_layer=lambda done, total: report(0.2 + 0.8 * done / total, f"Contributions: layer {done}/{total}"),
         timings={"trace_s": traced - start},
+        graph=graph,
     )

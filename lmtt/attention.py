@@ -104,7 +104,7 @@ def attention_weights(
     mask: torch.Tensor | None,
     scale: float,
     kv_index: torch.Tensor,
-    queries: slice,
+    queries: slice | torch.Tensor,
     n_keys: int,
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,
@@ -121,7 +121,8 @@ def attention_weights(
     if mask is not None:
         scores = scores + mask[queries, :n_keys]
     else:
-        rows = torch.arange(queries.start or 0, queries.stop, device=q.device)[:, None]
+        rows = queries if isinstance(queries, torch.Tensor) else torch.arange(queries.start or 0, queries.stop, device=q.device)
+        rows = rows[:, None]
         scores = scores.masked_fill(torch.arange(n_keys, device=q.device)[None, :] > rows, float("-inf"))
     return _softmax(scores, sinks)
 

@@ -99,13 +99,13 @@ class Trace:
     def d_model(self) -> int:
         return self.resid[0].shape[-1]
 
-    def attention(self, layer: int, queries: slice | None = None, n_keys: int | None = None) -> torch.Tensor:
-        """(H, C, J) attention weights of query rows `queries` (all by default) over the first J keys.
+    def attention(self, layer: int, queries: slice | torch.Tensor | None = None, n_keys: int | None = None) -> torch.Tensor:
+        """(H, C, J) attention weights of query rows `queries` (a slice or sorted indices; all by default) over the first J keys.
 
         Recomputed exactly as eager attention would (softmax(q k^T * scale + mask)), so a
         trace never holds the L x H x T x T weights.
         """
-        queries = queries or slice(0, self.n_tokens)
+        queries = slice(0, self.n_tokens) if queries is None else queries
         n_keys = self.n_tokens if n_keys is None else n_keys
         return attention.attention_weights(
             self.queries[layer],
