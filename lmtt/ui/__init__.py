@@ -1,12 +1,14 @@
 """The Streamlit layer: the only part of lmtt that imports Streamlit (with app.py and pages/).
 
-Pages use it as `from lmtt import ui` and call `ui.sidebar()` first.
+Pages use it as `from lmtt import ui` and call `ui.sidebar(PAGE)` first.
 """
 
 from lmtt.ui.panels import (
     download_buttons,
-    edit_controls,
+    effect_readout,
+    head_panel,
     intervention_panel,
+    neuron_panel,
     neuron_table,
     open_prompt,
     plain,
@@ -15,7 +17,7 @@ from lmtt.ui.panels import (
     token_md,
     token_table,
 )
-from lmtt.ui.runs import dataset_summaries, fetch_analysis, intervention, read_config
+from lmtt.ui.runs import fetch_analysis, intervention, read_config
 from lmtt.ui.sidebar import sidebar
 from lmtt.ui.state import (
     PAGES,
@@ -35,13 +37,14 @@ __all__ = [
     "View",
     "bound",
     "chart_click",
-    "dataset_summaries",
     "download_buttons",
-    "edit_controls",
+    "effect_readout",
     "fetch_analysis",
     "focus_layer",
+    "head_panel",
     "intervention",
     "intervention_panel",
+    "neuron_panel",
     "neuron_table",
     "open_prompt",
     "plain",
