@@ -41,10 +41,7 @@ st.caption(
 graph_col, panel_col = st.columns([3, 1.1])
 with graph_col:
     # at least 32 px per token: long prompts scroll sideways inside this box instead of squeezing the labels
-    st.html(
-        f"<style>.st-key-graph_box {{overflow-x: auto;}} .st-key-graph_box [data-testid='stPlotlyChart'] "
-        f"{{min-width: {figures.graph_min_width(len(a.tokens))}px;}}</style>"
-    )
+    ui.scroll_box("graph_box", figures.graph_min_width(len(a.tokens)))
     with st.container(key="graph_box"):
         st.plotly_chart(
             figures.graph_figure(shown, sub, selected=view.node, explained=view.token),

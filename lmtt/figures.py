@@ -23,7 +23,7 @@ WEIGHT_BINS = (0.0, 0.1, 0.25, 0.5, 1.01)  # edges are drawn in a few width/opac
 FFN_OFFSET = 0.18  # FFN edges run beside the residual edge of the same token
 COLUMN_PX = 32  # the narrowest a token's column gets (LM-TT's cell); wider prompts scroll sideways
 ROW_PX = 13  # per node level
-GRAPH_MARGIN_PX = {"l": 50, "r": 10, "t": 110, "b": 110}  # room for the token labels above and below
+GRAPH_MARGIN_PX = {"l": 50, "r": 50, "t": 110, "b": 110}  # room for the token labels above and below
 
 
 def visible(token: str) -> str:
@@ -143,12 +143,13 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
         )
     # token handles by the labels, below (on x) and above (on x2, which carries the top labels): a click explains that token
     ticks = [label(tok) for tok in tokens]
-    for y, symbol, axis in ((-1.1, "triangle-up", "x"), (top_level + 1.1, "triangle-down", "x2")):
+    for y, symbol, axes in ((-1.1, "triangle-up", ("x", "y")), (top_level + 1.1, "triangle-down", ("x2", "y2"))):
         fig.add_trace(
             go.Scatter(
                 x=list(range(t)),
                 y=[y] * t,
-                xaxis=axis,
+                xaxis=axes[0],
+                yaxis=axes[1],
                 mode="markers",
                 marker={
                     "size": 9,
@@ -202,19 +203,14 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
         "spikecolor": "rgba(255, 179, 71, 0.18)",
         "spikedash": "solid",
     }
+    level_axis = {"tickmode": "array", "tickvals": yvals, "ticktext": ytext, "range": [-1.6, top_level + 1.6], "zeroline": False}
     fig.update_layout(
         height=ROW_PX * (top_level + 3) + GRAPH_MARGIN_PX["t"] + GRAPH_MARGIN_PX["b"],
         margin=GRAPH_MARGIN_PX,
         xaxis=token_axis,
         xaxis2={**token_axis, "overlaying": "x", "side": "top", "matches": "x", "showspikes": False},
-        yaxis={
-            "tickmode": "array",
-            "tickvals": yvals,
-            "ticktext": ytext,
-            "range": [-1.6, top_level + 1.6],
-            "zeroline": False,
-            "fixedrange": False,
-        },
+        yaxis=level_axis,
+        yaxis2={**level_axis, "overlaying": "y", "side": "right", "matches": "y"},  # layer labels on both sides
         legend={"orientation": "h", "y": 0, "x": 1, "xanchor": "right", "yanchor": "bottom", "bgcolor": "rgba(255,255,255,0.8)"},
         dragmode="pan",
         clickmode="event+select",

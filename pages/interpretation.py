@@ -79,10 +79,7 @@ with lens_tab:
         disabled=mode == "top token",
     )
     lens_ticks = readable_tokens(a)
-    st.html(
-        f"<style>.st-key-lens_box {{overflow-x: auto;}} .st-key-lens_box [data-testid='stPlotlyChart'] "
-        f"{{min-width: {figures.lens_min_width(len(lens_ticks), mode == 'top token')}px;}}</style>"
-    )
+    ui.scroll_box("lens_box", figures.lens_min_width(len(lens_ticks), mode == "top token"))
     box = st.container(key="lens_box")
     if mode == "top token":
         ids, probs = top_token_grid(a, final_norm=view.final_norm)

@@ -51,6 +51,16 @@ def plain(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$<>&:])", r"\\\1", text)
 
 
+def scroll_box(key: str, min_width: int) -> None:
+    """Style the container `key` (create it next with st.container(key=key)): its charts are at least `min_width` px wide
+    and scroll sideways when the window is narrower (Streamlit sizes a chart by its element's box, so that box gets the width)."""
+    st.html(
+        # right-to-left outside, left-to-right inside: the box opens scrolled to its right end, where the explained token is
+        f"<style>.st-key-{key} {{overflow-x: auto; direction: rtl;}} "
+        f".st-key-{key} [data-testid='stElementContainer'] {{min-width: {int(min_width)}px; direction: ltr;}}</style>"
+    )
+
+
 # ---- the selection panel (Graph page) ----------------------------------------------
 
 
