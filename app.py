@@ -42,6 +42,7 @@ graph_col, panel_col = st.columns([3, 1.1])
 with graph_col:
     # at least 32 px per token: long prompts scroll sideways inside this box instead of squeezing the labels
     ui.scroll_box("graph_box", figures.graph_min_width(len(a.tokens)))
+    ui.keep_zoom()
     with st.container(key="graph_box"):
         st.plotly_chart(
             figures.graph_figure(shown, sub, selected=view.node, explained=view.token),

@@ -7,6 +7,7 @@ as text in tick labels and hovers and never as markup.
 
 from __future__ import annotations
 
+import hashlib
 import html
 
 import numpy as np
@@ -216,7 +217,7 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
         clickmode="event+select",
         hovermode="closest",
         plot_bgcolor="white",
-        uirevision="|".join(tokens),  # the same prompt keeps the user's zoom and pan across reruns
+        uirevision=hashlib.sha1("\x00".join(tokens).encode("utf-8", "surrogatepass")).hexdigest()[:16],  # one per prompt: the zoom stays
     )
     return fig
 

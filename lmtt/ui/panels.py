@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -59,6 +60,14 @@ def scroll_box(key: str, min_width: int) -> None:
         f"<style>.st-key-{key} {{overflow-x: auto; direction: rtl;}} "
         f".st-key-{key} [data-testid='stElementContainer'] {{min-width: {int(min_width)}px; direction: ltr;}}</style>"
     )
+
+
+KEEP_ZOOM_JS = (Path(__file__).parent / "keep_zoom.js").read_text()
+
+
+def keep_zoom() -> None:
+    """The graph keeps the user's zoom and pan when a click redraws it (see keep_zoom.js; our own code, no user input)."""
+    st.html(f"<script>{KEEP_ZOOM_JS}</script>", unsafe_allow_javascript=True)
 
 
 # ---- the selection panel (Graph page) ----------------------------------------------
