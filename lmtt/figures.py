@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -27,8 +28,15 @@ ROW_PX = 13  # per node level
 GRAPH_MARGIN_PX = {"l": 50, "r": 50, "t": 110, "b": 110}  # room for the token labels above and below
 
 
+BYTES = re.compile(r"(⟨[0-9A-F]{2}(?: [0-9A-F]{2})*⟩)")  # the bytes of a split character (lmtt.tokens), kept as they are
+
+
 def visible(token: str) -> str:
     """A token with whitespace and control characters made visible (plain text, not escaped)."""
+    return "".join(part if BYTES.fullmatch(part) else _visible_chars(part) for part in BYTES.split(token)) or "∅"
+
+
+def _visible_chars(token: str) -> str:
     out = []
     for ch in token:
         if ch == " ":
@@ -43,7 +51,7 @@ def visible(token: str) -> str:
             out.append(f"\\u{ord(ch):04x}")
         else:
             out.append(ch)
-    return "".join(out) or "∅"
+    return "".join(out)
 
 
 def label(token: str) -> str:
@@ -142,15 +150,13 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
                 name="edges",
             )
         )
-    # token handles by the labels, below (on x) and above (on x2, which carries the top labels): a click explains that token
+    # token handles by the labels, below and above: a click explains that token
     ticks = [label(tok) for tok in tokens]
-    for y, symbol, axes in ((-1.1, "triangle-up", ("x", "y")), (top_level + 1.1, "triangle-down", ("x2", "y2"))):
+    for y, symbol in ((-1.1, "triangle-up"), (top_level + 1.1, "triangle-down")):
         fig.add_trace(
             go.Scatter(
                 x=list(range(t)),
                 y=[y] * t,
-                xaxis=axes[0],
-                yaxis=axes[1],
                 mode="markers",
                 marker={
                     "size": 9,
@@ -164,6 +170,8 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
                 name="tokens",
             )
         )
+    # the top token labels and the right-hand layer labels are axes x2 and y2: plotly draws an axis only with a trace on it
+    fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
     # every node, faint; the nodes on a route, coloured
     levels = np.arange(top_level + 1)
     gx, gy = np.meshgrid(np.arange(t), levels)

@@ -92,7 +92,7 @@ def test_a_deep_link_is_the_first_request_to_a_fresh_server(browser, tmp_path):
 POINT_JS = """([match, half]) => {
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
     const layout = gd._fullLayout, box = gd.getBoundingClientRect();
-    for (const trace of gd._fullData) {
+    for (const trace of [...gd._fullData].reverse()) {  // the last match: for a token, its handle above the graph
       const data = trace.customdata || [];
       for (let i = 0; i < data.length; i++) {
         if (JSON.stringify(data[i]) !== JSON.stringify(match)) continue;
@@ -106,11 +106,19 @@ POINT_JS = """([match, half]) => {
 }"""
 
 
-def click_point(page: Page, customdata, bar: bool = False) -> None:
-    """Click the plotly point (or the middle of the bar) whose customdata is `customdata`, in whichever chart has it."""
+def point_xy(page: Page, customdata, bar: bool = False) -> tuple[float, float]:
+    """Where the plotly point (or the middle of the bar) whose customdata is `customdata` is, in whichever chart has it."""
     expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()
     xy = page.evaluate(POINT_JS, [customdata, bar])
     assert xy is not None, f"no point with customdata {customdata!r}"
+    return xy
+
+
+def click_point(page: Page, customdata, bar: bool = False) -> None:
+    """Hover first, as a hand does: plotly clicks the point it last hovered (its hover is throttled)."""
+    xy = point_xy(page, customdata, bar)
+    page.mouse.move(*xy)
+    page.wait_for_timeout(200)
     page.mouse.click(*xy)
 
 
@@ -277,7 +285,7 @@ def test_generate_then_download_the_graph(browser, server, tmp_path):
     settled(page)
     assert "Paris" in page.url and "gen=5" in page.url  # the prompt/generated boundary is in the link
     assert "<|im_end|>" not in sidebar.get_by_role("textbox", name="Prompt").input_value()
-    expect(sidebar.get_by_text("4: ␣is")).to_be_visible()  # explains the first generated token by default
+    expect(sidebar.get_by_role("combobox", name="Token to explain")).to_have_value("4: ␣is")  # the first generated token
     expect(page.get_by_text("which predicts ␣Paris")).to_be_visible()
     page.get_by_text("Download this view").click()
     with page.expect_download() as info:
@@ -374,6 +382,7 @@ def test_graph_at_length(browser, server, n_tokens):
     expect(page.get_by_text(f"lead to token {n_tokens - 1} ")).to_be_visible()
     settled(page)
     graph = page.locator(".js-plotly-plot").first
+    expect(graph.locator(".x2tick").first).to_be_attached()
     bottom = graph.locator(".xtick text").all_text_contents()
     top = graph.locator(".x2tick text").all_text_contents()
     assert len(bottom) == len(top) == n_tokens and bottom == top
@@ -391,12 +400,11 @@ def test_hovering_highlights_the_column_and_clicking_a_token_explains_it(browser
     ctx, page = new_page(browser, server, width=1400, height=1000)
     page.goto(f"{server}/?prompt={quote(PROMPT)}")
     settled(page)
-    xy = page.evaluate(POINT_JS, ["attn:10:3", False])
-    page.mouse.move(*xy)
+    page.mouse.move(*point_xy(page, "attn:10:3"))
     expect(page.locator(".js-plotly-plot .spikeline").first).to_be_attached()
     click_point(page, "token|3")
     expect(page.get_by_text("lead to token 3 (␣France)")).to_be_visible()
-    expect(page.locator('[data-testid="stSidebar"]').get_by_text("3: ␣France")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Token to explain")).to_have_value("3: ␣France")
     settled(page)
     assert "token=3" in page.url
     assert page.problems == []
@@ -409,6 +417,7 @@ def test_byte_tokens_and_quotes_are_readable(browser, server):
     settled(page)
     expect(page.get_by_text("which predicts")).to_be_visible()
     settled(page)
+    expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()
     ticks = page.locator(".js-plotly-plot").first.locator(".xtick text").all_text_contents()
     assert "␣⟨F0 9F 98⟩" in ticks and "⟨80⟩😀" in ticks, ticks
     assert not any("�" in t or "&quot;" in t for t in ticks), ticks
@@ -428,7 +437,7 @@ def test_logit_lens_top_tokens_and_a_followed_token(browser, server):
     cells = lens.locator("text").all_text_contents()
     assert "␣Paris" in cells  # a token written in its cell
     page.screenshot(path=str(ARTIFACTS / "logit-lens-top-tokens.png"))
-    page.get_by_text("probability", exact=True).click()
+    page.get_by_test_id("stRadioGroup").get_by_text("probability").click()
     settled(page)
     page.get_by_role("textbox", name="Token to follow").fill(" Rome")
     page.keyboard.press("Enter")
