@@ -347,3 +347,12 @@ def test_generate_then_explain_a_generated_token(at, traces):
     n = len(traces)
     at.sidebar.selectbox(key="_w_token").set_value(6).run()  # a generated token: no new run
     assert len(traces) == n
+
+
+def test_generation_stops_at_the_first_special_token():
+    from lmtt.ui.runs import stop_at_special
+
+    special = ["<|im_end|>", "<|endoftext|>"]
+    assert stop_at_special("Hi Paris.<|im_end|>\nmore", "Hi", special) == "Hi Paris."
+    assert stop_at_special("Hi Paris.", "Hi", special) == "Hi Paris."
+    assert stop_at_special("<|im_end|>Hi there", "<|im_end|>Hi", special) == "<|im_end|>Hi there"  # the prompt's own are kept
