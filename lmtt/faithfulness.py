@@ -114,8 +114,8 @@ def _check_ablation(ablation: str) -> None:
 
 
 @torch.no_grad()
-def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "zero") -> torch.Tensor:
-    """(T, V) logits of the prompt with everything outside `route` knocked out, in one forward pass."""
+def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "zero") -> Trace:
+    """The trace of the prompt with everything outside `route` knocked out, in one forward pass."""
     _check_ablation(ablation)
     t, hd, kv_index = trace.n_tokens, runner.head_dim, trace.kv_index
     causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T) [query, source]
@@ -149,7 +149,7 @@ def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "
         return None
 
     with patching(runner, patch, 1, t):
-        return runner.trace(trace.token_ids).logits  # a full trace, so this pass's q, k, v reach the patch
+        return runner.trace(trace.token_ids)  # a full trace, so this pass's q, k, v reach the patch
 
 
 def trace_attention(rec: dict, layer: int, kv_index: torch.Tensor, t: int) -> torch.Tensor:
@@ -172,9 +172,9 @@ def faithfulness(
         raise ValueError(f"the subgraph leads to position {sub.root[1]}, the target is at {target.position}")
     route = Route.of(sub, trace.n_layers, trace.n_tokens)
     m_full, p_full, _ = _measure(trace.logits, target)
-    m_route, p_route, top = _measure(run_route(runner, trace, route, ablation), target)
+    m_route, p_route, top = _measure(run_route(runner, trace, route, ablation).logits, target)
     if empty is None:
-        empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation), target)[0]
+        empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation).logits, target)[0]
     return Faithfulness(target, sub.threshold, ablation, len(sub), m_full, m_route, empty, p_full, p_route, runner.decode(top))
 
 
@@ -200,5 +200,5 @@ def faithfulness_curve(
     runner: ModelRunner, trace: Trace, subgraphs: list[Subgraph], target: Target, ablation: str = "zero"
 ) -> FaithfulnessCurve:
     """One route run per subgraph, sharing the empty route's run."""
-    empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation), target)[0]
+    empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation).logits, target)[0]
     return FaithfulnessCurve([faithfulness(runner, trace, s, target, ablation, empty) for s in subgraphs])
