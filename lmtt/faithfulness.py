@@ -117,7 +117,7 @@ def _check_ablation(ablation: str) -> None:
 def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "zero") -> Trace:
     """The trace of the prompt with everything outside `route` knocked out, in one forward pass."""
     _check_ablation(ablation)
-    t, hd, kv_index = trace.n_tokens, runner.head_dim, trace.kv_index
+    t, kv_index = trace.n_tokens, trace.kv_index
     causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T) [query, source]
     mean = ablation == "mean"
     v_mean = [v[:, kv_index].mean(0) for v in trace.values] if mean else None  # L x (H, hd)

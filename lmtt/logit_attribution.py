@@ -55,7 +55,13 @@ class Target:
         return a if self.contrast_id is None else f"{a} - logit({self.contrast!r})"
 
     def to_dict(self) -> dict:
-        return {"position": self.position, "token": self.token, "token_id": self.token_id, "contrast": self.contrast, "contrast_id": self.contrast_id}
+        return {
+            "position": self.position,
+            "token": self.token,
+            "token_id": self.token_id,
+            "contrast": self.contrast,
+            "contrast_id": self.contrast_id,
+        }
 
 
 def vocab_size(runner: ModelRunner) -> int:
@@ -82,7 +88,9 @@ def token_id(runner: ModelRunner, token: int | str) -> int:
     return int(ids[0])
 
 
-def make_target(runner: ModelRunner, trace: Trace, position: int, token: int | str | None = None, contrast: int | str | None = None) -> Target:
+def make_target(
+    runner: ModelRunner, trace: Trace, position: int, token: int | str | None = None, contrast: int | str | None = None
+) -> Target:
     """The target at `position`: token A (default: the model's top prediction there), contrast B optional."""
     a = int(trace.logits[position].argmax()) if token is None or token == "" else token_id(runner, token)
     b = None if contrast is None or contrast == "" else token_id(runner, contrast)
@@ -374,7 +382,15 @@ class DirectEdge:
         return f"emb:{self.source}" if self.layer == 0 else f"ffn:{self.layer - 1}:{self.source}"
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "layer": self.layer, "index": self.index, "source": self.from_node, "target": self.into, "effect": self.effect}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "layer": self.layer,
+            "index": self.index,
+            "source": self.from_node,
+            "target": self.into,
+            "effect": self.effect,
+        }
 
 
 def direct_edges(effects: DirectEffects, min_effect: float) -> list[DirectEdge]:

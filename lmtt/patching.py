@@ -112,7 +112,9 @@ def run_patched(runner: ModelRunner, ids: torch.Tensor, patch: Patch) -> torch.T
 
 
 @torch.no_grad()
-def record(runner: ModelRunner, ids: torch.Tensor, sites: tuple[str, ...] = SITES) -> tuple[dict[tuple[str, int], torch.Tensor], torch.Tensor]:
+def record(
+    runner: ModelRunner, ids: torch.Tensor, sites: tuple[str, ...] = SITES
+) -> tuple[dict[tuple[str, int], torch.Tensor], torch.Tensor]:
     """Every activation at `sites` of one prompt (T,): {(site, layer): (T, .)}, and its (T, V) logits."""
     seen: dict[tuple[str, int], torch.Tensor] = {}
 
