@@ -23,6 +23,7 @@ equals the model's own logit difference.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,28 @@ def token_id(runner: ModelRunner, token: int | str) -> int:
         pieces = [runner.decode(i) for i in ids]
         raise TargetError(f"{token!r} is {len(ids)} tokens {pieces}, not one; pick one vocabulary token (mind the leading space)")
     return int(ids[0])
+
+
+_VOCAB: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # runner -> every token's text, decoded once
+
+
+def vocabulary(runner: ModelRunner) -> list[str]:
+    """Every token's text, by id (decoded once per runner)."""
+    if runner not in _VOCAB:
+        n = vocab_size(runner)
+        _VOCAB[runner] = runner.tokenizer.batch_decode([[i] for i in range(n)]) if runner.tokenizer else [f"<{i}>" for i in range(n)]
+    return _VOCAB[runner]
+
+
+def search_vocabulary(runner: ModelRunner, query: str, k: int = 30) -> list[int]:
+    """Ids of tokens whose text contains `query` (case-insensitive): exact matches first, then shortest."""
+    q = query.strip().lower()
+    if not q:
+        return []
+    vocab = vocabulary(runner)
+    hits = [i for i, text in enumerate(vocab) if q in text.lower()]
+    hits.sort(key=lambda i: (vocab[i].strip().lower() != q, len(vocab[i]), i))
+    return hits[:k]
 
 
 def make_target(

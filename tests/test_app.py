@@ -57,7 +57,7 @@ def test_empty_state_before_run(at):
     assert [t.value for t in at.title] == ["Graph"]
     assert "press **Run**" in at.info[0].value
     labels = [link.label for link in at.sidebar.get("page_link")]
-    assert labels == ["Graph", "Contributions", "Interpretation", "Compare", "Dataset"]
+    assert labels == ["Graph", "Contributions", "Interpretation", "Compare", "Target", "Faithfulness", "Patching", "Dataset"]
 
 
 def test_run_default_prompt_shows_the_prediction_and_graph(at):

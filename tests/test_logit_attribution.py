@@ -112,3 +112,8 @@ def test_suppressor_of_john_is_head_23_3(default_runner):
     assert head.effect < 0 and a.tokens[head.source] == " John"
     # and with the contrast Mary - John it is the largest booster
     assert a.direct_effects(a.target(-1, " Mary", " John")).top_heads(1)[0].name == "L23.H3"
+
+
+def test_vocabulary_search_finds_exact_tokens_first(tiny_runner):
+    assert dla.search_vocabulary(tiny_runner, "<12>")[0] == 12
+    assert dla.search_vocabulary(tiny_runner, "  ") == []
