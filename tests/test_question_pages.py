@@ -67,3 +67,14 @@ def test_patching_page_france_italy_and_a_length_mismatch():
     assert "batched passes" in text(at)
     at.text_input(key="_w_patch").input("The capital city of Italy is").run()
     assert "same length" in at.error[0].value
+
+
+def test_chat_template_toggle_wraps_the_prompt():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    at.sidebar.text_area(key="_w_prompt").input("What is the capital of France?")
+    at.sidebar.toggle(key="chat").set_value(True)
+    at.sidebar.button[0].click().run()
+    assert not at.exception, at.exception
+    analysed = at.session_state.run[1]
+    assert analysed.startswith("<|im_start|>") and "What is the capital of France?" in analysed
+    assert analysed.endswith("<|im_start|>assistant\n")

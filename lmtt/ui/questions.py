@@ -6,8 +6,13 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from lmtt.chat import chat_prompt
+from lmtt.config import AppConfig
 from lmtt.figures import visible
+from lmtt.loading import LoadError
 from lmtt.logit_attribution import Target, TargetError, search_vocabulary
+from lmtt.runner import PromptError
+from lmtt.ui.runs import cached_runner
 from lmtt.ui.state import View, ss
 
 TOP = -1  # "the model's top prediction"
@@ -51,6 +56,15 @@ def target_picker(view: View) -> Target | None:
     except TargetError as e:
         st.error(str(e))
         return None
+
+
+def chat_wrapped(config: AppConfig, model: str, prompt: str) -> str:
+    """The prompt in the model's chat template; the prompt itself (and an error shown) when that is impossible."""
+    try:
+        return chat_prompt(cached_runner(config.models[model]), prompt)
+    except (PromptError, LoadError) as e:
+        st.session_state.setdefault("_warnings", []).append(f"Chat template not applied: {e}")
+        return prompt
 
 
 def memo(key: tuple, compute: Callable):
