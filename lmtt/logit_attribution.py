@@ -101,13 +101,17 @@ def vocabulary(runner: ModelRunner) -> list[str]:
 
 
 def search_vocabulary(runner: ModelRunner, query: str, k: int = 30) -> list[int]:
-    """Ids of tokens whose text contains `query` (case-insensitive): exact matches first, then shortest."""
-    q = query.strip().lower()
-    if not q:
+    """Ids of tokens whose text contains `query` (case-insensitive).
+
+    Best first: the same word (case first, then a leading space, as a word inside a sentence), then shortest.
+    """
+    word = query.strip()
+    if not word:
         return []
+    q = word.lower()
     vocab = vocabulary(runner)
     hits = [i for i, text in enumerate(vocab) if q in text.lower()]
-    hits.sort(key=lambda i: (vocab[i].strip().lower() != q, len(vocab[i]), i))
+    hits.sort(key=lambda i: (vocab[i].strip().lower() != q, vocab[i].strip() != word, not vocab[i].startswith(" "), len(vocab[i]), i))
     return hits[:k]
 
 

@@ -117,3 +117,8 @@ def test_suppressor_of_john_is_head_23_3(default_runner):
 def test_vocabulary_search_finds_exact_tokens_first(tiny_runner):
     assert dla.search_vocabulary(tiny_runner, "<12>")[0] == 12
     assert dla.search_vocabulary(tiny_runner, "  ") == []
+
+
+@pytest.mark.default_model
+def test_vocabulary_search_prefers_the_word_with_a_leading_space(default_runner):
+    assert [default_runner.decode(i) for i in dla.search_vocabulary(default_runner, "Rome", 3)] == [" Rome", "Rome", "rome"]
