@@ -21,8 +21,8 @@ clean logit difference returns:
     restored = (m(patched) - m(corrupted)) / (m(clean) - m(corrupted)),   m = logit(A) - logit(B)
 
 1 means this activation alone carries everything that differs; 0 nothing.
-Each grid row (a layer) is one batched forward pass: copy b of the corrupted
-prompt has position b (or head b) patched.
+Cells run batched: copy b of the corrupted prompt has one cell (layer, position)
+or (layer, head) patched, and one forward pass covers up to `max_batch` cells.
 """
 
 from __future__ import annotations
@@ -177,13 +177,14 @@ def patch_prompts(
     clean_ids: torch.Tensor,
     corrupted_ids: torch.Tensor,
     target: Target,
-    max_batch: int = 64,
+    max_batch: int = 128,
     sites: tuple[str, ...] = ("resid", "attn", "ffn", "heads"),
 ) -> PatchingResult:
     """Patch clean activations into the corrupted run, one at a time, and measure what each restores.
 
-    The prompts must have the same number of tokens. One batched pass per grid row (and per
-    `max_batch` copies), so a grid costs about 4 L passes.
+    The prompts must have the same number of tokens. Copies of the corrupted prompt run in batches of
+    `max_batch`, each copy patching one cell of a grid (copies of one batch may patch different layers),
+    so a grid of L x T cells costs ceil(L T / max_batch) passes.
     """
     clean_ids, corrupted_ids = clean_ids.reshape(-1), corrupted_ids.reshape(-1)
     t = clean_ids.numel()
@@ -208,26 +209,31 @@ def patch_prompts(
         if name not in site_of:
             raise ValueError(f"unknown patching site {name!r}; choose from {', '.join(site_of)}")
         width = n_heads if name == "heads" else t
-        for layer in range(n_layers):
-            for lo in range(0, width, max_batch):
-                units = list(range(lo, min(width, lo + max_batch)))
-                source = clean[site_of[name], layer]  # (T, .)
+        cells = [(layer, unit) for layer in range(n_layers) for unit in range(width)]  # the whole grid, row by row
+        for lo in range(0, len(cells), max_batch):
+            chunk = cells[lo : lo + max_batch]  # copy b patches cell chunk[b]
+            by_layer: dict[int, list[tuple[int, int]]] = {}
+            for b, (layer, unit) in enumerate(chunk):
+                by_layer.setdefault(layer, []).append((b, unit))
 
-                def patch(site, at, x, name=name, layer=layer, units=units, source=source):
-                    if site != site_of[name] or at != layer:
-                        return None
-                    x = x.clone()
-                    for b, u in enumerate(units):
-                        if name == "heads":
-                            x[b, :, u * hd : (u + 1) * hd] = source[:, u * hd : (u + 1) * hd]
-                        else:
-                            x[b, u] = source[u]
-                    return x
+            def patch(site, layer, x, name=name, by_layer=by_layer):
+                if site != site_of[name] or layer not in by_layer:
+                    return None
+                source = clean[site, layer]  # (T, .)
+                x = x.clone()
+                for b, unit in by_layer[layer]:
+                    if name == "heads":
+                        x[b, :, unit * hd : (unit + 1) * hd] = source[:, unit * hd : (unit + 1) * hd]
+                    else:
+                        x[b, unit] = source[unit]
+                return x
 
-                logits = run_patched(runner, corrupted_ids[None].expand(len(units), t), patch)
-                passes += 1
-                m = _quantity(logits, target).cpu()  # (B,)
-                grids[name][layer, units[0] : units[-1] + 1] = (m - m_corr) / denom if denom != 0 else torch.nan
+            logits = run_patched(runner, corrupted_ids[None].expand(len(chunk), t), patch)
+            passes += 1
+            m = _quantity(logits, target).cpu()  # (B,)
+            restored = (m - m_corr) / denom if denom != 0 else torch.full_like(m, float("nan"))
+            for b, (layer, unit) in enumerate(chunk):
+                grids[name][layer, unit] = restored[b]
     return PatchingResult(
         target,
         runner.token_strings(clean_ids),

@@ -107,6 +107,8 @@ def test_patching_page_france_italy(page, server):
     choose(page, "Contrast B", "Rome")
     page.get_by_label("Corrupted prompt").fill("The capital of Italy is")
     page.keyboard.press("Enter")
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "patching-debug.png"), full_page=True)
     expect(page.get_by_text("batched passes")).to_be_visible()
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     settled(page)
