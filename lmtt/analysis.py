@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lmtt import faithfulness as faithfulness_module
-from lmtt import interpret
+from lmtt import interpret, qk
 from lmtt import logit_attribution as dla
 from lmtt import patching as patching_module
 from lmtt.attribution import Contributions, compute_contributions
@@ -206,6 +206,11 @@ class Analysis:
         target = target or self.target()
         subs = [self.paths_to(target.position, th) for th in thresholds]
         return faithfulness_module.faithfulness_curve(self.runner, self.trace, subs, target, ablation)
+
+    def qk_attribution(self, layer: int, head: int, query: int = -1, key: int = 0) -> qk.QKAttribution:
+        """Why head (layer, head) attends from `query` to `key`: (query part x key part) pairs that sum to the score."""
+        self._check_head(head)
+        return qk.qk_attribution(self.runner, self.trace, layer, head, self.position(query), self.position(key))
 
     def patching(self, corrupted: str | TokenIds, target: dla.Target | None = None) -> patching_module.PatchingResult:
         """Activation patching: this prompt is the clean run, `corrupted` (same token count) the corrupted one."""

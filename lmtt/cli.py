@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--faithfulness", action="store_true", help="how much of the target the route at --threshold keeps alone")
     q.add_argument("--faithfulness-curve", action="store_true", help="faithfulness against edges kept over a range of thresholds")
     q.add_argument("--ablation", choices=("zero", "mean"), default="zero", help="what replaces parts outside the route")
+    q.add_argument("--qk", default=None, metavar="L.H:Q:K", help="QK attribution of head L.H's score from query Q to key K")
     q.add_argument("--patch", default=None, metavar="TEXT", help="activation patching: this corrupted prompt (same token count)")
     b = sub.add_parser("batch", help="analyse every prompt of a file (one per line); resumable")
     b.add_argument("prompts_file")
@@ -98,6 +100,11 @@ def _parse_ids(text: str) -> list[int]:
 def _target_questions(args, analysis: Analysis, runner, config) -> dict:
     """The JSON of --dla, --direct-threshold, --lens, --faithfulness(-curve) and --patch."""
     out: dict = {}
+    if args.qk is not None:
+        m = re.fullmatch(r"(\d+)\.(\d+):(-?\d+):(-?\d+)", args.qk.strip())
+        if not m:
+            raise ValueError(f"--qk expects LAYER.HEAD:QUERY:KEY, e.g. 23.3:13:9, got {args.qk!r}")
+        out["qk_attribution"] = analysis.qk_attribution(*(int(g) for g in m.groups())).to_dict(args.top)
     asked = args.dla or args.lens or args.faithfulness or args.faithfulness_curve or args.patch is not None
     if not (asked or args.direct_threshold is not None or args.target or args.contrast):
         return out
@@ -187,6 +194,11 @@ def _analyze(args) -> int:
 
 
 def _print_target_questions(result: dict) -> None:
+    if "qk_attribution" in result:
+        q = result["qk_attribution"]
+        print(f"head {q['layer']}.{q['head']} score {q['query']} -> {q['key']}: {q['score']:.3f} = sum of pairs {q['sum_of_pairs']:.3f}")
+        for p in q["top_pairs"][:5]:
+            print(f"  {p['query_part']} x {p['key_part']}: {p['value']:+.3f}")
     if "target" not in result:
         return
     print(f"target: {result['target']['quantity']} at token {result['target']['position']}")

@@ -129,9 +129,11 @@ def make_target(
 def norm_spec(runner: ModelRunner) -> NormSpec:
     """The final norm's description: the adapter's when it has one, else read off the module."""
     spec = getattr(runner.adapter, "norm", None)
-    if isinstance(spec, NormSpec):
-        return spec
-    module = runner.final_norm
+    return spec if isinstance(spec, NormSpec) else module_norm_spec(runner.final_norm)
+
+
+def module_norm_spec(module) -> NormSpec:
+    """A norm's description read off its class: LayerNorm, else RMSNorm (Gemma's with gain 1 + weight)."""
     name = type(module).__name__.lower()
     if "layernorm" in name.replace("_", "") and "rms" not in name:
         return NormSpec(kind="layer")
