@@ -18,6 +18,7 @@ from lmtt.faithfulness import FaithfulnessCurve
 from lmtt.graph import Subgraph, node_level, parse_node
 from lmtt.logit_attribution import DirectEdge, DirectEffects, LensGrid
 from lmtt.patching import PatchingResult
+from lmtt.qk import QKAttribution
 
 SCALE = "RdBu_r"  # red: raises the quantity, blue: lowers it
 BOOSTER, SUPPRESSOR = "#2ca02c", "#9467bd"
@@ -244,5 +245,31 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
         title=f"Patching the {names[grid]}: restored fraction of {html.escape(result.target.describe())}",
         height=max(380, 16 * n_layers + 140),
         margin={"l": 50, "r": 10, "t": 40, "b": 90},
+    )
+    return fig
+
+
+def qk_heatmap(result: QKAttribution) -> go.Figure:
+    """(query part) x (key part) contributions to one pre-softmax score; they sum to it."""
+    z = result.pairs.numpy()  # (P, P)
+    lim = _symmetric(z)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(result.parts),
+            y=list(result.parts),
+            zmin=-lim,
+            zmax=lim,
+            colorscale=SCALE,
+            hovertemplate="query part %{y} x key part %{x}: %{z:.3f}<extra></extra>",
+            colorbar={"title": "score"},
+        )
+    )
+    fig.update_layout(
+        title=f"Head {result.layer}.{result.head}, query {result.query} → key {result.key}: score {result.score:.3f}",
+        xaxis_title="key part",
+        yaxis_title="query part",
+        height=max(420, 9 * len(result.parts) + 160),
+        margin={"l": 80, "r": 10, "t": 40, "b": 80},
     )
     return fig

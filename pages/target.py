@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
+from lmtt import figures, ui
 from lmtt import question_figures as qf
-from lmtt import ui
 from lmtt.analysis import DEFAULT_MIN_EFFECT
 from lmtt.ui.questions import target_picker
 
@@ -24,7 +24,7 @@ st.markdown(
     f"= **{effects.value:.3f}**; the direct effects below sum to {effects.total:.3f} "
     f"(final-norm scale frozen at {effects.scale:.4g}; the logit before any softcapping)."
 )
-graph_tab, heads_tab, neurons_tab, lens_tab = st.tabs(["Graph", "Heads", "Neurons", "Logit lens"])
+graph_tab, heads_tab, neurons_tab, lens_tab, qk_tab = st.tabs(["Graph", "Heads", "Neurons", "Logit lens", "Why a head attends"])
 
 with graph_tab:
     c1, c2 = st.columns([1, 2])
@@ -71,3 +71,30 @@ with lens_tab:
     values = {"A - B": lens.quantity, "A": lens.a, "B": lens.b}[which].numpy()
     name = {"A - B": target.describe(), "A": f"logit({target.token!r})", "B": f"logit({target.contrast!r})"}[which]
     st.plotly_chart(qf.lens_value_heatmap(a, values, f"Logit lens of {name}", centre=which == "A - B"), key="target_lens", width="stretch")
+
+with qk_tab:
+    top = effects.top_heads(1)[0]
+    suffix = f"{target.token_id}_{target.contrast_id}"  # a new target starts at its own strongest head
+    c1, c2, c3 = st.columns(3)
+    layer = c1.number_input("Layer", 0, a.n_layers - 1, top.layer, key=f"q_qk_layer_{suffix}")
+    head = c2.number_input("Head", 0, a.n_heads - 1, top.index, key=f"q_qk_head_{suffix}")
+    strongest = int(effects.head_sources[layer, head].abs().argmax())
+    key_pos = c3.selectbox(
+        "Key (source) token",
+        range(target.position + 1),
+        index=strongest,
+        format_func=lambda p: f"{p}: {figures.visible(a.tokens[p])}",
+        key=f"q_qk_key_{suffix}_{layer}_{head}",
+    )
+    try:
+        result = a.qk_attribution(int(layer), int(head), target.position, int(key_pos))
+    except ValueError as e:
+        st.info(str(e))
+    else:
+        st.markdown(
+            f"Score of head {layer}.{head} from token {target.position} to token {key_pos}: **{result.score:.3f}** "
+            f"= the sum of the {len(result.parts)}² (query part, key part) pairs ({float(result.pairs.sum()):.3f}). "
+            "Input norms frozen at their scales, RoPE applied as the linear map it is."
+        )
+        st.plotly_chart(qf.qk_heatmap(result), key="qk_pairs", width="stretch")
+        st.dataframe(pd.DataFrame(result.top(12), columns=["query part", "key part", "score"]), hide_index=True, width="stretch")
