@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmtt import interpret
+from lmtt import faithfulness as faithfulness_module
+from lmtt import interpret, qk
+from lmtt import logit_attribution as dla
+from lmtt import patching as patching_module
 from lmtt.attribution import Contributions, compute_contributions
 from lmtt.edits import Edit
 from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
@@ -22,7 +25,10 @@ from lmtt.interpret import ExpertContributions, HeadContributions, NeuronContrib
 from lmtt.ondemand import LONG_PROMPT_TOKENS, OnDemandGraph
 from lmtt.runner import ModelRunner, PromptError, Trace
 
+TokenIds = torch.Tensor | list[int] | tuple[int, ...]
+
 DEFAULT_THRESHOLD = 0.04
+DEFAULT_MIN_EFFECT = 1.0  # logits: direct effects at least this large are drawn into the graph
 
 
 @dataclass
@@ -190,6 +196,51 @@ class Analysis:
             analysis=edited,
         )
 
+    # ---- a target token and a contrast: direct effects, routes, patching ----------
+    def target(self, token: int = -1, answer: int | str | None = None, contrast: int | str | None = None) -> dla.Target:
+        """What to explain at `token`: logit(answer) (default: the top prediction), minus logit(contrast) if given."""
+        return dla.make_target(self.runner, self.trace, self.position(token), answer, contrast)
+
+    def direct_effects(self, target: dla.Target | None = None) -> dla.DirectEffects:
+        """Direct logit attribution of every component to the target (exact under the frozen final-norm scale)."""
+        return dla.direct_effects(self.runner, self.trace, target or self.target())
+
+    def target_lens(self, target: dla.Target | None = None) -> dla.LensGrid:
+        """Logit lens of A, B and A - B at every node (level, position)."""
+        return dla.lens_grid(self.runner, self.trace, target or self.target())
+
+    def direct_edges(self, target: dla.Target | None = None, min_effect: float = DEFAULT_MIN_EFFECT) -> list[dla.DirectEdge]:
+        """Boosters and suppressors: heads and FFNs whose |direct effect| >= min_effect logits, whatever their flow weight."""
+        return dla.direct_edges(self.direct_effects(target), min_effect)
+
+    def faithfulness(
+        self, threshold: float = DEFAULT_THRESHOLD, target: dla.Target | None = None, ablation: str = "zero"
+    ) -> faithfulness_module.Faithfulness:
+        """How much of the target the route paths_to(target position, threshold) keeps on its own (one more forward pass)."""
+        target = target or self.target()
+        return faithfulness_module.faithfulness(self.runner, self.trace, self.paths_to(target.position, threshold), target, ablation)
+
+    def faithfulness_curve(
+        self,
+        thresholds: tuple[float, ...] = faithfulness_module.DEFAULT_THRESHOLDS,
+        target: dla.Target | None = None,
+        ablation: str = "zero",
+    ) -> faithfulness_module.FaithfulnessCurve:
+        """Faithfulness against edges kept, one forward pass per threshold."""
+        target = target or self.target()
+        subs = [self.paths_to(target.position, th) for th in thresholds]
+        return faithfulness_module.faithfulness_curve(self.runner, self.trace, subs, target, ablation)
+
+    def qk_attribution(self, layer: int, head: int, query: int = -1, key: int = 0) -> qk.QKAttribution:
+        """Why head (layer, head) attends from `query` to `key`: (query part x key part) pairs that sum to the score."""
+        self._check_head(head)
+        return qk.qk_attribution(self.runner, self.trace, layer, head, self.position(query), self.position(key))
+
+    def patching(self, corrupted: str | TokenIds, target: dla.Target | None = None) -> patching_module.PatchingResult:
+        """Activation patching: this prompt is the clean run, `corrupted` (same token count) the corrupted one."""
+        ids = _token_ids(self.runner, corrupted)
+        return patching_module.patch_prompts(self.runner, self.trace.token_ids, ids, target or self.target())
+
     # ---- export ----------------------------------------------------------
     def to_dict(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10) -> dict:
         """The CLI's JSON contract: model, tokens, predictions and the paths_to graph."""
@@ -235,20 +286,38 @@ def _analysis_of(runner: ModelRunner, trace: Trace, on_layer=None, timings: dict
     return Analysis(runner, trace, contributions, ContributionGraph(contributions), timings)
 
 
+def _token_ids(runner: ModelRunner, prompt: str | TokenIds) -> torch.Tensor:
+    """(T,) token ids of a prompt given as text or as ids (checked against the vocabulary)."""
+    if isinstance(prompt, str):
+        return runner.tokenize(prompt)
+    try:
+        ids = torch.as_tensor(prompt if isinstance(prompt, torch.Tensor) else list(prompt)).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise PromptError(f"token ids must be a sequence of integers: {e}") from None
+    if ids.numel() == 0:
+        raise PromptError("no token ids given")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise PromptError(f"token ids must be integers, got {ids.dtype}")
+    n = dla.vocab_size(runner)
+    if int(ids.min()) < 0 or int(ids.max()) >= n:
+        raise PromptError(f"token ids must lie in [0, {n}): got {int(ids.min())}..{int(ids.max())}")
+    return ids.long()
+
+
 def analyze(
     runner: ModelRunner,
-    prompt: str,
+    prompt: str | TokenIds,
     max_tokens: int | None = None,
     on_progress: Callable[[float, str], None] | None = None,
     graph: str = "auto",
 ) -> Analysis:
-    """Trace the prompt once and compute every contribution (graph="full"), or only those that
-    paths reach, when first asked (graph="on_demand"; "auto" picks it from LONG_PROMPT_TOKENS tokens on).
+    """Trace the prompt (text, or token ids) once and compute every contribution (graph="full"), or only
+    those that paths reach, when first asked (graph="on_demand"; "auto" picks it from LONG_PROMPT_TOKENS tokens on).
 
     `on_progress(fraction, message)` reports the forward pass and each layer's attribution.
     """
     report = on_progress or (lambda _f, _m: None)
-    ids = runner.tokenize(prompt)
+    ids = _token_ids(runner, prompt)
     if max_tokens is not None and ids.numel() > max_tokens:
         raise PromptError(f"the prompt has {ids.numel()} tokens; the limit is {max_tokens}")
     report(0.0, f"Running the model on {ids.numel()} tokens")

@@ -1,6 +1,8 @@
 """Command line: `python -m lmtt analyze --prompt TEXT [--model NAME] [--token I] [--threshold T] --json`
-(plus --generate N, --edit EDIT, --compare TEXT, --out DIR), `python -m lmtt batch PROMPTS_FILE --out DIR`
-and `python -m lmtt check [--model NAME] [--prompt TEXT]` (exit status 1 when an identity fails).
+(plus --generate N, --edit EDIT, --compare TEXT, --out DIR; --ids, --chat; --target/--contrast with --dla,
+--direct-threshold, --lens, --faithfulness, --faithfulness-curve, --patch TEXT) and
+`python -m lmtt batch PROMPTS_FILE --out DIR`, and `python -m lmtt check [--model NAME] [--prompt TEXT]`
+(exit status 1 when an identity fails).
 
 Errors print one line on stderr and exit with status 2; no tracebacks.
 """
@@ -10,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
-from lmtt.analysis import DEFAULT_THRESHOLD, analyze
+from lmtt.analysis import DEFAULT_THRESHOLD, Analysis, analyze
+from lmtt.chat import chat_prompt
 from lmtt.compare import compare_prompts
 from lmtt.config import ConfigError, load_config
 from lmtt.edits import Edit
@@ -26,7 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lmtt", description="See how a language model reaches its prediction.")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="analyse one prompt and print its predictions and important subgraph")
-    a.add_argument("--prompt", required=True)
+    source = a.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt")
+    source.add_argument("--ids", default=None, metavar="I,J,...", help="token ids instead of a prompt, comma-separated")
+    a.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template (instruct models)")
     a.add_argument("--model", default=None, help="a model name from config.yaml (default: its default_model)")
     a.add_argument("--config", default=None, help="path to config.yaml")
     a.add_argument("--token", type=int, default=-1, help="token index to explain (default: the last)")
@@ -38,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=None, help="sample the generated tokens with this seed (default: greedy)")
     a.add_argument("--edit", action="append", default=[], metavar="EDIT", help="an intervention, e.g. head:20.3:zero (repeatable)")
     a.add_argument("--compare", default=None, metavar="TEXT", help="a second prompt to compare with")
+    q = a.add_argument_group("a target token and a contrast (at --token)")
+    q.add_argument("--target", default=None, metavar="TOKEN", help="token A, text (' Paris') or id (default: the top prediction)")
+    q.add_argument("--contrast", default=None, metavar="TOKEN", help="token B: explain logit(A) - logit(B)")
+    q.add_argument("--dla", action="store_true", help="direct logit attribution of every head, neuron, FFN and bias")
+    q.add_argument("--direct-threshold", type=float, default=None, metavar="LOGITS", help="list heads/FFNs whose |direct effect| >= this")
+    q.add_argument("--lens", action="store_true", help="logit lens of A, B and A - B at every node")
+    q.add_argument("--faithfulness", action="store_true", help="how much of the target the route at --threshold keeps alone")
+    q.add_argument("--faithfulness-curve", action="store_true", help="faithfulness against edges kept over a range of thresholds")
+    q.add_argument("--ablation", choices=("zero", "mean"), default="zero", help="what replaces parts outside the route")
+    q.add_argument("--qk", default=None, metavar="L.H:Q:K", help="QK attribution of head L.H's score from query Q to key K")
+    q.add_argument("--patch", default=None, metavar="TEXT", help="activation patching: this corrupted prompt (same token count)")
     c = sub.add_parser("check", help="check that lmtt's decomposition adds up for a model (one line per identity)")
     c.add_argument("--model", default=None, help="a model name from config.yaml (default: its default_model)")
     c.add_argument("--config", default=None, help="path to config.yaml")
@@ -97,22 +115,70 @@ def _check(args) -> int:
     return 0 if report.passed else 1
 
 
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise PromptError(f"--ids must be comma-separated integers, got {text!r}") from None
+
+
+def _target_questions(args, analysis: Analysis, runner, config) -> dict:
+    """The JSON of --dla, --direct-threshold, --lens, --faithfulness(-curve) and --patch."""
+    out: dict = {}
+    if args.qk is not None:
+        m = re.fullmatch(r"(\d+)\.(\d+):(-?\d+):(-?\d+)", args.qk.strip())
+        if not m:
+            raise ValueError(f"--qk expects LAYER.HEAD:QUERY:KEY, e.g. 23.3:13:9, got {args.qk!r}")
+        out["qk_attribution"] = analysis.qk_attribution(*(int(g) for g in m.groups())).to_dict(args.top)
+    asked = args.dla or args.lens or args.faithfulness or args.faithfulness_curve or args.patch is not None
+    if not (asked or args.direct_threshold is not None or args.target or args.contrast):
+        return out
+    target = analysis.target(args.token, args.target, args.contrast)
+    out["target"] = {**target.to_dict(), "quantity": target.describe()}
+    if args.dla:
+        out["direct_effects"] = analysis.direct_effects(target).to_dict(args.top)
+    if args.direct_threshold is not None:
+        out["direct_edges"] = [e.to_dict() for e in analysis.direct_edges(target, args.direct_threshold)]
+    if args.lens:
+        out["target_lens"] = analysis.target_lens(target).to_dict()
+    if args.faithfulness:
+        out["faithfulness"] = analysis.faithfulness(args.threshold, target, args.ablation).to_dict()
+    if args.faithfulness_curve:
+        out["faithfulness_curve"] = analysis.faithfulness_curve(target=target, ablation=args.ablation).to_dict()
+    if args.patch is not None:
+        check_prompt(args.patch, config.max_prompt_chars)
+        corrupted = chat_prompt(runner, args.patch) if args.chat else args.patch
+        out["patching"] = {"prompt": args.patch, **analysis.patching(corrupted, target).to_dict()}
+    return out
+
+
 def _analyze(args) -> int:
     if not math.isfinite(args.threshold) or args.threshold < 0:
         raise ValueError(f"--threshold must be a finite number >= 0, got {args.threshold}")
+    if args.direct_threshold is not None and not (math.isfinite(args.direct_threshold) and args.direct_threshold >= 0):
+        raise ValueError(f"--direct-threshold must be a finite number >= 0, got {args.direct_threshold}")
     config = load_config(args.config)
-    check_prompt(args.prompt, config.max_prompt_chars)
+    ids = _parse_ids(args.ids) if args.ids is not None else None
+    if ids is None:
+        check_prompt(args.prompt, config.max_prompt_chars)
+    elif args.generate or args.chat:
+        raise ValueError("--generate and --chat need --prompt, not --ids")
     edits = [Edit.parse(e) for e in args.edit]
     if args.compare is not None:
         check_prompt(args.compare, config.max_prompt_chars)
     runner = load_model(args.model, config)
     if runner.check_report is not None and not runner.check_report.passed:
         print(f"warning: the decomposition does not add up for this model: {runner.check_report.failures}", file=sys.stderr)
-    prompt = runner.generate(args.prompt, args.generate, args.seed) if args.generate else args.prompt
-    analysis = analyze(runner, prompt, max_tokens=config.max_prompt_tokens)
-    result = analysis.to_dict(args.token, args.threshold, args.top)
+    prompt = chat_prompt(runner, args.prompt) if args.chat else args.prompt
+    start = prompt
     if args.generate:
-        result["generated_from"] = len(runner.tokenize(args.prompt))  # tokens from here on were generated
+        prompt = runner.generate(prompt, args.generate, args.seed)
+    analysis = analyze(runner, ids if ids is not None else prompt, max_tokens=config.max_prompt_tokens)
+    result = analysis.to_dict(args.token, args.threshold, args.top)
+    if args.chat:
+        result["chat_prompt"] = prompt
+    if args.generate:
+        result["generated_from"] = len(runner.tokenize(start))  # tokens from here on were generated
     if edits:
         change = analysis.intervene(edits, args.token, args.top)
         result["intervention"] = {
@@ -133,6 +199,7 @@ def _analyze(args) -> int:
             "edges": [{**vars(e), "delta": e.delta} for e in cmp.edges],
             "head_delta": cmp.head_delta.tolist(),
         }
+    result.update(_target_questions(args, analysis, runner, config))
     if args.out:
         write_files(analysis, args.out, args.token, args.threshold)
     if args.json:
@@ -149,7 +216,36 @@ def _analyze(args) -> int:
     if "comparison" in result:
         top = result["comparison"]["edges"][0]
         print(f"largest change against {args.compare!r}: {top['kind']} edge at layer {top['layer']} ({top['delta']:+.3f})")
+    _print_target_questions(result)
     return 0
+
+
+def _print_target_questions(result: dict) -> None:
+    if "qk_attribution" in result:
+        q = result["qk_attribution"]
+        print(f"head {q['layer']}.{q['head']} score {q['query']} -> {q['key']}: {q['score']:.3f} = sum of pairs {q['sum_of_pairs']:.3f}")
+        for p in q["top_pairs"][:5]:
+            print(f"  {p['query_part']} x {p['key_part']}: {p['value']:+.3f}")
+    if "target" not in result:
+        return
+    print(f"target: {result['target']['quantity']} at token {result['target']['position']}")
+    if "direct_effects" in result:
+        d = result["direct_effects"]
+        print(f"  value {d['value']:.3f} = sum of direct effects {d['sum_of_direct_effects']:.3f}")
+        for h in d["top_heads"][:5]:
+            print(f"  head L{h['layer']}.H{h['head']}: {h['effect']:+.3f}")
+    for e in result.get("direct_edges", []):
+        print(f"  {'booster' if e['effect'] > 0 else 'suppressor'} {e['name']}: {e['effect']:+.3f} ({e['source']} -> {e['target']})")
+    if "faithfulness" in result:
+        f = result["faithfulness"]
+        kept = f"faithfulness {f['faithfulness']:.3f}, p kept {f['prob_kept']:.3f}"
+        print(f"  route at threshold {f['threshold']}: {f['edges']} edges, {kept}")
+    for f in result.get("faithfulness_curve", {}).get("points", []):
+        print(f"  threshold {f['threshold']:.3f}: {f['edges']:5d} edges, faithfulness {f['faithfulness']:.3f}")
+    if "patching" in result:
+        p = result["patching"]
+        values = f"clean {p['clean_value']:.3f}, corrupted {p['corrupted_value']:.3f}"
+        print(f"  patching: {values}, {p['passes']} passes in {p['seconds']:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # keep stderr to the one error line
     try:
         return {"batch": _batch, "check": _check, "analyze": _analyze}[args.command](args)
-    except (ConfigError, LoadError, PromptError, IndexError, ValueError, OSError) as e:
+    except (ConfigError, LoadError, PromptError, IndexError, ValueError, OSError) as e:  # TargetError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,7 @@ field that is wrong and what was expected.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,9 +141,26 @@ def parse_config(raw, path: Path | None = None) -> AppConfig:
     )
 
 
-def load_config(path: str | Path | None = None) -> AppConfig:
-    """Read and validate config.yaml (the repository's own by default)."""
-    path = Path(path) if path else DEFAULT_CONFIG
+def find_config(path: str | Path | None = None, argv: list[str] | None = None) -> Path:
+    """Where config.yaml is, the same way for the CLI and the app.
+
+    First the explicit path (the CLI's --config), then `--config PATH` in argv
+    (`streamlit run app.py -- --config PATH`), then $LMTT_CONFIG, then the repository's own.
+    """
+    if path:
+        return Path(path)
+    argv = argv or []
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1])
+    return Path(os.environ.get("LMTT_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path | None = None, argv: list[str] | None = None) -> AppConfig:
+    """Read and validate config.yaml, found by `find_config`."""
+    path = find_config(path, argv)
     if not path.is_file():
         raise ConfigError(f"config.yaml: {path} does not exist")
     try:

@@ -60,7 +60,7 @@ def test_first_visit_explains_and_draws_the_default_prompt(at):
     assert "shows how a language model reaches its next-token prediction" in intro and "press **Run**" in intro
     assert "predicts ␣Paris" in caption(at) and [c.key for c in at.get("plotly_chart")] == ["graph_chart"]
     labels = [link.label for link in at.sidebar.get("page_link")]
-    assert labels == ["Graph", "Contributions", "Interpretation", "Compare", "Dataset"]
+    assert labels == ["Graph", "Contributions", "Interpretation", "Compare", "Target", "Faithfulness", "Patching", "Dataset"]
     at.sidebar.button[0].click().run()  # the first Run: the paragraph has done its job
     assert "shows how a language model" not in " ".join(m.value for m in at.main.markdown)
 

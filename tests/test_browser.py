@@ -83,7 +83,7 @@ def test_a_deep_link_is_the_first_request_to_a_fresh_server(browser, tmp_path):
         settled(page)
         expect(page.get_by_role("heading", name="Contributions")).to_be_visible()
         expect(page.get_by_text("Heads at layer 22")).to_be_visible()
-        assert nav_links(page) == ["Graph", "Contributions", "Interpretation", "Compare", "Dataset"]
+        assert nav_links(page) == ["Graph", "Contributions", "Interpretation", "Compare", "Target", "Faithfulness", "Patching", "Dataset"]
         page.screenshot(path=str(ARTIFACTS / "deep-link-contributions.png"), full_page=True)
         assert page.problems == []
         ctx.close()

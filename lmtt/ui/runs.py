@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import sys
 import time
 import uuid
 
@@ -29,9 +29,9 @@ if not log.handlers:  # one line per analysis on the server's stderr
 
 
 def read_config() -> AppConfig | None:
-    """config.yaml ($LMTT_CONFIG, else the repository's), or None after showing why it is broken."""
+    """config.yaml (`-- --config PATH`, $LMTT_CONFIG, else the repository's: lmtt.config.find_config), or None after showing why."""
     try:
-        return lmtt.load_config(os.environ.get("LMTT_CONFIG") or None)
+        return lmtt.load_config(None, sys.argv)
     except ConfigError as e:
         st.error(f"{e}\n\nFix config.yaml and reload the page.")
         return None

@@ -11,6 +11,7 @@ from lmtt.config import AppConfig
 from lmtt.edits import Edit
 from lmtt.figures import visible
 from lmtt.tokens import readable_tokens
+from lmtt.ui.questions import chat_wrapped
 from lmtt.ui.runs import fetch_analysis, generate_continuation, read_config
 from lmtt.ui.state import (
     PAGES,
@@ -62,9 +63,10 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
         if config.sample_prompts:
             st.selectbox("Sample prompts", [""] + list(config.sample_prompts), key="_w_sample", on_change=_use_sample)
         st.text_area("Prompt", max_chars=config.max_prompt_chars, height=100, **bound("prompt"))
+        chat = st.toggle("Chat template", key="chat", help="Wrap the prompt in the tokenizer's chat template (instruct models)")
         if st.button("Run", type="primary", width="stretch"):
             ss.intro = False
-            start_run(ss.model, ss.prompt)
+            start_run(ss.model, chat_wrapped(config, ss.model, ss.prompt) if chat else ss.prompt)
         st.toggle(
             "Pin edits and selections",
             key="pin",

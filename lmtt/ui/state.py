@@ -18,6 +18,9 @@ PAGES = (
     ("pages/contributions.py", "Contributions"),
     ("pages/interpretation.py", "Interpretation"),
     ("pages/compare.py", "Compare"),
+    ("pages/target.py", "Target"),
+    ("pages/faithfulness.py", "Faithfulness"),
+    ("pages/patching.py", "Patching"),
     ("pages/dataset.py", "Dataset"),
 )
 THRESHOLD_MAX = 0.5

@@ -1,0 +1,42 @@
+"""Patching: put clean activations into a corrupted prompt's run and see where the answer comes back."""
+
+import streamlit as st
+
+from lmtt import question_figures as qf
+from lmtt import ui
+from lmtt.runner import PromptError
+from lmtt.ui.questions import memo, target_picker
+
+st.set_page_config(page_title="Patching · lmtt", layout="wide")
+view = ui.sidebar()
+st.title("Patching")
+if view is None:
+    st.stop()
+
+a = view.analysis
+corrupted = st.text_input(
+    "Corrupted prompt (same number of tokens)",
+    max_chars=view.config.max_prompt_chars,
+    placeholder="e.g. The capital of Italy is",
+    **ui.bound("patch"),
+)
+target = target_picker(view)
+if target is None:
+    st.stop()
+if not corrupted.strip():
+    st.info("The sidebar's prompt is the clean run. Enter a corrupted prompt of the same token length, e.g. 'The capital of Italy is'.")
+    st.stop()
+try:
+    result = memo(("patching", a.model_name, a.tokens, corrupted, target), lambda: a.patching(corrupted, target))
+except PromptError as e:
+    st.error(str(e))
+    st.stop()
+st.markdown(
+    f"{ui.plain(target.describe())}: clean **{result.clean_value:.3f}**, corrupted **{result.corrupted_value:.3f}**. "
+    f"Each cell: the fraction of that difference restored by patching one clean activation "
+    f"({result.passes} batched passes, {result.seconds:.1f} s)."
+)
+tabs = st.tabs(["Residual stream", "Attention output", "FFN output", "Heads"])
+for tab, grid in zip(tabs, ("resid", "attn", "ffn", "heads")):
+    with tab:
+        st.plotly_chart(qf.patching_heatmap(result, grid), key=f"patch_{grid}", width="stretch")

@@ -1,0 +1,100 @@
+"""Target: direct logit attribution of a target token (and a contrast), logit lens of A, B and A - B, boosters and suppressors."""
+
+import pandas as pd
+import streamlit as st
+
+from lmtt import figures, ui
+from lmtt import question_figures as qf
+from lmtt.analysis import DEFAULT_MIN_EFFECT
+from lmtt.ui.questions import target_picker
+
+st.set_page_config(page_title="Target · lmtt", layout="wide")
+view = ui.sidebar()
+st.title("Target")
+if view is None:
+    st.stop()
+
+a = view.analysis
+target = target_picker(view)
+if target is None:
+    st.stop()
+effects = a.direct_effects(target)
+st.markdown(
+    f"**{ui.plain(target.describe())}** at token {target.position} ({ui.token_md(a.tokens[target.position])}) "
+    f"= **{effects.value:.3f}**; the direct effects below sum to {effects.total:.3f} "
+    f"(final-norm scale frozen at {effects.scale:.4g}; the logit before any softcapping)."
+)
+graph_tab, heads_tab, neurons_tab, lens_tab, qk_tab = st.tabs(["Graph", "Heads", "Neurons", "Logit lens", "Why a head attends"])
+
+with graph_tab:
+    c1, c2 = st.columns([1, 2])
+    why = "Heads and FFNs with a large direct effect, even off the flow graph"
+    show = c1.toggle("Show boosters and suppressors", value=True, key="q_direct", help=why)
+    min_effect = c2.slider("Direct effect at least (logits)", 0.0, 10.0, DEFAULT_MIN_EFFECT, 0.1, key="q_min_effect")
+    direct = a.direct_edges(target, min_effect) if show else []
+    sub = a.paths_to(target.position, view.threshold)
+    fig = qf.target_graph_figure(a, sub, a.target_lens(target), direct, selected=view.node)
+    st.plotly_chart(fig, key="target_graph", width="stretch", config={"scrollZoom": True, "displaylogo": False})
+    st.caption(
+        "Nodes on the route are coloured by the logit lens of the quantity at their state. "
+        "Dashed edges: direct effects (green boosts, purple suppresses), drawn whatever their flow weight."
+    )
+    if direct:
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "component": [e.name for e in direct],
+                    "role": ["booster" if e.effect > 0 else "suppressor" for e in direct],
+                    "direct effect": [e.effect for e in direct],
+                    "from": [e.from_node for e in direct],
+                    "into": [e.into for e in direct],
+                }
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+
+with heads_tab:
+    st.plotly_chart(qf.head_effect_heatmap(effects), key="head_effects", width="stretch")
+    st.dataframe(
+        pd.DataFrame([{"head": c.name, "direct effect": c.value} for c in effects.top_heads(15)]), hide_index=True, width="stretch"
+    )
+
+with neurons_tab:
+    st.plotly_chart(qf.neuron_effect_figure(effects, 20), key="neuron_effects", width="stretch")
+    st.caption("Each neuron's activation at this token times its value vector, read through the frozen final norm.")
+
+with lens_tab:
+    lens = a.target_lens(target)
+    choices = ["A - B", "A", "B"] if lens.b is not None else ["A"]
+    which = st.radio("Show", choices, horizontal=True, key="q_lens")
+    values = {"A - B": lens.quantity, "A": lens.a, "B": lens.b}[which].numpy()
+    name = {"A - B": target.describe(), "A": f"logit({target.token!r})", "B": f"logit({target.contrast!r})"}[which]
+    st.plotly_chart(qf.lens_value_heatmap(a, values, f"Logit lens of {name}", centre=which == "A - B"), key="target_lens", width="stretch")
+
+with qk_tab:
+    top = effects.top_heads(1)[0]
+    suffix = f"{target.token_id}_{target.contrast_id}"  # a new target starts at its own strongest head
+    c1, c2, c3 = st.columns(3)
+    layer = c1.number_input("Layer", 0, a.n_layers - 1, top.layer, key=f"q_qk_layer_{suffix}")
+    head = c2.number_input("Head", 0, a.n_heads - 1, top.index, key=f"q_qk_head_{suffix}")
+    strongest = int(effects.head_sources[layer, head].abs().argmax())
+    key_pos = c3.selectbox(
+        "Key (source) token",
+        range(target.position + 1),
+        index=strongest,
+        format_func=lambda p: f"{p}: {figures.visible(a.tokens[p])}",
+        key=f"q_qk_key_{suffix}_{layer}_{head}",
+    )
+    try:
+        result = a.qk_attribution(int(layer), int(head), target.position, int(key_pos))
+    except ValueError as e:
+        st.info(str(e))
+    else:
+        st.markdown(
+            f"Score of head {layer}.{head} from token {target.position} to token {key_pos}: **{result.score:.3f}** "
+            f"= the sum of the {len(result.parts)}² (query part, key part) pairs ({float(result.pairs.sum()):.3f}). "
+            "Input norms frozen at their scales, RoPE applied as the linear map it is."
+        )
+        st.plotly_chart(qf.qk_heatmap(result), key="qk_pairs", width="stretch")
+        st.dataframe(pd.DataFrame(result.top(12), columns=["query part", "key part", "score"]), hide_index=True, width="stretch")

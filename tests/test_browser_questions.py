@@ -1,0 +1,117 @@
+"""The Target, Faithfulness and Patching pages in Debian's Chromium, from deep links on one server.
+
+Screenshots go to test-artifacts/ (look at them: an error or an empty chart is a failure).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from lmtt.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+if not Path(CHROMIUM).exists():
+    message = f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!"
+    print(message, file=sys.stderr)
+    pytest.skip(message, allow_module_level=True)
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.default_model]
+expect.set_options(timeout=90_000)
+MARY_JOHN = "When Mary and John went to the store, John gave a drink to"
+FRANCE = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_server(tmp_path_factory.mktemp("server") / "server.log") as (base, _pid):
+        yield base
+
+
+@pytest.fixture
+def page(browser, server):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1200})
+    page = ctx.new_page()
+    page.problems = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda e: page.problems.append(f"JS error: {e}"))
+    yield page
+    assert page.problems == []
+    ctx.close()
+
+
+def settled(page: Page) -> None:
+    app = page.locator('[data-testid="stApp"]')
+    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED")
+    page.wait_for_timeout(300)
+    expect(app).to_have_attribute("data-test-script-state", "notRunning")
+    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+
+
+def choose(page: Page, label: str, typed: str) -> None:
+    """Pick the first option of a selectbox that matches what is typed into it."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
+    box.click()
+    page.keyboard.type(typed)
+    page.keyboard.press("Enter")
+    settled(page)
+
+
+def test_target_page_draws_the_suppressor_of_john(page, server):
+    page.goto(f"{server}/target?prompt={quote(MARY_JOHN)}")
+    settled(page)
+    expect(page.get_by_role("heading", name="Target")).to_be_visible()
+    choose(page, "Target A", "John")
+    expect(page.get_by_text("logit(' John') at token 13")).to_be_visible()
+    graph = page.locator(".js-plotly-plot").first
+    expect(graph.get_by_text("L23.H3 -2.49")).to_be_visible()  # the dashed direct-effect edge's label
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "target-suppressor-john.png"), full_page=True)
+    page.get_by_role("tab", name="Heads").click()
+    expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "target-head-effects-john.png"), full_page=True)
+    page.get_by_role("tab", name="Logit lens").click()
+    expect(page.locator(".js-plotly-plot .heatmaplayer").last).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "target-lens-john.png"), full_page=True)
+
+
+def test_faithfulness_page_draws_the_curve(page, server):
+    page.goto(f"{server}/faithfulness?prompt={quote(FRANCE)}")
+    settled(page)
+    expect(page.get_by_text("Faithfulness at threshold")).to_be_visible()
+    expect(page.locator(".js-plotly-plot .scatterlayer").first).to_be_visible()
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "faithfulness-curve-france.png"), full_page=True)
+
+
+def test_patching_page_france_italy(page, server):
+    page.goto(f"{server}/patching?prompt={quote(FRANCE)}")
+    settled(page)
+    page.get_by_label("Find a vocabulary token").fill("Rome")
+    page.keyboard.press("Enter")
+    settled(page)
+    choose(page, "Contrast B", "Rome")
+    page.get_by_label("Corrupted prompt").fill("The capital of Italy is")
+    page.keyboard.press("Enter")
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "patching-debug.png"), full_page=True)
+    expect(page.get_by_text("batched passes")).to_be_visible()
+    expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "patching-france-italy.png"), full_page=True)
+    page.get_by_role("tab", name="Heads").click()
+    page.screenshot(path=str(ARTIFACTS / "patching-france-italy-heads.png"), full_page=True)

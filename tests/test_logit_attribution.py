@@ -1,0 +1,124 @@
+"""Direct logit attribution: the parts sum to the model's own logit difference; targets and lens are checked."""
+
+import pytest
+import torch
+
+import lmtt
+from lmtt import logit_attribution as dla
+from lmtt.analysis import _analysis_of
+from lmtt.norms import freeze
+from lmtt.runner import PromptError
+from tests.tiny_models import token_ids
+
+TOL = 1e-4
+
+
+@pytest.fixture
+def analysis(tiny_runner):
+    return _analysis_of(tiny_runner, tiny_runner.trace(token_ids(9)))
+
+
+def close(a: float, b: float, tol: float = TOL) -> bool:
+    return abs(a - b) <= tol * max(1.0, abs(b))
+
+
+@pytest.mark.parametrize("contrast", [None, 5])
+def test_direct_effects_sum_to_the_models_logit_difference(analysis, contrast):
+    target = analysis.target(-1, None, contrast)
+    e = analysis.direct_effects(target)
+    logits = analysis.trace.logits[-1]
+    expected = float(logits[target.token_id] - (0 if contrast is None else logits[contrast]))
+    assert e.value == pytest.approx(expected)
+    assert close(e.total, expected)
+    assert close(sum(c.value for c in e.components()), expected)  # heads, neurons, biases, embedding
+    assert abs(e.unexplained) < TOL
+
+
+def test_parts_sum_to_their_updates(analysis):
+    e = analysis.direct_effects(analysis.target(-1, None, 3))
+    assert torch.allclose(e.head_sources.sum(-1), e.heads, atol=1e-5)
+    assert torch.allclose(e.heads.sum(-1) + e.attention_bias, e.attention, atol=1e-5)
+    assert torch.allclose(e.neurons.sum(-1) + e.ffn_bias, e.ffn, atol=1e-5)
+    assert (e.head_sources[..., analysis.trace.n_tokens :] == 0).all()
+
+
+def test_a_heads_direct_effect_is_its_update_through_the_frozen_norm(analysis):
+    """Oracle: the head's update through norms.freeze's linear map, unembedded, read at A - B."""
+    runner, trace = analysis.runner, analysis.trace
+    target = analysis.target(-1, None, 4)
+    e = analysis.direct_effects(target)
+    x = trace.resid[trace.n_layers][-1]
+    frozen = freeze(runner.final_norm, dla.norm_spec(runner), x[None], runner.final_norm(x[None]))
+    for layer, head in ((0, 1), (trace.n_layers - 1, 2)):
+        update = lmtt.interpret.head_update(runner, trace, layer, trace.n_tokens - 1, head)
+        logits = runner.unembed_direction(frozen.linear(update[None])[0])
+        assert float(e.heads[layer, head]) == pytest.approx(float(logits[target.token_id] - logits[4]), rel=1e-4, abs=1e-5)
+
+
+def test_lens_at_the_last_node_is_the_models_logits(analysis):
+    target = analysis.target(-1, None, 7)
+    grid = analysis.target_lens(target)
+    logits = analysis.trace.logits
+    assert grid.a.shape == (2 * analysis.n_layers + 1, analysis.trace.n_tokens)
+    assert torch.allclose(grid.a[-1], logits[:, target.token_id], atol=1e-4)
+    assert torch.allclose(grid.quantity[-1], logits[:, target.token_id] - logits[:, 7], atol=1e-4)
+
+
+def test_direct_edges_pick_the_largest_effects(analysis):
+    e = analysis.direct_effects(analysis.target(-1, None, 2))
+    biggest = float(e.heads.abs().max())
+    edges = dla.direct_edges(e, biggest)
+    assert edges and edges[0].kind in ("head", "ffn") and abs(edges[0].effect) >= biggest
+    assert all(abs(x.effect) >= biggest for x in edges)
+    assert dla.direct_edges(e, float("1e9")) == []
+    with pytest.raises(ValueError, match="min_effect"):
+        dla.direct_edges(e, -1)
+
+
+def test_bad_targets_say_why(analysis):
+    with pytest.raises(dla.TargetError, match="out of range"):
+        analysis.target(-1, 10**6)
+    with pytest.raises(dla.TargetError, match="no tokenizer"):
+        analysis.target(-1, " Paris")
+    top = analysis.target().token_id
+    with pytest.raises(dla.TargetError, match="contrast token is the target"):
+        analysis.target(-1, top, top)
+    assert analysis.target(-1, f"<{top}>").token_id == top
+
+
+def test_analyze_accepts_token_ids(tiny_runner):
+    ids = token_ids(6)
+    a = lmtt.analyze(tiny_runner, ids.tolist())
+    assert torch.equal(a.trace.token_ids, ids)
+    assert torch.equal(a.trace.logits, tiny_runner.trace(ids).logits)
+    for bad, why in (([], "no token ids"), ([1, 10**6], "must lie in"), ([0.5, 1.0], "integers")):
+        with pytest.raises(PromptError, match=why):
+            lmtt.analyze(tiny_runner, bad)
+
+
+MARY_JOHN = "When Mary and John went to the store, John gave a drink to"
+
+
+@pytest.mark.default_model
+def test_suppressor_of_john_is_head_23_3(default_runner):
+    a = lmtt.analyze(default_runner, MARY_JOHN)
+    target = a.target(-1, " John")
+    e = a.direct_effects(target)
+    assert close(e.total, e.value)
+    worst = min(e.top_heads(20), key=lambda c: c.value)
+    assert (worst.layer, worst.index) == (23, 3) and worst.value < -2
+    edges = a.direct_edges(target)
+    head = next(x for x in edges if x.name == "L23.H3")
+    assert head.effect < 0 and a.tokens[head.source] == " John"
+    # and with the contrast Mary - John it is the largest booster
+    assert a.direct_effects(a.target(-1, " Mary", " John")).top_heads(1)[0].name == "L23.H3"
+
+
+def test_vocabulary_search_finds_exact_tokens_first(tiny_runner):
+    assert dla.search_vocabulary(tiny_runner, "<12>")[0] == 12
+    assert dla.search_vocabulary(tiny_runner, "  ") == []
+
+
+@pytest.mark.default_model
+def test_vocabulary_search_prefers_the_word_with_a_leading_space(default_runner):
+    assert [default_runner.decode(i) for i in dla.search_vocabulary(default_runner, "Rome", 3)] == [" Rome", "Rome", "rome"]

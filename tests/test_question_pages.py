@@ -1,0 +1,81 @@
+"""AppTest (no browser) for the Target, Faithfulness and Patching pages on the default model."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 180
+MARY_JOHN = "When Mary and John went to the store, John gave a drink to"
+
+pytestmark = pytest.mark.default_model
+
+
+def opened(page: str, prompt: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["prompt"] = prompt
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def text(at: AppTest) -> str:
+    return " ".join(m.value for m in at.main.markdown)
+
+
+def test_target_page_finds_the_suppressor_of_john():
+    at = opened("pages/target.py", MARY_JOHN)
+    assert [t.value for t in at.title] == ["Target"]
+    at.text_input(key="q_search").input("John").run()
+    john = next(o for o in at.selectbox(key="_w_q_target").options if o.startswith("␣John "))
+    at.selectbox(key="_w_q_target").select(john).run()
+    assert not at.exception, at.exception
+    assert "logit\\(' John'\\)" in text(at)
+    table = at.main.dataframe[0].value
+    row = table[table["component"] == "L23.H3"].iloc[0]
+    assert row["role"] == "suppressor" and row["direct effect"] < -2
+    assert "Score of head 23.3 from token 13 to token 9" in text(at)  # QK tab: the strongest head, its main source
+    assert not at.exception
+
+
+def test_target_page_with_a_contrast_and_the_lens():
+    at = opened("pages/target.py", MARY_JOHN)
+    at.text_input(key="q_search").input("John").run()
+    john = next(o for o in at.selectbox(key="_w_q_contrast").options if o.startswith("␣John "))
+    at.selectbox(key="_w_q_contrast").select(john).run()
+    assert "logit\\(' Mary'\\) \\- logit\\(' John'\\)" in text(at)
+    at.radio(key="q_lens").set_value("B").run()
+    assert not at.exception, at.exception
+
+
+def test_faithfulness_page_shows_the_curve():
+    at = opened("pages/faithfulness.py", "The capital of France is")
+    assert [t.value for t in at.title] == ["Faithfulness"]
+    assert at.metric[0].label.startswith("Faithfulness at threshold")
+    curve = at.main.dataframe[0].value
+    assert curve["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-6)  # threshold 0: the full graph
+    at.radio(key="q_ablation").set_value("mean").run()
+    assert not at.exception, at.exception
+
+
+def test_patching_page_france_italy_and_a_length_mismatch():
+    at = opened("pages/patching.py", "The capital of France is")
+    assert "corrupted prompt" in at.info[0].value
+    at.text_input(key="_w_patch").input("The capital of Italy is").run()
+    assert not at.exception, at.exception
+    assert "batched passes" in text(at)
+    at.text_input(key="_w_patch").input("The capital city of Italy is").run()
+    assert "same length" in at.error[0].value
+
+
+def test_chat_template_toggle_wraps_the_prompt():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    at.sidebar.text_area(key="_w_prompt").input("What is the capital of France?")
+    at.sidebar.toggle(key="chat").set_value(True)
+    at.sidebar.button[0].click().run()
+    assert not at.exception, at.exception
+    analysed = at.session_state.run[1]
+    assert analysed.startswith("<|im_start|>") and "What is the capital of France?" in analysed
+    assert analysed.endswith("<|im_start|>assistant\n")

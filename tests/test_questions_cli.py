@@ -1,0 +1,74 @@
+"""The CLI's target questions (--dla, --direct-threshold, --lens, --faithfulness, --patch), --ids, --chat, and config discovery."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmtt import cli
+from lmtt.config import DEFAULT_CONFIG, find_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_config_is_found_the_same_way_everywhere(monkeypatch, tmp_path):
+    monkeypatch.delenv("LMTT_CONFIG", raising=False)
+    assert find_config() == DEFAULT_CONFIG
+    monkeypatch.setenv("LMTT_CONFIG", str(tmp_path / "env.yaml"))
+    assert find_config() == tmp_path / "env.yaml"
+    assert find_config(None, ["app.py", "--config", "a.yaml"]) == Path("a.yaml")
+    assert find_config(None, ["app.py", "--config=b.yaml"]) == Path("b.yaml")
+    assert find_config("c.yaml", ["app.py", "--config", "a.yaml"]) == Path("c.yaml")
+
+
+def test_cli_reads_lmtt_config(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("LMTT_CONFIG", str(tmp_path / "missing.yaml"))
+    assert cli.main(["analyze", "--prompt", "x"]) == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ids", "1,x"], "comma-separated integers"),
+        (["--prompt", "x", "--direct-threshold", "-1"], "--direct-threshold"),
+        (["--ids", "1,2", "--chat"], "need --prompt"),
+    ],
+)
+def test_bad_flags_give_one_line(argv, message, capsys):
+    assert cli.main(["analyze", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def run_cli(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "lmtt", "analyze", "--json", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    return json.loads(out.stdout)
+
+
+@pytest.mark.default_model
+def test_cli_target_questions_on_the_default_model():
+    r = run_cli(
+        "--prompt", "The capital of France is", "--target", " Paris", "--contrast", " Rome",
+        "--dla", "--direct-threshold", "1", "--lens", "--faithfulness", "--threshold", "0", "--patch", "The capital of Italy is",
+    )  # fmt: skip
+    assert r["target"]["quantity"] == "logit(' Paris') - logit(' Rome')"
+    d = r["direct_effects"]
+    assert d["sum_of_direct_effects"] == pytest.approx(d["value"], abs=1e-4 * max(1, abs(d["value"])))
+    assert r["faithfulness"]["faithfulness"] == pytest.approx(1.0, abs=1e-6)
+    assert len(r["target_lens"]["quantity"]) == 61
+    assert r["patching"]["resid"][0][3] == pytest.approx(1.0, abs=1e-3)  # ' France' at layer 0
+    assert all(abs(e["effect"]) >= 1 for e in r["direct_edges"])
+
+
+@pytest.mark.default_model
+def test_cli_ids_and_chat_template():
+    ids = run_cli("--ids", "504,3575,282,4649,314")  # "The capital of France is"
+    assert ids["tokens"] == ["The", " capital", " of", " France", " is"]
+    chat = run_cli("--prompt", "What is the capital of France?", "--chat")
+    assert chat["chat_prompt"].startswith("<|im_start|>") and chat["chat_prompt"].endswith("<|im_start|>assistant\n")
+    assert "".join(chat["tokens"][-3:]) == "assistant\n"
