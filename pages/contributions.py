@@ -46,7 +46,7 @@ if block == "attention":
             ui.head_panel(view, layer, head, position, key="contrib_head")
     st.plotly_chart(figures.head_source_heatmap(hc, readable_tokens(a)), key="head_sources", width="stretch")
 else:
-    experts_panel(a, layer, position)
+    experts_panel(view, layer, position)
     k = st.slider("Top neurons", 5, 100, 20)
     nc = a.neuron_contributions(layer, position, k)
     neuron = view.neuron[1] if view.neuron and view.neuron[0] == layer else None

@@ -193,7 +193,7 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(at, traces):
     assert "p of ␣Paris" in labels and "logit of ␣Paris" in labels
     table = next(d.value for d in at.main.dataframe if "p before" in d.value.columns)
     assert list(table.columns) == ["before", "p before", "after", "p after"] and table["before"].iloc[0] == "␣Paris"
-    at.toggle(key="show_edited").set_value(True).run()
+    at.toggle(key="graph_head_show_edited").set_value(True).run()
     assert "with the edits" in caption(at)
     n = len(traces)
     at.sidebar.slider(key="_w_threshold").set_value(0.1).run()  # the edited run is cached too

@@ -171,7 +171,15 @@ def effect_readout(view: View, key: str) -> None:
     c1.metric(f"p of {target}", f"{result.prob_after:.3f}", f"{result.prob_after - result.prob_before:+.3f}")
     c2.metric(f"logit of {target}", f"{result.logit_after:.3f}", f"{result.logit_after - result.logit_before:+.3f}")
     st.dataframe(before_after_table(result.before, result.after, 5), hide_index=True, width="stretch", key=f"{key}_before_after")
-    st.toggle("Show the edited graph", key="show_edited", help="Draw the graph of the edited run on the Graph page (and below elsewhere).")
+    # one toggle per readout (a page can show two), all bound to the one shared "show_edited" flag
+    widget = f"{key}_show_edited"
+    ss[widget] = bool(ss.get("show_edited"))
+    st.toggle(
+        "Show the edited graph",
+        key=widget,
+        on_change=lambda: ss.update(show_edited=ss[widget]),
+        help="Draw the graph of the edited run on the Graph page (and below elsewhere).",
+    )
 
 
 def before_after_table(before: list[TokenScore], after: list[TokenScore], k: int) -> pd.DataFrame:
