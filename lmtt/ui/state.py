@@ -30,6 +30,9 @@ PAGE_PARAMS = {
     "contributions": ("node", "head", "neuron"),
     "interpretation": ("node", "head", "neuron"),
     "compare": ("compare",),
+    "target": (),
+    "faithfulness": (),
+    "patching": (),
     "dataset": (),
 }
 # Cleared by a new Run, prompt or model unless the user pins them.
