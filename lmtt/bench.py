@@ -37,7 +37,6 @@ from pathlib import Path
 from lmtt.report import RESULTS, write_section
 
 SIZES = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-FULL_GRAPH_MAX_TOKENS = 2048
 # Real models' dimensions (from their published config.json files), built with random weights.
 SHAPES = {
     "llama-3.2-1b": ("LlamaConfig", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -99,7 +98,7 @@ def run_size(n_tokens: int, device: str, repeats: int, shape: str | None = None)
     from lmtt.config import load_config
     from lmtt.graph import ContributionGraph
     from lmtt.loading import load_pretrained
-    from lmtt.ondemand import OnDemandGraph
+    from lmtt.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
     from lmtt.runner import ModelRunner
 
     config = load_config()
