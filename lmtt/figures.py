@@ -452,18 +452,23 @@ def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
 
 
 def head_importance_heatmap(values) -> go.Figure:
-    """(L, H) values per head; each cell carries [layer, head] so a click selects that head."""
+    """(L, H) values per head. A heatmap cell cannot be selected in plotly, so an invisible marker on each cell
+    carries [layer, head]: a click on a cell selects that head."""
     z = np.asarray(values, dtype=float)  # (L, H)
     layers, heads = z.shape
-    custom = [[[layer, h] for layer in range(layers)] for h in range(heads)]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z.T,
-            x=[f"L{layer}" for layer in range(layers)],
-            y=[f"H{h}" for h in range(heads)],
-            customdata=custom,
-            colorscale="Blues",
-            hovertemplate="%{x} %{y}: %{z:.3g}<extra></extra>",
+    xs, ys = [f"L{layer}" for layer in range(layers)], [f"H{h}" for h in range(heads)]
+    fig = go.Figure(go.Heatmap(z=z.T, x=xs, y=ys, colorscale="Blues", hoverinfo="skip"))
+    grid_l, grid_h = np.meshgrid(np.arange(layers), np.arange(heads))  # (H, L) each
+    fig.add_trace(
+        go.Scatter(
+            x=[xs[i] for i in grid_l.ravel()],
+            y=[ys[h] for h in grid_h.ravel()],
+            mode="markers",
+            marker={"symbol": "square", "size": 16, "color": "rgba(0,0,0,0)"},
+            customdata=np.stack([grid_l.ravel(), grid_h.ravel()], 1).tolist(),
+            text=[f"{v:.3g}" for v in z.T.ravel()],
+            hovertemplate="%{x} %{y}: %{text}<br>click for its prompts<extra></extra>",
+            showlegend=False,
         )
     )
     return _per_head_layout(fig, layers, heads).update_layout(clickmode="event+select")
