@@ -179,6 +179,9 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
     ids = [node_id(int(lv), int(p)) for lv, p in zip(gy.ravel(), gx.ravel())]
     colours = [NODE_COLOURS[_kind(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, gy.ravel().tolist())]
     sizes = [9 if i in on_route else 3 for i in ids]
+    # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
+    where = ["embedding"] + [f"layer {layer} after {part}" for layer in range(n_layers) for part in ("attention", "FFN")]
+    texts = [html.escape(visible(tok)) for tok in tokens]
     lines = [3 if i == selected else 0 for i in ids]
     fig.add_trace(
         go.Scatter(
@@ -187,7 +190,7 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
             mode="markers",
             marker={"size": sizes, "color": colours, "line": {"width": lines, "color": "#000000"}},
             customdata=ids,
-            hovertext=[html.escape(describe_node(analysis, i)) for i in ids],
+            hovertext=[f"{where[lv]}, token {p} {texts[p]}" for lv, p in zip(gy.ravel().tolist(), gx.ravel().tolist())],
             hoverinfo="text",
             showlegend=False,
             name="nodes",
