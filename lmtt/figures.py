@@ -481,7 +481,7 @@ def _per_head_layout(fig: go.Figure, layers: int, heads: int) -> go.Figure:
     """A layer × head heatmap tall enough for a label on every head and every layer."""
     return fig.update_layout(
         height=max(340, 22 * heads + 120),
-        xaxis={"title": "layer", "dtick": 1, "tickangle": 0 if layers <= 32 else -90},
+        xaxis={"title": "layer", "dtick": 1, "tickangle": 0 if layers <= 12 else -90, "tickfont": {"size": 10}},
         yaxis={"title": "head", "dtick": 1, "autorange": "reversed"},
         margin={"t": 20},
     )

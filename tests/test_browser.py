@@ -452,3 +452,22 @@ def test_logit_lens_top_tokens_and_a_followed_token(browser, server):
     settled(page)
     assert page.problems == []
     ctx.close()
+
+
+def test_neuron_bars_follow_the_sign_and_no_edit_before_a_choice(browser, server):
+    ctx, page = new_page(browser, server, width=1400, height=1100)
+    page.goto(f"{server}/contributions?prompt={quote(PROMPT)}&node=ffn:29:4")
+    settled(page)
+    expect(page.get_by_text("Top neurons at layer 29")).to_be_visible()
+    bars = page.locator(".js-plotly-plot .barlayer .point path")
+    expect(bars.first).to_be_attached()
+    fills = {b.evaluate("e => getComputedStyle(e).fill") for b in bars.all()}
+    assert fills and fills <= {"rgb(44, 160, 44)", "rgb(148, 103, 189)"}, fills  # green or purple by sign, never FFN red
+    assert page.get_by_role("button", name="Zero", exact=True).count() == 0  # nothing to edit before a neuron is chosen
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Interpretation").click()
+    settled(page)
+    page.get_by_role("tab", name="Neuron").click()
+    expect(page.get_by_text("Choose a layer and a neuron")).to_be_visible()
+    assert page.get_by_role("button", name=re.compile("^(Add|Zero|Mean|Scale)")).count() == 0
+    assert page.problems == []
+    ctx.close()
