@@ -21,7 +21,8 @@ from lmtt import patching as patching_module
 from lmtt.attribution import Contributions, compute_contributions
 from lmtt.edits import Edit
 from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
-from lmtt.interpret import HeadContributions, NeuronContributions, Projection, TokenScore
+from lmtt.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
+from lmtt.ondemand import LONG_PROMPT_TOKENS, OnDemandGraph
 from lmtt.runner import ModelRunner, PromptError, Trace
 
 TokenIds = torch.Tensor | list[int] | tuple[int, ...]
@@ -32,11 +33,26 @@ DEFAULT_MIN_EFFECT = 1.0  # logits: direct effects at least this large are drawn
 
 @dataclass
 class Analysis:
+    """`graph` is the full ContributionGraph, or an OnDemandGraph for a long prompt (computed where paths reach).
+
+    `contributions` (every edge of every node) is computed on first use where the graph is on demand.
+    """
+
     runner: ModelRunner
     trace: Trace
-    contributions: Contributions
+    _contributions: Contributions | None
     graph: ContributionGraph
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def contributions(self) -> Contributions:
+        if self._contributions is None:
+            self._contributions = compute_contributions(self.trace, self.runner.layer_weights)
+        return self._contributions
+
+    @property
+    def on_demand(self) -> bool:
+        return isinstance(self.graph, OnDemandGraph)
 
     @property
     def model_name(self) -> str:
@@ -130,6 +146,14 @@ class Analysis:
     def neuron_contributions(self, layer: int, token: int, k: int = 20) -> NeuronContributions:
         self._node(f"ffn:{layer}:{self.position(token)}")
         return interpret.neuron_contributions(self.runner, self.trace, layer, self.position(token), k)
+
+    def expert_contributions(self, layer: int, token: int) -> ExpertContributions:
+        """Each chosen expert's share at a mixture-of-experts FFN node, with its router weight."""
+        self._node(f"ffn:{layer}:{self.position(token)}")
+        return interpret.expert_contributions(self.runner, self.trace, layer, self.position(token))
+
+    def neuron_label(self, layer: int, neuron: int) -> str:
+        return interpret.neuron_label(self.runner, layer, neuron)
 
     def neuron_tokens(self, layer: int, neuron: int, token: int | None = None, k: int = 10) -> Projection:
         """Tokens a neuron's value vector promotes; signed by its activation at `token` when given."""
@@ -247,7 +271,15 @@ class InterventionResult:
     analysis: Analysis
 
 
-def _analysis_of(runner: ModelRunner, trace: Trace, on_layer=None, timings: dict | None = None) -> Analysis:
+GRAPH_MODES = ("auto", "full", "on_demand")
+
+
+def _analysis_of(runner: ModelRunner, trace: Trace, on_layer=None, timings: dict | None = None, graph: str = "auto") -> Analysis:
+    """The analysis of a trace: the full graph, or (mode "on_demand", or "auto" for long prompts) an on-demand one."""
+    if graph not in GRAPH_MODES:
+        raise ValueError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
+    if graph == "on_demand" or (graph == "auto" and trace.n_tokens >= LONG_PROMPT_TOKENS):
+        return Analysis(runner, trace, None, OnDemandGraph(trace, runner.layer_weights), {**(timings or {}), "contributions_s": 0.0})
     start = time.perf_counter()
     contributions = compute_contributions(trace, runner.layer_weights, on_layer=on_layer)
     timings = {**(timings or {}), "contributions_s": time.perf_counter() - start}
@@ -277,8 +309,10 @@ def analyze(
     prompt: str | TokenIds,
     max_tokens: int | None = None,
     on_progress: Callable[[float, str], None] | None = None,
+    graph: str = "auto",
 ) -> Analysis:
-    """Trace the prompt (text, or token ids) once and compute every contribution.
+    """Trace the prompt (text, or token ids) once and compute every contribution (graph="full"), or only those that
+    paths reach, when first asked (graph="on_demand"; "auto" picks it from LONG_PROMPT_TOKENS tokens on).
 
     `on_progress(fraction, message)` reports the forward pass and each layer's attribution.
     """
@@ -296,4 +330,5 @@ def analyze(
         trace,
         on_layer=lambda done, total: report(0.2 + 0.8 * done / total, f"Contributions: layer {done}/{total}"),
         timings={"trace_s": traced - start},
+        graph=graph,
     )

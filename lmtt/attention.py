@@ -23,14 +23,16 @@ NAME = "lmtt"
 
 # Set by the runner while it traces: {"layer_of": {id(module): layer}, "q": [...], "k": [...], "v": [...], ...}
 RECORDER: contextvars.ContextVar[dict | None] = contextvars.ContextVar("lmtt_recorder", default=None)
-UNSUPPORTED_KWARGS = ("softcap", "s_aux", "sinks")
 
 
-def lmtt_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """query (B, H, T, hd), key/value (B, K, T, hd), attention_mask boolean (B, 1, T, T) or None (causal)."""
-    for name in UNSUPPORTED_KWARGS:
-        if kwargs.get(name) is not None:
-            raise NotImplementedError(f"lmtt attention does not support {name!r} (its weights are not a plain softmax)")
+def lmtt_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
+    """query (B, H, T, hd), key/value (B, K, T, hd), attention_mask boolean (B, 1, T, T) or None (causal).
+
+    `softcap` (Gemma-2: scores -> cap * tanh(scores / cap)) and sinks (GPT-OSS: one extra
+    logit per head in the softmax's denominator, passed as `s_aux` or `sinks`) are computed
+    eagerly, exactly as transformers' eager attention does; everything else runs through SDPA.
+    """
+    sinks = kwargs.get("s_aux", kwargs.get("sinks"))
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if (rec := RECORDER.get()) is not None and id(module) in rec["layer_of"]:
         layer = rec["layer_of"][id(module)]
@@ -39,6 +41,10 @@ def lmtt_attention(module, query, key, value, attention_mask, scaling=None, drop
         rec["v"][layer] = value[0].detach().float().transpose(0, 1)  # (T, K, hd)
         rec["mask"][layer] = additive(attention_mask)  # (T, T) or None for plain causal
         rec["scale"][layer] = float(scale)
+        rec["softcap"][layer] = None if softcap is None else float(softcap)
+        rec["sinks"][layer] = None if sinks is None else sinks.detach().float()  # (H,)
+    if softcap is not None or sinks is not None:
+        return _eager(query, key, value, attention_mask, scale, softcap, sinks), None
     out = F.scaled_dot_product_attention(
         query,
         key,
@@ -52,6 +58,36 @@ def lmtt_attention(module, query, key, value, attention_mask, scaling=None, drop
     return out.transpose(1, 2).contiguous(), None
 
 
+def _eager(query, key, value, attention_mask, scale, softcap, sinks) -> torch.Tensor:
+    """(B, T, H, hd) attention output with softcapped scores and/or sinks; weights in float32, as transformers does."""
+    group = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(group, 1), value.repeat_interleave(group, 1)  # (B, H, T, hd)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale  # (B, H, T, T)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    t = query.shape[2]
+    if attention_mask is None:
+        causal = torch.ones(t, key.shape[2], dtype=torch.bool, device=query.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    else:
+        scores = scores + attention_mask
+    weights = _softmax(scores.float(), None if sinks is None else sinks.float()).to(value.dtype)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous()
+
+
+def _softmax(scores: torch.Tensor, sinks: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the last dim; with sinks (H,), each head's sink logit joins the denominator only.
+
+    scores (..., H, C, J): the head axis is third from the end.
+    """
+    if sinks is None:
+        return scores.softmax(-1)
+    sink = sinks.reshape(-1, 1, 1).expand(*scores.shape[:-1], 1)  # (..., H, C, 1)
+    return torch.cat([scores, sink], dim=-1).softmax(-1)[..., :-1]
+
+
 def additive(mask: torch.Tensor | None) -> torch.Tensor | None:
     """(T, T) additive float mask from transformers' (B, 1, T, T) mask: boolean (True = attend) or float."""
     if mask is None:
@@ -63,20 +99,32 @@ def additive(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def attention_weights(
-    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, scale: float, kv_index: torch.Tensor, queries: slice, n_keys: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    kv_index: torch.Tensor,
+    queries: slice | torch.Tensor,
+    n_keys: int,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(H, C, J) eager attention weights for query rows `queries` over the first `n_keys` keys.
 
     q (H, T, hd), k (K, T, hd), mask (T, T) additive. Keys past the last query
     row are masked for a causal model, so restricting to n_keys changes nothing.
+    With sinks, a row sums to less than 1: the rest went to the head's sink.
     """
     scores = torch.einsum("hcd,hjd->hcj", q[:, queries], k[kv_index, :n_keys]) * scale  # (H, C, J)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if mask is not None:
         scores = scores + mask[queries, :n_keys]
     else:
-        rows = torch.arange(queries.start or 0, queries.stop, device=q.device)[:, None]
+        rows = queries if isinstance(queries, torch.Tensor) else torch.arange(queries.start or 0, queries.stop, device=q.device)
+        rows = rows[:, None]
         scores = scores.masked_fill(torch.arange(n_keys, device=q.device)[None, :] > rows, float("-inf"))
-    return scores.softmax(-1)
+    return _softmax(scores, sinks)
 
 
 def register() -> None:

@@ -15,13 +15,22 @@ p_ijh = |y|_1 - |y - a u|_1 = sum_d (|y_d| - |y_d - a u_d|). Wherever a|u_d| <= 
 the term is linear: |y_d| - |y_d - a u_d| = a s_d u_d with s = sign(y). So, with S_i
 the K coordinates where |y_i| is smallest and tau_i the smallest |y_id| outside S_i:
 
-    p_ijh = a_ijh * (s_i masked outside S_i) . u_jh      one GEMM for all (i, j, h)
+    p_ijh = a_ijh * (s_i masked outside S_i) . u_jh      one GEMM for all (i, j, h), in head space:
+                                                         s . (v_j W_O^h) = (W_O^h s) . v_j, so the GEMM
+                                                         costs T^2 H hd, not T^2 H d (9x less for SmolLM2)
           + sum_{d in S_i} (|y_id| - |y_id - a_ijh u_jhd|)  K coordinates, not d
     valid whenever a_ijh * max_d |u_jhd| <= tau_i.
 
 The few (i, j, h) where that bound fails (under 1% on SmolLM2) are recomputed
 over every coordinate. The result is the same quantity as the plain formula,
 with fewer cancellation errors; tests/reference.py checks it to 1e-5.
+
+Where a norm or a multiplier sits between the attention output and the
+residual (Gemma-2/3, OLMo-2, Granite), the residual receives
+scale_i * gain ⊙ P(a u) at query i (lmtt.norms, scale frozen): u is replaced by
+gain ⊙ P u, which does not depend on i, and a_ijh by scale_i * a_ijh. The
+parts then sum to exactly what the residual received, and the method above
+runs unchanged.
 
 Queries are processed in chunks, so no (T, T, H, d) tensor (what runs LM-TT out of
 memory) and no (T, T, H) tensor for the whole sequence is ever built.
@@ -79,24 +88,49 @@ def renormalize(contrib: torch.Tensor, threshold: float, dims: tuple[int, ...] =
 
 @dataclass(frozen=True)
 class HeadValues:
-    """u_jh = v_j W_O^h, each head's value vector written into the residual stream, in two layouts."""
+    """u_jh = v_j W_O^h, each head's value vector written into the residual stream, and its factors.
 
-    u: torch.Tensor  # (T, H, d)
+    Dense (the full graph): u and its by-coordinate layout are materialised once per layer,
+    (T, H, d) each. Lean (on-demand graphs of long prompts, lean=True): only the factors and
+    u_max are kept, and the few coordinates of u that a query needs are computed from them.
+    """
+
     u_max: torch.Tensor  # (T, H): max_d |u_jhd|
-    by_coord: torch.Tensor  # (d, T + 1, H): one coordinate of every u_jh is one contiguous row
+    values: torch.Tensor  # (K, hd, T): key/value head k's value vectors as columns
+    w_out: torch.Tensor  # (H, hd, d): W_O^h as the residual receives it (post-map direction, edits)
+    kv_index: torch.Tensor  # (H,)
+    u: torch.Tensor | None = None  # (T, H, d)
+    by_coord: torch.Tensor | None = None  # (d, T + 1, H): one coordinate of every u_jh is one contiguous row
+
+    def rows(self, j: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """(n, d) u_jh for the listed (source, head) pairs, from the factors."""
+        return torch.einsum("nk,nkd->nd", self.values[self.kv_index[h], :, j], self.w_out[h])
+
+    def at_coords(self, coords: torch.Tensor, n_sources: int) -> torch.Tensor:
+        """(C, J, H, K) u_jh at each query's coordinates coords (C, K), for the first J sources."""
+        w = self.w_out.permute(0, 2, 1)[:, coords]  # (H, C, K, hd)
+        v = self.values[self.kv_index, :, :n_sources]  # (H, hd, J)
+        return torch.einsum("hckx,hxj->cjhk", w, v)
 
 
-def head_values(trace: Trace, weights: LayerWeights, layer: int) -> HeadValues:
+def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = False) -> HeadValues:
     """One layer's head values, computed once and shared by every query chunk."""
-    v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
-    u = torch.einsum("thc,hcd->thd", v, weights.w_out)  # (T, H, d)
+    w_out = weights.w_out  # (H, hd, d)
+    if (post := trace.attn_map[layer]) is not None:  # what the residual receives, but for the per-query scale
+        w_out = post.direction(w_out)
     if trace.edits:  # zeroed or scaled heads (interventions) write scaled parts
-        u = u * trace.head_scale[layer].to(u.device)[None, :, None]
+        w_out = w_out * trace.head_scale[layer].to(w_out.device)[:, None, None]
+    values = trace.values[layer].permute(1, 2, 0).contiguous()  # (K, hd, T)
+    v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
+    if lean:  # u_max from u in slices of sources, never the whole (T, H, d)
+        u_max = torch.cat([torch.einsum("thc,hcd->thd", v[s : s + 512], w_out).abs().amax(-1) for s in range(0, v.shape[0], 512)])
+        return HeadValues(u_max, values, w_out.contiguous(), weights.kv_index)
+    u = torch.einsum("thc,hcd->thd", v, w_out)  # (T, H, d)
     # One zero column of padding: every chunk then reads J < T + 1 sources, so the fused
     # kernel sees one layout and compiles once (J == T would otherwise recompile it).
     by_coord = torch.zeros(u.shape[2], u.shape[0] + 1, u.shape[1], dtype=u.dtype, device=u.device)
     by_coord[:, :-1] = u.permute(2, 0, 1)
-    return HeadValues(u, u.abs().amax(-1), by_coord)
+    return HeadValues(u.abs().amax(-1), values, w_out.contiguous(), weights.kv_index, u, by_coord)
 
 
 # ---- the small-coordinate correction: a fused kernel when torch.compile works here ----
@@ -193,18 +227,30 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     """
     c, d = y.shape
     j, h = a.shape[1], a.shape[2]
-    u = hv.u[:j]  # (J, H, d)
     k = small_coords(d)
     y_abs = y.abs()
     small_vals, small = y_abs.topk(k + 1, dim=1, largest=False)  # (C, K+1)
     small, tau = small[:, :k].contiguous(), small_vals[:, k]  # (C, K), (C,): min |y| outside the small set
     signs = y.sign().scatter(1, small, 0.0)  # (C, d): sign(y) on the large coordinates only
-    p = (signs @ u.reshape(j * h, d).T).reshape(c, j, h).mul_(a)  # (C, J, H) the linear part
-    p += small_coords_correction(y.gather(1, small), small, a, hv.by_coord)
-    loose = a * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
+    n_kv = hv.values.shape[0]
+    t = torch.einsum("cd,hkd->hck", signs, hv.w_out)  # (H, C, hd): W_O^h s_i, the sign vector in head space
+    t = t.reshape(n_kv, (h // n_kv) * c, -1)  # (K, G*C, hd): the heads that share a key/value head, stacked
+    p = torch.bmm(t, hv.values[:, :, :j]).reshape(h, c, j).permute(1, 2, 0).mul(a)  # (C, J, H) the linear part
+    y_small = y.gather(1, small)  # (C, K)
+    if hv.by_coord is not None:
+        p += small_coords_correction(y_small, small, a, hv.by_coord)
+    else:  # lean: u at each query's K coordinates, computed from the factors
+        u_small = hv.at_coords(small, j)  # (C, J, H, K)
+        y_k = y_small[:, None, None, :]  # (C, 1, 1, K)
+        p += (y_k.abs() - (y_k - a[..., None] * u_small).abs()).sum(-1)
+    loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
         ci, ji, hi = loose.nonzero(as_tuple=True)
-        p[ci, ji, hi] = loose_exact(y, a, u, ci, ji, hi)
+        if hv.u is not None:
+            p[ci, ji, hi] = loose_exact(y, a, hv.u[:j], ci, ji, hi)
+        else:
+            y_c = y[ci]  # (n, d)
+            p[ci, ji, hi] = y_c.abs().sum(-1) - (y_c - a[ci, ji, hi, None] * hv.rows(ji, hi)).abs().sum(-1)
     return p
 
 
@@ -212,21 +258,23 @@ def attention_parts(
     trace: Trace,
     layer: int,
     hv: HeadValues,
-    queries: slice,
+    queries: slice | torch.Tensor,
     renorm_threshold: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Contributions at attention nodes `queries` of one layer.
+    """Contributions at attention nodes `queries` (a slice, or sorted row indices) of one layer.
 
-    Returns (heads, resid): heads (C, J, H) for sources j < J = queries.stop,
+    Returns (heads, resid): heads (C, J, H) for sources j < J = the last query + 1,
     zero where j > i; resid (C,) the residual's contribution.
     """
-    i0, i1 = queries.start, queries.stop
-    x = trace.resid[layer][i0:i1]  # (C, d) the residual part
+    rows = queries if isinstance(queries, torch.Tensor) else torch.arange(queries.start, queries.stop)  # (C,)
+    x = trace.resid[layer][queries]  # (C, d) the residual part
     y = trace.mid(layer, queries)  # (C, d) the whole: the state after attention
-    a = trace.attention(layer, slice(i0, i1), n_keys=i1).permute(1, 2, 0).contiguous()  # (C, J, H)
+    a = trace.attention(layer, queries, n_keys=int(rows[-1]) + 1).permute(1, 2, 0).contiguous()  # (C, J, H)
+    if (post := trace.attn_map[layer]) is not None:
+        a = a * post.scale[queries, None, None]  # the frozen per-query scale of the post-norm / multiplier
     c, j = a.shape[0], a.shape[1]
     prox = attention_proximities(y, a, hv).clamp_min_(EPS)  # (C, J, H)
-    causal = torch.arange(j, device=a.device)[None, :] <= torch.arange(i0, i1, device=a.device)[:, None]  # (C, J)
+    causal = torch.arange(j, device=a.device)[None, :] <= rows.to(a.device)[:, None]  # (C, J)
     prox = prox * causal[:, :, None]
     prox_resid = proximity(y, x.unsqueeze(-2)).squeeze(-1)  # (C,)
     total = prox.sum((1, 2)) + prox_resid  # (C,)

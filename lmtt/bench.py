@@ -1,15 +1,23 @@
-"""Benchmark: `python -m lmtt.bench [--sizes 16,64,...] [--device cpu] [--json]`.
+"""Benchmark: `python -m lmtt.bench [--sizes 16,64,...] [--device cpu] [--shape NAME] [--json]`.
 
 Each prompt size runs in a fresh process (so peak RSS is per size). For each
 size it times, as medians over repeats after one warm-up:
   forward_s           the plain forward pass of the model as transformers loads it (the floor)
   trace_s             lmtt's hooked forward pass (runner.trace)
   full_graph_s        every contribution: all layers, tokens, head x source parts and the FFN
+                      (up to FULL_GRAPH_MAX_TOKENS; longer prompts use the on-demand graph)
   paths_s             paths_to(last token, 0.04)
   threshold_change_s  paths_to on the existing analysis at another threshold
   token_change_s      paths_to on the existing analysis for another token
+  on_demand_s         a fresh OnDemandGraph's paths_to(last token, 0.04): the nodes its paths reach
+  od_threshold_s      then paths_to(last token, 0.02) (computes the nodes the lower threshold adds)
+  od_token_s          then paths_to(T // 2, 0.04) (another token: its own nodes)
 and peak_rss_mb. Prompts are natural English text (Python's own documentation,
 shipped with every Python) cut to exactly T tokens.
+
+`--shape NAME` replaces the default model by a random-weight model built from a
+config with a real model's dimensions (SHAPES): the time and memory of the
+maths do not depend on the weights, and nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -28,7 +36,20 @@ from pathlib import Path
 
 from lmtt.report import RESULTS, write_section
 
-SIZES = (16, 64, 128, 256, 512, 1024, 2048)
+SIZES = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+FULL_GRAPH_MAX_TOKENS = 2048
+# Real models' dimensions (from their published config.json files), built with random weights.
+SHAPES = {
+    "llama-3.2-1b": ("LlamaConfig", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                                         num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True)),
+    "qwen3-1.7b": ("Qwen3Config", dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                                       num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True)),
+    "gemma-2-2b": ("Gemma2Config", dict(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+                                        num_key_value_heads=4, head_dim=256, vocab_size=256000, sliding_window=4096,
+                                        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, query_pre_attn_scalar=256)),
+    "llama-3.1-8b": ("LlamaConfig", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                                         num_key_value_heads=8, head_dim=128, vocab_size=128256)),
+}
 TARGET_RATIO = 2.0
 TARGET_RSS_MB = 4096
 TARGET_CHANGE_S = 0.1
@@ -53,7 +74,22 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def run_size(n_tokens: int, device: str, repeats: int) -> dict:
+def shape_model(name: str, device: str):
+    """A random-weight model with a real model's dimensions (float32 on the CPU, bfloat16 on a GPU)."""
+    import torch
+    import transformers
+
+    if name not in SHAPES:
+        raise SystemExit(f"unknown --shape {name!r}; choose from {', '.join(SHAPES)}")
+    config_class, dims = SHAPES[name]
+    config = getattr(transformers, config_class)(**dims)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    torch.manual_seed(0)
+    with torch.device(device):
+        return transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+
+
+def run_size(n_tokens: int, device: str, repeats: int, shape: str | None = None) -> dict:
     """One size, in this process: load, warm up, time every stage."""
     import dataclasses
 
@@ -63,6 +99,7 @@ def run_size(n_tokens: int, device: str, repeats: int) -> dict:
     from lmtt.config import load_config
     from lmtt.graph import ContributionGraph
     from lmtt.loading import load_pretrained
+    from lmtt.ondemand import OnDemandGraph
     from lmtt.runner import ModelRunner
 
     config = load_config()
@@ -71,6 +108,9 @@ def run_size(n_tokens: int, device: str, repeats: int) -> dict:
     ids = tokenizer(natural_text(), return_tensors="pt")["input_ids"][0][:n_tokens]
     if ids.numel() < n_tokens:
         raise SystemExit(f"the benchmark text has only {ids.numel()} tokens")
+    if shape is not None:  # the same text's token ids (all below 49152) in a model of another shape
+        del model
+        model = shape_model(shape, device)
     batch = ids[None].to(model.device)
 
     def forward():
@@ -80,29 +120,37 @@ def run_size(n_tokens: int, device: str, repeats: int) -> dict:
     forward()  # warm-up
     forward_s, _ = _median_time(forward, repeats)
 
-    runner = ModelRunner(model, tokenizer, name=entry.name)  # switches attention to lmtt's and installs hooks
+    runner = ModelRunner(model, tokenizer, name=shape or entry.name)  # switches attention to lmtt's and installs hooks
     warm_up(runner.layer_weights[0].w_out.shape[-1])
+    full = n_tokens <= FULL_GRAPH_MAX_TOKENS
     warm = runner.trace(ids)  # one untimed run at this size
-    compute_contributions(warm, runner.layer_weights)
+    if full:
+        compute_contributions(warm, runner.layer_weights)
     del warm
     trace_s, trace = _median_time(lambda: runner.trace(ids), repeats)
-    full_graph_s, contributions = _median_time(lambda: compute_contributions(trace, runner.layer_weights), repeats)
-    graph = ContributionGraph(contributions)
-    paths_s, sub = _median_time(lambda: graph.paths_to(-1, 0.04), repeats)
-    threshold_change_s, _ = _median_time(lambda: graph.paths_to(-1, 0.06), repeats)
-    token_change_s, _ = _median_time(lambda: graph.paths_to(n_tokens // 2, 0.04), repeats)
-    return {
-        "tokens": n_tokens,
-        "forward_s": forward_s,
-        "trace_s": trace_s,
-        "full_graph_s": full_graph_s,
-        "paths_s": paths_s,
-        "threshold_change_s": threshold_change_s,
-        "token_change_s": token_change_s,
-        "edges_at_0.04": len(sub),
-        "kernel": small_coords_correction.mode,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    result = {"tokens": n_tokens, "forward_s": forward_s, "trace_s": trace_s}
+    if full:
+        full_graph_s, contributions = _median_time(lambda: compute_contributions(trace, runner.layer_weights), repeats)
+        graph = ContributionGraph(contributions)
+        paths_s, sub = _median_time(lambda: graph.paths_to(-1, 0.04), repeats)
+        threshold_change_s, _ = _median_time(lambda: graph.paths_to(-1, 0.06), repeats)
+        token_change_s, _ = _median_time(lambda: graph.paths_to(n_tokens // 2, 0.04), repeats)
+        result.update(full_graph_s=full_graph_s, paths_s=paths_s, threshold_change_s=threshold_change_s, token_change_s=token_change_s)
+        result["edges_at_0.04"] = len(sub)
+        del graph, contributions
+    lazy = OnDemandGraph(trace, runner.layer_weights)
+    start = time.perf_counter()
+    sub = lazy.paths_to(-1, 0.04)
+    result["on_demand_s"] = time.perf_counter() - start
+    result["od_nodes"], result["od_edges"] = lazy.computed_rows, len(sub)
+    start = time.perf_counter()
+    lazy.paths_to(-1, 0.02)
+    result["od_threshold_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    lazy.paths_to(n_tokens // 2, 0.04)
+    result["od_token_s"] = time.perf_counter() - start
+    result.update(kernel=small_coords_correction.mode, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result
 
 
 def _in_fresh_process(args: list[str], env: dict | None = None) -> dict:
@@ -150,20 +198,30 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     rows = []
     for r in report["results"]:
-        ratio = (r["trace_s"] + r["full_graph_s"]) / r["forward_s"]
+        fwd = r["forward_s"]
+        if "full_graph_s" in r:
+            ratio = (r["trace_s"] + r["full_graph_s"]) / fwd
+            full = (
+                f"{r['full_graph_s']:.3f} | {ratio:.2f} | {r['paths_s'] * 1e3:.1f} | "
+                f"{r['threshold_change_s'] * 1e3:.1f} | {r['token_change_s'] * 1e3:.1f}"
+            )
+        else:
+            full = "— | — | — | — | —"
+        od = (r["trace_s"] + r["on_demand_s"]) / fwd
         rows.append(
-            f"| {r['tokens']} | {r['forward_s']:.3f} | {r['trace_s']:.3f} | {r['full_graph_s']:.3f} | {ratio:.2f} | "
-            f"{r['paths_s'] * 1e3:.1f} | {r['threshold_change_s'] * 1e3:.1f} | {r['token_change_s'] * 1e3:.1f} | {r['peak_rss_mb']:.0f} |"
+            f"| {r['tokens']} | {fwd:.3f} | {r['trace_s']:.3f} | {full} | {r['on_demand_s']:.3f} ({r['od_nodes']} nodes) | {od:.2f} | "
+            f"{r['od_threshold_s'] * 1e3:.0f} | {r['od_token_s'] * 1e3:.0f} | {r['peak_rss_mb']:.0f} |"
         )
     lines = [
         f"Model `{report['model']}` on `{report['device']}`; attribution kernel `{report['results'][0]['kernel']}`; "
-        f"medians of {report['repeats']} repeats after a warm-up; each size in a fresh process.",
+        f"medians of {report['repeats']} repeats after a warm-up (on-demand columns: one cold run); each size in a fresh process.",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), {m['ram_gb']} GB RAM; "
         f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}.",
         "",
         "| T | forward s | trace s | full graph s | (trace + full) / forward "
-        "| paths_to ms | threshold change ms | token change ms | peak RSS MB |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| paths_to ms | threshold change ms | token change ms | on-demand paths_to(-1, 0.04) s | (trace + on-demand) / forward "
+        "| on-demand threshold 0.02 ms | on-demand token T/2 ms | peak RSS MB |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
     ]
     if "load" in report:
@@ -179,14 +237,22 @@ def check_targets(report: dict) -> list[str]:
     """Each target, met or not, with the measured figure."""
     out = []
     for r in report["results"]:
-        ratio = (r["trace_s"] + r["full_graph_s"]) / r["forward_s"]
-        if r["tokens"] <= 1024:
+        if "full_graph_s" in r:
+            ratio = (r["trace_s"] + r["full_graph_s"]) / r["forward_s"]
             verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
             out.append(f"{verdict}: T={r['tokens']} (trace + full graph) / forward = {ratio:.2f} (<= {TARGET_RATIO})")
+        if r["tokens"] == 8192:
+            od = (r["trace_s"] + r["on_demand_s"]) / r["forward_s"]
+            out.append(f"{'met' if od <= TARGET_RATIO else 'NOT met'}: T=8192 (trace + on-demand graph) / forward = {od:.2f} (<= 2)")
+            ok = r["peak_rss_mb"] < 8192
+            out.append(f"{'met' if ok else 'NOT met'}: T=8192 peak RSS {r['peak_rss_mb']:.0f} MB (< 8192)")
+        if r["tokens"] == 4096:
+            worst = max(r["od_threshold_s"], r["od_token_s"])
+            out.append(f"{'met' if worst < 1.0 else 'NOT met'}: T=4096 on-demand threshold/token change {worst:.2f} s (< 1)")
         if r["tokens"] == 2048:
             ok = r["peak_rss_mb"] < TARGET_RSS_MB
             out.append(f"{'met' if ok else 'NOT met'}: T=2048 peak RSS {r['peak_rss_mb']:.0f} MB (< {TARGET_RSS_MB})")
-        if r["tokens"] == 1024:
+        if r["tokens"] == 1024 and "threshold_change_s" in r:
             worst = max(r["threshold_change_s"], r["token_change_s"])
             out.append(f"{'met' if worst < TARGET_CHANGE_S else 'NOT met'}: T=1024 threshold/token change {worst * 1e3:.1f} ms (< 100)")
     if "load" in report:
@@ -199,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmtt.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated prompt sizes in tokens")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shape", default=None, help=f"a random-weight model with a real model's dimensions: {', '.join(SHAPES)}")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--no-loads", action="store_true", help="skip the first/cached load measurement")
@@ -210,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_load_once()))
         return 0
     if args.worker is not None:
-        print(json.dumps(run_size(args.worker, args.device, args.repeats)))
+        print(json.dumps(run_size(args.worker, args.device, args.repeats, args.shape)))
         return 0
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -218,16 +285,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
     from lmtt.config import load_config
 
-    report = {"model": load_config().default_model, "device": args.device, "repeats": args.repeats, "machine": machine(), "results": []}
+    if args.shape is not None and args.shape not in SHAPES:
+        parser.error(f"unknown --shape {args.shape!r}; choose from {', '.join(SHAPES)}")
+    model = f"{args.shape} (random weights)" if args.shape else load_config().default_model
+    report = {"model": model, "device": args.device, "repeats": args.repeats, "machine": machine(), "results": []}
+    shape = ["--shape", args.shape] if args.shape else []
     for n in sizes:
-        result = _in_fresh_process(["--worker", str(n), "--device", args.device, "--repeats", str(args.repeats)])
+        result = _in_fresh_process(["--worker", str(n), "--device", args.device, "--repeats", str(args.repeats), *shape])
         report["results"].append(result)
         if not args.json:
             print(json.dumps(result), file=sys.stderr)
-    if not args.no_loads:
+    if not args.no_loads and not args.shape:
         report["load"] = measure_loads()
     if args.out:
-        write_section("Benchmark", markdown(report), Path(args.out))
+        write_section(f"Benchmark: {args.shape} shape" if args.shape else "Benchmark", markdown(report), Path(args.out))
     if args.json:
         print(json.dumps(report))
     else:

@@ -1,7 +1,7 @@
 """Command line: `python -m lmtt analyze --prompt TEXT [--model NAME] [--token I] [--threshold T] --json`
 (plus --generate N, --edit EDIT, --compare TEXT, --out DIR; --ids, --chat; --target/--contrast with --dla,
---direct-threshold, --lens, --faithfulness, --faithfulness-curve, --patch TEXT) and
-`python -m lmtt batch PROMPTS_FILE --out DIR`.
+--direct-threshold, --lens, --faithfulness, --faithfulness-curve, --qk, --patch TEXT), `python -m lmtt batch PROMPTS_FILE --out DIR`
+and `python -m lmtt check [--model NAME] [--prompt TEXT]` (exit status 1 when an identity fails).
 
 Errors print one line on stderr and exit with status 2; no tracebacks.
 """
@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--ablation", choices=("zero", "mean"), default="zero", help="what replaces parts outside the route")
     q.add_argument("--qk", default=None, metavar="L.H:Q:K", help="QK attribution of head L.H's score from query Q to key K")
     q.add_argument("--patch", default=None, metavar="TEXT", help="activation patching: this corrupted prompt (same token count)")
+    c = sub.add_parser("check", help="check that lmtt's decomposition adds up for a model (one line per identity)")
+    c.add_argument("--model", default=None, help="a model name from config.yaml (default: its default_model)")
+    c.add_argument("--config", default=None, help="path to config.yaml")
+    c.add_argument("--prompt", default=None, help="the probe prompt (default: a short built-in one)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
     b = sub.add_parser("batch", help="analyse every prompt of a file (one per line); resumable")
     b.add_argument("prompts_file")
     b.add_argument("--out", required=True, help="directory for per-prompt summaries and aggregate.json")
@@ -127,6 +132,25 @@ def _target_questions(args, analysis: Analysis, runner, config) -> dict:
     return out
 
 
+def _check(args) -> int:
+    """Exit 0 when every identity holds within its tolerance, 1 when one fails."""
+    from lmtt.check import PROBE_PROMPT, run_checks
+
+    config = load_config(args.config)
+    prompt = check_prompt(args.prompt, config.max_prompt_chars) if args.prompt is not None else PROBE_PROMPT
+    runner = load_model(args.model, config)
+    report = run_checks(runner, prompt)
+    if args.json:
+        results = [{**vars(r), "passed": r.passed} for r in report.results]
+        print(json.dumps({"model": report.model, "tokens": report.n_tokens, "passed": report.passed, "checks": results}))
+    else:
+        print(f"model: {report.model} ({runner.adapter.family})   probe: {report.n_tokens} tokens")
+        for r in report.results:
+            print(r.line())
+        print("all checks passed" if report.passed else f"{len(report.failures)} check(s) FAILED")
+    return 0 if report.passed else 1
+
+
 def _analyze(args) -> int:
     if not math.isfinite(args.threshold) or args.threshold < 0:
         raise ValueError(f"--threshold must be a finite number >= 0, got {args.threshold}")
@@ -142,6 +166,8 @@ def _analyze(args) -> int:
     if args.compare is not None:
         check_prompt(args.compare, config.max_prompt_chars)
     runner = load_model(args.model, config)
+    if runner.check_report is not None and not runner.check_report.passed:
+        print(f"warning: the decomposition does not add up for this model: {runner.check_report.failures}", file=sys.stderr)
     prompt = chat_prompt(runner, args.prompt) if args.chat else args.prompt
     start = prompt
     if args.generate:
@@ -227,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # keep stderr to the one error line
     try:
-        return _batch(args) if args.command == "batch" else _analyze(args)
+        return {"batch": _batch, "check": _check, "analyze": _analyze}[args.command](args)
     except (ConfigError, LoadError, PromptError, IndexError, ValueError, OSError) as e:  # TargetError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2

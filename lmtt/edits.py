@@ -2,7 +2,9 @@
 
 A head edit changes that head's context vector (its slice of the attention
 output projection's input); a neuron edit changes that neuron's activation (its
-slice of the FFN output projection's input). Modes:
+slice of the FFN output projection's input; in a mixture-of-experts layer the
+neuron id is virtual, see lmtt.experts); an expert edit scales the router
+weight of one expert wherever it was chosen (zero or scale only). Modes:
   zero   the slice becomes 0
   scale  the slice is multiplied by `factor`
   mean   the slice becomes its mean over the prompt's positions
@@ -16,12 +18,12 @@ from dataclasses import dataclass
 import torch
 
 MODES = ("zero", "mean", "scale")
-KINDS = ("head", "neuron")
+KINDS = ("head", "neuron", "expert")
 
 
 @dataclass(frozen=True)
 class Edit:
-    kind: str  # "head" | "neuron"
+    kind: str  # "head" | "neuron" | "expert"
     layer: int
     index: int
     mode: str = "zero"
@@ -41,18 +43,18 @@ class Edit:
 
     @classmethod
     def parse(cls, text: str) -> Edit:
-        """'head:3.2:zero', 'neuron:5.100:mean', 'head:3.2:x0.5' (the form str() writes)."""
-        m = re.fullmatch(r"(head|neuron):(\d+)\.(\d+):(zero|mean|x(-?[0-9.]+(?:e-?\d+)?))", text.strip())
+        """'head:3.2:zero', 'neuron:5.100:mean', 'head:3.2:x0.5', 'expert:1.3:zero' (the form str() writes)."""
+        m = re.fullmatch(r"(head|neuron|expert):(\d+)\.(\d+):(zero|mean|x(-?[0-9.]+(?:e-?\d+)?))", text.strip())
         if not m:
-            raise ValueError(f"not an edit: {text!r} (expected e.g. head:3.2:zero, neuron:5.100:mean, head:3.2:x0.5)")
+            raise ValueError(f"not an edit: {text!r} (expected e.g. head:3.2:zero, neuron:5.100:mean, head:3.2:x0.5, expert:1.3:zero)")
         kind, layer, index, mode, factor = m.groups()
         if factor is not None:
             return cls(kind, int(layer), int(index), "scale", float(factor))
         return cls(kind, int(layer), int(index), mode)
 
     @property
-    def head_scale(self) -> float:
-        """How the head's attributable parts scale (a mean-ablated head writes no source-attributable part)."""
+    def part_scale(self) -> float:
+        """How the edited unit's attributable parts scale (a mean-ablated head writes no source-attributable part)."""
         return {"zero": 0.0, "mean": 0.0, "scale": self.factor}[self.mode]
 
 

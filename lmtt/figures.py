@@ -265,7 +265,7 @@ def attention_pattern_figure(analysis: Analysis, layer: int, head: int) -> go.Fi
 
 
 def neuron_activation_figure(analysis: Analysis, layer: int, neuron: int) -> go.Figure:
-    acts = analysis.trace.neuron_acts[layer][:, neuron].numpy()
+    acts = analysis.trace.neuron_activation(layer, neuron).numpy()
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(analysis.tokens)]
     fig = go.Figure(go.Bar(x=ticks, y=acts, marker_color=["#2ca02c" if v > 0 else "#d62728" for v in acts]))
     fig.update_layout(height=320, xaxis_tickangle=-60, yaxis_title="activation")

@@ -136,6 +136,15 @@ class ContributionGraph:
         """Edges above `threshold` from which the last node of `token` can be reached."""
         return self._sweep(self.top_level, self._position(token), threshold)
 
+    # ---- what the sweep reads (OnDemandGraph computes it when first asked) ----
+    def attn_rows(self, layer: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R, T) attention edge weights into nodes (layer, rows), and (R,) their residual edges."""
+        return self.attn_edges[layer][rows], self.attn_resid[layer][rows]
+
+    def ffn_level(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """(T,) residual and FFN edge weights into the FFN nodes of a layer."""
+        return self.ffn_resid[layer], self.ffn[layer]
+
     def _sweep(self, root_level: int, position: int, threshold: float) -> Subgraph:
         if not np.isfinite(threshold) or threshold < 0:
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
@@ -146,17 +155,16 @@ class ContributionGraph:
             layer, is_ffn = divmod(level - 1, 2)
             below = np.zeros_like(reached)
             if is_ffn:
-                for kind, w in ((RESIDUAL, self.ffn_resid[layer]), (FFN, self.ffn[layer])):
+                for kind, w in zip((RESIDUAL, FFN), self.ffn_level(layer)):
                     hit = np.flatnonzero(reached & (w > threshold))
                     found.append((kind, level, hit, hit, w[hit]))
                     below[hit] = True
             else:
-                w = self.attn_resid[layer]
-                hit = np.flatnonzero(reached & (w > threshold))
-                found.append((RESIDUAL, level, hit, hit, w[hit]))
-                below[hit] = True
                 rows = np.flatnonzero(reached)
-                block = self.attn_edges[layer][rows]  # (R, T)
+                block, resid = self.attn_rows(layer, rows)  # (R, T), (R,)
+                keep = resid > threshold
+                found.append((RESIDUAL, level, rows[keep], rows[keep], resid[keep]))
+                below[rows[keep]] = True
                 r, src = np.nonzero(block > threshold)
                 found.append((ATTENTION, level, src, rows[r], block[r, src]))
                 below[src] = True

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from lmtt.adapters import UnsupportedModel, adapter_for
+from lmtt.check import run_checks
 from lmtt.config import EMBEDDED_GGUF, EMBEDDED_PACKAGE, AppConfig, ModelEntry, load_config
 from lmtt.runner import ModelRunner
 
@@ -143,4 +144,5 @@ def load_model(name_or_entry: str | ModelEntry | None = None, config: AppConfig 
     model, tokenizer = load_pretrained(entry)
     runner = ModelRunner(model, tokenizer, name=entry.name)
     runner.load_seconds = time.perf_counter() - start
+    runner.check_report = run_checks(runner)  # the decomposition adds up for this checkpoint, or the app says so
     return runner

@@ -9,16 +9,23 @@ their own recorder: nothing about a call is stored on the shared modules.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lmtt import attention
+from lmtt import attention, experts, norms
 from lmtt import edits as edits_module
-from lmtt.adapters import Adapter, adapter_for, is_parallel, linear_weight, resolve
+from lmtt.adapters import Adapter, adapter_for, config_value, is_parallel, linear_weight, resolve
 from lmtt.attention import RECORDER as _RECORDER
 from lmtt.edits import Edit
+from lmtt.norms import FrozenNorm
+
+# patch(site, layer, tensor) -> a replacement or None, called during a traced pass at the sites
+# "resid" (block input), "head_context" (out-projection input), "neuron_acts" (down-projection input),
+# "attn_update" and "ffn_update" (what the residual receives, before any residual multiplier).
+Patch = Callable[[str, int, torch.Tensor], torch.Tensor | None]
 
 
 class PromptError(ValueError):
@@ -36,6 +43,17 @@ class Trace:
     `mid(layer)` is a virtual state: the residual plus the attention update.
     The graph keeps one shape for every family this way.
 
+    `attn_out` and `ffn_out` are the updates as the residual received them. Where
+    a norm sits between a sublayer and the residual (Gemma-2/3, OLMo-2), or a
+    multiplier scales the update (Granite), `attn_map[l]` / `ffn_map[l]` is that
+    map with its per-position scale frozen (lmtt.norms): a head's or a neuron's
+    raw output z reaches the residual as map.linear(z), so parts still sum to
+    the update (the norm's bias is one more constant part). None means identity.
+
+    Mixture-of-experts layers: `neuron_acts[l]` holds, per position, the
+    router-weighted activations of the chosen experts' neurons (then the shared
+    expert's), and `neuron_ids[l]` their virtual ids (rows of LayerWeights.w_down).
+
     Per-layer tensors are tuples of the model's own outputs, not stacked copies:
     stacking would copy hundreds of MB at long prompts for nothing.
     """
@@ -51,11 +69,19 @@ class Trace:
     masks: tuple[torch.Tensor | None, ...]  # L x additive (T, T) mask (shared objects, not copies)
     scales: tuple[float, ...]  # L x the attention score scale
     kv_index: torch.Tensor  # (H,): the key/value head that head h reads
-    neuron_acts: tuple[torch.Tensor, ...]  # L x (T, N): the FFN's hidden activations
+    neuron_acts: tuple[torch.Tensor, ...]  # L x (T, N): the FFN's hidden activations (MoE: (T, M), see neuron_ids)
     logits: torch.Tensor  # (T, V)
     parallel: bool
     edits: tuple[Edit, ...] = ()  # interventions applied during this pass
     head_scale: tuple[torch.Tensor, ...] = ()  # L x (H,): how each head's source parts were scaled by the edits
+    attn_map: tuple[FrozenNorm | None, ...] = ()  # L x how a head's raw output reaches the residual (None: as is)
+    ffn_map: tuple[FrozenNorm | None, ...] = ()  # L x how a neuron's raw output reaches the residual
+    ffn_bias: tuple[torch.Tensor | None, ...] = ()  # L x (T, d) raw FFN output no neuron owns (biases), before ffn_map
+    softcaps: tuple[float | None, ...] = ()  # L x attention logit softcap (Gemma-2)
+    sinks: tuple[torch.Tensor | None, ...] = ()  # L x (H,) attention sink logits (GPT-OSS)
+    neuron_ids: tuple[torch.Tensor | None, ...] = ()  # L x (T, M) int32 virtual neuron ids (MoE layers), None for dense
+    expert_index: tuple[torch.Tensor | None, ...] = ()  # L x (T, k) the experts the router chose (MoE layers)
+    expert_weight: tuple[torch.Tensor | None, ...] = ()  # L x (T, k) their router weights
 
     @property
     def n_layers(self) -> int:
@@ -73,21 +99,47 @@ class Trace:
     def d_model(self) -> int:
         return self.resid[0].shape[-1]
 
-    def attention(self, layer: int, queries: slice | None = None, n_keys: int | None = None) -> torch.Tensor:
-        """(H, C, J) attention weights of query rows `queries` (all by default) over the first J keys.
+    def attention(self, layer: int, queries: slice | torch.Tensor | None = None, n_keys: int | None = None) -> torch.Tensor:
+        """(H, C, J) attention weights of query rows `queries` (a slice or sorted indices; all by default) over the first J keys.
 
         Recomputed exactly as eager attention would (softmax(q k^T * scale + mask)), so a
         trace never holds the L x H x T x T weights.
         """
-        queries = queries or slice(0, self.n_tokens)
+        queries = slice(0, self.n_tokens) if queries is None else queries
         n_keys = self.n_tokens if n_keys is None else n_keys
         return attention.attention_weights(
-            self.queries[layer], self.keys[layer], self.masks[layer], self.scales[layer], self.kv_index, queries, n_keys
+            self.queries[layer],
+            self.keys[layer],
+            self.masks[layer],
+            self.scales[layer],
+            self.kv_index,
+            queries,
+            n_keys,
+            self.softcaps[layer],
+            self.sinks[layer],
         )
 
     def mid(self, layer: int, rows: int | slice = slice(None)) -> torch.Tensor:
         """(T, d), or the given rows: the state after attention, the residual plus the attention update."""
         return self.resid[layer][rows] + self.attn_out[layer][rows]
+
+    def received(self, kind: str, layer: int, z: torch.Tensor, rows: int | slice | None = None) -> torch.Tensor:
+        """Raw sublayer outputs z (rows, ..., d) as the residual receives them (kind "attn" or "ffn"); no norm bias."""
+        m = (self.attn_map if kind == "attn" else self.ffn_map)[layer]
+        return z if m is None else m.linear(z, rows)
+
+    def neurons(self, layer: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids (M,), acts (M,)): the FFN neurons at a position; ids are rows of LayerWeights.w_down."""
+        acts = self.neuron_acts[layer][position]  # (M,)
+        ids = self.neuron_ids[layer]
+        return (torch.arange(acts.shape[0]) if ids is None else ids[position].long()), acts
+
+    def neuron_activation(self, layer: int, neuron: int) -> torch.Tensor:
+        """(T,) one neuron's activation at every position (0 where its expert was not chosen)."""
+        ids = self.neuron_ids[layer]
+        if ids is None:
+            return self.neuron_acts[layer][:, neuron]
+        return (self.neuron_acts[layer] * (ids == neuron)).sum(-1)
 
 
 @dataclass(frozen=True)
@@ -96,9 +148,11 @@ class LayerWeights:
 
     w_out: torch.Tensor  # (H, hd, d): head h's slice of W_O, rows are its context dims
     b_out: torch.Tensor | None  # (d,)
-    w_down: torch.Tensor  # (N, d): neuron n's value vector is w_down[n]
-    b_down: torch.Tensor | None  # (d,)
+    w_down: torch.Tensor  # (N, d): neuron n's value vector is w_down[n] (MoE: expert e's neuron n is row e * N_e + n, then shared)
+    b_down: torch.Tensor | None  # (d,) a dense FFN's output bias
     kv_index: torch.Tensor  # (H,): the key/value head that head h reads
+    n_experts: int = 0  # routed experts in this layer (0: a dense FFN)
+    expert_width: int = 0  # neurons per routed expert
 
 
 class ModelRunner:
@@ -112,75 +166,146 @@ class ModelRunner:
         self.tokenizer = tokenizer
         self.name = name
         self.load_seconds = 0.0  # set by lmtt.loading.load_model
+        self.check_report = None  # lmtt.check.CheckReport of the probe run at load (lmtt.loading.load_model)
         self.adapter: Adapter = adapter_for(model.config)
-        self.parallel = is_parallel(self.adapter, model.config)
+        if self.adapter.experts is not None:
+            experts.register()
+            model.set_experts_implementation(experts.NAME)
+        config = model.config
+        self.parallel = is_parallel(self.adapter, config)
+        self.residual_multiplier = config_value(config, self.adapter.residual_multiplier)
+        self.logit_multiplier = config_value(config, self.adapter.logit_multiplier)
+        self.logit_divisor = config_value(config, self.adapter.logit_divisor)
+        self.logit_softcap = config_value(config, self.adapter.logit_softcap)
         self.blocks = list(resolve(model, self.adapter.blocks))
         self.final_norm = resolve(model, self.adapter.final_norm)
         self.unembed_modules = [m for p in self.adapter.unembed if (m := resolve(model, p)) is not None]
-        self.n_heads = model.config.num_attention_heads
-        self.n_kv = getattr(model.config, "num_key_value_heads", None) or self.n_heads  # GQA: fewer key/value heads
+        self.n_heads = config.num_attention_heads
+        self.n_kv = getattr(config, "num_key_value_heads", None) or self.n_heads  # GQA: fewer key/value heads
         self.device = next(model.parameters()).device
         self.layer_weights = [self._layer_weights(b) for b in self.blocks]
         self.head_dim = self.layer_weights[0].w_out.shape[1]
         self._layer_of = {id(resolve(b, self.adapter.attention)): i for i, b in enumerate(self.blocks)}
+        self._experts_of = {id(m): i for i, b in enumerate(self.blocks) if (m := self._experts(b)) is not None}
         for i, block in enumerate(self.blocks):
             self._install_hooks(i, block)
 
     # ---- construction -------------------------------------------------
+    def _experts(self, block: nn.Module) -> nn.Module | None:
+        return resolve(block, self.adapter.experts) if self.adapter.experts else None
+
     def _layer_weights(self, block: nn.Module) -> LayerWeights:
         a = self.adapter
-        out_proj, down_proj = resolve(block, a.out_proj), resolve(block, a.down_proj)
+        out_proj = resolve(block, a.out_proj)
         w_o = linear_weight(out_proj, a.conv1d).detach().float()  # (d, H*hd)
         d = w_o.shape[0]
         w_out = w_o.T.reshape(self.n_heads, -1, d)  # (H, hd, d)
-        w_down = linear_weight(down_proj, a.conv1d).detach().float().T  # (N, d)
         kv_index = torch.arange(self.n_heads, device=w_o.device) // (self.n_heads // self.n_kv)
+        moe = self._experts(block)
+        if moe is None:
+            down_proj = resolve(block, a.down_proj)
+            w_down = linear_weight(down_proj, a.conv1d).detach().float().T  # (N, d)
+            return LayerWeights(w_out, _float_or_none(out_proj.bias), w_down, _float_or_none(down_proj.bias), kv_index)
+        routed = experts.value_vectors(moe)  # (E * N_e, d)
+        shared = resolve(block, f"{a.shared_expert}.down_proj") if a.shared_expert else None
+        w_down = routed if shared is None else torch.cat([routed, shared.weight.detach().float().T])  # (E * N_e + N_s, d)
         return LayerWeights(
-            w_out=w_out,
-            b_out=_float_or_none(out_proj.bias),
-            w_down=w_down,
-            b_down=_float_or_none(down_proj.bias),
-            kv_index=kv_index,
+            w_out, _float_or_none(out_proj.bias), w_down, None, kv_index, moe.num_experts, routed.shape[0] // moe.num_experts
         )
 
     def _install_hooks(self, layer: int, block: nn.Module) -> None:
         a = self.adapter
+        last = layer == len(self.blocks) - 1
+        moe = self._experts(block)
+        shared_offset = self.layer_weights[layer].n_experts * self.layer_weights[layer].expert_width
+
+        def patched(rec: dict, site: str, x: torch.Tensor) -> torch.Tensor | None:
+            return None if rec["patch"] is None else rec["patch"](site, layer, x)
 
         def block_in(_m, args, kwargs):
-            if (rec := _RECORDER.get()) is not None:
-                hidden = args[0] if args else kwargs["hidden_states"]
-                rec["resid"][layer] = _row(hidden, rec)
+            if (rec := _RECORDER.get()) is None:
+                return None
+            hidden = args[0] if args else kwargs["hidden_states"]
+            new = patched(rec, "resid", hidden)
+            rec["resid"][layer] = _row(hidden if new is None else new, rec)
+            if new is None:
+                return None
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
 
         def block_out(_m, _args, output):
-            if (rec := _RECORDER.get()) is not None and layer == len(self.blocks) - 1:
-                hidden = output[0] if isinstance(output, tuple) else output
-                rec["resid"][layer + 1] = _row(hidden, rec)
+            if (rec := _RECORDER.get()) is not None and last:
+                rec["resid"][layer + 1] = _row(output[0] if isinstance(output, tuple) else output, rec)
 
         def out_proj_in(_m, args):
-            if (rec := _RECORDER.get()) is not None and (edits := rec["edits"].get(("head", layer))):
-                return (edits_module.apply(args[0], edits, self.head_dim), *args[1:])
-            return None
+            if (rec := _RECORDER.get()) is None:
+                return None
+            x = args[0]
+            if edits := rec["edits"].get(("head", layer)):
+                x = edits_module.apply(x, edits, self.head_dim)
+            if (new := patched(rec, "head_context", x)) is not None:
+                x = new
+            return None if x is args[0] else (x, *args[1:])
 
-        def down_proj_in(_m, args):
-            if (rec := _RECORDER.get()) is not None and (edits := rec["edits"].get(("neuron", layer))):
-                return (edits_module.apply(args[0], edits, 1), *args[1:])
-            return None
+        def neurons_in(offset: int):
+            def hook(_m, args):
+                if (rec := _RECORDER.get()) is None:
+                    return None
+                x = args[0]
+                mine = [e for e in rec["edits"].get(("neuron", layer), ()) if e.index >= offset]
+                if mine:
+                    x = edits_module.apply(x, [Edit(e.kind, e.layer, e.index - offset, e.mode, e.factor) for e in mine], 1)
+                if offset == 0 and (new := patched(rec, "neuron_acts", x)) is not None:
+                    x = new
+                rec["dense_acts"][layer] = _row(x, rec)
+                return None if x is args[0] else (x, *args[1:])
 
-        def out_proj_out(_m, _args, output):
+            return hook
+
+        def update_out(kind: str, raw: bool):
+            """Record a sublayer's raw output (raw) or what the residual receives (patched here)."""
+
+            def hook(_m, args, output):
+                if (rec := _RECORDER.get()) is None:
+                    return None
+                y = output[0] if isinstance(output, tuple) else output
+                if raw:
+                    rec[f"{kind}_raw"][layer] = _row(y, rec)
+                    return None
+                new = patched(rec, f"{kind}_update", y)
+                rec[f"{kind}_out"][layer] = _row(y if new is None else new, rec)
+                if new is None:
+                    return None
+                return (new, *output[1:]) if isinstance(output, tuple) else new
+
+            return hook
+
+        def post_norm_in(kind: str):
+            def hook(_m, args):
+                if (rec := _RECORDER.get()) is not None:
+                    rec[f"{kind}_raw"][layer] = _row(args[0], rec)
+
+            return hook
+
+        def shared_gate(_m, _args, output):
             if (rec := _RECORDER.get()) is not None:
-                rec["attn_out"][layer] = _row(output, rec)
-
-        def down_proj_io(_m, args, output):
-            if (rec := _RECORDER.get()) is not None:
-                rec["neuron_acts"][layer] = _row(args[0], rec)
-                rec["ffn_out"][layer] = _row(output, rec)
+                rec["shared_gate"][layer] = torch.sigmoid(_row(output, rec))  # (T, 1)
 
         block.register_forward_pre_hook(block_in, with_kwargs=True)
         block.register_forward_hook(block_out)
         resolve(block, a.out_proj).register_forward_pre_hook(out_proj_in)
-        resolve(block, a.out_proj).register_forward_hook(out_proj_out)
-        resolve(block, a.down_proj).register_forward_pre_hook(down_proj_in)
-        resolve(block, a.down_proj).register_forward_hook(down_proj_io)
+        ffn = resolve(block, a.ffn) or resolve(block, a.down_proj)
+        for kind, sublayer, post in (("attn", resolve(block, a.out_proj), a.attn_post_norm), ("ffn", ffn, a.ffn_post_norm)):
+            post_norm = resolve(block, post) if post else None
+            if post_norm is None:
+                sublayer.register_forward_hook(update_out(kind, raw=False))
+            else:
+                post_norm.register_forward_pre_hook(post_norm_in(kind))
+                post_norm.register_forward_hook(update_out(kind, raw=False))
+        if moe is None:
+            resolve(block, a.down_proj).register_forward_pre_hook(neurons_in(0))
+        elif a.shared_expert:
+            resolve(block, f"{a.shared_expert}.down_proj").register_forward_pre_hook(neurons_in(shared_offset))
+            resolve(block, a.shared_expert_gate).register_forward_hook(shared_gate)
 
     # ---- use ----------------------------------------------------------
     def tokenize(self, prompt: str) -> torch.Tensor:
@@ -201,8 +326,8 @@ class ModelRunner:
         return tuple(self.decode(t) for t in ids.tolist())
 
     @torch.no_grad()
-    def trace(self, prompt: str | torch.Tensor, edits: tuple[Edit, ...] = ()) -> Trace:
-        """Run one forward pass and record the residual stream and its parts, with optional edits."""
+    def trace(self, prompt: str | torch.Tensor, edits: tuple[Edit, ...] = (), patch: Patch | None = None) -> Trace:
+        """Run one forward pass and record the residual stream and its parts, with optional edits or patches."""
         ids = self.tokenize(prompt) if isinstance(prompt, str) else prompt.reshape(-1)
         n = len(self.blocks)
         head_scale = [torch.ones(self.n_heads) for _ in range(n)]
@@ -211,20 +336,23 @@ class ModelRunner:
             self.check_edit(e)
             grouped.setdefault((e.kind, e.layer), []).append(e)
             if e.kind == "head":
-                head_scale[e.layer][e.index] *= e.head_scale
-        rec = {k: [None] * n for k in ("q", "k", "v", "mask", "scale", "attn_out", "neuron_acts", "ffn_out")}
-        rec["layer_of"] = self._layer_of
-        rec["resid"] = [None] * (n + 1)
-        rec["n_tokens"] = ids.numel()
-        rec["edits"] = grouped
+                head_scale[e.layer][e.index] *= e.part_scale
+        per_layer = ("q", "k", "v", "mask", "scale", "softcap", "sinks", "attn_out", "ffn_out", "attn_raw", "ffn_raw")
+        optional = ("dense_acts", "expert_acts", "expert_index", "expert_weight", "shared_gate")
+        rec = {k: [None] * n for k in per_layer + optional}
+        rec.update(layer_of=self._layer_of, experts_of=self._experts_of, resid=[None] * (n + 1))
+        rec.update(n_tokens=ids.numel(), edits=grouped, patch=patch)
         token = _RECORDER.set(rec)
         try:
             out = self.model(input_ids=ids[None].to(self.device), use_cache=False)
         finally:
             _RECORDER.reset(token)
-        missing = [k for k, v in rec.items() if isinstance(v, list) and k != "mask" and any(x is None for x in v)]
+        required = ("q", "k", "v", "attn_out", "ffn_out", "resid")
+        missing = [k for k in required if any(x is None for x in rec[k])]
         if missing:
             raise RuntimeError(f"the forward pass did not reach every hook: {missing}")
+        ffn = [self._ffn_record(layer, rec) for layer in range(n)]
+        maps = {kind: tuple(self._out_map(kind, layer, rec) for layer in range(n)) for kind in ("attn", "ffn")}  # before reading *_out
         return Trace(
             token_ids=ids.cpu(),
             tokens=self.token_strings(ids),
@@ -237,17 +365,64 @@ class ModelRunner:
             masks=tuple(rec["mask"]),
             scales=tuple(rec["scale"]),
             kv_index=self.layer_weights[0].kv_index,
-            neuron_acts=tuple(rec["neuron_acts"]),
+            neuron_acts=tuple(f[0] for f in ffn),
             logits=out.logits[0].float(),
             parallel=self.parallel,
             edits=tuple(edits),
             head_scale=tuple(head_scale),
+            attn_map=maps["attn"],
+            ffn_map=maps["ffn"],
+            ffn_bias=tuple(f[2] for f in ffn),
+            softcaps=tuple(rec["softcap"]),
+            sinks=tuple(rec["sinks"]),
+            neuron_ids=tuple(f[1] for f in ffn),
+            expert_index=tuple(rec["expert_index"]),
+            expert_weight=tuple(rec["expert_weight"]),
         )
 
+    def _out_map(self, kind: str, layer: int, rec: dict) -> FrozenNorm | None:
+        """How the sublayer's raw output reached the residual: its post-norm (frozen) times the residual multiplier."""
+        m = self.residual_multiplier
+        if m is not None:  # the multiplier is applied in the block, after our hooks: apply it to what we recorded
+            rec[f"{kind}_out"][layer] = rec[f"{kind}_out"][layer] * m
+        post = getattr(self.adapter, f"{kind}_post_norm")
+        if post is None:
+            n_tokens = rec["n_tokens"]
+            return None if m is None else FrozenNorm(torch.full((n_tokens,), m, device=self.device), None, None, False)
+        module = resolve(self.blocks[layer], post)
+        frozen = norms.freeze(module, self.adapter.norm, rec[f"{kind}_raw"][layer], rec[f"{kind}_out"][layer] / (m or 1.0))
+        if m is None:
+            return frozen
+        return FrozenNorm(frozen.scale * m, frozen.gain, None if frozen.bias is None else frozen.bias * m, frozen.center)
+
+    def _ffn_record(self, layer: int, rec: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(neuron_acts (T, M), neuron_ids (T, M) or None, bias (T, d) or None) of one layer's FFN."""
+        w = self.layer_weights[layer]
+        dense = rec["dense_acts"][layer]
+        if w.n_experts == 0:
+            bias = None if w.b_down is None else w.b_down.expand(rec["n_tokens"], -1)
+            return dense, None, bias
+        index, n_e = rec["expert_index"][layer], w.expert_width  # (T, k)
+        ids = (index[:, :, None] * n_e + torch.arange(n_e, device=index.device)).reshape(index.shape[0], -1)  # (T, k * N_e)
+        acts = rec["expert_acts"][layer]  # (T, k * N_e)
+        moe = self._experts(self.blocks[layer])
+        bias = None
+        if moe.has_bias:  # sum_k w_tk b^{e_k}
+            bias = torch.einsum("tk,tkd->td", rec["expert_weight"][layer], moe.down_proj_bias.detach().float()[index])  # (T, d)
+        if dense is not None:  # the shared expert, scaled by its gate
+            gate = rec["shared_gate"][layer]  # (T, 1)
+            acts = torch.cat([acts, dense * gate], dim=1)
+            shared_ids = torch.arange(dense.shape[1], device=index.device) + w.n_experts * n_e
+            ids = torch.cat([ids, shared_ids.expand(index.shape[0], -1)], dim=1)
+        return acts, ids.to(torch.int32), bias
+
     def check_edit(self, e: Edit) -> None:
-        limit = self.n_heads if e.kind == "head" else self.layer_weights[0].w_down.shape[0]
+        w = self.layer_weights[e.layer] if 0 <= e.layer < len(self.blocks) else self.layer_weights[0]
+        limit = {"head": self.n_heads, "neuron": w.w_down.shape[0], "expert": w.n_experts}[e.kind]
         if not 0 <= e.layer < len(self.blocks) or not 0 <= e.index < limit:
-            raise IndexError(f"edit {e} is out of range: {len(self.blocks)} layers, {limit} {e.kind}s per layer")
+            raise IndexError(f"edit {e} is out of range: {len(self.blocks)} layers, {limit} {e.kind}s in layer {e.layer}")
+        if e.mode == "mean" and (e.kind == "expert" or (e.kind == "neuron" and e.index < w.n_experts * w.expert_width)):
+            raise ValueError(f"edit {e}: mean ablation is defined for heads and dense neurons; zero or scale an expert or its neurons")
 
     @torch.no_grad()
     def generate(self, prompt: str, n_tokens: int, seed: int | None = None, temperature: float = 1.0) -> str:
@@ -280,13 +455,36 @@ class ModelRunner:
 
     @torch.no_grad()
     def unembed(self, states: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
-        """(..., V) logits of residual states: the logit lens, through the final norm by default."""
+        """(..., V) logits of residual states: the logit lens, through the final norm by default.
+
+        With the family's logit scale and softcap, so that the last state gives the model's own logits.
+        """
         x = states.to(self.device, self.final_norm.weight.dtype if self.final_norm is not None else states.dtype)
         if final_norm and self.final_norm is not None:
             x = self.final_norm(x)
         for module in self.unembed_modules:
             x = module(x)
-        return x.float()
+        return self.softcap_logits(self.scale_logits(x.float()))
+
+    def scale_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The family's linear logit scale (Cohere's logit_scale, Granite's logits_scaling)."""
+        if self.logit_multiplier is not None:
+            logits = logits * self.logit_multiplier
+        if self.logit_divisor is not None:
+            logits = logits / self.logit_divisor
+        return logits
+
+    def softcap_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Gemma-2's final softcap, cap * tanh(logits / cap): the one non-linear step after the unembedding."""
+        if self.logit_softcap is None:
+            return logits
+        return torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+
+    def freeze_final_norm(self, states: torch.Tensor) -> FrozenNorm | None:
+        """The final norm at states (T, d) or (d,) with its scale frozen (None for a model without one)."""
+        if self.final_norm is None:
+            return None
+        return norms.freeze(self.final_norm, self.adapter.norm, states)
 
     @torch.no_grad()
     def unembed_direction(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -298,7 +496,7 @@ class ModelRunner:
         x = vectors.float()
         for module in self.unembed_modules:
             x = x @ linear_weight(module, False).detach().float().T
-        return x
+        return self.scale_logits(x)
 
 
 def check_prompt(prompt: str, max_chars: int | None = None) -> str:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from lmtt import figures, ui
+from lmtt.ui.experts import experts_panel
 
 st.set_page_config(page_title="Contributions · lmtt", layout="wide")
 for key, select in (("head_chart", ui.select_head), ("neuron_chart", ui.select_neuron)):
@@ -35,6 +36,7 @@ if block == "attention":
         ui.edit_controls("head", *view.head, key="edit_head_c")
     st.plotly_chart(figures.head_source_heatmap(hc, a.tokens), key="head_sources", width="stretch")
 else:
+    experts_panel(a, layer, position)
     k = st.slider("Top neurons", 5, 100, 20)
     nc = a.neuron_contributions(layer, position, k)
     st.subheader(f"Top neurons at layer {layer}")
@@ -42,6 +44,6 @@ else:
     st.plotly_chart(figures.neuron_bar_figure(nc), key="neuron_chart", on_select="rerun", selection_mode="points", width="stretch")
     if view.neuron and view.neuron[0] == layer:
         ui.edit_controls("neuron", *view.neuron, key="edit_neuron_c")
-    st.dataframe(ui.neuron_table(nc), hide_index=True, width="stretch")
+    st.dataframe(ui.neuron_table(a, nc), hide_index=True, width="stretch")
 if view.head or view.neuron or view.edits:
     st.page_link("pages/interpretation.py", label="Open the selection (and the interventions) on the Interpretation page →")

@@ -12,7 +12,6 @@ if view is None:
 
 a = view.analysis
 _, _, position = view.focus()
-n_neurons = a.runner.layer_weights[0].w_down.shape[0]
 head_tab, neuron_tab, lens_tab, edit_tab = st.tabs(["Head", "Neuron", "Logit lens", "Intervene"])
 
 with head_tab:
@@ -33,9 +32,10 @@ with neuron_tab:
     layer, neuron = view.neuron or (max(view.focus()[1], 0), 0)
     c1, c2 = st.columns(2)
     layer = c1.number_input("Layer", 0, a.n_layers - 1, layer, key="neuron_layer")
-    neuron = c2.number_input("Neuron", 0, n_neurons - 1, neuron, key="neuron_index")
+    n_neurons = a.runner.layer_weights[layer].w_down.shape[0]  # MoE layers: every expert's neurons, then the shared ones
+    neuron = c2.number_input("Neuron", 0, n_neurons - 1, min(neuron, n_neurons - 1), key="neuron_index")
     ui.select_neuron(layer, neuron)
-    st.subheader(f"Layer {layer}, neuron {neuron}")
+    st.subheader(f"Layer {layer}, {a.neuron_label(layer, neuron)}")
     ui.edit_controls("neuron", layer, neuron, key="edit_neuron")
     st.markdown("**Activation across the prompt**")
     st.plotly_chart(figures.neuron_activation_figure(a, layer, neuron), key="neuron_acts", width="stretch")

@@ -1,8 +1,14 @@
 """A plain reference implementation of the attribution: every part materialised.
 
 It reads the projection weights from the modules itself, loops over queries
-in Python and builds each part z_ijh = a_hij * v_j W_O^h explicitly. It is
-slow and only for small T; the fast engine must match it to 1e-5.
+in Python and builds each part z_ijh = a_hij * v_j W_O^h explicitly. Where a
+norm sits after the attention (Gemma-2/3, OLMo-2) it computes that norm's
+scale at query i from the textbook formula, sqrt(mean((P o_i)^2) + eps) of the
+raw attention output o_i, and maps each part through it; a residual
+multiplier (Granite) scales each part. The attention weights are the model's
+own, from transformers' eager attention (softcaps and sinks included), not
+lmtt's recomputation. It is slow and only for small T; the fast engine must
+match it to 1e-5.
 """
 
 from __future__ import annotations
@@ -19,20 +25,44 @@ def l1(x: torch.Tensor) -> torch.Tensor:
     return x.abs().sum(-1)
 
 
-def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int) -> torch.Tensor:
-    """(i+1, H, d) every part z_ijh at query i, built head by head."""
+def post_map(runner: ModelRunner, layer: int, raw: torch.Tensor):
+    """The map from a raw attention part to what the residual receives at the query whose raw output is `raw` (d,)."""
+    a = runner.adapter
+    m = getattr(runner.model.config, a.residual_multiplier, 1.0) if a.residual_multiplier else 1.0
+    if not a.attn_post_norm:
+        return lambda z: z * m
+    norm = resolve(runner.blocks[layer], a.attn_post_norm)
+    center = a.norm.kind == "layer"
+    eps = getattr(norm, "eps", None) or norm.variance_epsilon
+    gain = norm.weight.detach().double() + a.norm.weight_offset
+    p = raw - raw.mean() if center else raw
+    scale = 1.0 / torch.sqrt((p * p).mean() + eps)
+    return lambda z: m * scale * gain * ((z - z.mean(-1, keepdim=True)) if center else z)
+
+
+def eager_weights(runner: ModelRunner, trace: Trace) -> list[torch.Tensor]:
+    """L x (H, T, T) the model's own attention weights (an unedited trace), from transformers' eager attention."""
+    from lmtt.check import eager_forward
+
+    assert not trace.edits, "the oracle explains unedited passes"
+    return [a[0].double() for a in eager_forward(runner, trace.token_ids).attentions]
+
+
+def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int, weights: torch.Tensor) -> torch.Tensor:
+    """(i+1, H, d) every part z_ijh at query i, built head by head, as the residual received it; weights (H, T, T)."""
     block = runner.blocks[layer]
-    w_o = linear_weight(resolve(block, runner.adapter.out_proj), runner.adapter.conv1d).detach().double()  # (d, H*hd)
+    out_proj = resolve(block, runner.adapter.out_proj)
+    w_o = linear_weight(out_proj, runner.adapter.conv1d).detach().double()  # (d, H*hd)
     n_heads, hd = trace.n_heads, runner.head_dim
     group = n_heads // trace.values[layer].shape[1]
     parts = torch.zeros(i + 1, n_heads, w_o.shape[0], dtype=torch.float64)
-    weights = trace.attention(layer).double()  # (H, T, T)
     for h in range(n_heads):
         w_h = w_o[:, h * hd : (h + 1) * hd]  # (d, hd)
         for j in range(i + 1):
             v = trace.values[layer][j, h // group].double()  # (hd,)
             parts[j, h] = weights[h, i, j] * (w_h @ v)
-    return parts
+    bias = out_proj.bias.detach().double() if out_proj.bias is not None else 0.0
+    return post_map(runner, layer, parts.sum((0, 1)) + bias)(parts)
 
 
 def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | None = None):
@@ -42,11 +72,12 @@ def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | N
     attn_resid = torch.zeros(n_layers, t, dtype=torch.float64)
     ffn_resid = torch.zeros(n_layers, t, dtype=torch.float64)
     ffn = torch.zeros(n_layers, t, dtype=torch.float64)
+    weights = eager_weights(runner, trace)
     for layer in range(n_layers):
         for i in range(t):
             x = trace.resid[layer][i].double()
             y = x + trace.attn_out[layer][i].double()
-            parts = attention_parts(runner, trace, layer, i)  # (i+1, H, d)
+            parts = attention_parts(runner, trace, layer, i, weights[layer])  # (i+1, H, d)
             prox_heads = (l1(y) - l1(y - parts)).clamp_min(EPS)  # (i+1, H)
             prox_resid = (l1(y) - l1(y - x)).clamp_min(EPS)
             c_heads = prox_heads / (prox_heads.sum() + prox_resid)

@@ -108,5 +108,22 @@ def test_unsupported_family_is_named(tmp_path):
     import transformers as tf
 
     tf.BertConfig(num_hidden_layers=1, hidden_size=8, num_attention_heads=2, intermediate_size=8).save_pretrained(tmp_path)
-    with pytest.raises(LoadError, match="model type 'bert' is not supported"):
+    with pytest.raises(LoadError, match="model family 'bert' cannot be decomposed: no adapter"):
         load_model(ModelEntry(name="bert", source="path", path=str(tmp_path), allow_pickle=True))
+
+
+@pytest.mark.parametrize("family", ["bloom", "mpt", "falcon"])
+def test_refused_families_name_the_missing_piece(tmp_path, family):
+    """Families that open in transformers but cannot be decomposed: the family and the reason, no traceback."""
+    import subprocess
+    import sys
+
+    import transformers as tf
+
+    tf.AutoConfig.for_model(family).save_pretrained(tmp_path)
+    with pytest.raises(LoadError, match=f"model family '{family}' cannot be decomposed: its"):
+        load_model(ModelEntry(name=family, source="path", path=str(tmp_path), allow_pickle=True))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"default_model: m\nmodels:\n  m:\n    source: path\n    path: {tmp_path}\n    allow_pickle: true\n")
+    cli = subprocess.run([sys.executable, "-m", "lmtt", "check", "--config", str(config)], capture_output=True, text=True)
+    assert cli.returncode == 2 and f"model family '{family}' cannot be decomposed" in cli.stderr and "Traceback" not in cli.stderr

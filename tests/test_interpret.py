@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lmtt import interpret
+from lmtt import check, interpret
 from lmtt.analysis import Analysis
 from lmtt.attribution import compute_contributions
 from lmtt.graph import ContributionGraph
@@ -25,11 +25,16 @@ def test_head_contributions_add_up_to_the_node(analysis):
         assert torch.all(hc.per_source[:, 7:] == 0)
 
 
+def bias_received(analysis, kind: str, layer: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """(T, d) a sublayer's bias as the residual received it (through a post-norm or multiplier)."""
+    raw = torch.zeros_like(analysis.trace.attn_out[layer]) + (0 if bias is None else bias)
+    return check.received_update(analysis.trace, kind, layer, raw)
+
+
 def test_head_updates_sum_to_the_attention_update(analysis):
     runner, layer, pos = analysis.runner, analysis.n_layers - 1, 5
     total = sum(interpret.head_update(runner, analysis.trace, layer, pos, h) for h in range(analysis.n_heads))
-    bias = runner.layer_weights[layer].b_out
-    total = total + (bias if bias is not None else 0)
+    total = total + bias_received(analysis, "attn", layer, runner.layer_weights[layer].b_out)[pos]
     expected = analysis.trace.attn_out[layer][pos]
     assert torch.allclose(total, expected, atol=1e-5 * expected.abs().max())
 
@@ -38,7 +43,8 @@ def test_neuron_contributions_are_normalised_and_sorted(analysis):
     nc = analysis.neuron_contributions(0, 3, k=1000)
     assert float(nc.contributions.sum()) + nc.residual == pytest.approx(1.0, abs=1e-5)
     assert torch.all(nc.contributions[:-1] >= nc.contributions[1:])
-    assert torch.allclose(nc.activations, analysis.trace.neuron_acts[0][3, nc.neurons])
+    ids, acts = analysis.trace.neurons(0, 3)
+    assert torch.allclose(nc.activations, torch.stack([acts[ids == n].sum() for n in nc.neurons]))
 
 
 def test_projection_is_the_linear_unembedding(analysis):

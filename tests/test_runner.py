@@ -5,7 +5,8 @@ import threading
 import pytest
 import torch
 
-from lmtt.attribution import head_values
+from lmtt import check, interpret
+from lmtt.edits import Edit
 from tests.tiny_models import token_ids
 
 RTOL = 1e-5
@@ -59,27 +60,46 @@ def test_residual_is_continuous_across_layers(tiny_runner):
 
 
 def test_attention_parts_sum_to_the_attention_update(tiny_runner):
+    """Every (head, source) part as the residual received it (post-norm, multiplier), plus the biases."""
     trace = tiny_runner.trace(token_ids(12))
-    for layer, weights in enumerate(tiny_runner.layer_weights):
-        u = head_values(trace, weights, layer).u  # (T, H, d)
-        parts = torch.einsum("hij,jhd->id", trace.attention(layer), u)  # sum over heads and sources
-        bias = weights.b_out if weights.b_out is not None else 0.0
-        assert close(parts + bias, trace.attn_out[layer]), f"layer {layer}"
+    for layer in range(trace.n_layers):
+        assert close(check.attention_sum(tiny_runner, trace, layer), trace.attn_out[layer]), f"layer {layer}"
+        position = 7
+        parts = interpret.head_source_parts(tiny_runner, trace, layer, position)  # (J, H, d)
+        bias = check.attention_sum(tiny_runner, trace, layer)[position] - parts.sum((0, 1))
+        assert torch.allclose(parts.sum((0, 1)) + bias, trace.attn_out[layer][position], atol=1e-5)
 
 
 def test_ffn_parts_sum_to_the_ffn_update(tiny_runner):
+    """Every neuron (or expert neuron) part as the residual received it, plus the biases."""
     trace = tiny_runner.trace(token_ids(12))
-    for layer, weights in enumerate(tiny_runner.layer_weights):
-        parts = trace.neuron_acts[layer] @ weights.w_down  # sum over neurons of act_n * w_n
-        bias = weights.b_down if weights.b_down is not None else 0.0
-        assert close(parts + bias, trace.ffn_out[layer]), f"layer {layer}"
+    for layer in range(trace.n_layers):
+        assert close(check.neuron_sum(tiny_runner, trace, layer), trace.ffn_out[layer]), f"layer {layer}"
+
+
+def test_every_check_passes_on_every_family(tiny_runner):
+    report = check.run_checks(tiny_runner, token_ids(10))
+    assert report.passed, [r.line() for r in report.failures]
+    assert {r.name for r in report.results} == set(check.NAMES)
 
 
 def test_attention_weights_are_causal_distributions(tiny_runner):
     trace = tiny_runner.trace(token_ids(8))
-    a = torch.stack([trace.attention(layer) for layer in range(trace.n_layers)])
-    assert torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)), atol=1e-5)
-    assert torch.all(a.triu(diagonal=1) == 0)
+    for layer in range(trace.n_layers):
+        a = trace.attention(layer)  # (H, T, T)
+        assert torch.all(a.triu(diagonal=1) == 0)
+        if trace.sinks[layer] is None:
+            assert torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)), atol=1e-5)
+        else:  # GPT-OSS: each head's sink takes exp(s_h) / (exp(s_h) + sum_j exp(score_j)) of the row
+            scores = torch.einsum("hid,hjd->hij", trace.queries[layer], trace.keys[layer][trace.kv_index]) * trace.scales[layer]
+            scores = scores + (
+                trace.masks[layer]
+                if trace.masks[layer] is not None
+                else torch.zeros(8, 8).masked_fill(torch.ones(8, 8).triu(1).bool(), float("-inf"))
+            )
+            sink = trace.sinks[layer][:, None]
+            expected = 1 - torch.exp(sink) / (torch.exp(sink) + torch.exp(scores).sum(-1))
+            assert torch.allclose(a.sum(-1), expected, atol=1e-5)
 
 
 def test_hooks_are_silent_outside_a_trace(tiny_runner):
@@ -127,3 +147,34 @@ def test_half_precision_models_are_traced_in_float32(dtype):
     assert torch.allclose(c.attn_edges.sum(-1) + c.attn_resid, torch.ones_like(c.attn_resid), atol=1e-5)
     for layer in range(trace.n_layers):  # the half-precision model's own rounding, not ours
         assert close(trace.mid(layer) + trace.ffn_out[layer], trace.resid[layer + 1], rtol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["gemma2", "mixtral", "gpt_oss", "granite"])
+def test_the_load_checks_pass_in_half_precision(name, dtype):
+    """The dtype's tolerance leaves room for the model's own rounding: no false alarm on a bf16 checkpoint."""
+    from lmtt.runner import ModelRunner
+    from tests.tiny_models import tiny_model
+
+    report = check.run_checks(ModelRunner(tiny_model(name).to(dtype), tokenizer=None, name=name), token_ids(12))
+    assert report.passed, [r.line() for r in report.failures]
+    assert all(r.tolerance == check.TOLERANCE[dtype] for r in report.results)
+
+
+def test_patches_replace_what_the_model_computes(tiny_runner):
+    """patch(site, layer, x): the sites used by activation patching and route knock-outs."""
+    ids, other = token_ids(9), token_ids(9, seed=5)
+    clean, corrupt = tiny_runner.trace(ids), tiny_runner.trace(other)
+    # the whole block input of layer 1 from the other prompt: everything after it is the other prompt's
+    swapped = tiny_runner.trace(ids, patch=lambda site, layer, x: corrupt.resid[1][None] if (site, layer) == ("resid", 1) else None)
+    assert close(swapped.logits, corrupt.logits)
+    assert torch.equal(swapped.resid[0], clean.resid[0])
+    # zeroing every head's context at layer 1 is the same as the zero edit of every head
+    zeroed = tiny_runner.trace(ids, patch=lambda site, layer, x: x * 0 if (site, layer) == ("head_context", 1) else None)
+    edited = tiny_runner.trace(ids, tuple(Edit("head", 1, h) for h in range(tiny_runner.n_heads)))
+    assert close(zeroed.logits, edited.logits)
+    # the FFN update the residual receives, taken from the other prompt at one layer
+    ffn = tiny_runner.trace(ids, patch=lambda site, layer, x: corrupt.ffn_out[0][None] if (site, layer) == ("ffn_update", 0) else None)
+    if tiny_runner.residual_multiplier is None:
+        assert torch.allclose(ffn.ffn_out[0], corrupt.ffn_out[0], atol=1e-6)
+    assert not torch.allclose(ffn.logits, clean.logits)

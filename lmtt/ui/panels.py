@@ -36,8 +36,11 @@ def projection_tables(proj: Projection, stacked: bool = False) -> None:
     right.dataframe(token_table(proj.suppressed, "logit"), hide_index=True, width="stretch")
 
 
-def neuron_table(nc) -> pd.DataFrame:
-    return pd.DataFrame({"neuron": nc.neurons.numpy(), "contribution": nc.contributions.numpy(), "activation": nc.activations.numpy()})
+def neuron_table(analysis: Analysis, nc) -> pd.DataFrame:
+    """The top neurons; in a mixture-of-experts layer each is named by its expert."""
+    names = [analysis.neuron_label(nc.layer, n) for n in nc.neurons.tolist()]
+    columns = {"neuron": names, "id": nc.neurons.numpy(), "contribution": nc.contributions.numpy(), "activation": nc.activations.numpy()}
+    return pd.DataFrame(columns)
 
 
 def token_md(token: str) -> str:

@@ -60,6 +60,9 @@ def sidebar(require_analysis: bool = True) -> View | None:
         write_url()
         return None
     validate_against(analysis)
+    if (report := analysis.runner.check_report) is not None and not report.passed:
+        failed = "; ".join(f"{r.name}: relative error {r.error:.2e} > {r.tolerance:.0e} ({r.what})" for r in report.failures)
+        st.error(f"**The decomposition does not add up for {report.model}**, so its contributions cannot be trusted. Failed: {failed}")
     for message in ss.pop("_warnings", []):
         st.warning(message)
     with st.sidebar:

@@ -133,9 +133,10 @@ def validate_against(analysis: Analysis) -> None:
         except (ValueError, IndexError) as e:
             warnings.append(f"Ignored the edit {raw}: {e}")
     ss.edits = kept
-    for name, limit in (("head", analysis.n_heads), ("neuron", analysis.runner.layer_weights[0].w_down.shape[0])):
+    weights = analysis.runner.layer_weights
+    for name, limit in (("head", lambda _layer: analysis.n_heads), ("neuron", lambda layer: weights[layer].w_down.shape[0])):
         pair = ss.get(name)
-        if pair and not (0 <= pair[0] < analysis.n_layers and 0 <= pair[1] < limit):
+        if pair and not (0 <= pair[0] < analysis.n_layers and 0 <= pair[1] < limit(pair[0])):
             warnings.append(f"Ignored {name} {pair[0]}.{pair[1]}: out of range for this model.")
             ss[name] = None
 

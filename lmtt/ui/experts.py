@@ -1,0 +1,34 @@
+"""The FFN view of a mixture-of-experts layer: each chosen expert's share, and edits of an expert."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from lmtt.analysis import Analysis
+from lmtt.edits import Edit
+from lmtt.ui.state import add_edit
+
+
+def experts_panel(analysis: Analysis, layer: int, position: int) -> None:
+    """Shown above the neurons where the layer routes tokens to experts; nothing for a dense FFN."""
+    if analysis.runner.layer_weights[layer].n_experts == 0:
+        return
+    ec = analysis.expert_contributions(layer, position)
+    st.subheader(f"Experts at layer {layer}")
+    shared = "" if ec.shared is None else f", shared expert {ec.shared:.3f}"
+    st.caption(f"The router chose {len(ec.experts)} experts here. Shares of the state after the FFN: residual {ec.residual:.3f}{shared}.")
+    table = pd.DataFrame(
+        {
+            "expert": ec.experts.numpy(),
+            "router weight": ec.router_weights.numpy().round(4),
+            "contribution": ec.contributions.numpy().round(4),
+        }
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+    c1, c2, c3 = st.columns([2, 1, 1])
+    expert = c1.selectbox("Expert to edit", ec.experts.tolist(), key="expert_pick", format_func=lambda e: f"expert {e}")
+    factor = c2.number_input("scale", value=0.0, step=0.1, key="expert_factor", help="0 removes the expert wherever it was chosen")
+    if c3.button(f"Edit expert {layer}.{expert}", key="expert_add", width="stretch"):
+        add_edit(Edit("expert", layer, int(expert), "scale", float(factor)) if factor else Edit("expert", layer, int(expert)))
+        st.rerun()

@@ -1,0 +1,36 @@
+"""AppTest on a tiny Qwen2-MoE saved to disk: the Contributions page's expert view and an expert edit."""
+
+from lmtt.serve import ROOT
+from tests.tiny_models import tiny_model, tiny_tokenizer
+
+PROMPT = "w5 w17 w3 w42 w8 w11"
+
+
+def test_moe_contributions_page_shows_experts_and_edits_one(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    directory = tmp_path / "qwen2moe"
+    tiny_model("qwen2_moe").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"default_model: tiny-moe\nmodels:\n  tiny-moe:\n    source: path\n    path: {directory}\n")
+    monkeypatch.setenv("LMTT_CONFIG", str(config))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.sidebar.text_area(key="_w_prompt").input(PROMPT)
+    at.sidebar.button[0].click().run()
+    assert not at.exception, at.exception
+    at.session_state["node"] = "ffn:2:4"
+    at.switch_page("pages/contributions.py").run()
+    assert not at.exception, at.exception
+    assert any(h.value == "Experts at layer 2" for h in at.subheader), [h.value for h in at.subheader]
+    frames = [f.value for f in at.dataframe]
+    assert list(frames[0].columns) == ["expert", "router weight", "contribution"] and len(frames[0]) == 2
+    assert frames[1]["neuron"].str.contains("expert|shared").all()
+    at.number_input(key="expert_factor").set_value(0.0)
+    at.button(key="expert_add").click().run()
+    at.session_state["neuron"] = (2, 3)
+    assert any(e.startswith("expert:2.") for e in at.session_state["edits"])
+    at.switch_page("pages/interpretation.py").run()  # the expert edit's before/after, and an expert neuron's view
+    assert not at.exception, at.exception
+    assert any("expert" in s.value and "neuron" in s.value for s in at.main.subheader), [s.value for s in at.main.subheader]
+    assert any("Edits: expert:2." in t.value for t in at.main.text)

@@ -1,0 +1,62 @@
+"""A researcher's own checkpoint: tiny Gemma-2 and Qwen2-MoE models saved to disk, listed in a config.yaml, opened in Chromium."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from lmtt.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
+from tests.tiny_models import tiny_model, tiny_tokenizer
+
+ARTIFACTS = ROOT / "test-artifacts"
+if not Path(CHROMIUM).exists():
+    message = f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!"
+    print(message, file=sys.stderr)
+    pytest.skip(message, allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+pytestmark = pytest.mark.browser
+PROMPT = "w5 w17 w3 w42 w8 w11"  # six tokens of the tiny word-level vocabulary
+
+
+def save(name: str, directory: Path) -> Path:
+    tiny_model(name).save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    return directory
+
+
+def test_a_saved_gemma2_and_a_moe_open_from_config_yaml(tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    gemma, moe = save("gemma2", tmp_path / "gemma2"), save("qwen2_moe", tmp_path / "qwen2moe")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "default_model: tiny-gemma2\n"
+        "models:\n"
+        f"  tiny-gemma2:\n    source: path\n    path: {gemma}\n    dtype: float32\n    device: cpu\n"
+        f"  tiny-moe:\n    source: path\n    path: {moe}\n    dtype: float32\n    device: cpu\n"
+        "max_prompt_tokens: 64\n"
+    )
+    with sync_playwright() as p, streamlit_server(tmp_path / "server.log", env={"LMTT_CONFIG": str(config)}) as (base, _pid):
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        app = page.locator('[data-testid="stApp"]')
+        for model, shot in (("tiny-gemma2", "family-gemma2-graph.png"), ("tiny-moe", "family-moe-graph.png")):
+            page.goto(f"{base}/?model={model}&prompt={quote(PROMPT)}")
+            expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
+            page.get_by_role("button", name="Run").click()
+            expect(page.get_by_text("predicts").first).to_be_visible(timeout=60_000)
+            expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
+            n_layers = 3  # both tiny configs have 3 layers: (2L + 1) node levels per token
+            nodes = page.locator(".js-plotly-plot .scatterlayer .trace:last-child path.point")
+            expect(nodes).to_have_count((2 * n_layers + 1) * 6, timeout=30_000)
+            expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+            expect(page.get_by_text("does not add up")).to_have_count(0)  # the load-time check passed
+            page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+        assert errors == []
+        browser.close()

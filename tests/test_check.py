@@ -1,0 +1,44 @@
+"""`lmtt check`: the identities on the default model, the CLI, and the app's banner when one fails."""
+
+import json
+
+import pytest
+
+from lmtt import check
+from lmtt.cli import main
+
+
+@pytest.mark.default_model
+def test_every_identity_holds_on_the_default_model(default_runner):
+    report = check.run_checks(default_runner, "When Mary and John went to the store, John gave a drink to")
+    assert report.passed, [r.line() for r in report.failures]
+    assert [r.name for r in report.results] == list(check.NAMES)
+    assert report.worst() < 1e-5
+    assert default_runner.check_report is not None and default_runner.check_report.passed  # run at load
+
+
+@pytest.mark.default_model
+def test_the_cli_prints_one_line_per_check_and_fails_loudly(capsys, monkeypatch):
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nok   ") == 5 and "all checks passed" in out
+    assert main(["check", "--json", "--prompt", "Hello there"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["passed"] and {c["name"] for c in result["checks"]} == set(check.NAMES)
+    monkeypatch.setattr(check.CheckResult, "passed", property(lambda r: r.name != "attention"))
+    assert main(["check"]) == 1
+    assert "FAIL attention" in capsys.readouterr().out
+
+
+@pytest.mark.default_model
+def test_the_app_shows_a_red_banner_when_a_check_fails(default_runner, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from lmtt.serve import ROOT
+
+    monkeypatch.setattr(check.CheckResult, "passed", property(lambda r: r.name != "neurons"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.sidebar.button[0].click().run()  # Run, on the default prompt
+    assert not at.exception, at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "does not add up" in errors and "neurons: relative error" in errors

@@ -1,0 +1,66 @@
+"""The on-demand graph of a long prompt gives the full graph's paths, computing only the nodes they reach."""
+
+import numpy as np
+import pytest
+import torch
+
+from lmtt import attribution
+from lmtt.analysis import _analysis_of
+from lmtt.attribution import compute_contributions
+from lmtt.graph import ContributionGraph
+from lmtt.ondemand import OnDemandGraph
+from tests.tiny_models import token_ids
+
+
+def same_subgraph(a, b) -> None:
+    key = lambda s: sorted(zip(s.kind.tolist(), s.level.tolist(), s.source.tolist(), s.target.tolist()))  # noqa: E731
+    assert key(a) == key(b)
+    order_a = np.lexsort((a.target, a.source, a.level, a.kind))
+    order_b = np.lexsort((b.target, b.source, b.level, b.kind))
+    assert np.allclose(a.weight[order_a], b.weight[order_b], atol=1e-5)
+
+
+def test_paths_equal_the_full_graphs(tiny_runner):
+    trace = tiny_runner.trace(token_ids(14))
+    full = ContributionGraph(compute_contributions(trace, tiny_runner.layer_weights))
+    lazy = OnDemandGraph(trace, tiny_runner.layer_weights)
+    for token, threshold in ((-1, 0.04), (-1, 0.01), (6, 0.04), (3, 0.0)):
+        same_subgraph(lazy.paths_to(token, threshold), full.paths_to(token, threshold))
+
+
+def test_nodes_are_computed_once_and_only_where_paths_reach(tiny_runner):
+    trace = tiny_runner.trace(token_ids(14))
+    lazy = OnDemandGraph(trace, tiny_runner.layer_weights)
+    lazy.paths_to(5, 0.2)
+    first = lazy.computed_rows
+    assert 0 < first < trace.n_layers * trace.n_tokens  # token 5 cannot reach rows 6..13
+    assert all(i <= 5 for rows in lazy._rows for i in rows)
+    lazy.paths_to(5, 0.3)  # a higher threshold reaches a subset: nothing new
+    assert lazy.computed_rows == first
+
+
+def test_lean_head_values_give_the_dense_proximities(tiny_runner):
+    trace = tiny_runner.trace(token_ids(12))
+    dense = attribution.head_values(trace, tiny_runner.layer_weights[1], 1)
+    lean = attribution.head_values(trace, tiny_runner.layer_weights[1], 1, lean=True)
+    assert lean.u is None and torch.allclose(lean.u_max, dense.u_max, atol=1e-5)
+    rows = torch.tensor([2, 7, 11])
+    h_dense, r_dense = attribution.attention_parts(trace, 1, dense, rows)
+    h_lean, r_lean = attribution.attention_parts(trace, 1, lean, rows)
+    assert torch.allclose(h_dense, h_lean, atol=1e-6) and torch.allclose(r_dense, r_lean, atol=1e-6)
+    contiguous, _ = attribution.attention_parts(trace, 1, dense, slice(0, 12))
+    assert torch.allclose(h_dense, contiguous[rows], atol=1e-6)
+
+
+def test_analyses_of_long_prompts_are_on_demand(tiny_runner, monkeypatch):
+    import lmtt.analysis
+
+    monkeypatch.setattr(lmtt.analysis, "LONG_PROMPT_TOKENS", 10)
+    long, short = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(12))), _analysis_of(tiny_runner, tiny_runner.trace(token_ids(8)))
+    assert long.on_demand and not short.on_demand
+    forced = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(12)), graph="full")
+    assert not forced.on_demand
+    same_subgraph(long.paths_to(-1, 0.04), forced.paths_to(-1, 0.04))
+    assert torch.allclose(long.contributions.attn_edges, forced.contributions.attn_edges)  # computed in full on first use
+    with pytest.raises(ValueError, match="graph must be one of"):
+        _analysis_of(tiny_runner, tiny_runner.trace(token_ids(5)), graph="sparse")
