@@ -92,7 +92,7 @@ def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centr
         )
     )
     fig.update_layout(
-        title=title, height=max(420, 11 * levels + 140), margin={"l": 70, "r": 10, "t": 40, "b": 90}, xaxis={"tickangle": -60}
+        title=html.escape(title), height=max(420, 11 * levels + 140), margin={"l": 70, "r": 10, "t": 40, "b": 90}, xaxis={"tickangle": -60}
     )
     return fig
 
