@@ -227,7 +227,12 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
             f"{p}: {figures.label(c)}" + ("" if c == r else f" / {figures.label(r)}")
             for p, (c, r) in enumerate(zip(result.clean_tokens, result.corrupted_tokens))
         ]
-    names = {"resid": "residual stream (block input)", "attn": "attention output", "ffn": "FFN output", "heads": "head outputs (each head at every position)"}
+    names = {
+        "resid": "residual stream (block input)",
+        "attn": "attention output",
+        "ffn": "FFN output",
+        "heads": "head outputs (each head at every position)",
+    }
     fig = go.Figure(
         go.Heatmap(
             z=z,
