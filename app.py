@@ -3,38 +3,55 @@
 import streamlit as st
 
 from lmtt import figures, ui
+from lmtt.tokens import readable_tokens
 
 st.set_page_config(page_title="Graph · lmtt", layout="wide")
-click = ui.chart_click("graph_chart")  # before the sidebar, so the URL and the figure show the new selection
+# clicks before the sidebar, so the URL and the figure show the new selection
+click = ui.chart_click("graph_chart")
 if click and isinstance(click.get("customdata"), str):
-    if click["customdata"].startswith("edge|"):
-        ui.select_edge(click["customdata"])
+    data = click["customdata"]
+    if data.startswith("edge|"):
+        ui.select_edge(data)
+    elif data.startswith("token|"):
+        ui.ss.token = int(data.split("|")[1])
     else:
-        ui.select_node(click["customdata"])
-view = ui.sidebar()
+        ui.select_node(data)
+head_click = ui.chart_click("edge_heads")
+if head_click and "customdata" in head_click and (ui.ss.get("edge") or "").startswith("edge|attention|"):
+    level = int(ui.ss.edge.split("|")[2])
+    ui.select_head((level - 1) // 2, int(head_click["customdata"]))
+view = ui.sidebar("graph")
 st.title("Graph")
 if view is None:
     st.stop()
 
 a = view.analysis
-
-sub = a.paths_to(view.token, view.threshold)
-top = a.predictions(view.token, 1)[0]
+shown = a
+if view.edits and ui.ss.get("show_edited"):
+    result = ui.intervention(view)
+    shown = result.analysis if result is not None else a
+sub = shown.paths_to(view.token, view.threshold)
+top = shown.predictions(view.token, 1)[0]
+edited = " **with the edits**" if shown is not a else ""
 st.caption(
     f"{len(sub)} edges above {view.threshold:.3f} lead to token {view.token} "
-    f"({ui.token_md(a.tokens[view.token])}), which predicts {ui.token_md(top.token)} (p={top.score:.2f}). "
-    "Click a node or an edge handle; drag to pan, scroll or use the toolbar to zoom."
+    f"({ui.token_md(readable_tokens(a)[view.token])}), which predicts {ui.token_md(top.token)} (p={top.score:.2f}){edited}. "
+    "Click a node, an edge's dot, or a token's ▲ to explain it; drag to pan, scroll to zoom (the zoom stays as you click)."
 )
-graph_col, panel_col = st.columns([3, 1.25])
+graph_col, panel_col = st.columns([3, 1.1])
 with graph_col:
-    st.plotly_chart(
-        figures.graph_figure(a, sub, selected=view.node),
-        key="graph_chart",
-        on_select="rerun",
-        selection_mode="points",
-        width="stretch",
-        config={"scrollZoom": True, "displaylogo": False},
-    )
+    # at least 32 px per token: long prompts scroll sideways inside this box instead of squeezing the labels
+    ui.scroll_box("graph_box", figures.graph_min_width(len(a.tokens)))
+    ui.keep_zoom()
+    with st.container(key="graph_box"):
+        st.plotly_chart(
+            figures.graph_figure(shown, sub, selected=view.node, explained=view.token),
+            key="graph_chart",
+            on_select="rerun",
+            selection_mode="points",
+            width="stretch",
+            config={"scrollZoom": True, "displaylogo": False},
+        )
 with panel_col:
     ui.selection_panel(view)
     ui.download_buttons(a, view.token, view.threshold)

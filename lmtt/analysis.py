@@ -315,8 +315,8 @@ def analyze(
     on_progress: Callable[[float, str], None] | None = None,
     graph: str = "auto",
 ) -> Analysis:
-    """Trace the prompt (text, or token ids) once and compute every contribution (graph="full"), or only those that
-    paths reach, when first asked (graph="on_demand"; "auto" picks it from LONG_PROMPT_TOKENS tokens on).
+    """Trace the prompt (text, or token ids) once and compute every contribution (graph="full"), or only
+    those that paths reach, when first asked (graph="on_demand"; "auto" picks it from LONG_PROMPT_TOKENS tokens on).
 
     `on_progress(fraction, message)` reports the forward pass and each layer's attribution.
     """

@@ -1,7 +1,8 @@
 """Command line: `python -m lmtt analyze --prompt TEXT [--model NAME] [--token I] [--threshold T] --json`
 (plus --generate N, --edit EDIT, --compare TEXT, --out DIR; --ids, --chat; --target/--contrast with --dla,
---direct-threshold, --lens, --faithfulness, --faithfulness-curve, --qk, --patch TEXT), `python -m lmtt batch PROMPTS_FILE --out DIR`
-and `python -m lmtt check [--model NAME] [--prompt TEXT]` (exit status 1 when an identity fails).
+--direct-threshold, --lens, --faithfulness, --faithfulness-curve, --qk, --neuron, --patch TEXT) and
+`python -m lmtt batch PROMPTS_FILE --out DIR`, and `python -m lmtt check [--model NAME] [--prompt TEXT]`
+(exit status 1 when an identity fails).
 
 Errors print one line on stderr and exit with status 2; no tracebacks.
 """
@@ -96,6 +97,25 @@ def _batch(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    """Exit 0 when every identity holds within its tolerance, 1 when one fails."""
+    from lmtt.check import PROBE_PROMPT, run_checks
+
+    config = load_config(args.config)
+    prompt = check_prompt(args.prompt, config.max_prompt_chars) if args.prompt is not None else PROBE_PROMPT
+    runner = load_model(args.model, config)
+    report = run_checks(runner, prompt)
+    if args.json:
+        results = [{**vars(r), "passed": r.passed} for r in report.results]
+        print(json.dumps({"model": report.model, "tokens": report.n_tokens, "passed": report.passed, "checks": results}))
+    else:
+        print(f"model: {report.model} ({runner.adapter.family})   probe: {report.n_tokens} tokens")
+        for r in report.results:
+            print(r.line())
+        print("all checks passed" if report.passed else f"{len(report.failures)} check(s) FAILED")
+    return 0 if report.passed else 1
+
+
 def _parse_ids(text: str) -> list[int]:
     try:
         return [int(x) for x in text.replace(" ", "").split(",") if x]
@@ -136,25 +156,6 @@ def _target_questions(args, analysis: Analysis, runner, config) -> dict:
         corrupted = chat_prompt(runner, args.patch) if args.chat else args.patch
         out["patching"] = {"prompt": args.patch, **analysis.patching(corrupted, target).to_dict()}
     return out
-
-
-def _check(args) -> int:
-    """Exit 0 when every identity holds within its tolerance, 1 when one fails."""
-    from lmtt.check import PROBE_PROMPT, run_checks
-
-    config = load_config(args.config)
-    prompt = check_prompt(args.prompt, config.max_prompt_chars) if args.prompt is not None else PROBE_PROMPT
-    runner = load_model(args.model, config)
-    report = run_checks(runner, prompt)
-    if args.json:
-        results = [{**vars(r), "passed": r.passed} for r in report.results]
-        print(json.dumps({"model": report.model, "tokens": report.n_tokens, "passed": report.passed, "checks": results}))
-    else:
-        print(f"model: {report.model} ({runner.adapter.family})   probe: {report.n_tokens} tokens")
-        for r in report.results:
-            print(r.line())
-        print("all checks passed" if report.passed else f"{len(report.failures)} check(s) FAILED")
-    return 0 if report.passed else 1
 
 
 def _analyze(args) -> int:

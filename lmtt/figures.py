@@ -7,7 +7,9 @@ as text in tick labels and hovers and never as markup.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,15 +17,26 @@ import plotly.graph_objects as go
 from lmtt.analysis import Analysis
 from lmtt.graph import EDGE_KINDS, Subgraph, node_id, parse_node
 from lmtt.interpret import HeadContributions, NeuronContributions, Projection
+from lmtt.tokens import readable_tokens
 
-KIND_COLOURS = {"attention": "#1f77b4", "residual": "#9a9a9a", "ffn": "#d62728"}
+KIND_COLOURS = {"attention": "#1f77b4", "residual": "#c4c4c4", "ffn": "#d62728"}
 NODE_COLOURS = {"embedding": "#2ca02c", "attn": "#1f77b4", "ffn": "#d62728"}
 WEIGHT_BINS = (0.0, 0.1, 0.25, 0.5, 1.01)  # edges are drawn in a few width/opacity classes
 FFN_OFFSET = 0.18  # FFN edges run beside the residual edge of the same token
+COLUMN_PX = 32  # the narrowest a token's column gets (LM-TT's cell); wider prompts scroll sideways
+ROW_PX = 13  # per node level
+GRAPH_MARGIN_PX = {"l": 50, "r": 50, "t": 110, "b": 110}  # room for the token labels above and below
+
+
+BYTES = re.compile(r"(⟨[0-9A-F]{2}(?: [0-9A-F]{2})*⟩)")  # the bytes of a split character (lmtt.tokens), kept as they are
 
 
 def visible(token: str) -> str:
     """A token with whitespace and control characters made visible (plain text, not escaped)."""
+    return "".join(part if BYTES.fullmatch(part) else _visible_chars(part) for part in BYTES.split(token)) or "∅"
+
+
+def _visible_chars(token: str) -> str:
     out = []
     for ch in token:
         if ch == " ":
@@ -38,12 +51,15 @@ def visible(token: str) -> str:
             out.append(f"\\u{ord(ch):04x}")
         else:
             out.append(ch)
-    return "".join(out) or "∅"
+    return "".join(out)
 
 
 def label(token: str) -> str:
-    """A token as plotly text: visible whitespace, HTML escaped."""
-    return html.escape(visible(token), quote=True)
+    """A token as plotly text: visible whitespace, HTML escaped.
+
+    Quotes stay as they are: plotly shows `&quot;` literally (it only knows a few entities), and a quote is harmless in its text.
+    """
+    return html.escape(visible(token), quote=False)
 
 
 def _levels(n_layers: int) -> tuple[list[float], list[str]]:
@@ -56,15 +72,23 @@ def describe_node(analysis: Analysis, node: str) -> str:
     """'layer 3 after attention, token 2 ␣France' (plain text)."""
     kind, layer, pos = parse_node(node)
     where = "embedding" if kind == "embedding" else f"layer {layer} after {'attention' if kind == 'attn' else 'FFN'}"
-    return f"{where}, token {pos} {visible(analysis.tokens[pos])}"
+    return f"{where}, token {pos} {visible(readable_tokens(analysis)[pos])}"
 
 
-def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None) -> go.Figure:
+def graph_min_width(n_tokens: int) -> int:
+    """The graph's width in pixels at the narrowest readable column."""
+    return COLUMN_PX * n_tokens + GRAPH_MARGIN_PX["l"] + GRAPH_MARGIN_PX["r"]
+
+
+def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None, explained: int | None = None) -> go.Figure:
     """Tokens are columns and node levels rows (embeddings at the bottom, output at the top).
 
-    Clickable traces carry the node id (or edge description) in customdata.
+    Clickable traces carry the node id, the edge description or `token|P` (the ▲/▼ handles by the token labels) in customdata.
+    The token labels are drawn above and below the plot; zoom and pan survive reruns of the same prompt (uirevision).
     """
-    t, n_layers = len(analysis.tokens), analysis.n_layers
+    tokens = readable_tokens(analysis)
+    t, n_layers = len(tokens), analysis.n_layers
+    top_level = 2 * n_layers
     fig = go.Figure()
     # edges, as a few line traces per kind (one per weight class: width and opacity follow the weight)
     src_level = sub.level - 1
@@ -72,6 +96,7 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None)
     x1 = sub.target + np.where(sub.kind == EDGE_KINDS.index("ffn"), FFN_OFFSET, 0.0)
     for k, kind in enumerate(EDGE_KINDS):
         first = True
+        residual = kind == "residual"  # the residual stream is the background: drawn light and thin
         for b in range(len(WEIGHT_BINS) - 1):
             m = (sub.kind == k) & (sub.weight >= WEIGHT_BINS[b]) & (sub.weight < WEIGHT_BINS[b + 1])
             if not m.any():
@@ -83,8 +108,8 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None)
                     x=xs,
                     y=ys,
                     mode="lines",
-                    line={"color": KIND_COLOURS[kind], "width": 1 + 2.5 * b},
-                    opacity=0.3 + 0.2 * b,
+                    line={"color": KIND_COLOURS[kind], "width": (1 + 0.8 * b) if residual else (1 + 2.5 * b)},
+                    opacity=(0.35 + 0.1 * b) if residual else (0.3 + 0.2 * b),
                     hoverinfo="skip",
                     showlegend=first,
                     name=f"{kind} edge",
@@ -108,7 +133,7 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None)
         kinds = [EDGE_KINDS[k] for k, *_ in rows]
         hover = [
             f"{EDGE_KINDS[k]} edge, layer {(lv - 1) // 2}<br>"
-            f"{label(analysis.tokens[s])} ({s}) → {label(analysis.tokens[d])} ({d})<br>weight {w:.3f}"
+            f"{label(tokens[s])} ({s}) → {label(tokens[d])} ({d})<br>weight {w:.3f}<br>click to split it by head"
             for k, lv, s, d, w in rows
         ]
         custom = [f"edge|{EDGE_KINDS[k]}|{lv}|{s}|{d}" for k, lv, s, d, _w in rows]
@@ -117,7 +142,7 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None)
                 x=mid_x,
                 y=mid_y,
                 mode="markers",
-                marker={"size": 5, "color": [KIND_COLOURS[k] for k in kinds], "opacity": 0.6},
+                marker={"size": 6, "color": [KIND_COLOURS[k] for k in kinds], "opacity": 0.7},
                 customdata=custom,
                 hovertext=hover,
                 hoverinfo="text",
@@ -125,14 +150,35 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None)
                 name="edges",
             )
         )
+    # token handles by the labels, below and above: a click explains that token
+    ticks = [label(tok) for tok in tokens]
+    for y, symbol in ((-1.1, "triangle-up"), (top_level + 1.1, "triangle-down")):
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(t)),
+                y=[y] * t,
+                mode="markers",
+                marker={
+                    "size": 9,
+                    "symbol": symbol,
+                    "color": ["#ff7f0e" if p == explained else "#b0b0b0" for p in range(t)],
+                },
+                customdata=[f"token|{p}" for p in range(t)],
+                hovertext=[f"token {p} {tick}<br>click to explain the prediction made here" for p, tick in enumerate(ticks)],
+                hoverinfo="text",
+                showlegend=False,
+                name="tokens",
+            )
+        )
+    # the top token labels and the right-hand layer labels are axes x2 and y2: plotly draws an axis only with a trace on it
+    fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
     # every node, faint; the nodes on a route, coloured
-    levels = np.arange(2 * n_layers + 1)
+    levels = np.arange(top_level + 1)
     gx, gy = np.meshgrid(np.arange(t), levels)
     on_route = {node_id(lv, p) for lv, p in sub.node_keys()}
     ids = [node_id(int(lv), int(p)) for lv, p in zip(gy.ravel(), gx.ravel())]
     colours = [NODE_COLOURS[_kind(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, gy.ravel().tolist())]
-    big = float(np.clip(360 / t, 4, 9))  # markers shrink as columns narrow, so 60 tokens stay apart
-    sizes = [big if i in on_route else 3 for i in ids]
+    sizes = [9 if i in on_route else 3 for i in ids]
     lines = [3 if i == selected else 0 for i in ids]
     fig.add_trace(
         go.Scatter(
@@ -148,24 +194,38 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None)
         )
     )
     yvals, ytext = _levels(n_layers)
+    x_range = [-0.6, t - 0.4]
+    token_axis = {
+        "tickmode": "array",
+        "tickvals": list(range(t)),
+        "ticktext": ticks,
+        "tickangle": -60,
+        "tickfont": {"size": 12},
+        "range": x_range,
+        "showgrid": False,
+        "zeroline": False,
+        # hovering anything in a column lights the whole column up
+        "showspikes": True,
+        "spikemode": "across",
+        "spikesnap": "data",
+        "spikethickness": COLUMN_PX - 6,
+        "spikecolor": "rgba(255, 179, 71, 0.18)",
+        "spikedash": "solid",
+    }
+    level_axis = {"tickmode": "array", "tickvals": yvals, "ticktext": ytext, "range": [-1.6, top_level + 1.6], "zeroline": False}
     fig.update_layout(
-        height=max(520, 20 * (2 * n_layers + 1) + 160),
-        margin={"l": 50, "r": 10, "t": 30, "b": 110},
-        xaxis={
-            "tickmode": "array",
-            "tickvals": list(range(t)),
-            "ticktext": [label(tok) for tok in analysis.tokens],
-            "tickangle": -60,
-            "range": [-0.6, t - 0.4],
-            "showgrid": False,
-            "zeroline": False,
-        },
-        yaxis={"tickmode": "array", "tickvals": yvals, "ticktext": ytext, "range": [-0.8, 2 * n_layers + 0.8], "zeroline": False},
-        legend={"orientation": "h", "y": 1.02, "x": 0},
+        height=ROW_PX * (top_level + 3) + GRAPH_MARGIN_PX["t"] + GRAPH_MARGIN_PX["b"],
+        margin=GRAPH_MARGIN_PX,
+        xaxis=token_axis,
+        xaxis2={**token_axis, "overlaying": "x", "side": "top", "matches": "x", "showspikes": False},
+        yaxis=level_axis,
+        yaxis2={**level_axis, "overlaying": "y", "side": "right", "matches": "y"},  # layer labels on both sides
+        legend={"orientation": "h", "y": 0, "x": 1, "xanchor": "right", "yanchor": "bottom", "bgcolor": "rgba(255,255,255,0.8)"},
         dragmode="pan",
         clickmode="event+select",
         hovermode="closest",
         plot_bgcolor="white",
+        uirevision=hashlib.sha1("\x00".join(tokens).encode("utf-8", "surrogatepass")).hexdigest()[:16],  # one per prompt: the zoom stays
     )
     return fig
 
@@ -176,14 +236,17 @@ def _kind(level: int) -> str:
 
 def layer_overview_figure(analysis: Analysis, position: int) -> go.Figure:
     """Per layer at one token: the shares of attention, FFN and residual in each state."""
-    c = analysis.contributions
+    g = analysis.graph  # read through the graph: an on-demand graph computes this token's nodes only
     layers = list(range(analysis.n_layers))
+    at = np.array([position])
+    attn_resid = np.array([g.attn_rows(layer, at)[1][0] for layer in layers])  # (L,)
+    ffn_resid, ffn = (np.array(x) for x in zip(*(np.asarray(g.ffn_level(layer))[:, position] for layer in layers)))  # (L,) each
     fig = go.Figure()
     series = [
-        ("attention block → state after attention", 1 - c.attn_resid[:, position].numpy(), KIND_COLOURS["attention"]),
-        ("residual → state after attention", c.attn_resid[:, position].numpy(), "#7f7f7f"),
-        ("FFN → state after FFN", c.ffn[:, position].numpy(), KIND_COLOURS["ffn"]),
-        ("residual → state after FFN", c.ffn_resid[:, position].numpy(), "#c7c7c7"),
+        ("attention block → state after attention", 1 - attn_resid, KIND_COLOURS["attention"]),
+        ("residual → state after attention", attn_resid, "#7f7f7f"),
+        ("FFN → state after FFN", ffn, KIND_COLOURS["ffn"]),
+        ("residual → state after FFN", ffn_resid, "#c7c7c7"),
     ]
     for name, values, colour in series:
         fig.add_trace(go.Scatter(x=layers, y=values, mode="lines+markers", name=name, line={"color": colour}))
@@ -193,17 +256,27 @@ def layer_overview_figure(analysis: Analysis, position: int) -> go.Figure:
     return fig
 
 
-def head_bar_figure(hc: HeadContributions) -> go.Figure:
-    heads = [f"H{h}" for h in range(len(hc.heads))]
-    fig = go.Figure(go.Bar(x=heads, y=hc.heads.numpy(), customdata=list(range(len(heads))), marker_color=KIND_COLOURS["attention"]))
-    fig.update_layout(height=320, xaxis_title="head", yaxis_title="contribution", clickmode="event+select")
-    return fig
-
-
-def edge_heads_figure(per_head: np.ndarray) -> go.Figure:
-    """One attention edge split by head: c_ijh for each h (they sum to the edge weight)."""
-    fig = go.Figure(go.Bar(x=[f"H{h}" for h in range(len(per_head))], y=per_head, marker_color=KIND_COLOURS["attention"]))
-    fig.update_layout(height=260, margin={"t": 10}, xaxis_title="head", yaxis_title="contribution")
+def head_bar_figure(values, selected: int | None = None, height: int = 320) -> go.Figure:
+    """One bar per head (each carries its index: a click selects it); the selected head is drawn orange."""
+    values = np.asarray(values, dtype=float)  # (H,)
+    heads = [f"H{h}" for h in range(len(values))]
+    colours = ["#ff7f0e" if h == selected else KIND_COLOURS["attention"] for h in range(len(values))]
+    fig = go.Figure(
+        go.Bar(
+            x=heads,
+            y=values,
+            customdata=list(range(len(heads))),
+            marker_color=colours,
+            hovertemplate="%{x}: %{y:.3g}<br>click to inspect or edit it<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=height,
+        margin={"t": 10, "b": 40},
+        xaxis={"title": "head (click one)", "dtick": 1, "type": "category"},
+        yaxis_title="contribution",
+        clickmode="event+select",
+    )
     return fig
 
 
@@ -218,22 +291,36 @@ def head_source_heatmap(hc: HeadContributions, tokens: tuple[str, ...]) -> go.Fi
             hovertemplate="%{y} from %{x}: %{z:.3f}<extra></extra>",
         )
     )
-    fig.update_layout(height=320, xaxis_tickangle=-60, xaxis_title="source token", yaxis_title="head")
+    fig.update_layout(
+        height=max(320, 18 * hc.per_source.shape[0] + 160),
+        xaxis={"tickangle": -60, "title": "source token", "dtick": 1},
+        yaxis={"title": "head", "dtick": 1, "autorange": "reversed"},
+    )
     return fig
 
 
+POSITIVE, NEGATIVE = "#2ca02c", "#9467bd"  # activation sign (not red: red means FFN in the graph)
+
+
 def neuron_bar_figure(nc: NeuronContributions) -> go.Figure:
+    """Top neurons by contribution, coloured by the sign of their activation."""
     names = [f"N{n}" for n in nc.neurons.tolist()]
+    acts = nc.activations.tolist()
     fig = go.Figure(
         go.Bar(
             x=names,
             y=nc.contributions.numpy(),
             customdata=nc.neurons.tolist(),
-            marker_color=KIND_COLOURS["ffn"],
-            hovertext=[f"activation {a:.3f}" for a in nc.activations.tolist()],
+            marker_color=[POSITIVE if a > 0 else NEGATIVE for a in acts],
+            hovertext=[f"activation {a:+.3g} ({'positive' if a > 0 else 'negative'})" for a in acts],
         )
     )
-    fig.update_layout(height=320, xaxis_title="neuron", yaxis_title="contribution", clickmode="event+select")
+    fig.update_layout(
+        height=320,
+        xaxis={"title": "neuron (green: positive activation, purple: negative)", "type": "category", "dtick": 1},
+        yaxis_title="contribution",
+        clickmode="event+select",
+    )
     return fig
 
 
@@ -256,7 +343,7 @@ def projection_figure(proj: Projection) -> go.Figure:
 
 def attention_pattern_figure(analysis: Analysis, layer: int, head: int) -> go.Figure:
     a = analysis.trace.attention(layer)[head].numpy()  # (T, T)
-    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(analysis.tokens)]
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
     fig = go.Figure(
         go.Heatmap(z=a, x=ticks, y=ticks, colorscale="Viridis", hovertemplate="query %{y}<br>source %{x}<br>%{z:.3f}<extra></extra>")
     )
@@ -264,9 +351,22 @@ def attention_pattern_figure(analysis: Analysis, layer: int, head: int) -> go.Fi
     return fig
 
 
+def attention_from_figure(analysis: Analysis, layer: int, head: int, position: int) -> go.Figure:
+    """Where one head at `position` looks: its attention weight on each earlier token."""
+    weights = analysis.trace.attention(layer, slice(position, position + 1), position + 1)[head, 0].numpy()  # (position+1,)
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis)[: position + 1])]
+    fig = go.Figure(
+        go.Bar(x=ticks, y=weights, marker_color=KIND_COLOURS["attention"], hovertemplate="%{x}: %{y:.3g}<extra></extra>")
+    )
+    fig.update_layout(
+        height=240, margin={"t": 10, "b": 10}, xaxis={"tickangle": -60, "type": "category"}, yaxis={"title": "attention", "range": [0, 1]}
+    )
+    return fig
+
+
 def neuron_activation_figure(analysis: Analysis, layer: int, neuron: int) -> go.Figure:
     acts = analysis.trace.neuron_activation(layer, neuron).numpy()
-    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(analysis.tokens)]
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
     fig = go.Figure(go.Bar(x=ticks, y=acts, marker_color=["#2ca02c" if v > 0 else "#d62728" for v in acts]))
     fig.update_layout(height=320, xaxis_tickangle=-60, yaxis_title="activation")
     return fig
@@ -274,8 +374,8 @@ def neuron_activation_figure(analysis: Analysis, layer: int, neuron: int) -> go.
 
 def lens_heatmap(analysis: Analysis, values: np.ndarray, title: str, rank: bool) -> go.Figure:
     """(2L+1, T) values of one token at every node level and position."""
-    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(analysis.tokens)]
-    ylabels = ["emb"] + [f"L{layer} {part}" for layer in range(analysis.n_layers) for part in ("attn", "ffn")]
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
+    ylabels = _lens_rows(analysis)
     z = np.log10(values + 1) if rank else values
     fig = go.Figure(
         go.Heatmap(
@@ -288,7 +388,52 @@ def lens_heatmap(analysis: Analysis, values: np.ndarray, title: str, rank: bool)
             colorbar={"title": "log10(rank+1)" if rank else "probability"},
         )
     )
-    fig.update_layout(title=html.escape(title), height=max(420, 12 * len(ylabels) + 160), xaxis_tickangle=-60)
+    fig.update_layout(
+        title=html.escape(title),
+        height=max(420, 14 * len(ylabels) + 180),
+        xaxis={"tickangle": -60, "dtick": 1},
+        yaxis={"dtick": 1},
+    )
+    return fig
+
+
+LENS_CELL_PX = {"number": 26, "text": 58}  # the top-token mode writes a token in every cell
+
+
+def lens_min_width(n_tokens: int, text: bool) -> int:
+    return LENS_CELL_PX["text" if text else "number"] * n_tokens + 200
+
+
+def _lens_rows(analysis: Analysis) -> list[str]:
+    return ["emb"] + [f"L{layer} {part}" for layer in range(analysis.n_layers) for part in ("attn", "ffn")]
+
+
+def lens_top_heatmap(analysis: Analysis, texts: list[list[str]], probs: np.ndarray) -> go.Figure:
+    """(2L+1, T) the top token of every state, written in its cell and coloured by its probability."""
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
+    cells = [[label(tok) for tok in row] for row in texts]
+    fig = go.Figure(
+        go.Heatmap(
+            z=probs,
+            x=ticks,
+            y=_lens_rows(analysis),
+            text=cells,
+            texttemplate="%{text}",
+            textfont={"size": 10},
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            hovertemplate="%{y} at %{x}<br>top token %{text}<br>p=%{z:.3g}<extra></extra>",
+            colorbar={"title": "probability"},
+        )
+    )
+    fig.update_layout(
+        title="Top token of every state (the logit lens); hover for its probability",
+        height=max(420, 16 * len(cells) + 180),
+        xaxis={"tickangle": -60, "dtick": 1, "side": "top"},
+        yaxis={"dtick": 1},
+        margin={"t": 140},
+    )
     return fig
 
 
@@ -306,8 +451,7 @@ def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
             hovertemplate="%{x} %{y}: %{z:+.3f}<extra></extra>",
         )
     )
-    fig.update_layout(height=320, xaxis_title="layer", yaxis_title="head")
-    return fig
+    return _per_head_layout(fig, *delta.shape)
 
 
 def head_importance_heatmap(values) -> go.Figure:
@@ -322,8 +466,17 @@ def head_importance_heatmap(values) -> go.Figure:
             y=[f"H{h}" for h in range(heads)],
             customdata=custom,
             colorscale="Blues",
-            hovertemplate="%{x} %{y}: %{z:.3f}<extra></extra>",
+            hovertemplate="%{x} %{y}: %{z:.3g}<extra></extra>",
         )
     )
-    fig.update_layout(height=340, xaxis_title="layer", yaxis_title="head", clickmode="event+select")
-    return fig
+    return _per_head_layout(fig, layers, heads).update_layout(clickmode="event+select")
+
+
+def _per_head_layout(fig: go.Figure, layers: int, heads: int) -> go.Figure:
+    """A layer × head heatmap tall enough for a label on every head and every layer."""
+    return fig.update_layout(
+        height=max(340, 22 * heads + 120),
+        xaxis={"title": "layer", "dtick": 1, "tickangle": 0 if layers <= 32 else -90},
+        yaxis={"title": "head", "dtick": 1, "autorange": "reversed"},
+        margin={"t": 20},
+    )

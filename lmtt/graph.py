@@ -145,6 +145,14 @@ class ContributionGraph:
         """(T,) residual and FFN edge weights into the FFN nodes of a layer."""
         return self.ffn_resid[layer], self.ffn[layer]
 
+    def node_edge_weight(self, kind: str, level: int, position: int) -> float:
+        """The weight of the residual or FFN edge into node (level, position)."""
+        layer, is_ffn = divmod(level - 1, 2)
+        if is_ffn:
+            resid, ffn = self.ffn_level(layer)
+            return float((ffn if kind == "ffn" else resid)[position])
+        return float(self.attn_rows(layer, np.array([position]))[1][0])
+
     def _sweep(self, root_level: int, position: int, threshold: float) -> Subgraph:
         if not np.isfinite(threshold) or threshold < 0:
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")

@@ -7,7 +7,7 @@ from lmtt import figures, ui
 from lmtt.compare import compare_prompts
 
 st.set_page_config(page_title="Compare · lmtt", layout="wide")
-view = ui.sidebar()
+view = ui.sidebar("compare")
 st.title("Compare")
 if view is None:
     st.stop()

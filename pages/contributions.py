@@ -1,8 +1,9 @@
-"""Contributions: per layer, how much attention, FFN and residual wrote; heads and neurons of one node."""
+"""Contributions: per layer, how much attention, FFN and residual wrote; heads and neurons of one node, editable in place."""
 
 import streamlit as st
 
 from lmtt import figures, ui
+from lmtt.tokens import readable_tokens
 from lmtt.ui.experts import experts_panel
 
 st.set_page_config(page_title="Contributions · lmtt", layout="wide")
@@ -10,14 +11,14 @@ for key, select in (("head_chart", ui.select_head), ("neuron_chart", ui.select_n
     click = ui.chart_click(key)
     if click and "customdata" in click and ui.ss.get("node"):
         select(ui.focus_layer(), int(click["customdata"]))
-view = ui.sidebar()
+view = ui.sidebar("contributions")
 st.title("Contributions")
 if view is None:
     st.stop()
 
 a = view.analysis
 kind, layer, position = view.focus()
-st.caption(f"Token {position} ({ui.token_md(a.tokens[position])}). Select a node on the Graph page, or pick a layer here.")
+st.caption(f"Token {position} ({ui.token_md(readable_tokens(a)[position])}). Select a node on the Graph page, or pick a layer here.")
 st.plotly_chart(figures.layer_overview_figure(a, position), key="overview", width="stretch")
 
 left, right = st.columns([1, 1])
@@ -29,21 +30,31 @@ if node != view.node:
 
 if block == "attention":
     hc = a.head_contributions(layer, position)
+    head = view.head[1] if view.head and view.head[0] == layer else None
     st.subheader(f"Heads at layer {layer}")
-    st.caption(f"Residual share {hc.residual:.3f}. Click a head to open it on the Interpretation page.")
-    st.plotly_chart(figures.head_bar_figure(hc), key="head_chart", on_select="rerun", selection_mode="points", width="stretch")
-    if view.head and view.head[0] == layer:
-        ui.edit_controls("head", *view.head, key="edit_head_c")
-    st.plotly_chart(figures.head_source_heatmap(hc, a.tokens), key="head_sources", width="stretch")
+    st.caption(f"Residual share {hc.residual:.3f}. Click a head to see what it wrote and to zero, mean-ablate or scale it here.")
+    chart, panel = st.columns([1.4, 1])
+    chart.plotly_chart(
+        figures.head_bar_figure(hc.heads.numpy(), selected=head),
+        key="head_chart",
+        on_select="rerun",
+        selection_mode="points",
+        width="stretch",
+    )
+    with panel:
+        if head is not None:
+            ui.head_panel(view, layer, head, position, key="contrib_head")
+    st.plotly_chart(figures.head_source_heatmap(hc, readable_tokens(a)), key="head_sources", width="stretch")
 else:
-    experts_panel(a, layer, position)
+    experts_panel(view, layer, position)
     k = st.slider("Top neurons", 5, 100, 20)
     nc = a.neuron_contributions(layer, position, k)
+    neuron = view.neuron[1] if view.neuron and view.neuron[0] == layer else None
     st.subheader(f"Top neurons at layer {layer}")
-    st.caption(f"Residual share {nc.residual:.3f}. Click a neuron to open it on the Interpretation page.")
-    st.plotly_chart(figures.neuron_bar_figure(nc), key="neuron_chart", on_select="rerun", selection_mode="points", width="stretch")
-    if view.neuron and view.neuron[0] == layer:
-        ui.edit_controls("neuron", *view.neuron, key="edit_neuron_c")
+    st.caption(f"Residual share {nc.residual:.3f}. Click a neuron to see what it writes and to zero, mean-ablate or scale it here.")
+    chart, panel = st.columns([1.4, 1])
+    chart.plotly_chart(figures.neuron_bar_figure(nc), key="neuron_chart", on_select="rerun", selection_mode="points", width="stretch")
+    with panel:
+        if neuron is not None:
+            ui.neuron_panel(view, layer, neuron, key="contrib_neuron", stacked=True)
     st.dataframe(ui.neuron_table(a, nc), hide_index=True, width="stretch")
-if view.head or view.neuron or view.edits:
-    st.page_link("pages/interpretation.py", label="Open the selection (and the interventions) on the Interpretation page →")

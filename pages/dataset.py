@@ -1,26 +1,47 @@
-"""Dataset: aggregates of `python -m lmtt batch` over many prompts; click a head to open it."""
+"""Dataset: paste or upload prompts, run them as a batch, and see which heads and neurons matter across them."""
 
+import pandas as pd
 import streamlit as st
 
 from lmtt import batch, figures, ui
+from lmtt.ui.runs import dataset_limit, run_dataset
 
 st.set_page_config(page_title="Dataset · lmtt", layout="wide")
 click = ui.chart_click("dataset_heads")
-ui.sidebar(require_analysis=False)
+ui.sidebar("dataset", require_analysis=False)
 st.title("Dataset")
 config = ui.read_config()
 if config is None:
     st.stop()
-if config.demo_mode:
-    st.info("The Dataset page reads a directory on the server, so it is off in demo mode.")
-    st.stop()
-folder = st.text_input("Directory written by `python -m lmtt batch PROMPTS_FILE --out DIR`", **ui.bound("dataset"))
-if not folder.strip():
-    st.info("Enter the directory of a batch run.")
-    st.stop()
-summaries = ui.dataset_summaries(folder)
+limit = dataset_limit(config)
+THREE = st.column_config.NumberColumn(format="%.3g")  # numbers to 3 significant digits
+
+st.caption(
+    f"Paste prompts (one per line) or upload a text file, then run them with the sidebar's model (at most {limit}). "
+    "The results stay in this browser session."
+)
+left, right = st.columns([2, 1])
+example = "The capital of France is\nThe capital of Italy is"
+pasted = left.text_area("Prompts, one per line", height=150, key="dataset_text", placeholder=example)
+upload = right.file_uploader("…or a .txt file", type=["txt"], key="dataset_file")
+lines = [line for line in pasted.splitlines() if line.strip()]
+if upload is not None:
+    try:
+        lines += [line for line in upload.getvalue().decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        st.error("The file is not UTF-8 text.")
+if len(lines) > limit:
+    st.warning(f"{len(lines)} prompts: only the first {limit} are run.")
+    lines = lines[:limit]
+if right.button(f"Run {len(lines)} prompt{'s' * (len(lines) != 1)}", type="primary", disabled=not lines, key="dataset_run"):
+    summaries, errors = run_dataset(config, ui.ss.model, lines, st.progress(0.0, text="Starting…"))
+    ui.ss.dataset_results, ui.ss.dataset_head = summaries, None
+    for message in errors:
+        st.warning(f"Skipped {message}")
+
+summaries = ui.ss.get("dataset_results") or []
 if not summaries:
-    st.warning(f"No prompt summaries in {folder!r}.")
+    st.info("No results yet: add prompts and press Run.")
     st.stop()
 agg = batch.aggregate(summaries)
 st.caption(
@@ -39,23 +60,27 @@ right.markdown("**Share of prompts where each head matters**")
 right.plotly_chart(figures.head_importance_heatmap(agg["head_prompt_share"]), key="dataset_share", width="stretch")
 c1, c2, c3 = st.columns(3)
 c1.markdown("**Important for every prompt**")
-c1.dataframe([{"layer": layer, "head": h} for layer, h in agg["always_important_heads"]], hide_index=True, width="stretch")
+c1.dataframe(pd.DataFrame(agg["always_important_heads"], columns=["layer", "head"]), hide_index=True, width="stretch")
 c2.markdown("**Important for some prompts**")
 c2.dataframe(
-    [{"layer": layer, "head": h, "share": s} for layer, h, s in agg["sometimes_important_heads"]], hide_index=True, width="stretch"
+    pd.DataFrame(agg["sometimes_important_heads"], columns=["layer", "head", "share"]),
+    hide_index=True,
+    width="stretch",
+    column_config={"share": THREE},
 )
 c3.markdown("**Most frequent top neurons**")
-c3.dataframe([{"layer": layer, "neuron": n, "prompts": k} for layer, n, k in agg["frequent_neurons"]], hide_index=True, width="stretch")
+c3.dataframe(pd.DataFrame(agg["frequent_neurons"], columns=["layer", "neuron", "prompts"]), hide_index=True, width="stretch")
 
 if click and "customdata" in click:
     layer, head = click["customdata"]
-    ui.select_head(int(layer), int(head))
-if ui.ss.get("head"):
-    layer, head = ui.ss.head
+    ui.ss.dataset_head = (int(layer), int(head))
+if ui.ss.get("dataset_head"):
+    layer, head = ui.ss.dataset_head
     st.subheader(f"Layer {layer}, head {head}: the prompts where it mattered most")
     ranked = batch.prompts_where_head_mattered(summaries, layer, head)
-    st.dataframe([{"share": s, "prompt": p} for s, p in ranked], hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(ranked, columns=["share", "prompt"]), hide_index=True, width="stretch", column_config={"share": THREE})
     choice = st.selectbox("Open a prompt on the Interpretation page", [p for _, p in ranked], key="dataset_open")
     if st.button("Open", key="dataset_open_go"):
         ui.open_prompt(choice)
+        ui.select_head(layer, head)
         st.switch_page("pages/interpretation.py")

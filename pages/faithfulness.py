@@ -8,7 +8,7 @@ from lmtt import ui
 from lmtt.ui.questions import memo, target_picker
 
 st.set_page_config(page_title="Faithfulness · lmtt", layout="wide")
-view = ui.sidebar()
+view = ui.sidebar("faithfulness")
 st.title("Faithfulness")
 if view is None:
     st.stop()

@@ -1,11 +1,15 @@
-"""Interpretation: what a head or a neuron writes, in vocabulary terms, and where the answer appears."""
+"""Interpretation: what a head or a neuron writes, in vocabulary terms, the logit lens, and the edits."""
 
 import streamlit as st
 
 from lmtt import figures, ui
+from lmtt.interpret import TokenScore
+from lmtt.lens import top_token_grid
+from lmtt.runner import PromptError
+from lmtt.tokens import readable_tokens
 
 st.set_page_config(page_title="Interpretation · lmtt", layout="wide")
-view = ui.sidebar()
+view = ui.sidebar("interpretation")
 st.title("Interpretation")
 if view is None:
     st.stop()
@@ -14,43 +18,86 @@ a = view.analysis
 _, _, position = view.focus()
 head_tab, neuron_tab, lens_tab, edit_tab = st.tabs(["Head", "Neuron", "Logit lens", "Intervene"])
 
-with head_tab:
-    layer, head = view.head or (view.focus()[1] if view.focus()[1] >= 0 else 0, 0)
+
+def choose(name: str, limit: int, label: str) -> tuple[int, int] | None:
+    """Layer and index inputs for a head or neuron, bound to the selection; None until both are given."""
+    keys = (f"_w_{name}_layer", f"_w_{name}_index")
+    pair = ui.ss.get(name)
+    if pair and (ui.ss.get(keys[0]), ui.ss.get(keys[1])) != pair:
+        ui.ss[keys[0]], ui.ss[keys[1]] = pair
+    elif pair is None and None not in (ui.ss.get(keys[0]), ui.ss.get(keys[1])):
+        ui.ss[keys[0]] = ui.ss[keys[1]] = None  # the selection was cleared (a new run)
+
+    def changed() -> None:
+        layer, index = ui.ss[keys[0]], ui.ss[keys[1]]
+        ui.ss[name] = None if layer is None or index is None else (int(layer), int(index))
+
     c1, c2 = st.columns(2)
-    layer = c1.number_input("Layer", 0, a.n_layers - 1, layer, key="head_layer")
-    head = c2.number_input("Head", 0, a.n_heads - 1, head, key="head_index")
-    ui.select_head(layer, head)
-    st.subheader(f"Layer {layer}, head {head}: its update at token {position} ({ui.token_md(a.tokens[position])})")
-    proj = a.head_tokens(layer, position, head, k=10)
-    st.plotly_chart(figures.projection_figure(proj), key="head_projection", width="stretch")
-    ui.projection_tables(proj)
-    ui.edit_controls("head", layer, head, key="edit_head")
-    st.markdown("**Attention pattern**")
-    st.plotly_chart(figures.attention_pattern_figure(a, layer, head), key="head_pattern", width="stretch")
+    c1.number_input("Layer", 0, a.n_layers - 1, value=None, key=keys[0], on_change=changed)
+    c2.number_input(label, 0, limit - 1, value=None, key=keys[1], on_change=changed)
+    return ui.ss.get(name)
+
+
+with head_tab:
+    chosen = choose("head", a.n_heads, "Head")
+    if chosen is None:
+        st.info("Choose a layer and a head (or click a head on the Graph or Contributions page).")
+    else:
+        layer, head = chosen
+        st.subheader(f"Layer {layer}, head {head}: its update at token {position} ({ui.token_md(readable_tokens(a)[position])})")
+        left, right = st.columns([1.3, 1])
+        left.plotly_chart(figures.projection_figure(a.head_tokens(layer, position, head, k=10)), key="head_projection", width="stretch")
+        with right:
+            ui.head_panel(view, layer, head, position, key="interp_head")
+        st.markdown("**Attention pattern**")
+        st.plotly_chart(figures.attention_pattern_figure(a, layer, head), key="head_pattern", width="stretch")
 
 with neuron_tab:
-    layer, neuron = view.neuron or (max(view.focus()[1], 0), 0)
-    c1, c2 = st.columns(2)
-    layer = c1.number_input("Layer", 0, a.n_layers - 1, layer, key="neuron_layer")
-    n_neurons = a.runner.layer_weights[layer].w_down.shape[0]  # MoE layers: every expert's neurons, then the shared ones
-    neuron = c2.number_input("Neuron", 0, n_neurons - 1, min(neuron, n_neurons - 1), key="neuron_index")
-    ui.select_neuron(layer, neuron)
-    st.subheader(f"Layer {layer}, {a.neuron_label(layer, neuron)}")
-    ui.edit_controls("neuron", layer, neuron, key="edit_neuron")
-    st.markdown("**Activation across the prompt**")
-    st.plotly_chart(figures.neuron_activation_figure(a, layer, neuron), key="neuron_acts", width="stretch")
-    st.markdown("**Its value vector in the vocabulary** (not scaled by the activation)")
-    proj = a.neuron_tokens(layer, neuron, k=10)
-    st.plotly_chart(figures.projection_figure(proj), key="neuron_projection", width="stretch")
-    ui.projection_tables(proj)
+    n_neurons = max(w.w_down.shape[0] for w in a.runner.layer_weights)  # MoE layers: every expert's neurons, then the shared ones
+    chosen = choose("neuron", n_neurons, "Neuron")
+    if chosen is None:
+        st.info("Choose a layer and a neuron (or click a neuron on the Contributions page).")
+    else:
+        layer, neuron = chosen
+        st.subheader(f"Layer {layer}, {a.neuron_label(layer, neuron)}")
+        left, right = st.columns([1.3, 1])
+        left.markdown("**Activation across the prompt**")
+        left.plotly_chart(figures.neuron_activation_figure(a, layer, neuron), key="neuron_acts", width="stretch")
+        left.plotly_chart(figures.projection_figure(a.neuron_tokens(layer, neuron, k=10)), key="neuron_projection", width="stretch")
+        with right:
+            ui.neuron_panel(view, layer, neuron, key="interp_neuron", stacked=True)
 
 with lens_tab:
     top = a.predictions(view.token, 1)[0]
-    mode = st.radio("Show", ("rank", "probability"), horizontal=True, key="lens_mode")
-    probs, ranks = a.lens_grid(top.token_id, final_norm=view.final_norm)
-    values = ranks.numpy() if mode == "rank" else probs.numpy()
-    title = f"{mode} of {figures.visible(top.token)} (the prediction at token {view.token}) at every layer and position"
-    st.plotly_chart(figures.lens_heatmap(a, values, title, rank=mode == "rank"), key="lens", width="stretch")
+    c1, c2 = st.columns([1, 1.4])
+    mode = c1.radio("Show", ("top token", "probability", "rank"), horizontal=True, key="lens_mode")
+    follow = c2.text_input(
+        "Token to follow (empty: the prediction)",
+        key="lens_follow",
+        placeholder=top.token,
+        help="Type the token's text with its leading space, e.g. ' Paris'. Text of several tokens follows the first one.",
+        disabled=mode == "top token",
+    )
+    lens_ticks = readable_tokens(a)
+    ui.scroll_box("lens_box", figures.lens_min_width(len(lens_ticks), mode == "top token"))
+    box = st.container(key="lens_box")
+    if mode == "top token":
+        ids, probs = top_token_grid(a, final_norm=view.final_norm)
+        texts = [[a.runner.decode(int(i)) for i in row] for row in ids.tolist()]
+        box.plotly_chart(figures.lens_top_heatmap(a, texts, probs.numpy()), key="lens", width="stretch")
+    else:
+        target = top
+        if follow:
+            try:
+                token_id = int(a.runner.tokenize(follow)[0])
+                target = TokenScore(a.runner.decode(token_id), token_id, 0.0)
+            except PromptError as e:
+                st.warning(f"Cannot follow {follow!r}: {e}. Following the prediction.")
+        probs, ranks = a.lens_grid(target.token_id, final_norm=view.final_norm)
+        values = ranks.numpy() if mode == "rank" else probs.numpy()
+        what = "the prediction" if target is top else "followed"
+        title = f"{mode} of {figures.visible(target.token)} ({what}, id {target.token_id}) at every layer and position"
+        box.plotly_chart(figures.lens_heatmap(a, values, title, rank=mode == "rank"), key="lens", width="stretch")
 
 with edit_tab:
     ui.intervention_panel(view)

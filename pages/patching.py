@@ -8,7 +8,7 @@ from lmtt.runner import PromptError
 from lmtt.ui.questions import memo, target_picker
 
 st.set_page_config(page_title="Patching · lmtt", layout="wide")
-view = ui.sidebar()
+view = ui.sidebar("patching")
 st.title("Patching")
 if view is None:
     st.stop()

@@ -9,7 +9,7 @@ from lmtt.analysis import DEFAULT_MIN_EFFECT
 from lmtt.ui.questions import target_picker
 
 st.set_page_config(page_title="Target · lmtt", layout="wide")
-view = ui.sidebar()
+view = ui.sidebar("target")
 st.title("Target")
 if view is None:
     st.stop()

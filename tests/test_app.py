@@ -1,5 +1,6 @@
 """AppTest (no browser) for every page: run, change threshold and token, select, switch pages, bad input."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,13 +52,17 @@ def click(at: AppTest, key: str, customdata) -> AppTest:
     return at.run()
 
 
-def test_empty_state_before_run(at):
+def test_first_visit_explains_and_draws_the_default_prompt(at):
     at.run()
     assert not at.exception
     assert [t.value for t in at.title] == ["Graph"]
-    assert "press **Run**" in at.info[0].value
+    intro = " ".join(m.value for m in at.main.markdown)
+    assert "shows how a language model reaches its next-token prediction" in intro and "press **Run**" in intro
+    assert "predicts ␣Paris" in caption(at) and [c.key for c in at.get("plotly_chart")] == ["graph_chart"]
     labels = [link.label for link in at.sidebar.get("page_link")]
     assert labels == ["Graph", "Contributions", "Interpretation", "Compare", "Target", "Faithfulness", "Patching", "Dataset"]
+    at.sidebar.button[0].click().run()  # the first Run: the paragraph has done its job
+    assert "shows how a language model" not in " ".join(m.value for m in at.main.markdown)
 
 
 def test_run_default_prompt_shows_the_prediction_and_graph(at):
@@ -172,22 +177,134 @@ def test_broken_config_shows_a_message(at, tmp_path, monkeypatch):
     assert "not valid YAML" in at.error[0].value
 
 
-def test_interventions_from_the_interpretation_page(at, traces):
+def test_two_clicks_from_an_edge_to_an_ablation_effect(at, traces):
     ran(at)
-    click(at, "graph_chart", "attn:20:4")
-    at.switch_page("pages/interpretation.py").run()
-    at.main.number_input(key="head_layer").set_value(20).run()
-    add = next(b for b in at.main.button if b.label == "Add head 20.0")
-    add.click().run()
+    click(at, "graph_chart", "edge|attention|45|3|4")  # layer 22, " France" -> " is"
+    click(at, "edge_heads", 4)  # click 1: a head of the edge
     assert not at.exception, at.exception
-    assert at.session_state["edits"] == ["head:20.0:zero"]
-    assert at.query_params["edit"] in ("head:20.0:zero", ["head:20.0:zero"])
+    assert at.session_state["head"] == (22, 4)
+    assert "**Head 22.4** at token 4 (␣is)" in [m.value for m in at.main.markdown]
+    assert {"Promoted", "Suppressed", "Its attention from token 4"} <= {c.value for c in at.main.caption}
+    next(b for b in at.main.button if b.label == "Zero").click().run()  # click 2: the ablation
+    assert not at.exception, at.exception
+    assert at.session_state["edits"] == ["head:22.4:zero"]
+    assert at.query_params["edit"] in ("head:22.4:zero", ["head:22.4:zero"])
     labels = [m.label for m in at.main.metric]
-    assert "probability of ␣Paris" in labels
-    assert {"graph_before", "graph_after"} <= {c.key for c in at.get("plotly_chart")}
+    assert "p of ␣Paris" in labels and "logit of ␣Paris" in labels
+    table = next(d.value for d in at.main.dataframe if "p before" in d.value.columns)
+    assert list(table.columns) == ["before", "p before", "after", "p after"] and table["before"].iloc[0] == "␣Paris"
+    at.toggle(key="graph_head_show_edited").set_value(True).run()
+    assert "with the edits" in caption(at)
     n = len(traces)
     at.sidebar.slider(key="_w_threshold").set_value(0.1).run()  # the edited run is cached too
     assert len(traces) == n and not at.exception
+
+
+def test_the_chip_shows_edits_on_every_page_and_clears_them(at):
+    at.query_params.update({"prompt": "The capital of France is"})
+    at.query_params["edit"] = ["head:23.4:zero", "neuron:3.5:x0.5"]
+    at.run()
+    for page in ("app.py", "pages/contributions.py", "pages/interpretation.py", "pages/compare.py"):
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+        chip = [m.value for m in at.main.markdown if "edits active" in m.value]
+        assert chip == [":orange-badge[✎ 2 edits active: head 23.4 zeroed, neuron 3.5 scaled ×0.5]"], page
+    at.button(key="chip_clear").click().run()
+    assert at.session_state["edits"] == [] and "edit" not in at.query_params
+    assert not [m for m in at.main.markdown if "edits active" in m.value]
+
+
+def test_a_new_run_drops_the_old_prompts_edits_and_selections(at):
+    at.query_params.update({"prompt": "The capital of France is", "node": "attn:22:4", "head": "22.4", "compare": "Rome is"})
+    at.query_params["edit"] = ["head:23.4:zero"]
+    at.switch_page("pages/contributions.py").run()
+    assert at.session_state["edits"] == ["head:23.4:zero"] and at.query_params["head"] == "22.4"
+    ran(at, "The capital of Italy is")
+    assert not at.exception, at.exception
+    assert at.session_state["edits"] == [] and at.session_state["head"] is None and at.session_state["compare"] == ""
+    assert set(at.query_params) == {"model", "prompt", "token", "threshold", "norm"}
+    assert at.query_params["prompt"] == "The capital of Italy is"
+    assert not [m for m in at.main.markdown if "edits active" in m.value]
+
+
+def test_pinned_edits_survive_a_new_run(at):
+    at.query_params.update({"prompt": "The capital of France is", "node": "attn:22:4"})
+    at.query_params["edit"] = ["head:23.4:zero"]
+    at.run()
+    at.sidebar.toggle(key="pin").set_value(True).run()
+    ran(at, "The capital of Italy is")
+    assert at.session_state["edits"] == ["head:23.4:zero"] and at.query_params["node"] == "attn:22:4"
+
+
+def test_a_link_carries_only_the_open_views_state(at):
+    at.query_params.update(
+        {"prompt": "The capital of France is", "node": "ffn:3:4", "head": "3.1", "neuron": "3.7", "compare": "Rome is", "dataset": "/srv"}
+    )
+    at.run()  # Graph: no edge is open, so no head; no neuron, compare or path
+    assert set(at.query_params) == {"model", "prompt", "token", "threshold", "norm", "node"}
+    at.switch_page("pages/contributions.py").run()
+    assert at.query_params["neuron"] == "3.7" and "compare" not in at.query_params
+    at.switch_page("pages/compare.py").run()
+    assert at.query_params["compare"] == "Rome is" and "node" not in at.query_params and "neuron" not in at.query_params
+    at.switch_page("pages/dataset.py").run()
+    assert set(at.query_params) == {"model", "prompt", "token", "threshold", "norm"}
+
+
+def test_contributions_head_and_neuron_are_editable_in_place(at):
+    at.query_params.update({"prompt": "The capital of France is", "node": "attn:22:4"})
+    at.switch_page("pages/contributions.py").run()
+    assert not [b for b in at.main.button if b.label == "Zero"], "an edit offered before a head was chosen"
+    click(at, "head_chart", 4)
+    next(b for b in at.main.button if b.label == "Mean").click().run()
+    assert at.session_state["edits"] == ["head:22.4:mean"]
+    next(b for b in at.main.button if b.label == "Zero").click().run()  # the same head: replaced, not stacked
+    assert at.session_state["edits"] == ["head:22.4:zero"]
+    at.main.radio[0].set_value("FFN").run()
+    assert not [b for b in at.main.button if b.label == "Zero"]
+    click(at, "neuron_chart", 7)
+    at.main.number_input(key="contrib_neuron_factor").set_value(2.0)
+    next(b for b in at.main.button if b.label == "Scale").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["edits"] == ["head:22.4:zero", "neuron:22.7:x2"]
+    assert any("2 edits active" in m.value for m in at.main.markdown)
+
+
+def test_no_neuron_edit_before_a_neuron_is_chosen(at):
+    ran(at)
+    at.switch_page("pages/interpretation.py").run()
+    assert not at.exception, at.exception
+    assert not [b for b in at.main.button if b.label in ("Zero", "Mean", "Scale")]
+    assert any("Choose a layer and a neuron" in i.value for i in at.main.info)
+    at.main.number_input(key="_w_neuron_layer").set_value(23).run()
+    at.main.number_input(key="_w_neuron_index").set_value(5).run()
+    assert "Layer 23, neuron 5" in [s.value for s in at.main.subheader]
+    assert at.session_state["neuron"] == (23, 5)
+
+
+def test_logit_lens_follows_any_token_and_shows_top_tokens(at):
+    ran(at)
+    at.switch_page("pages/interpretation.py").run()
+    lens = json.loads(next(c for c in at.get("plotly_chart") if c.key == "lens").proto.spec)
+    assert lens["layout"]["title"]["text"].startswith("Top token of every state")
+    assert lens["data"][0]["text"][-1][-1] == "␣Paris"  # the top token is written in the cells: the output state at the last token
+    at.main.radio(key="lens_mode").set_value("probability").run()
+    at.main.text_input(key="lens_follow").input(" Rome").run()
+    assert not at.exception, at.exception
+    lens = json.loads(next(c for c in at.get("plotly_chart") if c.key == "lens").proto.spec)
+    assert lens["layout"]["title"]["text"].startswith("probability of ␣Rome (followed")
+
+
+def test_dataset_page_runs_pasted_prompts(at):
+    at.switch_page("pages/dataset.py").run()
+    assert not at.exception, at.exception
+    assert not at.main.text_input, "the Dataset page asks for a server path"
+    at.main.text_area(key="dataset_text").input("The capital of France is\nThe capital of Italy is\n\n").run()
+    at.button(key="dataset_run").click().run()
+    assert not at.exception, at.exception
+    assert any("2 prompts." in c.value for c in at.main.caption)
+    click(at, "dataset_heads", [23, 4])
+    assert "Layer 23, head 4: the prompts where it mattered most" in [s.value for s in at.main.subheader]
+    assert len(at.main.dataframe[-1].value) == 2
 
 
 def test_url_restores_interventions(at):
@@ -223,6 +340,19 @@ def test_generate_then_explain_a_generated_token(at, traces):
     assert text.startswith("The capital of France is Paris")
     options = at.sidebar.selectbox(key="_w_token").options
     assert options[5] == "5: ␣Paris ✦" and "✦" not in options[4]
+    # the first generated token is explained by default: the graph of the prompt's last token, which predicted it
+    assert at.session_state["token"] == 4 and "predicts ␣Paris" in caption(at)
+    assert at.query_params["gen"] == "5"
+    assert "<|im_end|>" not in at.sidebar.text_area(key="_w_prompt").value
     n = len(traces)
-    at.sidebar.selectbox(key="_w_token").set_value(4).run()  # the prompt's own last token: no new run
-    assert "predicts ␣Paris" in caption(at) and len(traces) == n
+    at.sidebar.selectbox(key="_w_token").set_value(6).run()  # a generated token: no new run
+    assert len(traces) == n
+
+
+def test_generation_stops_at_the_first_special_token():
+    from lmtt.ui.runs import stop_at_special
+
+    special = ["<|im_end|>", "<|endoftext|>"]
+    assert stop_at_special("Hi Paris.<|im_end|>\nmore", "Hi", special) == "Hi Paris."
+    assert stop_at_special("Hi Paris.", "Hi", special) == "Hi Paris."
+    assert stop_at_special("<|im_end|>Hi there", "<|im_end|>Hi", special) == "<|im_end|>Hi there"  # the prompt's own are kept

@@ -89,11 +89,78 @@ def test_a_deep_link_is_the_first_request_to_a_fresh_server(browser, tmp_path):
         ctx.close()
 
 
+POINT_JS = """([match, half]) => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const layout = gd._fullLayout, box = gd.getBoundingClientRect();
+    for (const trace of [...gd._fullData].reverse()) {  // the last match: for a token, its handle above the graph
+      const data = trace.customdata || [];
+      for (let i = 0; i < data.length; i++) {
+        if (JSON.stringify(data[i]) !== JSON.stringify(match)) continue;
+        const xa = layout[trace.xaxis.replace('x', 'xaxis')], ya = layout[trace.yaxis.replace('y', 'yaxis')];
+        const y = half ? trace.y[i] / 2 : trace.y[i];
+        return [box.left + xa._offset + xa.d2p(trace.x[i]), box.top + ya._offset + ya.d2p(y)];
+      }
+    }
+  }
+  return null;
+}"""
+
+
+def point_xy(page: Page, customdata, bar: bool = False) -> tuple[float, float]:
+    """Where the plotly point (or the middle of the bar) whose customdata is `customdata` is, in whichever chart has it."""
+    expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()
+    xy = page.evaluate(POINT_JS, [customdata, bar])
+    assert xy is not None, f"no point with customdata {customdata!r}"
+    return xy
+
+
+def click_point(page: Page, customdata, bar: bool = False) -> None:
+    """Hover first, as a hand does: plotly clicks the point it last hovered (its hover is throttled)."""
+    xy = point_xy(page, customdata, bar)
+    page.mouse.move(*xy)
+    page.wait_for_timeout(200)
+    page.mouse.click(*xy)
+
+
+def graph_ranges(page: Page) -> list:
+    """The first chart's (x, y) axis ranges, as the user left them."""
+    expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()
+    js = "() => { const l = document.querySelector('.js-plotly-plot')._fullLayout; return [l.xaxis.range, l.yaxis.range]; }"
+    return page.evaluate(js)
+
+
+def share_link(page: Page) -> str:
+    """The text of the sidebar's "Copy link to this view"."""
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    code = sidebar.locator('[data-testid="stCode"]')
+    if not code.is_visible():
+        sidebar.get_by_text("Copy link to this view").click()
+    return code.inner_text()
+
+
+def sentences(n_tokens: int) -> str:
+    """A prompt of exactly n_tokens SmolLM2 tokens (the sentence is 10 tokens; 5 is its first half)."""
+    if n_tokens == 5:
+        return "The quick brown fox jumps"
+    return " ".join(["The quick brown fox jumps over the lazy dog."] * (n_tokens // 10))
+
+
+def test_first_visit_explains_and_draws_the_default_prompt(browser, server):
+    ctx, page = new_page(browser, server, height=1000)
+    page.goto(server)
+    settled(page)
+    expect(page.get_by_text("lmtt shows how a language model reaches its next-token prediction")).to_be_visible()
+    expect(page.get_by_text("predicts ␣Paris")).to_be_visible()  # drawn without a click
+    expect(page.locator(".js-plotly-plot .scatterlayer path.point").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "first-visit.png"))
+    assert page.problems == []
+    ctx.close()
+
+
 def test_run_click_a_node_and_visit_every_page(browser, server):
     ctx, page = new_page(browser, server)
     page.goto(server)
     settled(page)
-    expect(page.get_by_text("press Run")).to_be_visible()
     page.get_by_role("button", name="Run").click()
     expect(page.get_by_text("predicts ␣Paris")).to_be_visible()
     settled(page)
@@ -180,19 +247,25 @@ def test_compare_page_from_a_link(browser, server):
     ctx.close()
 
 
-def test_dataset_page_from_a_link(browser, server, tmp_path):
-    from lmtt import batch
-    from lmtt.loading import load_model
-
-    out = tmp_path / "batch"
-    prompts = ["The capital of France is", "The capital of Italy is", "The capital of Germany is"]
-    batch.run_batch(load_model(), prompts, out)
+def test_dataset_page_without_a_terminal(browser, server):
     ctx, page = new_page(browser, server, width=1500, height=1200)
-    page.goto(f"{server}/dataset?dataset={quote(str(out))}&head=23.4")
+    page.goto(f"{server}/dataset")
     settled(page)
-    expect(page.get_by_text("3 prompts.")).to_be_visible()
+    assert page.get_by_text("Directory").count() == 0, "the Dataset page asks for a server path"
+    prompts = "The capital of France is\nThe capital of Italy is\nThe capital of Germany is"
+    page.get_by_role("textbox", name="Prompts, one per line").fill(prompts)
+    page.keyboard.press("Control+Enter")
+    settled(page)
+    page.get_by_role("button", name="Run 3 prompts").click()
+    expect(page.get_by_text("3 prompts. A head matters")).to_be_visible()
+    settled(page)
+    heatmap = page.locator(".js-plotly-plot").first
+    heads = heatmap.locator(".ytick text").all_text_contents()
+    layers = heatmap.locator(".xtick text").all_text_contents()
+    assert heads == [f"H{h}" for h in range(9)] and layers == [f"L{layer}" for layer in range(30)]  # every label
+    assert heatmap.bounding_box()["height"] >= 300
+    click_point(page, [23, 4])
     expect(page.get_by_text("Layer 23, head 4: the prompts where it mattered most")).to_be_visible()
-    expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "dataset.png"), full_page=True)
     assert page.problems == []
@@ -210,7 +283,10 @@ def test_generate_then_download_the_graph(browser, server, tmp_path):
         re.compile(r"^The capital of France is Paris")
     )  # (AppTest checks the ✦)
     settled(page)
-    assert "Paris" in page.url
+    assert "Paris" in page.url and "gen=5" in page.url  # the prompt/generated boundary is in the link
+    assert "<|im_end|>" not in sidebar.get_by_role("textbox", name="Prompt").input_value()
+    expect(sidebar.get_by_role("combobox", name="Token to explain")).to_have_value("4: ␣is")  # the first generated token
+    expect(page.get_by_text("which predicts ␣Paris")).to_be_visible()
     page.get_by_text("Download this view").click()
     with page.expect_download() as info:
         page.get_by_role("button", name="graph.json").click()
@@ -220,5 +296,152 @@ def test_generate_then_download_the_graph(browser, server, tmp_path):
     assert data["tokens"][:6] == ["The", " capital", " of", " France", " is", " Paris"] and data["edges"]
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "generate-download.png"), full_page=True)
+    assert page.problems == []
+    ctx.close()
+
+
+def test_stale_state_does_not_follow_a_new_prompt(browser, server):
+    ctx, page = new_page(browser, server, width=1400, height=1000)
+    page.goto(f"{server}/?prompt={quote(PROMPT)}&edit=head:23.4:zero&compare={quote('Rome is')}&node=attn:22:4")
+    settled(page)
+    expect(page.get_by_text("1 edit active: head 23.4 zeroed")).to_be_visible()
+    assert "edit=head%3A23.4%3Azero" in share_link(page)
+    page.screenshot(path=str(ARTIFACTS / "stale-state-before.png"))
+    for title in ("Contributions", "Interpretation", "Compare"):  # the chip is on every page
+        page.locator('[data-testid="stSidebar"]').get_by_role("link", name=title).click()
+        settled(page)
+        expect(page.get_by_text("1 edit active: head 23.4 zeroed")).to_be_visible()
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Graph").click()
+    settled(page)
+    prompt = page.locator('[data-testid="stSidebar"]').get_by_role("textbox", name="Prompt")
+    prompt.fill("The capital of Italy is")
+    page.keyboard.press("Control+Enter")
+    settled(page)
+    page.get_by_role("button", name="Run").click()
+    expect(page.get_by_text("which predicts ␣Rome")).to_be_visible()
+    settled(page)
+    expect(page.get_by_text("edit active")).to_have_count(0)
+    link = share_link(page)
+    assert "Italy" in link and "edit=" not in link and "compare=" not in link and "node=" not in link, link
+    assert "edit=" not in page.url
+    page.screenshot(path=str(ARTIFACTS / "stale-state-after.png"))
+    assert page.problems == []
+    ctx.close()
+
+
+def test_two_clicks_from_an_edge_to_an_ablation_effect(browser, server):
+    ctx, page = new_page(browser, server, width=1500, height=1100)
+    page.goto(f"{server}/?prompt={quote(PROMPT)}")
+    settled(page)
+    click_point(page, "edge|attention|47|3|4")  # the edge (layer 23, ␣France → ␣is)
+    expect(page.get_by_text("Click a head to see what it wrote")).to_be_visible()
+    settled(page)
+    click_point(page, 4, bar=True)  # click 1: head 4 of the edge
+    expect(page.get_by_text("Head 23.4 at token 4")).to_be_visible()
+    expect(page.get_by_text("Its attention from token 4")).to_be_visible()
+    expect(page.get_by_text("Promoted")).to_be_visible()
+    settled(page)
+    page.get_by_role("button", name="Zero", exact=True).click()  # click 2: the ablation
+    expect(page.get_by_text("p of ␣Paris")).to_be_visible()
+    expect(page.get_by_text("logit of ␣Paris")).to_be_visible()
+    expect(page.get_by_text("1 edit active: head 23.4 zeroed")).to_be_visible()
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "edge-head-ablation.png"))
+    page.get_by_text("Show the edited graph").click()
+    expect(page.get_by_text("with the edits")).to_be_visible()
+    settled(page)
+    assert page.problems == []
+    ctx.close()
+
+
+def test_zoom_survives_clicks(browser, server):
+    ctx, page = new_page(browser, server, width=1400, height=1000)
+    page.goto(f"{server}/?prompt={quote(PROMPT)}")
+    settled(page)
+    before = graph_ranges(page)
+    box = page.locator(".js-plotly-plot").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(800)
+    zoomed = graph_ranges(page)
+    assert zoomed != before
+    click_point(page, "ffn:14:2")  # a node near the centre, still in view: the click reruns the page and redraws the graph
+    expect(page.get_by_text("layer 14 after FFN, token 2 ␣of")).to_be_visible()
+    settled(page)
+    assert graph_ranges(page) == zoomed
+    assert page.problems == []
+    ctx.close()
+
+
+@pytest.mark.parametrize("n_tokens", [5, 30, 120, 500])
+def test_graph_at_length(browser, server, n_tokens):
+    """Token labels above and below, at least 32 px apart and unrotated past each other, the top row in the first screen."""
+    ctx, page = new_page(browser, server, width=1400, height=1000)
+    page.goto(f"{server}/?prompt={quote(sentences(n_tokens))}")
+    settled(page)
+    expect(page.get_by_text(f"lead to token {n_tokens - 1} ")).to_be_visible()
+    settled(page)
+    graph = page.locator(".js-plotly-plot").first
+    expect(graph.locator(".x2tick").first).to_be_attached()
+    bottom = graph.locator(".xtick text").all_text_contents()
+    top = graph.locator(".x2tick text").all_text_contents()
+    assert len(bottom) == len(top) == n_tokens and bottom == top
+    assert bottom[:5] == ["The", "␣quick", "␣brown", "␣fox", "␣jumps"]
+    xs = sorted(b["x"] for b in (t.bounding_box() for t in graph.locator(".x2tick text").all()))
+    assert min(b - a for a, b in zip(xs, xs[1:])) >= 31 if n_tokens > 1 else True
+    last_top = graph.locator(".x2tick text").last.bounding_box()
+    assert 0 < last_top["y"] < 1000 and 0 < last_top["x"] < 1400, "the explained token's label is off the first screen"
+    page.screenshot(path=str(ARTIFACTS / f"graph-{n_tokens}-tokens.png"))
+    assert page.problems == []
+    ctx.close()
+
+
+def test_hovering_highlights_the_column_and_clicking_a_token_explains_it(browser, server):
+    ctx, page = new_page(browser, server, width=1400, height=1000)
+    page.goto(f"{server}/?prompt={quote(PROMPT)}")
+    settled(page)
+    page.mouse.move(*point_xy(page, "attn:10:3"))
+    expect(page.locator(".js-plotly-plot .spikeline").first).to_be_attached()
+    click_point(page, "token|3")
+    expect(page.get_by_text("lead to token 3 (␣France)")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Token to explain")).to_have_value("3: ␣France")
+    settled(page)
+    assert "token=3" in page.url
+    assert page.problems == []
+    ctx.close()
+
+
+def test_byte_tokens_and_quotes_are_readable(browser, server):
+    ctx, page = new_page(browser, server, width=1400, height=1000)
+    page.goto(f"{server}/?prompt=" + quote('He said "hi" 😀 東京'))
+    settled(page)
+    expect(page.get_by_text("which predicts")).to_be_visible()
+    settled(page)
+    expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()
+    ticks = page.locator(".js-plotly-plot").first.locator(".xtick text").all_text_contents()
+    assert "␣⟨F0 9F 98⟩" in ticks and "⟨80⟩😀" in ticks, ticks
+    assert not any("�" in t or "&quot;" in t for t in ticks), ticks
+    assert any('"' in t for t in ticks)
+    page.screenshot(path=str(ARTIFACTS / "byte-tokens.png"))
+    assert page.problems == []
+    ctx.close()
+
+
+def test_logit_lens_top_tokens_and_a_followed_token(browser, server):
+    ctx, page = new_page(browser, server, width=1500, height=1200)
+    page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}")
+    settled(page)
+    page.get_by_role("tab", name="Logit lens").click()
+    lens = page.locator(".js-plotly-plot").filter(has_text="Top token of every state")
+    expect(lens).to_be_visible()
+    cells = lens.locator("text").all_text_contents()
+    assert "␣Paris" in cells  # a token written in its cell
+    page.screenshot(path=str(ARTIFACTS / "logit-lens-top-tokens.png"))
+    page.get_by_test_id("stRadioGroup").get_by_text("probability").click()
+    settled(page)
+    page.get_by_role("textbox", name="Token to follow").fill(" Rome")
+    page.keyboard.press("Enter")
+    expect(page.locator(".js-plotly-plot").filter(has_text="probability of ␣Rome (followed")).to_be_visible()
+    settled(page)
     assert page.problems == []
     ctx.close()

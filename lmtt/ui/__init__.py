@@ -1,21 +1,25 @@
 """The Streamlit layer: the only part of lmtt that imports Streamlit (with app.py and pages/).
 
-Pages use it as `from lmtt import ui` and call `ui.sidebar()` first.
+Pages use it as `from lmtt import ui` and call `ui.sidebar(PAGE)` first.
 """
 
 from lmtt.ui.panels import (
     download_buttons,
-    edit_controls,
+    effect_readout,
+    head_panel,
     intervention_panel,
+    keep_zoom,
+    neuron_panel,
     neuron_table,
     open_prompt,
     plain,
     projection_tables,
+    scroll_box,
     selection_panel,
     token_md,
     token_table,
 )
-from lmtt.ui.runs import dataset_summaries, fetch_analysis, intervention, read_config
+from lmtt.ui.runs import fetch_analysis, intervention, read_config
 from lmtt.ui.sidebar import sidebar
 from lmtt.ui.state import (
     PAGES,
@@ -35,18 +39,21 @@ __all__ = [
     "View",
     "bound",
     "chart_click",
-    "dataset_summaries",
     "download_buttons",
-    "edit_controls",
+    "effect_readout",
     "fetch_analysis",
     "focus_layer",
+    "head_panel",
     "intervention",
     "intervention_panel",
+    "keep_zoom",
+    "neuron_panel",
     "neuron_table",
     "open_prompt",
     "plain",
     "projection_tables",
     "read_config",
+    "scroll_box",
     "select_edge",
     "select_head",
     "select_neuron",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lmtt.analysis import Analysis
 from lmtt.edits import Edit
-from lmtt.ui.state import add_edit
+from lmtt.ui.panels import effect_readout
+from lmtt.ui.state import View, set_edit
 
 
-def experts_panel(analysis: Analysis, layer: int, position: int) -> None:
+def experts_panel(view: View, layer: int, position: int) -> None:
     """Shown above the neurons where the layer routes tokens to experts; nothing for a dense FFN."""
+    analysis = view.analysis
     if analysis.runner.layer_weights[layer].n_experts == 0:
         return
     ec = analysis.expert_contributions(layer, position)
@@ -30,5 +31,8 @@ def experts_panel(analysis: Analysis, layer: int, position: int) -> None:
     expert = c1.selectbox("Expert to edit", ec.experts.tolist(), key="expert_pick", format_func=lambda e: f"expert {e}")
     factor = c2.number_input("scale", value=0.0, step=0.1, key="expert_factor", help="0 removes the expert wherever it was chosen")
     if c3.button(f"Edit expert {layer}.{expert}", key="expert_add", width="stretch"):
-        add_edit(Edit("expert", layer, int(expert), "scale", float(factor)) if factor else Edit("expert", layer, int(expert)))
+        set_edit(Edit("expert", layer, int(expert), "scale", float(factor)) if factor else Edit("expert", layer, int(expert)))
         st.rerun()
+    neuron_panel_shown = view.neuron is not None and view.neuron[0] == layer  # it shows the same readout below
+    if any(e.kind == "expert" and e.layer == layer for e in view.edits) and not neuron_panel_shown:
+        effect_readout(view, key="experts")

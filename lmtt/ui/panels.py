@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from lmtt import figures
 from lmtt.analysis import Analysis
-from lmtt.edits import MODES, Edit
+from lmtt.edits import Edit
 from lmtt.export import export_files
 from lmtt.figures import describe_node, visible
 from lmtt.graph import parse_node
 from lmtt.interpret import Projection, TokenScore
+from lmtt.tokens import readable_tokens
 from lmtt.ui.runs import intervention
-from lmtt.ui.state import View, add_edit, clear_edits, parse_edge, select_node, ss
+from lmtt.ui.state import View, describe_edit, parse_edge, remove_edit, set_edit, ss, start_run
 
 # ---- tables ---------------------------------------------------------------------
 
@@ -53,19 +55,39 @@ def plain(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$<>&:])", r"\\\1", text)
 
 
+def scroll_box(key: str, min_width: int) -> None:
+    """Style the container `key` (create it next with st.container(key=key)): its charts are at least `min_width` px wide
+    and scroll sideways when the window is narrower (Streamlit sizes a chart by its element's box, so that box gets the width)."""
+    st.html(
+        # right-to-left outside, left-to-right inside: the box opens scrolled to its right end, where the explained token is
+        f"<style>.st-key-{key} {{overflow-x: auto; direction: rtl;}} "
+        f".st-key-{key} [data-testid='stElementContainer'] {{min-width: {int(min_width)}px; direction: ltr;}}</style>"
+    )
+
+
+KEEP_ZOOM_JS = (Path(__file__).parent / "keep_zoom.js").read_text()
+
+
+def keep_zoom() -> None:
+    """The graph keeps the user's zoom and pan when a click redraws it (see keep_zoom.js; our own code, no user input)."""
+    st.html(f"<script>{KEEP_ZOOM_JS}</script>", unsafe_allow_javascript=True)
+
+
 # ---- the selection panel (Graph page) ----------------------------------------------
 
 
 def selection_panel(view: View) -> None:
-    """For a node: logit lens and what its block promoted; for an attention edge: its heads."""
+    """For a node: logit lens and what its block wrote; for an attention edge: its heads, and the clicked head in place."""
     a = view.analysis
     if view.edge:
         _edge_panel(view)
+        if view.edge.startswith("edge|attention|") and view.head:
+            return
     elif view.node:
         st.subheader("Node")
         st.text(describe_node(a, view.node))
     else:
-        st.info("Click a node to see its logit lens, or an edge handle to see its heads.")
+        st.info("Click a node to see its logit lens, or an edge's dot to split it by head.")
         return
     node = view.node
     st.markdown("**Logit lens**" + ("" if view.final_norm else " (no final norm)"))
@@ -77,18 +99,98 @@ def selection_panel(view: View) -> None:
 
 def _edge_panel(view: View) -> None:
     a = view.analysis
+    tokens = readable_tokens(a)
     kind, level, src, dst = parse_edge(view.edge)
     layer = (level - 1) // 2
     st.subheader(f"{kind.capitalize()} edge")
-    st.text(f"layer {layer}: {src} {visible(a.tokens[src])} → {dst} {visible(a.tokens[dst])}")
+    st.text(f"layer {layer}: {src} {visible(tokens[src])} → {dst} {visible(tokens[dst])}")
     if kind == "attention":
         per_head = a.head_contributions(layer, dst).per_source[:, src].numpy()
         st.metric("Weight (sum over heads)", f"{per_head.sum():.3f}")
-        st.plotly_chart(figures.edge_heads_figure(per_head), key="edge_heads", width="stretch")
+        head = view.head[1] if view.head and view.head[0] == layer else None
+        st.plotly_chart(
+            figures.head_bar_figure(per_head, selected=head, height=220),
+            key="edge_heads",
+            on_select="rerun",
+            selection_mode="points",
+            width="stretch",
+        )
+        if head is None:
+            st.caption("Click a head to see what it wrote and to zero, mean-ablate or scale it here.")
+        else:
+            head_panel(view, layer, head, dst, key="graph_head")
     else:
-        weights = a.contributions.ffn if kind == "ffn" else (a.contributions.attn_resid if level % 2 else a.contributions.ffn_resid)
-        st.metric("Weight", f"{float(weights[layer, dst]):.3f}")
-    st.text(f"Into: {describe_node(a, view.node)}")
+        st.metric("Weight", f"{a.graph.node_edge_weight(kind, level, dst):.3f}")
+        st.text(f"Into: {describe_node(a, view.node)}")
+
+
+def head_panel(view: View, layer: int, head: int, position: int, key: str, stacked: bool = True) -> None:
+    """One head at one token, in place: what its update promotes and suppresses, where it looks, and edits with their effect."""
+    a = view.analysis
+    st.markdown(f"**Head {layer}.{head}** at token {position} ({token_md(readable_tokens(a)[position])})")
+    intervene_controls(view, "head", layer, head, key=key)
+    st.caption("Its update in vocabulary terms")
+    projection_tables(a.head_tokens(layer, position, head, k=8), stacked=stacked)
+    st.caption(f"Its attention from token {position}")
+    st.plotly_chart(figures.attention_from_figure(a, layer, head, position), key=f"{key}_attention", width="stretch")
+
+
+def neuron_panel(view: View, layer: int, neuron: int, key: str, stacked: bool = False) -> None:
+    """One neuron in place: edits with their effect, and what its value vector promotes and suppresses."""
+    st.markdown(f"**Neuron {layer}.{neuron}**")
+    intervene_controls(view, "neuron", layer, neuron, key=key)
+    st.caption("Its value vector in vocabulary terms (not scaled by the activation)")
+    projection_tables(view.analysis.neuron_tokens(layer, neuron, k=8), stacked=stacked)
+
+
+def intervene_controls(view: View, kind: str, layer: int, index: int, key: str) -> None:
+    """Zero, mean-ablate or scale this head or neuron in one click; then the effect on the prediction, right here."""
+    c1, c2, c3, c4 = st.columns([1, 1, 1.1, 1.1], vertical_alignment="bottom")
+    factor = c3.number_input("factor", value=0.5, step=0.1, key=f"{key}_factor", label_visibility="collapsed")
+    chosen = None
+    if c1.button("Zero", key=f"{key}_zero", width="stretch", help=f"Set {kind} {layer}.{index}'s output to 0"):
+        chosen = Edit(kind, layer, index, "zero")
+    if c2.button("Mean", key=f"{key}_mean", width="stretch", help="Replace its output by its mean over the prompt"):
+        chosen = Edit(kind, layer, index, "mean")
+    if c4.button("Scale", key=f"{key}_scale", width="stretch", help="Multiply its output by the factor on the left"):
+        chosen = Edit(kind, layer, index, "scale", float(factor))
+    if chosen is not None:
+        set_edit(chosen)
+        st.rerun()
+    effect_readout(view, key=key)
+
+
+def effect_readout(view: View, key: str) -> None:
+    """Before/after: the target's probability and logit, the top predictions, and a toggle for the edited graph."""
+    result = intervention(view)
+    if result is None:
+        return
+    target = visible(result.target.token)
+    st.caption("With the edits (" + ", ".join(describe_edit(e) for e in result.edits) + f"), at token {result.token}:")
+    c1, c2 = st.columns(2)
+    c1.metric(f"p of {target}", f"{result.prob_after:.3f}", f"{result.prob_after - result.prob_before:+.3f}")
+    c2.metric(f"logit of {target}", f"{result.logit_after:.3f}", f"{result.logit_after - result.logit_before:+.3f}")
+    st.dataframe(before_after_table(result.before, result.after, 5), hide_index=True, width="stretch", key=f"{key}_before_after")
+    # one toggle per readout (a page can show two), all bound to the one shared "show_edited" flag
+    widget = f"{key}_show_edited"
+    ss[widget] = bool(ss.get("show_edited"))
+    st.toggle(
+        "Show the edited graph",
+        key=widget,
+        on_change=lambda: ss.update(show_edited=ss[widget]),
+        help="Draw the graph of the edited run on the Graph page (and below elsewhere).",
+    )
+
+
+def before_after_table(before: list[TokenScore], after: list[TokenScore], k: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "before": [visible(s.token) for s in before[:k]],
+            "p before": [round(s.score, 3) for s in before[:k]],
+            "after": [visible(s.token) for s in after[:k]],
+            "p after": [round(s.score, 3) for s in after[:k]],
+        }
+    )
 
 
 def download_buttons(analysis: Analysis, token: int, threshold: float) -> None:
@@ -99,37 +201,22 @@ def download_buttons(analysis: Analysis, token: int, threshold: float) -> None:
             st.download_button(name, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
 
 
-def edit_controls(kind: str, layer: int, index: int, key: str) -> None:
-    """Buttons that add an edit of this head or neuron to the interventions."""
-    c1, c2, c3 = st.columns([2, 1, 1])
-    mode = c1.selectbox("Intervention", MODES, key=f"{key}_mode", label_visibility="collapsed")
-    factor = c2.number_input("factor", value=0.5, step=0.1, key=f"{key}_factor", label_visibility="collapsed", disabled=mode != "scale")
-    if c3.button(f"Add {kind} {layer}.{index}", key=f"{key}_add", width="stretch"):
-        add_edit(Edit(kind, layer, index, mode, factor if mode == "scale" else 0.0))
-        st.rerun()
-
-
 def intervention_panel(view: View) -> None:
-    """Edits, before/after predictions and the two graphs side by side."""
+    """Every edit (each removable), before/after predictions and the two graphs side by side."""
     if not view.edits:
-        st.info("No interventions yet: add a head or neuron edit (Head and Neuron tabs, or the Contributions page).")
+        st.info("No edits yet. Click a head on the Graph page's edge panel or on the Contributions page, or a neuron there, "
+                "and press Zero, Mean or Scale.")
         return
-    st.text("Edits: " + ", ".join(str(e) for e in view.edits))
-    if st.button("Clear the edits", key="clear_edits"):
-        clear_edits()
-        st.rerun()
+    for e in view.edits:
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.text(describe_edit(e))
+        if c2.button("Remove", key=f"remove_{e}"):
+            remove_edit(str(e))
+            st.rerun()
     result = intervention(view)
     if result is None:
         return
-    target = visible(result.target.token)
-    c1, c2 = st.columns(2)
-    c1.metric(f"logit of {target}", f"{result.logit_after:.3f}", f"{result.logit_after - result.logit_before:+.3f}")
-    c2.metric(f"probability of {target}", f"{result.prob_after:.3f}", f"{result.prob_after - result.prob_before:+.3f}")
-    left, right = st.columns(2)
-    left.caption("Before")
-    left.dataframe(token_table(result.before, "prob"), hide_index=True, width="stretch")
-    right.caption("After")
-    right.dataframe(token_table(result.after, "prob"), hide_index=True, width="stretch")
+    effect_readout(view, key="intervene_tab")
     left, right = st.columns(2)
     left.caption("Graph before")
     left.plotly_chart(
@@ -144,5 +231,4 @@ def intervention_panel(view: View) -> None:
 def open_prompt(prompt: str) -> None:
     """Make `prompt` the analysed prompt (used by the Dataset page's links)."""
     ss.prompt = prompt
-    ss.run, ss.token = (ss.model, prompt), None
-    select_node(None)
+    start_run(ss.model, prompt)

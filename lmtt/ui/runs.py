@@ -18,7 +18,7 @@ from lmtt.config import AppConfig, ConfigError, ModelEntry
 from lmtt.limits import AnalysisGate, RateLimiter
 from lmtt.loading import LoadError
 from lmtt.runner import ModelRunner, PromptError, check_prompt
-from lmtt.ui.state import View, select_node, ss
+from lmtt.ui.state import View, ss, start_run
 
 log = logging.getLogger("lmtt.app")
 if not log.handlers:  # one line per analysis on the server's stderr
@@ -71,11 +71,20 @@ def generate_continuation(config: AppConfig, n_tokens: int, seed: int | None) ->
     except (PromptError, LoadError) as e:
         st.error(str(e))
         return
-    ss.generated = (text, len(runner.tokenize(prompt)))
+    text = stop_at_special(text, prompt, getattr(runner.tokenizer, "all_special_tokens", []))
+    if text == prompt:
+        st.info("The model ended the text right away (its first token was end-of-text): nothing to add.")
+        return
     ss.prompt = text
-    ss.run, ss.token = (model, text), None
-    select_node(None)
+    start_run(model, text, generated_from=len(runner.tokenize(prompt)))
     st.rerun()  # redraw the sidebar with the extended prompt
+
+
+def stop_at_special(text: str, prompt: str, special: list[str]) -> str:
+    """The generated text cut at the first special token (end-of-text): it never goes into the prompt box."""
+    generated = text[len(prompt) :]
+    cuts = [generated.find(s) for s in special if s and s in generated]
+    return prompt + (generated[: min(cuts)] if cuts else generated)
 
 
 def fetch_analysis(config: AppConfig, model: str, prompt: str) -> Analysis | None:
@@ -167,12 +176,29 @@ def intervention(view: View) -> InterventionResult | None:
     return None if edited is None else view.analysis.compare(edited, view.token)
 
 
-@st.cache_data(show_spinner=False, ttl=60, max_entries=4)
-def dataset_summaries(folder: str) -> list[dict]:
-    """The per-prompt summaries of a batch directory (re-read at most once a minute)."""
-    from lmtt.batch import load_summaries
+def dataset_limit(config: AppConfig) -> int:
+    """How many prompts one Dataset batch may have (a public demo gets fewer)."""
+    return 20 if config.demo_mode else 200
 
-    try:
-        return load_summaries(folder)
-    except (OSError, ValueError):
-        return []
+
+def run_dataset(config: AppConfig, model: str, prompts: list[str], bar) -> tuple[list[dict], list[str]]:
+    """Summaries of every prompt for the Dataset page (each analysis cached like the app's), and what failed."""
+    from lmtt.batch import summarize
+
+    entry = config.models[model]
+    cache = analysis_cache(config.analysis_cache_entries, config.analysis_cache_ttl_s)
+    runner = cached_runner(entry)
+    summaries, errors = [], []
+    for i, prompt in enumerate(prompts):
+        bar.progress(i / len(prompts), text=f"Prompt {i + 1} of {len(prompts)}")
+        try:
+            check_prompt(prompt, config.max_prompt_chars)
+            with analysis_gate(config.max_concurrent_analyses).slot():
+                analysis, _ = cache.get_or_compute(
+                    (entry, prompt), lambda p=prompt: lmtt.analyze(runner, p, max_tokens=config.max_prompt_tokens)
+                )
+            summaries.append(summarize(analysis, prompt))
+        except PromptError as e:
+            errors.append(f"line {i + 1}: {e}")
+    bar.progress(1.0, text=f"{len(summaries)} prompts analysed")
+    return summaries, errors

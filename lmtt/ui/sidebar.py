@@ -10,9 +10,30 @@ from lmtt.analysis import Analysis
 from lmtt.config import AppConfig
 from lmtt.edits import Edit
 from lmtt.figures import visible
+from lmtt.tokens import readable_tokens
 from lmtt.ui.questions import chat_wrapped
 from lmtt.ui.runs import fetch_analysis, generate_continuation, read_config
-from lmtt.ui.state import PAGES, THRESHOLD_MAX, View, bound, restore_from_url, select_node, ss, validate_against, write_url
+from lmtt.ui.state import (
+    PAGES,
+    THRESHOLD_MAX,
+    View,
+    bound,
+    clear_edits,
+    describe_edit,
+    restore_from_url,
+    ss,
+    start_run,
+    validate_against,
+    write_url,
+)
+
+INTRO = (
+    "**lmtt shows how a language model reaches its next-token prediction.** The graph below is the default prompt's "
+    "information flow: tokens are columns, layers are rows, and each line is a contribution large enough to matter "
+    "(blue: attention, red: FFN). Click a node to see what the model believes there (logit lens), click an edge's dot "
+    "to split it by head, and click a head to zero it and see the prediction change. Type your own prompt in the "
+    "sidebar and press **Run**."
+)
 
 
 def _use_sample() -> None:
@@ -25,8 +46,8 @@ def _navigation() -> None:
         st.page_link(path, label=title)
 
 
-def sidebar(require_analysis: bool = True) -> View | None:
-    """Navigation, controls and the analysis; None (with a message shown) when there is nothing to show.
+def sidebar(page: str, require_analysis: bool = True) -> View | None:
+    """Navigation, controls and the analysis of the open `page`; None (with a message shown) when there is nothing to show.
 
     Pages that work without an analysis (Dataset) pass require_analysis=False: no empty-state message.
     """
@@ -44,20 +65,27 @@ def sidebar(require_analysis: bool = True) -> View | None:
         st.text_area("Prompt", max_chars=config.max_prompt_chars, height=100, **bound("prompt"))
         chat = st.toggle("Chat template", key="chat", help="Wrap the prompt in the tokenizer's chat template (instruct models)")
         if st.button("Run", type="primary", width="stretch"):
-            ss.run = (ss.model, chat_wrapped(config, ss.model, ss.prompt) if chat else ss.prompt)
-            ss.token = None
-            select_node(None)
+            ss.intro = False
+            start_run(ss.model, chat_wrapped(config, ss.model, ss.prompt) if chat else ss.prompt)
+        st.toggle(
+            "Pin edits and selections",
+            key="pin",
+            help="On: a new Run, prompt or model keeps the edits, the selected node, edge, head and neuron, and the compare prompt.",
+        )
         with st.expander("Generate a continuation"):
             n_tokens = st.number_input("Tokens to generate", 1, 64, 8, key="gen_n")
             seed = st.number_input("Seed (0: greedy)", 0, 2**31 - 1, 0, key="gen_seed")
             generate = st.button("Generate and analyse", key="gen_go", width="stretch")
     if generate:
+        ss.intro = False
         generate_continuation(config, int(n_tokens), int(seed) or None)
     for message in ss.pop("_warnings", []):
         st.warning(message)
+    if ss.get("intro"):
+        st.markdown(INTRO)
     analysis = _current_analysis(config) if (require_analysis or ss.get("run")) else None
     if analysis is None:
-        write_url()
+        write_url(page)
         return None
     validate_against(analysis)
     if (report := analysis.runner.check_report) is not None and not report.passed:
@@ -66,23 +94,38 @@ def sidebar(require_analysis: bool = True) -> View | None:
     for message in ss.pop("_warnings", []):
         st.warning(message)
     with st.sidebar:
-        tokens = analysis.tokens
-        generated_from = ss.generated[1] if ss.get("generated") and ss.generated[0] == ss.run[1] else len(tokens)
+        tokens = readable_tokens(analysis)
+        generated_from = ss.get("generated_from") or len(tokens)
         st.selectbox(
             "Token to explain",
             range(len(tokens)),
             format_func=lambda p: f"{p}: {visible(tokens[p])}" + (" ✦" if p >= generated_from else ""),
-            help="✦ marks generated tokens: each one's graph is that of a prompt ending there (attention is causal).",
+            help="The graph explains the prediction made at this token. ✦ marks generated tokens: each one's graph is "
+            "that of a prompt ending there (attention is causal). Clicking a token's ▲ under the graph chooses it too.",
             **bound("token"),
         )
         st.slider("Contribution threshold", 0.0, THRESHOLD_MAX, step=0.005, format="%.3f", **bound("threshold"))
         st.toggle("Final norm before unembedding", help="Apply the model's final norm in the logit lens.", **bound("norm"))
-        write_url()
+        write_url(page)
         with st.expander("Copy link to this view"):
-            base = st.context.url or ""
-            st.code(f"{base}?{urlencode(st.query_params.to_dict())}", language=None)
+            base = (st.context.url or "").split("?")[0]
+            st.code(f"{base}?{urlencode(st.query_params.to_dict(), doseq=False)}", language=None)
     edits = tuple(Edit.parse(e) for e in ss.get("edits", []))
+    edits_chip(edits)
     return View(config, analysis, ss.token, ss.threshold, ss.norm, ss.node, ss.edge, ss.get("head"), ss.get("neuron"), edits)
+
+
+def edits_chip(edits: tuple[Edit, ...]) -> None:
+    """A visible reminder on every page that the model is being edited, with one click to clear."""
+    if not edits:
+        return
+    n = len(edits)
+    text = f"✎ {n} edit{'s' if n > 1 else ''} active: " + ", ".join(describe_edit(e) for e in edits)
+    with st.container(horizontal=True, vertical_alignment="center", key="edits_chip"):
+        st.markdown(f":orange-badge[{text}]")
+        if st.button("Clear edits", key="chip_clear", type="tertiary", icon=":material/close:"):
+            clear_edits()
+            st.rerun()
 
 
 def _current_analysis(config: AppConfig) -> Analysis | None:
@@ -90,3 +133,4 @@ def _current_analysis(config: AppConfig) -> Analysis | None:
         st.info("Choose a model and a prompt in the sidebar, then press **Run**.")
         return None
     return fetch_analysis(config, *ss.run)
+

@@ -24,6 +24,19 @@ PAGES = (
     ("pages/dataset.py", "Dataset"),
 )
 THRESHOLD_MAX = 0.5
+# What a share link carries on each page, besides model, prompt, token, threshold, norm, the generation boundary and edits.
+PAGE_PARAMS = {
+    "graph": ("node", "edge", "head"),
+    "contributions": ("node", "head", "neuron"),
+    "interpretation": ("node", "head", "neuron"),
+    "compare": ("compare",),
+    "target": (),
+    "faithfulness": (),
+    "patching": (),
+    "dataset": (),
+}
+# Cleared by a new Run, prompt or model unless the user pins them.
+SELECTIONS = ("node", "edge", "head", "neuron", "compare", "dataset_head")
 ss = st.session_state
 
 
@@ -75,7 +88,8 @@ def restore_from_url(config: AppConfig) -> None:
     ss.model = model
     prompt = qp.get("prompt")
     ss.prompt = prompt if prompt is not None else (config.sample_prompts[0] if config.sample_prompts else "")
-    ss.run = (model, prompt) if prompt is not None else None
+    ss.intro = prompt is None and bool(ss.prompt)  # a first visit: the default prompt's graph, with a word on what to do
+    ss.run = (model, ss.prompt) if ss.prompt else None
     ss.token = None
     if (raw := qp.get("token")) is not None:
         try:
@@ -93,7 +107,12 @@ def restore_from_url(config: AppConfig) -> None:
             warnings.append(f"Ignored threshold={raw!r} in the URL: expected a number from 0 to {THRESHOLD_MAX}.")
     ss.norm = qp.get("norm", "1") != "0"
     ss.compare = qp.get("compare", "")
-    ss.dataset = qp.get("dataset", "")
+    ss.generated_from = None
+    if (raw := qp.get("gen")) is not None:
+        if raw.isdigit() and int(raw) > 0:
+            ss.generated_from = int(raw)
+        else:
+            warnings.append(f"Ignored gen={raw!r} in the URL: expected the number of prompt tokens.")
     ss.node, ss.edge = qp.get("node"), qp.get("edge")
     ss.edits = []
     for raw in qp.get_all("edit"):
@@ -106,12 +125,29 @@ def restore_from_url(config: AppConfig) -> None:
     ss._warnings = warnings
 
 
+def start_run(model: str, prompt: str, generated_from: int | None = None) -> None:
+    """Make (model, prompt) the analysed run. Edits and selections belong to the old run: cleared unless pinned."""
+    ss.run, ss.token = (model, prompt), None
+    ss.generated_from = generated_from
+    if not ss.get("pin"):
+        clear_selections()
+
+
+def clear_selections() -> None:
+    for name in SELECTIONS:
+        ss[name] = "" if name == "compare" else None
+    ss.edits = []
+
+
 def validate_against(analysis: Analysis) -> None:
     """Drop selections that do not fit this analysis (a stale URL, another prompt)."""
     warnings = ss.setdefault("_warnings", [])
     t = len(analysis.tokens)
-    if ss.token is None:
-        ss.token = t - 1
+    if ss.get("generated_from") is not None and not 0 < ss.generated_from < t:
+        warnings.append(f"Ignored gen={ss.generated_from}: the text has {t} tokens.")
+        ss.generated_from = None
+    if ss.token is None:  # by default explain the first generated token (its prediction is made at the prompt's last one)
+        ss.token = ss.generated_from - 1 if ss.get("generated_from") else t - 1
     elif not -t <= ss.token < t:
         warnings.append(f"Token {ss.token} is out of range for {t} tokens; showing the last token.")
         ss.token = t - 1
@@ -156,19 +192,28 @@ def _edge_fits(edge: str, analysis: Analysis) -> bool:
     return kind in ("attention", "residual", "ffn") and 1 <= level <= 2 * analysis.n_layers and 0 <= src <= dst < t
 
 
-def write_url() -> None:
-    params = {"model": ss.model, "threshold": f"{ss.threshold:g}", "norm": "1" if ss.norm else "0"}
-    if ss.run:
-        params["prompt"] = ss.run[1]
-        if ss.token is not None:
-            params["token"] = str(ss.token)
-    for name in ("node", "edge", "compare", "dataset"):
-        if ss.get(name):
-            params[name] = ss[name]
-    for name in ("head", "neuron"):
-        if ss.get(name):
-            params[name] = f"{ss[name][0]}.{ss[name][1]}"
-    items = list(params.items()) + [("edit", e) for e in ss.get("edits", [])]
+def share_params(page: str) -> list[tuple[str, str]]:
+    """Exactly the state of the open view, as URL parameters (never a server path)."""
+    params = [("model", ss.model), ("threshold", f"{ss.threshold:g}"), ("norm", "1" if ss.norm else "0")]
+    if ss.get("run"):
+        params.append(("prompt", ss.run[1]))
+        if ss.get("generated_from"):
+            params.append(("gen", str(ss.generated_from)))
+        if ss.get("token") is not None:
+            params.append(("token", str(ss.token)))
+    for name in PAGE_PARAMS[page]:
+        value = ss.get(name)
+        if name == "head" and page == "graph" and not (ss.get("edge") or "").startswith("edge|attention|"):
+            value = None  # on the Graph page a head is a part of the selected attention edge
+        if isinstance(value, tuple):
+            value = f"{value[0]}.{value[1]}"
+        if value:
+            params.append((name, value))
+    return params + [("edit", e) for e in ss.get("edits", [])]
+
+
+def write_url(page: str) -> None:
+    items = share_params(page)
     current = [(k, v) for k in st.query_params for v in st.query_params.get_all(k)]
     if sorted(current) != sorted(items):
         st.query_params.from_dict({k: [v for kk, v in items if kk == k] for k in dict(items)})
@@ -179,19 +224,37 @@ def select_node(node: str | None) -> None:
 
 
 def select_edge(edge: str) -> None:
+    """An edge handle: its target node is selected too; a head belongs to one edge, so the old one is dropped."""
+    if edge != ss.get("edge"):
+        ss.head = None
     ss.edge = edge
     kind, level, _src, dst = parse_edge(edge)
     layer = (level - 1) // 2
     ss.node = f"{'attn' if level % 2 else 'ffn'}:{layer}:{dst}"
 
 
-def add_edit(edit: Edit) -> None:
-    if str(edit) not in ss.setdefault("edits", []):
-        ss.edits = [*ss.edits, str(edit)]
+def set_edit(edit: Edit) -> None:
+    """Add an edit; one of the same head or neuron is replaced (a second click changes the mode, it does not stack)."""
+    kept = [e for e in ss.get("edits", []) if _unit(Edit.parse(e)) != _unit(edit)]
+    ss.edits = [*kept, str(edit)]
+
+
+def _unit(edit: Edit) -> tuple[str, int, int]:
+    return edit.kind, edit.layer, edit.index
 
 
 def clear_edits() -> None:
     ss.edits = []
+
+
+def remove_edit(edit: str) -> None:
+    ss.edits = [e for e in ss.get("edits", []) if e != edit]
+
+
+def describe_edit(edit: Edit) -> str:
+    """'head 23.4 zeroed', 'neuron 5.100 mean-ablated', 'head 3.2 scaled ×0.5'."""
+    done = {"zero": "zeroed", "mean": "mean-ablated", "scale": f"scaled ×{edit.factor:g}"}[edit.mode]
+    return f"{edit.kind} {edit.layer}.{edit.index} {done}"
 
 
 def select_head(layer: int, head: int) -> None:

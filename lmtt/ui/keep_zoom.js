@@ -1,0 +1,30 @@
+// Keep the user's zoom and pan on the graph across reruns.
+// Streamlit gives a chart a new element (a fresh plot) whenever its figure changes, so plotly's uirevision alone
+// cannot keep the view: remember the axis ranges per uirevision (one prompt) and put them back on each new plot.
+(() => {
+  if (window.__lmttKeepZoom) return;
+  window.__lmttKeepZoom = true;
+  const saved = new Map();  // uirevision -> {"xaxis.range": [a, b], "yaxis.range": [c, d]}
+  const revision = (gd) => String((gd.layout && gd.layout.uirevision) || "");
+  const watch = (gd) => {
+    if (gd.__lmttWatched || !gd.on) return;
+    gd.__lmttWatched = true;
+    const view = saved.get(revision(gd));
+    if (view) {
+      gd.__lmttRestoring = true;
+      (window.Plotly._guiRelayout || window.Plotly.relayout)(gd, view).finally(() => { gd.__lmttRestoring = false; });
+    }
+    gd.on("plotly_relayout", (event) => {
+      if (gd.__lmttRestoring || !gd._fullLayout) return;
+      if (Object.keys(event).some((k) => k.endsWith("autorange"))) { saved.delete(revision(gd)); return; }
+      if (!Object.keys(event).some((k) => k.includes("axis"))) return;
+      const layout = gd._fullLayout;
+      saved.set(revision(gd), { "xaxis.range": [...layout.xaxis.range], "yaxis.range": [...layout.yaxis.range] });
+    });
+  };
+  const scan = () => document.querySelectorAll(".st-key-graph_box .js-plotly-plot").forEach((gd) => {
+    if (gd._fullLayout) watch(gd);
+  });
+  new MutationObserver(scan).observe(document.body, { childList: true, subtree: true });
+  scan();
+})();

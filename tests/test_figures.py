@@ -1,0 +1,54 @@
+"""Figures: text defects and the graph's layout, checked on the figure objects (no browser)."""
+
+import numpy as np
+import pytest
+import torch
+
+from lmtt import figures
+from lmtt.interpret import NeuronContributions, Projection, TokenScore
+
+
+def test_labels_escape_markup_but_not_quotes():
+    assert figures.label('"') == '"'  # plotly shows &quot; literally
+    assert figures.label("<b>&") == "&lt;b&gt;&amp;"
+    assert figures.visible(" ⟨F0 9F⟩ a") == "␣⟨F0 9F⟩␣a"  # a byte group keeps its spaces
+
+
+def test_projection_bars_show_quotes_as_quotes():
+    proj = Projection([TokenScore('"', 1, 2.0)], [TokenScore("'", 2, -1.0)])
+    ticks = figures.projection_figure(proj).data[0].y
+    assert '" (1)' in ticks and "' (2)" in ticks and not any("&quot;" in t or "&#x27;" in t for t in ticks)
+
+
+def test_neuron_bars_follow_the_sign_of_the_activation():
+    nc = NeuronContributions(3, 4, torch.tensor([7, 9]), torch.tensor([0.3, 0.2]), torch.tensor([1.5, -0.5]), 0.1)
+    colours = figures.neuron_bar_figure(nc).data[0].marker.color
+    assert colours[0] == figures.POSITIVE and colours[1] == figures.NEGATIVE
+
+
+@pytest.mark.parametrize("make", [figures.head_importance_heatmap, figures.head_delta_heatmap])
+def test_per_head_heatmaps_label_every_head_and_layer(make):
+    fig = make(np.random.default_rng(0).random((30, 9)))
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.yaxis.dtick == 1
+    assert fig.layout.height >= 22 * 9 + 120
+
+
+def test_head_bars_mark_the_selected_head_and_carry_indices():
+    fig = figures.head_bar_figure([0.1, 0.5, 0.2], selected=1)
+    assert list(fig.data[0].customdata) == [0, 1, 2]
+    assert fig.data[0].marker.color[1] != fig.data[0].marker.color[0]
+
+
+def test_graph_labels_tokens_above_and_below_and_keeps_a_revision(default_runner):
+    import lmtt
+
+    a = lmtt.analyze(default_runner, "The capital of France is")
+    fig = figures.graph_figure(a, a.paths_to(-1, 0.04), explained=4)
+    assert list(fig.layout.xaxis.ticktext) == list(fig.layout.xaxis2.ticktext) == ["The", "␣capital", "␣of", "␣France", "␣is"]
+    assert fig.layout.xaxis2.side == "top" and fig.layout.xaxis2.matches == "x"
+    assert fig.layout.uirevision == figures.graph_figure(a, a.paths_to(-1, 0.2)).layout.uirevision  # same prompt, same view
+    handles = [t for t in fig.data if t.name == "tokens"]
+    assert len(handles) == 2 and list(handles[1].customdata) == [f"token|{p}" for p in range(5)]
+    residual = [t for t in fig.data if t.name == "residual edge"]
+    assert all(t.line.width <= 3.5 and t.line.color == figures.KIND_COLOURS["residual"] for t in residual)
+    assert figures.graph_min_width(120) == 120 * figures.COLUMN_PX + 100

@@ -1,0 +1,18 @@
+"""The logit lens's top token per cell agrees with the engine's per-token lens grid."""
+
+import torch
+
+from lmtt.lens import top_token_grid
+
+
+def test_top_tokens_have_rank_zero_and_their_probability(default_runner):
+    import lmtt
+
+    a = lmtt.analyze(default_runner, "The capital of France is")
+    ids, probs = top_token_grid(a)
+    assert ids.shape == probs.shape == (2 * a.n_layers + 1, len(a.tokens))
+    assert int(ids[-1, -1]) == a.predictions(-1, 1)[0].token_id  # the output state's top token is the prediction
+    for level, pos in ((0, 1), (30, 3), (2 * a.n_layers, 4)):
+        p, rank = a.lens_grid(int(ids[level, pos]))
+        assert int(rank[level, pos]) == 0
+        assert torch.isclose(p[level, pos], probs[level, pos], atol=1e-5)
