@@ -134,7 +134,7 @@ def target_graph_figure(
                 "cmax": lim,
                 "color": [0],
                 "showscale": True,
-                "colorbar": {"title": "A−B", "len": 0.5},
+                "colorbar": {"title": "lens of target", "len": 0.5},
             },
             hoverinfo="skip",
             showlegend=False,
