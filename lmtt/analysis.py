@@ -22,7 +22,7 @@ from lmtt.attribution import Contributions, compute_contributions
 from lmtt.edits import Edit
 from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
 from lmtt.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
-from lmtt.ondemand import LONG_PROMPT_TOKENS, OnDemandGraph
+from lmtt.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
 from lmtt.runner import ModelRunner, PromptError, Trace
 
 TokenIds = torch.Tensor | list[int] | tuple[int, ...]
@@ -282,7 +282,7 @@ def _analysis_of(runner: ModelRunner, trace: Trace, on_layer=None, timings: dict
     """The analysis of a trace: the full graph, or (mode "on_demand", or "auto" for long prompts) an on-demand one."""
     if graph not in GRAPH_MODES:
         raise ValueError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
-    if graph == "on_demand" or (graph == "auto" and trace.n_tokens >= LONG_PROMPT_TOKENS):
+    if graph == "on_demand" or (graph == "auto" and trace.n_tokens > FULL_GRAPH_MAX_TOKENS):
         return Analysis(runner, trace, None, OnDemandGraph(trace, runner.layer_weights), {**(timings or {}), "contributions_s": 0.0})
     start = time.perf_counter()
     contributions = compute_contributions(trace, runner.layer_weights, on_layer=on_layer)
@@ -316,7 +316,7 @@ def analyze(
     graph: str = "auto",
 ) -> Analysis:
     """Trace the prompt (text, or token ids) once and compute every contribution (graph="full"), or only
-    those that paths reach, when first asked (graph="on_demand"; "auto" picks it from LONG_PROMPT_TOKENS tokens on).
+    those that paths reach, when first asked (graph="on_demand"; "auto" picks it above FULL_GRAPH_MAX_TOKENS).
 
     `on_progress(fraction, message)` reports the forward pass and each layer's attribution.
     """

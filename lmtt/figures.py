@@ -179,6 +179,9 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
     ids = [node_id(int(lv), int(p)) for lv, p in zip(gy.ravel(), gx.ravel())]
     colours = [NODE_COLOURS[_kind(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, gy.ravel().tolist())]
     sizes = [9 if i in on_route else 3 for i in ids]
+    # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
+    where = ["embedding"] + [f"layer {layer} after {part}" for layer in range(n_layers) for part in ("attention", "FFN")]
+    texts = [html.escape(visible(tok)) for tok in tokens]
     lines = [3 if i == selected else 0 for i in ids]
     fig.add_trace(
         go.Scatter(
@@ -187,7 +190,7 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
             mode="markers",
             marker={"size": sizes, "color": colours, "line": {"width": lines, "color": "#000000"}},
             customdata=ids,
-            hovertext=[html.escape(describe_node(analysis, i)) for i in ids],
+            hovertext=[f"{where[lv]}, token {p} {texts[p]}" for lv, p in zip(gy.ravel().tolist(), gx.ravel().tolist())],
             hoverinfo="text",
             showlegend=False,
             name="nodes",
@@ -455,18 +458,23 @@ def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
 
 
 def head_importance_heatmap(values) -> go.Figure:
-    """(L, H) values per head; each cell carries [layer, head] so a click selects that head."""
+    """(L, H) values per head. A heatmap cell cannot be selected in plotly, so an invisible marker on each cell
+    carries [layer, head]: a click on a cell selects that head."""
     z = np.asarray(values, dtype=float)  # (L, H)
     layers, heads = z.shape
-    custom = [[[layer, h] for layer in range(layers)] for h in range(heads)]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z.T,
-            x=[f"L{layer}" for layer in range(layers)],
-            y=[f"H{h}" for h in range(heads)],
-            customdata=custom,
-            colorscale="Blues",
-            hovertemplate="%{x} %{y}: %{z:.3g}<extra></extra>",
+    xs, ys = [f"L{layer}" for layer in range(layers)], [f"H{h}" for h in range(heads)]
+    fig = go.Figure(go.Heatmap(z=z.T, x=xs, y=ys, colorscale="Blues", hoverinfo="skip"))
+    grid_l, grid_h = np.meshgrid(np.arange(layers), np.arange(heads))  # (H, L) each
+    fig.add_trace(
+        go.Scatter(
+            x=[xs[i] for i in grid_l.ravel()],
+            y=[ys[h] for h in grid_h.ravel()],
+            mode="markers",
+            marker={"symbol": "square", "size": 16, "color": "rgba(0,0,0,0)"},
+            customdata=np.stack([grid_l.ravel(), grid_h.ravel()], 1).tolist(),
+            text=[f"{v:.3g}" for v in z.T.ravel()],
+            hovertemplate="%{x} %{y}: %{text}<br>click for its prompts<extra></extra>",
+            showlegend=False,
         )
     )
     return _per_head_layout(fig, layers, heads).update_layout(clickmode="event+select")
@@ -476,7 +484,7 @@ def _per_head_layout(fig: go.Figure, layers: int, heads: int) -> go.Figure:
     """A layer × head heatmap tall enough for a label on every head and every layer."""
     return fig.update_layout(
         height=max(340, 22 * heads + 120),
-        xaxis={"title": "layer", "dtick": 1, "tickangle": 0 if layers <= 32 else -90},
+        xaxis={"title": "layer", "dtick": 1, "tickangle": 0 if layers <= 12 else -90, "tickfont": {"size": 10}},
         yaxis={"title": "head", "dtick": 1, "autorange": "reversed"},
         margin={"t": 20},
     )

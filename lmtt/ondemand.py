@@ -25,7 +25,7 @@ from lmtt.graph import ContributionGraph
 from lmtt.runner import LayerWeights, Trace
 
 ROW_BUDGET_BYTES = 64 * 2**20  # working set of one batch of rows: (C, T, H, K) float32 at the chosen coordinates
-LONG_PROMPT_TOKENS = 1024  # from here on, analyze() builds this graph instead of the full one (override: graph=...)
+FULL_GRAPH_MAX_TOKENS = 2048  # above this, analyze(graph="auto") builds this graph instead of the full one
 
 
 class OnDemandGraph(ContributionGraph):

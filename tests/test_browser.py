@@ -94,11 +94,16 @@ POINT_JS = """([match, half]) => {
     const layout = gd._fullLayout, box = gd.getBoundingClientRect();
     for (const trace of [...gd._fullData].reverse()) {  // the last match: for a token, its handle above the graph
       const data = trace.customdata || [];
+      const xa = layout[trace.xaxis.replace('x', 'xaxis')], ya = layout[trace.yaxis.replace('y', 'yaxis')];
+      const at = (x, y) => [box.left + xa._offset + xa.d2p(x), box.top + ya._offset + ya.d2p(y)];
       for (let i = 0; i < data.length; i++) {
+        if (trace.type === 'heatmap') {  // customdata per cell: [row][column]
+          const c = data[i].findIndex((d) => JSON.stringify(d) === JSON.stringify(match));
+          if (c >= 0) return at(trace.x[c], trace.y[i]);
+          continue;
+        }
         if (JSON.stringify(data[i]) !== JSON.stringify(match)) continue;
-        const xa = layout[trace.xaxis.replace('x', 'xaxis')], ya = layout[trace.yaxis.replace('y', 'yaxis')];
-        const y = half ? trace.y[i] / 2 : trace.y[i];
-        return [box.left + xa._offset + xa.d2p(trace.x[i]), box.top + ya._offset + ya.d2p(y)];
+        return at(trace.x[i], half ? trace.y[i] / 2 : trace.y[i]);
       }
     }
   }
@@ -162,12 +167,11 @@ def test_run_click_a_node_and_visit_every_page(browser, server):
     page.goto(server)
     settled(page)
     page.get_by_role("button", name="Run").click()
-    expect(page.get_by_text("predicts ␣Paris")).to_be_visible()
     settled(page)
+    expect(page.get_by_text("predicts ␣Paris")).to_have_count(1)
     nodes = page.locator(".js-plotly-plot .scatterlayer .trace:last-child path.point")
-    expect(nodes).to_have_count(5 * 61)
-    box = nodes.nth(5 * 61 - 1).bounding_box()  # the top node of the last token
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    expect(nodes).to_have_count(5 * 61 + 1)  # every node, and the point that carries the top axis
+    click_point(page, "ffn:29:4")  # the top node of the last token
     expect(page.get_by_text("layer 29 after FFN, token 4 ␣is")).to_be_visible()
     expect(page.get_by_text("Logit lens")).to_be_visible()
     expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
@@ -183,7 +187,7 @@ def test_run_click_a_node_and_visit_every_page(browser, server):
 
     page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Interpretation").click()
     expect(page.get_by_role("heading", name="Interpretation")).to_be_visible()
-    expect(page.get_by_text("Attention pattern")).to_be_visible()
+    expect(page.get_by_text("Choose a layer and a head")).to_be_visible()  # nothing offered before a head is chosen
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "interpretation.png"), full_page=True)
     page.get_by_role("tab", name="Logit lens").click()
@@ -228,7 +232,8 @@ def test_interventions_render_side_by_side(browser, server):
     settled(page)
     page.get_by_role("tab", name="Intervene").click()
     expect(page.get_by_text("Graph with the edits")).to_be_visible()
-    expect(page.get_by_text("probability of ␣Paris")).to_be_visible()
+    expect(page.get_by_text("p of ␣Paris")).to_be_visible()
+    expect(page.get_by_text("9 edits active")).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "interventions.png"), full_page=True)
     assert page.problems == []
@@ -260,9 +265,11 @@ def test_dataset_page_without_a_terminal(browser, server):
     expect(page.get_by_text("3 prompts. A head matters")).to_be_visible()
     settled(page)
     heatmap = page.locator(".js-plotly-plot").first
+    expect(heatmap.locator(".ytick").first).to_be_attached()
     heads = heatmap.locator(".ytick text").all_text_contents()
     layers = heatmap.locator(".xtick text").all_text_contents()
-    assert heads == [f"H{h}" for h in range(9)] and layers == [f"L{layer}" for layer in range(30)]  # every label
+    assert sorted(heads, key=lambda h: int(h[1:])) == [f"H{h}" for h in range(9)]  # every label (head 0 on top)
+    assert layers == [f"L{layer}" for layer in range(30)]
     assert heatmap.bounding_box()["height"] >= 300
     click_point(page, [23, 4])
     expect(page.get_by_text("Layer 23, head 4: the prompts where it mattered most")).to_be_visible()
@@ -443,5 +450,24 @@ def test_logit_lens_top_tokens_and_a_followed_token(browser, server):
     page.keyboard.press("Enter")
     expect(page.locator(".js-plotly-plot").filter(has_text="probability of ␣Rome (followed")).to_be_visible()
     settled(page)
+    assert page.problems == []
+    ctx.close()
+
+
+def test_neuron_bars_follow_the_sign_and_no_edit_before_a_choice(browser, server):
+    ctx, page = new_page(browser, server, width=1400, height=1100)
+    page.goto(f"{server}/contributions?prompt={quote(PROMPT)}&node=ffn:29:4")
+    settled(page)
+    expect(page.get_by_text("Top neurons at layer 29")).to_be_visible()
+    bars = page.locator(".js-plotly-plot .barlayer .point path")
+    expect(bars.first).to_be_attached()
+    fills = {b.evaluate("e => getComputedStyle(e).fill") for b in bars.all()}
+    assert fills and fills <= {"rgb(44, 160, 44)", "rgb(148, 103, 189)"}, fills  # green or purple by sign, never FFN red
+    assert page.get_by_role("button", name="Zero", exact=True).count() == 0  # nothing to edit before a neuron is chosen
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Interpretation").click()
+    settled(page)
+    page.get_by_role("tab", name="Neuron").click()
+    expect(page.get_by_text("Choose a layer and a neuron")).to_be_visible()
+    assert page.get_by_role("button", name=re.compile("^(Add|Zero|Mean|Scale)")).count() == 0
     assert page.problems == []
     ctx.close()

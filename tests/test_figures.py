@@ -52,3 +52,5 @@ def test_graph_labels_tokens_above_and_below_and_keeps_a_revision(default_runner
     residual = [t for t in fig.data if t.name == "residual edge"]
     assert all(t.line.width <= 3.5 and t.line.color == figures.KIND_COLOURS["residual"] for t in residual)
     assert figures.graph_min_width(120) == 120 * figures.COLUMN_PX + 100
+    nodes = fig.data[-1]
+    assert all(h == figures.describe_node(a, n) for h, n in zip(nodes.hovertext, nodes.customdata))

@@ -55,7 +55,7 @@ def test_lean_head_values_give_the_dense_proximities(tiny_runner):
 def test_analyses_of_long_prompts_are_on_demand(tiny_runner, monkeypatch):
     import lmtt.analysis
 
-    monkeypatch.setattr(lmtt.analysis, "LONG_PROMPT_TOKENS", 10)
+    monkeypatch.setattr(lmtt.analysis, "FULL_GRAPH_MAX_TOKENS", 10)
     long, short = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(12))), _analysis_of(tiny_runner, tiny_runner.trace(token_ids(8)))
     assert long.on_demand and not short.on_demand
     forced = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(12)), graph="full")

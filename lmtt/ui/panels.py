@@ -145,7 +145,8 @@ def neuron_panel(view: View, layer: int, neuron: int, key: str, stacked: bool = 
 
 def intervene_controls(view: View, kind: str, layer: int, index: int, key: str) -> None:
     """Zero, mean-ablate or scale this head or neuron in one click; then the effect on the prediction, right here."""
-    c1, c2, c3, c4 = st.columns([1, 1, 1.1, 1.1], vertical_alignment="bottom")
+    c1, c2 = st.columns(2)  # two rows of two: the panel beside the graph is narrow
+    c3, c4 = st.columns(2, vertical_alignment="bottom")
     factor = c3.number_input("factor", value=0.5, step=0.1, key=f"{key}_factor", label_visibility="collapsed")
     chosen = None
     if c1.button("Zero", key=f"{key}_zero", width="stretch", help=f"Set {kind} {layer}.{index}'s output to 0"):

@@ -81,7 +81,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
         generate_continuation(config, int(n_tokens), int(seed) or None)
     for message in ss.pop("_warnings", []):
         st.warning(message)
-    if ss.get("intro"):
+    if ss.get("intro") and page == "graph":
         st.markdown(INTRO)
     analysis = _current_analysis(config) if (require_analysis or ss.get("run")) else None
     if analysis is None:
