@@ -71,7 +71,7 @@ def test_bad_input(analysis):
 
 
 @pytest.mark.default_model
-def test_capital_route_keeps_most_of_paris(default_runner):
+def test_capital_curve_reaches_1_with_the_full_graph(default_runner):
     a = lmtt.analyze(default_runner, "The capital of France is")
     curve = a.faithfulness_curve((0.1, 0.04, 0.0))
     assert curve.values[-1] == pytest.approx(1.0, abs=1e-6)
