@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lmtt import faithfulness as faithfulness_module
-from lmtt import interpret, qk
+from lmtt import interpret, neurons, qk
 from lmtt import logit_attribution as dla
 from lmtt import patching as patching_module
 from lmtt.attribution import Contributions, compute_contributions
@@ -235,6 +235,10 @@ class Analysis:
         """Why head (layer, head) attends from `query` to `key`: (query part x key part) pairs that sum to the score."""
         self._check_head(head)
         return qk.qk_attribution(self.runner, self.trace, layer, head, self.position(query), self.position(key))
+
+    def neuron_profile(self, layer: int, neuron: int) -> neurons.NeuronProfile:
+        """A GLU neuron's gate, act(gate), up and product at every position, with GLUScope's sign quadrants."""
+        return neurons.neuron_profile(self.runner, self.trace, layer, neuron)
 
     def patching(self, corrupted: str | TokenIds, target: dla.Target | None = None) -> patching_module.PatchingResult:
         """Activation patching: this prompt is the clean run, `corrupted` (same token count) the corrupted one."""

@@ -1,6 +1,6 @@
 """Command line: `python -m lmtt analyze --prompt TEXT [--model NAME] [--token I] [--threshold T] --json`
 (plus --generate N, --edit EDIT, --compare TEXT, --out DIR; --ids, --chat; --target/--contrast with --dla,
---direct-threshold, --lens, --faithfulness, --faithfulness-curve, --patch TEXT) and
+--direct-threshold, --lens, --faithfulness, --faithfulness-curve, --qk, --neuron, --patch TEXT) and
 `python -m lmtt batch PROMPTS_FILE --out DIR`, and `python -m lmtt check [--model NAME] [--prompt TEXT]`
 (exit status 1 when an identity fails).
 
@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--faithfulness-curve", action="store_true", help="faithfulness against edges kept over a range of thresholds")
     q.add_argument("--ablation", choices=("zero", "mean"), default="zero", help="what replaces parts outside the route")
     q.add_argument("--qk", default=None, metavar="L.H:Q:K", help="QK attribution of head L.H's score from query Q to key K")
+    q.add_argument("--neuron", default=None, metavar="L.N", help="a GLU neuron's gate, up and product per position")
     q.add_argument("--patch", default=None, metavar="TEXT", help="activation patching: this corrupted prompt (same token count)")
     c = sub.add_parser("check", help="check that lmtt's decomposition adds up for a model (one line per identity)")
     c.add_argument("--model", default=None, help="a model name from config.yaml (default: its default_model)")
@@ -130,6 +131,11 @@ def _target_questions(args, analysis: Analysis, runner, config) -> dict:
         if not m:
             raise ValueError(f"--qk expects LAYER.HEAD:QUERY:KEY, e.g. 23.3:13:9, got {args.qk!r}")
         out["qk_attribution"] = analysis.qk_attribution(*(int(g) for g in m.groups())).to_dict(args.top)
+    if args.neuron is not None:
+        m = re.fullmatch(r"(\d+)\.(\d+)", args.neuron.strip())
+        if not m:
+            raise ValueError(f"--neuron expects LAYER.NEURON, e.g. 20.1337, got {args.neuron!r}")
+        out["neuron_profile"] = analysis.neuron_profile(int(m.group(1)), int(m.group(2))).to_dict()
     asked = args.dla or args.lens or args.faithfulness or args.faithfulness_curve or args.patch is not None
     if not (asked or args.direct_threshold is not None or args.target or args.contrast):
         return out

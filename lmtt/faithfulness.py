@@ -10,10 +10,10 @@ more, with exact interventions inside that one forward pass:
   replaced by zero ("zero") or, with "mean", by their removed attention mass
   times the head's value averaged over the prompt's positions in the
   unintervened run.
-* FFN at (l, q): its neuron activations are kept when the FFN edge of (l, q) is
-  in S, else replaced by zero or by their mean over positions.
-* Residual edges carry the stream as it is, and output biases are kept: a route
-  decides which *updates* reach the residual stream, not the stream itself.
+* FFN at (l, q): its update is kept when the FFN edge of (l, q) is in S, else
+  replaced by zero or by its mean over positions (what the residual receives).
+* Residual edges carry the stream as it is, and the attention output bias is kept:
+  a route decides which *updates* reach the residual stream, not the stream itself.
 
 Nodes outside S get every part knocked out. With m the target quantity
 (logit(A), or logit(A) - logit(B)):
@@ -37,7 +37,6 @@ import torch
 from lmtt import attention
 from lmtt.graph import EDGE_KINDS, Subgraph
 from lmtt.logit_attribution import Target
-from lmtt.patching import patching
 from lmtt.runner import ModelRunner, Trace
 
 ABLATIONS = ("zero", "mean")
@@ -121,7 +120,7 @@ def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "
     causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T) [query, source]
     mean = ablation == "mean"
     v_mean = [v[:, kv_index].mean(0) for v in trace.values] if mean else None  # L x (H, hd)
-    acts_mean = [a.mean(0) for a in trace.neuron_acts] if mean else None  # L x (N,)
+    ffn_mean = [f.mean(0) for f in trace.ffn_out] if mean else None  # L x (d,)
 
     def patch(site: str, layer: int, x: torch.Tensor) -> torch.Tensor | None:
         if site == "head_context":
@@ -134,28 +133,29 @@ def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "
             v = rec["v"][layer][:, kv_index.to(x.device)]  # (T, H, hd)
             kept_a = a * keep[None]  # (H, T, T)
             ctx = torch.einsum("hqj,jhc->qhc", kept_a, v)  # (T, H, hd)
-            if mean:
-                ctx = ctx + (1 - kept_a.sum(-1)).T[:, :, None] * v_mean[layer].to(x.device)[None]  # removed mass x mean value
-            x = x.clone()
-            x[0, rows] = ctx[rows].reshape(int(rows.sum()), -1).to(x.dtype)
-            return x
-        if site == "neuron_acts":
+            if mean:  # removed mass (sinks keep theirs) x the head's mean value
+                removed = (a * (causal.to(x.device) & ~keep)[None]).sum(-1).T  # (T, H)
+                ctx = ctx + removed[:, :, None] * v_mean[layer].to(x.device)[None]
+            rows_of = x.clone().reshape(-1, t, x.shape[-1])  # (1, T, .) whether the model passes (1, T, .) or (T, .)
+            rows_of[0, rows] = ctx[rows].reshape(int(rows.sum()), -1).to(x.dtype)
+            return rows_of.reshape(x.shape)
+        if site == "ffn_update":
             drop = ~route.ffn[layer].to(x.device)  # (T,)
             if not drop.any():
                 return None
-            x = x.clone()
-            x[0, drop] = acts_mean[layer].to(x.device, x.dtype) if mean else 0
-            return x
+            rows_of = x.clone().reshape(-1, t, x.shape[-1])  # OPT's FFN sees (T, d)
+            rows_of[0, drop] = ffn_mean[layer].to(x.device, x.dtype) if mean else 0
+            return rows_of.reshape(x.shape)
         return None
 
-    with patching(runner, patch, 1, t):
-        return runner.trace(trace.token_ids)  # a full trace, so this pass's q, k, v reach the patch
+    return runner.trace(trace.token_ids, patch=patch)  # a traced pass: its own q, k, v reach the patch
 
 
 def trace_attention(rec: dict, layer: int, kv_index: torch.Tensor, t: int) -> torch.Tensor:
     """(H, T, T) attention weights of the running pass at `layer`, from what lmtt's attention recorded."""
     q, k = rec["q"][layer], rec["k"][layer]
-    return attention.attention_weights(q, k, rec["mask"][layer], rec["scale"][layer], kv_index.to(q.device), slice(0, t), t)
+    extra = [rec[name][layer] for name in ("softcap", "sinks") if name in rec]  # softcapped or sink attention
+    return attention.attention_weights(q, k, rec["mask"][layer], rec["scale"][layer], kv_index.to(q.device), slice(0, t), t, *extra)
 
 
 def _measure(logits: torch.Tensor, target: Target) -> tuple[float, float, int]:

@@ -172,7 +172,8 @@ def readout(runner: ModelRunner, ids: list[int]) -> Readout:
     c = torch.zeros(zero_in, device=rows.device)
     for module in modules:
         c = module(c.to(module.weight.dtype)).float()  # the affine chain at 0: its bias
-    return Readout(rows.cpu(), c[idx.to(c.device)].cpu())
+    scale = getattr(runner, "scale_logits", lambda x: x)  # a family's logit multiplier or divisor (linear)
+    return Readout(scale(rows).cpu(), scale(c[idx.to(c.device)]).cpu())
 
 
 @torch.no_grad()
@@ -300,12 +301,13 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
     heads = torch.zeros(n_layers, trace.n_heads)
     sources = torch.zeros(n_layers, trace.n_heads, trace.n_tokens)
     attn, ffn, attn_bias, ffn_bias = (torch.zeros(n_layers) for _ in range(4))
-    neurons = torch.zeros(n_layers, runner.layer_weights[0].w_down.shape[0])
+    neurons = torch.zeros(n_layers, max(w.w_down.shape[0] for w in runner.layer_weights))  # MoE: virtual neuron ids
     dev = trace.resid[0].device
     d = direction.to(dev)
     for layer in range(n_layers):
         w = runner.layer_weights[layer]
-        w_d = w.w_out.to(dev) @ d  # (H, hd): each head's context read along d
+        d_attn = _pull_back(_map(trace, "attn", layer), d, i)  # (d,): a raw head output z reaches d . map(z) = d_attn . z
+        w_d = w.w_out.to(dev) @ d_attn  # (H, hd): each head's context read along d
         v = trace.values[layer][: i + 1][:, trace.kv_index]  # (J, H, hd)
         a = trace.attention(layer, slice(i, i + 1), n_keys=i + 1)[:, 0]  # (H, J)
         part = a * (v * w_d[None]).sum(-1).T  # (H, J)
@@ -315,18 +317,52 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
         heads[layer] = part.sum(-1).cpu()
         attn[layer] = float(trace.attn_out[layer][i] @ d)
         attn_bias[layer] = attn[layer] - heads[layer].sum()
-        neurons[layer] = (trace.neuron_acts[layer][i] * (w.w_down.to(dev) @ d)).cpu()  # (N,)
+        d_ffn = _pull_back(_map(trace, "ffn", layer), d, i)  # (d,)
+        ids, acts = _neurons(trace, layer, i)  # (M,), (M,)
+        neurons[layer].index_add_(0, ids.cpu(), (acts * (w.w_down.to(dev)[ids.to(dev)] @ d_ffn)).cpu())
         ffn[layer] = float(trace.ffn_out[layer][i] @ d)
         ffn_bias[layer] = ffn[layer] - neurons[layer].sum()
     embedding = float(trace.resid[0][i] @ d)
     summed = trace.resid[0][i] + sum(trace.attn_out[l][i] + trace.ffn_out[l][i] for l in range(n_layers))  # (d,)
     unexplained = float((trace.resid[n_layers][i] - summed) @ d)
-    logits = trace.logits[i]
+    logits = pre_softcap(runner, trace.logits[i])  # (V,)
     value = float(logits[target.token_id] - (0 if target.contrast_id is None else logits[target.contrast_id]))
     return DirectEffects(
         target, value, direction.cpu(), embedding, attn, heads, sources, attn_bias, ffn, neurons, ffn_bias,
         norm_bias, r.contrast_const, scale, unexplained,
     )  # fmt: skip
+
+
+def pre_softcap(runner: ModelRunner, logits: torch.Tensor) -> torch.Tensor:
+    """The logits before a family's final softcap (Gemma-2: cap * tanh(x / cap)): what DLA explains."""
+    cap = getattr(runner, "logit_softcap", None)
+    if cap is None:
+        return logits
+    return torch.atanh((logits / cap).clamp(-1 + 1e-7, 1 - 1e-7)) * cap
+
+
+def _map(trace: Trace, kind: str, layer: int) -> FrozenNorm | None:
+    maps = getattr(trace, f"{kind}_map", ())
+    return maps[layer] if maps else None
+
+
+def _pull_back(m: FrozenNorm | None, d: torch.Tensor, row: int) -> torch.Tensor:
+    """(d,) the adjoint of a frozen map at one row: d . m(z) = pull_back(d) . z (P and the gain are symmetric)."""
+    if m is None:
+        return d
+    x = d if m.gain is None else d * m.gain.to(d.device)
+    if m.center:
+        x = x - x.mean()
+    scale = m.scale if m.scale.dim() == 0 else m.scale[row]
+    return x * float(scale)
+
+
+def _neurons(trace: Trace, layer: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, acts) of the FFN neurons at a position (MoE: the chosen experts' virtual ids)."""
+    if hasattr(trace, "neurons"):
+        return trace.neurons(layer, position)
+    acts = trace.neuron_acts[layer][position]  # (N,)
+    return torch.arange(acts.shape[0]), acts
 
 
 @torch.no_grad()

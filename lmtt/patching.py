@@ -9,9 +9,12 @@ sessions never see each other's patches). A patch function has the signature
 with x of shape (B, T, .) at the sites
   "resid"         the block's input hidden state (B, T, d)
   "head_context"  the attention output projection's input (B, T, H*hd): head h is slice h*hd:(h+1)*hd
-  "attn_update"   the attention output projection's output (B, T, d)
-  "neuron_acts"   the FFN output projection's input (B, T, N)
-  "ffn_update"    the FFN output projection's output (B, T, d)
+  "attn_update"   the attention output projection's output (B, T, d), before any post-norm
+  "neuron_acts"   a dense FFN's output projection input (B, T, N)
+  "ffn_update"    the FFN module's output (B, T, d) (a MoE block's too), before any post-norm
+Patching a position's whole output before a post-norm patches what the residual receives there too
+(the norm acts per position). lmtt.runner's `trace(ids, patch=...)` offers the same sites for one
+traced prompt; these hooks serve batched passes (B copies) that record nothing.
 and returns a replacement of the same shape, or None to leave x alone.
 
 Activation patching (Meng et al. 2022; Heimersheim & Nanda 2024): run the
@@ -49,6 +52,9 @@ _INSTALLED: weakref.WeakSet = weakref.WeakSet()
 def _call(site: str, layer: int, x: torch.Tensor) -> torch.Tensor | None:
     """Run the active patch on x seen as (B, T, .) (OPT's FFN flattens to (B*T, .)); the replacement in x's own shape."""
     patch, b, t = _ACTIVE.get()
+    if isinstance(x, tuple):  # a module returning (output, extras): patch the output
+        new = _call(site, layer, x[0])
+        return None if new is None else (new, *x[1:])
     shaped = x.reshape(b, t, x.shape[-1])
     out = patch(site, layer, shaped)
     return None if out is None else out.to(x.dtype).reshape(x.shape)
@@ -85,11 +91,13 @@ def install(runner: ModelRunner) -> None:
             return hook
 
         block.register_forward_pre_hook(block_in, with_kwargs=True)
-        out_proj, down_proj = resolve(block, a.out_proj), resolve(block, a.down_proj)
+        out_proj = resolve(block, a.out_proj)
         out_proj.register_forward_pre_hook(pre("head_context"))
         out_proj.register_forward_hook(post("attn_update"))
-        down_proj.register_forward_pre_hook(pre("neuron_acts"))
-        down_proj.register_forward_hook(post("ffn_update"))
+        ffn = (resolve(block, a.ffn) if getattr(a, "ffn", "") else None) or resolve(block, a.down_proj)  # a MoE block too
+        ffn.register_forward_hook(post("ffn_update"))
+        if (down_proj := resolve(block, a.down_proj)) is not None:  # dense FFNs only
+            down_proj.register_forward_pre_hook(pre("neuron_acts"))
     _INSTALLED.add(runner)
 
 

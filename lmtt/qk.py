@@ -44,7 +44,7 @@ class QKAttribution:
     key: int
     parts: tuple[str, ...]  # P names: emb, attn L0, ffn L0, ..., bias
     pairs: torch.Tensor  # (P, P) [query part, key part]
-    score: float  # the recorded pre-softmax score scale * q . k (before the mask)
+    score: float  # the recorded pre-softmax score scale * q . k (before the mask and any attention softcap)
 
     @property
     def query_parts(self) -> torch.Tensor:
@@ -112,7 +112,12 @@ def qk_attribution(runner: ModelRunner, trace: Trace, layer: int, head: int, que
 
     x = trace.resid[layer][positions].to(dev)  # (2, d)
     frozen = freeze(norm, module_norm_spec(norm), x, norm(x.to(norm.weight.dtype)).float())
-    cos, sin = rotary(x[None], torch.arange(t, device=dev)[None])  # (1, T, hd) each
+    try:
+        cos, sin = rotary(x[None], torch.arange(t, device=dev)[None])  # (1, T, hd) each
+    except TypeError as e:  # a rotary embedding with another signature (per-layer types: Gemma-3)
+        raise QKError(f"QK attribution does not know this model's rotary embedding ({e})") from None
+    if cos.shape[-1] != hd:  # another rotation scheme (GPT-OSS rotates halves with half-width tables)
+        raise QKError(f"QK attribution does not know this model's rotary embedding (tables of width {cos.shape[-1]}, heads of {hd})")
     kv = int(trace.kv_index[head])
     out = []
     for which, (pos, proj, unit) in enumerate(((query, attn.q_proj, head), (key, attn.k_proj, kv))):

@@ -92,7 +92,7 @@ def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centr
         )
     )
     fig.update_layout(
-        title=title, height=max(420, 11 * levels + 140), margin={"l": 70, "r": 10, "t": 40, "b": 90}, xaxis={"tickangle": -60}
+        title=html.escape(title), height=max(420, 11 * levels + 140), margin={"l": 70, "r": 10, "t": 40, "b": 90}, xaxis={"tickangle": -60}
     )
     return fig
 
@@ -134,7 +134,7 @@ def target_graph_figure(
                 "cmax": lim,
                 "color": [0],
                 "showscale": True,
-                "colorbar": {"title": "A−B", "len": 0.5},
+                "colorbar": {"title": "lens of target", "len": 0.5},
             },
             hoverinfo="skip",
             showlegend=False,
@@ -227,7 +227,12 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
             f"{p}: {figures.label(c)}" + ("" if c == r else f" / {figures.label(r)}")
             for p, (c, r) in enumerate(zip(result.clean_tokens, result.corrupted_tokens))
         ]
-    names = {"resid": "residual stream (block input)", "attn": "attention output", "ffn": "FFN output", "heads": "each head's output"}
+    names = {
+        "resid": "residual stream (block input)",
+        "attn": "attention output",
+        "ffn": "FFN output",
+        "heads": "head outputs (each head at every position)",
+    }
     fig = go.Figure(
         go.Heatmap(
             z=z,

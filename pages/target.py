@@ -63,6 +63,35 @@ with heads_tab:
 with neurons_tab:
     st.plotly_chart(qf.neuron_effect_figure(effects, 20), key="neuron_effects", width="stretch")
     st.caption("Each neuron's activation at this token times its value vector, read through the frozen final norm.")
+    top_neurons = effects.top_neurons(20)
+    pick = st.selectbox(
+        "Neuron to trust or not (GLU parts at every position)",
+        range(len(top_neurons)),
+        format_func=lambda k: f"{top_neurons[k].name}: {top_neurons[k].value:+.3f}",
+        key=f"q_neuron_{target.token_id}_{target.contrast_id}",
+    )
+    try:
+        profile = a.neuron_profile(top_neurons[pick].layer, top_neurons[pick].index)
+    except ValueError as e:
+        st.info(str(e))
+    else:
+        c1, c2 = st.columns(2)
+        c1.metric("Gate open (share of positions)", f"{profile.active_share:.2f}")
+        c2.metric("Mean |activation|", f"{profile.mean_abs:.3f}")
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "token": [f"{p}: {figures.visible(t)}" for p, t in enumerate(a.tokens)],
+                    "gate (pre)": profile.gate_pre.numpy(),
+                    "act(gate)": profile.gate_act.numpy(),
+                    "up": profile.up.numpy(),
+                    "activation": profile.product.numpy(),
+                    "quadrant (gate, up)": profile.quadrants,
+                }
+            ),
+            hide_index=True,
+            width="stretch",
+        )
 
 with lens_tab:
     lens = a.target_lens(target)

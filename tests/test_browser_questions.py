@@ -85,8 +85,11 @@ def test_target_page_draws_the_suppressor_of_john(page, server):
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-head-effects-john.png"), full_page=True)
     page.get_by_role("tab", name="Logit lens").click()
-    expect(page.locator(".js-plotly-plot .heatmaplayer").last).to_be_visible()
+    expect(page.get_by_text("Logit lens of logit(' John')")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-lens-john.png"), full_page=True)
+    page.get_by_role("tab", name="Why a head attends").click()
+    expect(page.get_by_text("Head 23.3, query 13 → key 9")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "target-qk-23-3.png"), full_page=True)
 
 
 def test_faithfulness_page_draws_the_curve(page, server):
@@ -104,12 +107,11 @@ def test_patching_page_france_italy(page, server):
     page.get_by_label("Find a vocabulary token").fill("Rome")
     page.keyboard.press("Enter")
     settled(page)
-    choose(page, "Contrast B", "Rome")
+    choose(page, "Contrast B", "␣Rome ")
     page.get_by_label("Corrupted prompt").fill("The capital of Italy is")
     page.keyboard.press("Enter")
-    settled(page)
-    page.screenshot(path=str(ARTIFACTS / "patching-debug.png"), full_page=True)
     expect(page.get_by_text("batched passes")).to_be_visible()
+    expect(page.get_by_text("logit(' Paris') - logit(' Rome'): clean")).to_be_visible()
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "patching-france-italy.png"), full_page=True)

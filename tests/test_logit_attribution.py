@@ -18,15 +18,21 @@ def analysis(tiny_runner):
     return _analysis_of(tiny_runner, tiny_runner.trace(token_ids(9)))
 
 
+def runner_up(analysis, k: int = 1, token: int = -1) -> int:
+    """The k-th most likely token (k >= 1): a contrast that is never the target."""
+    return analysis.predictions(token, k + 1)[k].token_id
+
+
 def close(a: float, b: float, tol: float = TOL) -> bool:
     return abs(a - b) <= tol * max(1.0, abs(b))
 
 
-@pytest.mark.parametrize("contrast", [None, 5])
-def test_direct_effects_sum_to_the_models_logit_difference(analysis, contrast):
+@pytest.mark.parametrize("with_contrast", [False, True])
+def test_direct_effects_sum_to_the_models_logit_difference(analysis, with_contrast):
+    contrast = runner_up(analysis) if with_contrast else None
     target = analysis.target(-1, None, contrast)
     e = analysis.direct_effects(target)
-    logits = analysis.trace.logits[-1]
+    logits = dla.pre_softcap(analysis.runner, analysis.trace.logits[-1])
     expected = float(logits[target.token_id] - (0 if contrast is None else logits[contrast]))
     assert e.value == pytest.approx(expected)
     assert close(e.total, expected)
@@ -35,7 +41,7 @@ def test_direct_effects_sum_to_the_models_logit_difference(analysis, contrast):
 
 
 def test_parts_sum_to_their_updates(analysis):
-    e = analysis.direct_effects(analysis.target(-1, None, 3))
+    e = analysis.direct_effects(analysis.target(-1, None, runner_up(analysis)))
     assert torch.allclose(e.head_sources.sum(-1), e.heads, atol=1e-5)
     assert torch.allclose(e.heads.sum(-1) + e.attention_bias, e.attention, atol=1e-5)
     assert torch.allclose(e.neurons.sum(-1) + e.ffn_bias, e.ffn, atol=1e-5)
@@ -45,27 +51,29 @@ def test_parts_sum_to_their_updates(analysis):
 def test_a_heads_direct_effect_is_its_update_through_the_frozen_norm(analysis):
     """Oracle: the head's update through norms.freeze's linear map, unembedded, read at A - B."""
     runner, trace = analysis.runner, analysis.trace
-    target = analysis.target(-1, None, 4)
+    b = runner_up(analysis)
+    target = analysis.target(-1, None, b)
     e = analysis.direct_effects(target)
     x = trace.resid[trace.n_layers][-1]
     frozen = freeze(runner.final_norm, dla.norm_spec(runner), x[None], runner.final_norm(x[None]))
     for layer, head in ((0, 1), (trace.n_layers - 1, 2)):
         update = lmtt.interpret.head_update(runner, trace, layer, trace.n_tokens - 1, head)
         logits = runner.unembed_direction(frozen.linear(update[None])[0])
-        assert float(e.heads[layer, head]) == pytest.approx(float(logits[target.token_id] - logits[4]), rel=1e-4, abs=1e-5)
+        assert float(e.heads[layer, head]) == pytest.approx(float(logits[target.token_id] - logits[b]), rel=1e-4, abs=1e-5)
 
 
 def test_lens_at_the_last_node_is_the_models_logits(analysis):
-    target = analysis.target(-1, None, 7)
+    b = runner_up(analysis, 2)
+    target = analysis.target(-1, None, b)
     grid = analysis.target_lens(target)
-    logits = analysis.trace.logits
+    logits = dla.pre_softcap(analysis.runner, analysis.trace.logits)
     assert grid.a.shape == (2 * analysis.n_layers + 1, analysis.trace.n_tokens)
     assert torch.allclose(grid.a[-1], logits[:, target.token_id], atol=1e-4)
-    assert torch.allclose(grid.quantity[-1], logits[:, target.token_id] - logits[:, 7], atol=1e-4)
+    assert torch.allclose(grid.quantity[-1], logits[:, target.token_id] - logits[:, b], atol=1e-4)
 
 
 def test_direct_edges_pick_the_largest_effects(analysis):
-    e = analysis.direct_effects(analysis.target(-1, None, 2))
+    e = analysis.direct_effects(analysis.target(-1, None, runner_up(analysis, 3)))
     biggest = float(e.heads.abs().max())
     edges = dla.direct_edges(e, biggest)
     assert edges and edges[0].kind in ("head", "ffn") and abs(edges[0].effect) >= biggest

@@ -17,6 +17,6 @@ def test_notebook_executes():
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     plots = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(plots) == 7
+    assert len(plots) == 8
     text = "".join(o.get("text", "") for o in outputs)
     assert "sum of direct effects" in text and "batched passes" in text

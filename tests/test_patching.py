@@ -20,7 +20,7 @@ def test_patching_the_one_changed_embedding_restores_everything(tiny_runner):
     clean = token_ids(7)
     corrupted = corrupt(clean, 2)
     a = _analysis_of(tiny_runner, tiny_runner.trace(clean))
-    result = a.patching(corrupted, a.target(-1, None, 5))
+    result = a.patching(corrupted, a.target(-1, None, a.predictions(-1, 2)[1].token_id))
     assert result.resid.shape == (a.n_layers, 7) and result.heads.shape == (a.n_layers, a.n_heads)
     # fractions of a small random-model difference: float error of a batched pass, in units of it
     tol = 1e-4 * (1 + abs(result.clean_value) + abs(result.corrupted_value)) / abs(result.clean_value - result.corrupted_value)
@@ -36,7 +36,8 @@ def test_patching_the_one_changed_embedding_restores_everything(tiny_runner):
 def test_a_heads_patch_equals_patching_its_context_by_hand(tiny_runner):
     clean, corrupted = token_ids(6), token_ids(6, seed=4)
     a = _analysis_of(tiny_runner, tiny_runner.trace(clean))
-    target = a.target(-1, None, 1)
+    b = a.predictions(-1, 2)[1].token_id
+    target = a.target(-1, None, b)
     result = a.patching(corrupted, target)
     seen, _ = patching.record(tiny_runner, clean, ("head_context",))
     hd, layer, head = tiny_runner.head_dim, a.n_layers - 1, 1
@@ -49,7 +50,7 @@ def test_a_heads_patch_equals_patching_its_context_by_hand(tiny_runner):
         return None
 
     logits = patching.run_patched(tiny_runner, corrupted[None], by_hand)[0, -1]
-    m = float(logits[target.token_id] - logits[1])
+    m = float(logits[target.token_id] - logits[b])
     expected = (m - result.corrupted_value) / (result.clean_value - result.corrupted_value)
     assert float(result.heads[layer, head]) == pytest.approx(expected, rel=1e-4, abs=1e-5)
 

@@ -27,10 +27,13 @@ def test_the_score_is_the_one_the_softmax_saw(tiny_runner):
     a = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(6)))
     try:
         scores = torch.tensor([a.qk_attribution(0, 1, 5, j).score for j in range(6)])
-    except qk.QKError as e:
-        assert "Llama layout" in str(e)
+    except qk.QKError:  # refused (another layout, q/k norms, another rotary): never explained wrongly
         return
+    if a.trace.sinks and a.trace.sinks[0] is not None:
+        pytest.skip("attention sinks add a column to the softmax")
     weights = a.trace.attention(0, slice(5, 6))[1, 0]
+    if a.trace.softcaps and (cap := a.trace.softcaps[0]) is not None:
+        scores = torch.tanh(scores / cap) * cap
     if a.trace.masks[0] is not None:
         scores = scores + a.trace.masks[0][5]
     assert torch.allclose(scores.softmax(-1), weights, atol=1e-5)

@@ -37,6 +37,7 @@ def test_target_page_finds_the_suppressor_of_john():
     row = table[table["component"] == "L23.H3"].iloc[0]
     assert row["role"] == "suppressor" and row["direct effect"] < -2
     assert "Score of head 23.3 from token 13 to token 9" in text(at)  # QK tab: the strongest head, its main source
+    assert [m.label for m in at.metric] == ["Gate open (share of positions)", "Mean |activation|"]  # Neurons tab: GLU parts
     assert not at.exception
 
 
