@@ -54,7 +54,7 @@ def test_a_saved_gemma2_and_a_moe_open_from_config_yaml(tmp_path):
             expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
             n_layers = 3  # both tiny configs have 3 layers: (2L + 1) node levels per token
             nodes = page.locator(".js-plotly-plot .scatterlayer .trace:last-child path.point")
-            expect(nodes).to_have_count((2 * n_layers + 1) * 6, timeout=30_000)
+            expect(nodes).to_have_count((2 * n_layers + 1) * 6 + 1, timeout=30_000)  # every node, and the point that carries the top axis
             expect(page.locator('[data-testid="stException"]')).to_have_count(0)
             expect(page.get_by_text("does not add up")).to_have_count(0)  # the load-time check passed
             page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
