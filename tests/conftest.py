@@ -22,3 +22,27 @@ def default_runner() -> ModelRunner:
     import lmtt
 
     return lmtt.load_model()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium under Playwright, one per browser test module."""
+    from playwright.sync_api import sync_playwright
+
+    from lmtt.serve import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run app.py` on a free loopback port, one per browser test module."""
+    from lmtt.serve import streamlit_server
+    from tests.browser import ARTIFACTS
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_server(tmp_path_factory.mktemp("server") / "server.log") as (base, _pid):
+        yield base

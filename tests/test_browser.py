@@ -7,42 +7,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import Page, expect
 
-from lmtt.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
-
-ARTIFACTS = ROOT / "test-artifacts"
-
-if not Path(CHROMIUM).exists():
-    message = f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!"
-    print(message, file=sys.stderr)
-    pytest.skip(message, allow_module_level=True)
-
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from lmtt.serve import streamlit_server
+from tests.browser import ARTIFACTS, settled  # skips the module where Chromium is missing
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=60_000)
 PROMPT = "The capital of France is"
 HOSTILE = "<img src=x onerror=alert(1)> and <script>alert(2)</script> **b** $x$ \u202eevil\u202c 👨\u200d👩"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(tmp_path_factory.mktemp("server") / "server.log") as (base, _pid):
-        yield base
 
 
 def new_page(browser, base: str, width: int = 1400, height: int = 1100):
@@ -61,14 +37,6 @@ def new_page(browser, base: str, width: int = 1400, height: int = 1100):
         ),
     )
     return ctx, page
-
-
-def settled(page: Page) -> None:
-    app = page.locator('[data-testid="stApp"]')
-    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED")
-    page.wait_for_timeout(300)
-    expect(app).to_have_attribute("data-test-script-state", "notRunning")
-    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 
 def nav_links(page: Page) -> list[str]:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import expect
 
-from lmtt.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
+from lmtt.serve import streamlit_server
+from tests.browser import ARTIFACTS  # skips the module where Chromium is missing
 from tests.tiny_models import tiny_model, tiny_tokenizer
-
-ARTIFACTS = ROOT / "test-artifacts"
-if not Path(CHROMIUM).exists():
-    message = f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!"
-    print(message, file=sys.stderr)
-    pytest.skip(message, allow_module_level=True)
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.browser
 PROMPT = "w5 w17 w3 w42 w8 w11"  # six tokens of the tiny word-level vocabulary
@@ -29,7 +22,7 @@ def save(name: str, directory: Path) -> Path:
     return directory
 
 
-def test_a_saved_gemma2_and_a_moe_open_from_config_yaml(tmp_path):
+def test_a_saved_gemma2_and_a_moe_open_from_config_yaml(browser, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     gemma, moe = save("gemma2", tmp_path / "gemma2"), save("qwen2_moe", tmp_path / "qwen2moe")
     config = tmp_path / "config.yaml"
@@ -40,8 +33,7 @@ def test_a_saved_gemma2_and_a_moe_open_from_config_yaml(tmp_path):
         f"  tiny-moe:\n    source: path\n    path: {moe}\n    dtype: float32\n    device: cpu\n"
         "max_prompt_tokens: 64\n"
     )
-    with sync_playwright() as p, streamlit_server(tmp_path / "server.log", env={"LMTT_CONFIG": str(config)}) as (base, _pid):
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with streamlit_server(tmp_path / "server.log", env={"LMTT_CONFIG": str(config)}) as (base, _pid):
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -59,4 +51,4 @@ def test_a_saved_gemma2_and_a_moe_open_from_config_yaml(tmp_path):
             expect(page.get_by_text("does not add up")).to_have_count(0)  # the load-time check passed
             page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
         assert errors == []
-        browser.close()
+        page.close()

@@ -5,42 +5,17 @@ Screenshots go to test-artifacts/ (look at them: an error or an empty chart is a
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import Page, expect
 
-from lmtt.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
-
-ARTIFACTS = ROOT / "test-artifacts"
-
-if not Path(CHROMIUM).exists():
-    message = f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!"
-    print(message, file=sys.stderr)
-    pytest.skip(message, allow_module_level=True)
-
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from tests.browser import ARTIFACTS, settled  # skips the module where Chromium is missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.default_model]
 expect.set_options(timeout=90_000)
 MARY_JOHN = "When Mary and John went to the store, John gave a drink to"
 FRANCE = "The capital of France is"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(tmp_path_factory.mktemp("server") / "server.log") as (base, _pid):
-        yield base
 
 
 @pytest.fixture
@@ -52,14 +27,6 @@ def page(browser, server):
     yield page
     assert page.problems == []
     ctx.close()
-
-
-def settled(page: Page) -> None:
-    app = page.locator('[data-testid="stApp"]')
-    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED")
-    page.wait_for_timeout(300)
-    expect(app).to_have_attribute("data-test-script-state", "notRunning")
-    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 
 def choose(page: Page, label: str, typed: str) -> None:
