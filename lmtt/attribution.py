@@ -106,11 +106,14 @@ class HeadValues:
         """(n, d) u_jh for the listed (source, head) pairs, from the factors."""
         return torch.einsum("nk,nkd->nd", self.values[self.kv_index[h], :, j], self.w_out[h])
 
-    def at_coords(self, coords: torch.Tensor, n_sources: int) -> torch.Tensor:
-        """(C, J, H, K) u_jh at each query's coordinates coords (C, K), for the first J sources."""
-        w = self.w_out.permute(0, 2, 1)[:, coords]  # (H, C, K, hd)
+    def by_coords(self, coords: torch.Tensor, n_sources: int) -> torch.Tensor:
+        """(U, J + 1, H) the by-coordinate layout of u for coordinates coords (U,) and the first J sources
+        (one zero column of padding, as in the dense layout), computed from the factors."""
+        w = self.w_out[:, :, coords]  # (H, hd, U)
         v = self.values[self.kv_index, :, :n_sources]  # (H, hd, J)
-        return torch.einsum("hckx,hxj->cjhk", w, v)
+        out = torch.zeros(coords.shape[0], n_sources + 1, w.shape[0], dtype=w.dtype, device=w.device)  # (U, J + 1, H)
+        out[:, :-1] = torch.einsum("hxu,hxj->ujh", w, v)
+        return out
 
 
 def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = False) -> HeadValues:
@@ -239,10 +242,9 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     y_small = y.gather(1, small)  # (C, K)
     if hv.by_coord is not None:
         p += small_coords_correction(y_small, small, a, hv.by_coord)
-    else:  # lean: u at each query's K coordinates, computed from the factors
-        u_small = hv.at_coords(small, j)  # (C, J, H, K)
-        y_k = y_small[:, None, None, :]  # (C, 1, 1, K)
-        p += (y_k.abs() - (y_k - a[..., None] * u_small).abs()).sum(-1)
+    else:  # lean: the same kernel on the layout of just the coordinates these queries need
+        coords, local = torch.unique(small, return_inverse=True)  # (U,), (C, K) indices into coords
+        p += small_coords_correction(y_small, local, a, hv.by_coords(coords, j))
     loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
         ci, ji, hi = loose.nonzero(as_tuple=True)

@@ -39,7 +39,10 @@ def test_nodes_are_computed_once_and_only_where_paths_reach(tiny_runner):
     assert lazy.computed_rows == first
 
 
-def test_lean_head_values_give_the_dense_proximities(tiny_runner):
+@pytest.mark.parametrize("fused", [False, True])
+def test_lean_head_values_give_the_dense_proximities(tiny_runner, fused, monkeypatch):
+    if fused:  # tiny inputs would otherwise always take the eager small-coordinate kernel
+        monkeypatch.setattr(attribution, "EAGER_BELOW", 0)
     trace = tiny_runner.trace(token_ids(12))
     dense = attribution.head_values(trace, tiny_runner.layer_weights[1], 1)
     lean = attribution.head_values(trace, tiny_runner.layer_weights[1], 1, lean=True)
