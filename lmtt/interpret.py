@@ -132,23 +132,24 @@ def head_contributions(runner: ModelRunner, trace: Trace, layer: int, position: 
     return HeadContributions(layer, position, per_source.sum(1), per_source, float(resid[0]))
 
 
-def head_source_parts(runner: ModelRunner, trace: Trace, layer: int, position: int) -> torch.Tensor:
-    """(J, H, d) each (source, head) part at `position`, as the residual received it: a_hij * v_j W_O^h, mapped.
+def head_source_parts(runner: ModelRunner, trace: Trace, layer: int, position: int, heads: slice = slice(None)) -> torch.Tensor:
+    """(J, H, d) each (source, head) part at `position` (of the heads asked for), as the residual received it.
 
-    Summed, with the attention bias (and a post-norm's bias) added, they give trace.attn_out[layer][position].
+    a_hij * v_j W_O^h, mapped. Summed over every head, with the attention bias (and a post-norm's bias)
+    added, they give trace.attn_out[layer][position].
     """
     w = runner.layer_weights[layer]
-    v = trace.values[layer][: position + 1][:, w.kv_index]  # (J, H, hd)
-    a = trace.attention(layer, slice(position, position + 1), n_keys=position + 1)[:, 0].T  # (J, H)
+    v = trace.values[layer][: position + 1][:, w.kv_index[heads]]  # (J, H, hd)
+    a = trace.attention(layer, slice(position, position + 1), n_keys=position + 1)[heads, 0].T  # (J, H)
     if trace.edits:  # an edited head writes less
-        a = a * trace.head_scale[layer].to(a.device)
-    parts = torch.einsum("jh,jhc,hcd->jhd", a, v, w.w_out)  # (J, H, d)
+        a = a * trace.head_scale[layer][heads].to(a.device)
+    parts = torch.einsum("jh,jhc,hcd->jhd", a, v, w.w_out[heads])  # (J, H, d)
     return trace.received("attn", layer, parts, position)
 
 
 def head_update(runner: ModelRunner, trace: Trace, layer: int, position: int, head: int) -> torch.Tensor:
     """(d,) what head `head` wrote at `position`, as the residual received it: sum_j a_hij * v_j W_O^h."""
-    return head_source_parts(runner, trace, layer, position)[:, head].sum(0)
+    return head_source_parts(runner, trace, layer, position, slice(head, head + 1))[:, 0].sum(0)
 
 
 def neuron_vector(runner: ModelRunner, trace: Trace, layer: int, position: int, neuron: int) -> torch.Tensor:

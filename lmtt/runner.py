@@ -261,16 +261,13 @@ class ModelRunner:
 
             return hook
 
-        def update_out(kind: str, raw: bool):
-            """Record a sublayer's raw output (raw) or what the residual receives (patched here)."""
+        def update_out(kind: str):
+            """Record what the residual receives from a sublayer (the `{kind}_update` patch site)."""
 
             def hook(_m, args, output):
                 if (rec := _RECORDER.get()) is None:
                     return None
                 y = output[0] if isinstance(output, tuple) else output
-                if raw:
-                    rec[f"{kind}_raw"][layer] = _row(y, rec)
-                    return None
                 new = patched(rec, f"{kind}_update", y)
                 rec[f"{kind}_out"][layer] = _row(y if new is None else new, rec)
                 if new is None:
@@ -297,10 +294,10 @@ class ModelRunner:
         for kind, sublayer, post in (("attn", resolve(block, a.out_proj), a.attn_post_norm), ("ffn", ffn, a.ffn_post_norm)):
             post_norm = resolve(block, post) if post else None
             if post_norm is None:
-                sublayer.register_forward_hook(update_out(kind, raw=False))
+                sublayer.register_forward_hook(update_out(kind))
             else:
                 post_norm.register_forward_pre_hook(post_norm_in(kind))
-                post_norm.register_forward_hook(update_out(kind, raw=False))
+                post_norm.register_forward_hook(update_out(kind))
         if moe is None:
             resolve(block, a.down_proj).register_forward_pre_hook(neurons_in(0))
         elif a.shared_expert:
@@ -382,17 +379,17 @@ class ModelRunner:
 
     def _out_map(self, kind: str, layer: int, rec: dict) -> FrozenNorm | None:
         """How the sublayer's raw output reached the residual: its post-norm (frozen) times the residual multiplier."""
-        m = self.residual_multiplier
-        if m is not None:  # the multiplier is applied in the block, after our hooks: apply it to what we recorded
-            rec[f"{kind}_out"][layer] = rec[f"{kind}_out"][layer] * m
         post = getattr(self.adapter, f"{kind}_post_norm")
-        if post is None:
-            n_tokens = rec["n_tokens"]
-            return None if m is None else FrozenNorm(torch.full((n_tokens,), m, device=self.device), None, None, False)
-        module = resolve(self.blocks[layer], post)
-        frozen = norms.freeze(module, self.adapter.norm, rec[f"{kind}_raw"][layer], rec[f"{kind}_out"][layer] / (m or 1.0))
+        frozen = None
+        if post is not None:
+            module = resolve(self.blocks[layer], post)
+            frozen = norms.freeze(module, self.adapter.norm, rec[f"{kind}_raw"][layer], rec[f"{kind}_out"][layer])
+        m = self.residual_multiplier
         if m is None:
             return frozen
+        rec[f"{kind}_out"][layer] = rec[f"{kind}_out"][layer] * m  # the block applies it after our hooks
+        if frozen is None:
+            return FrozenNorm(torch.full((rec["n_tokens"],), m, device=self.device), None, None, False)
         return FrozenNorm(frozen.scale * m, frozen.gain, None if frozen.bias is None else frozen.bias * m, frozen.center)
 
     def _ffn_record(self, layer: int, rec: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -417,9 +414,11 @@ class ModelRunner:
         return acts, ids.to(torch.int32), bias
 
     def check_edit(self, e: Edit) -> None:
-        w = self.layer_weights[e.layer] if 0 <= e.layer < len(self.blocks) else self.layer_weights[0]
+        if not 0 <= e.layer < len(self.blocks):
+            raise IndexError(f"edit {e} is out of range: the model has {len(self.blocks)} layers")
+        w = self.layer_weights[e.layer]
         limit = {"head": self.n_heads, "neuron": w.w_down.shape[0], "expert": w.n_experts}[e.kind]
-        if not 0 <= e.layer < len(self.blocks) or not 0 <= e.index < limit:
+        if not 0 <= e.index < limit:
             raise IndexError(f"edit {e} is out of range: {len(self.blocks)} layers, {limit} {e.kind}s in layer {e.layer}")
         if e.mode == "mean" and (e.kind == "expert" or (e.kind == "neuron" and e.index < w.n_experts * w.expert_width)):
             raise ValueError(f"edit {e}: mean ablation is defined for heads and dense neurons; zero or scale an expert or its neurons")
