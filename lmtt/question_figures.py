@@ -14,6 +14,7 @@ from plotly.colors import sample_colorscale
 
 from lmtt import figures
 from lmtt.analysis import Analysis
+from lmtt.columns import columns_for
 from lmtt.faithfulness import FaithfulnessCurve
 from lmtt.graph import Subgraph, node_level, parse_node
 from lmtt.logit_attribution import DirectEdge, DirectEffects, LensGrid
@@ -97,9 +98,9 @@ def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centr
     return fig
 
 
-def _node_xy(node: str) -> tuple[float, int]:
+def _node_level_position(node: str) -> tuple[int, int]:
     kind, layer, pos = parse_node(node)
-    return float(pos), node_level(kind, layer)
+    return node_level(kind, layer), pos
 
 
 def target_graph_figure(
@@ -107,7 +108,10 @@ def target_graph_figure(
 ) -> go.Figure:
     """The flow graph with its nodes coloured by the quantity (logit lens of A - B) of their state,
     and, when `direct` is given, boosters and suppressors drawn as dashed direct-effect edges."""
-    fig = figures.graph_figure(analysis, sub, selected)
+    direct = direct or []
+    ends = [_node_level_position(node) for edge in direct for node in (edge.from_node, edge.into)]
+    cols = columns_for(len(analysis.tokens), sub, also=[pos for _level, pos in ends])  # direct edges may leave the flow graph
+    fig = figures.graph_figure(analysis, sub, selected, columns=cols)
     q = lens.quantity.numpy()  # (2L+1, T)
     lim = _symmetric(q)
     on_route = {(lv, p) for lv, p in sub.node_keys()}
@@ -116,9 +120,9 @@ def target_graph_figure(
             continue
         colours, hover = list(trace.marker.color), list(trace.hovertext)
         for k, node in enumerate(trace.customdata):
-            x, level = _node_xy(node)
-            value = float(q[level, int(x)])
-            if (level, int(x)) in on_route:
+            level, pos = _node_level_position(node)
+            value = float(q[level, pos])
+            if (level, pos) in on_route:
                 colours[k] = sample_colorscale(SCALE, [(value / lim + 1) / 2])[0]
             hover[k] = f"{hover[k]}<br>{html.escape(lens.target.describe())} = {value:.2f}"
         trace.marker.color, trace.hovertext = colours, hover
@@ -140,8 +144,9 @@ def target_graph_figure(
             showlegend=False,
         )
     )
-    for edge in direct or []:
-        (x0, y0), (x1, y1) = _node_xy(edge.from_node), _node_xy(edge.into)
+    for edge in direct:
+        (y0, p0), (y1, p1) = _node_level_position(edge.from_node), _node_level_position(edge.into)
+        x0, x1 = cols.x_of([p0, p1]).tolist()
         if edge.kind == "ffn":
             x0, x1 = x0 + figures.FFN_OFFSET, x1 + figures.FFN_OFFSET
         colour = BOOSTER if edge.effect > 0 else SUPPRESSOR

@@ -1,5 +1,6 @@
 """What every browser test module imports first: Debian's Chromium, or a loud skip of the module; the artifacts folder.
 
+Also the helpers that the browser tests share: a recorded page, and clicking a plotly point by its customdata.
 The `browser` and `server` fixtures live in tests/conftest.py.
 """
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 
 from lmtt.serve import CHROMIUM, ROOT
 
@@ -20,10 +22,64 @@ if not Path(CHROMIUM).exists():
     pytest.skip(message, allow_module_level=True)
 
 
+def new_page(browser, base: str, width: int = 1400, height: int = 1100):
+    """A fresh session that records JS errors, dialogs and any request leaving loopback."""
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    page = ctx.new_page()
+    page.problems = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda e: page.problems.append(f"JS error: {e}"))
+    page.on("dialog", lambda d: (page.problems.append(f"dialog fired: {d.message}"), d.dismiss()))
+    page.on(
+        "request",
+        lambda r: (
+            page.problems.append(f"external request: {r.url}")
+            if not r.url.startswith((base, "data:", "blob:", base.replace("http", "ws")))
+            else None
+        ),
+    )
+    return ctx, page
+
+
+POINT_JS = """([match, half]) => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const layout = gd._fullLayout, box = gd.getBoundingClientRect();
+    for (const trace of [...gd._fullData].reverse()) {  // the last match: for a token, its handle above the graph
+      const data = trace.customdata || [];
+      const xa = layout[trace.xaxis.replace('x', 'xaxis')], ya = layout[trace.yaxis.replace('y', 'yaxis')];
+      const at = (x, y) => [box.left + xa._offset + xa.d2p(x), box.top + ya._offset + ya.d2p(y)];
+      for (let i = 0; i < data.length; i++) {
+        if (trace.type === 'heatmap') {  // customdata per cell: [row][column]
+          const c = data[i].findIndex((d) => JSON.stringify(d) === JSON.stringify(match));
+          if (c >= 0) return at(trace.x[c], trace.y[i]);
+          continue;
+        }
+        if (JSON.stringify(data[i]) !== JSON.stringify(match)) continue;
+        return at(trace.x[i], half ? trace.y[i] / 2 : trace.y[i]);
+      }
+    }
+  }
+  return null;
+}"""
+
+
+def point_xy(page: Page, customdata, bar: bool = False) -> tuple[float, float]:
+    """Where the plotly point (or the middle of the bar) whose customdata is `customdata` is, in whichever chart has it."""
+    expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()
+    xy = page.evaluate(POINT_JS, [customdata, bar])
+    assert xy is not None, f"no point with customdata {customdata!r}"
+    return xy
+
+
+def click_point(page: Page, customdata, bar: bool = False) -> None:
+    """Hover first, as a hand does: plotly clicks the point it last hovered (its hover is throttled)."""
+    xy = point_xy(page, customdata, bar)
+    page.mouse.move(*xy)
+    page.wait_for_timeout(200)
+    page.mouse.click(*xy)
+
+
 def settled(page) -> None:
     """Wait until the app is connected and its script has finished, with no exception shown."""
-    from playwright.sync_api import expect
-
     app = page.locator('[data-testid="stApp"]')
     expect(app).to_have_attribute("data-test-connection-state", "CONNECTED")
     page.wait_for_timeout(300)

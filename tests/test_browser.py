@@ -12,31 +12,14 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page, expect
 
+from lmtt.columns import PACK_ABOVE_TOKENS
 from lmtt.serve import streamlit_server
-from tests.browser import ARTIFACTS, settled  # skips the module where Chromium is missing
+from tests.browser import ARTIFACTS, click_point, new_page, point_xy, settled  # skips the module where Chromium is missing
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=60_000)
 PROMPT = "The capital of France is"
 HOSTILE = "<img src=x onerror=alert(1)> and <script>alert(2)</script> **b** $x$ \u202eevil\u202c 👨\u200d👩"
-
-
-def new_page(browser, base: str, width: int = 1400, height: int = 1100):
-    """A fresh session that records JS errors, dialogs and any request leaving loopback."""
-    ctx = browser.new_context(viewport={"width": width, "height": height})
-    page = ctx.new_page()
-    page.problems = []  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: page.problems.append(f"JS error: {e}"))
-    page.on("dialog", lambda d: (page.problems.append(f"dialog fired: {d.message}"), d.dismiss()))
-    page.on(
-        "request",
-        lambda r: (
-            page.problems.append(f"external request: {r.url}")
-            if not r.url.startswith((base, "data:", "blob:", base.replace("http", "ws")))
-            else None
-        ),
-    )
-    return ctx, page
 
 
 def nav_links(page: Page) -> list[str]:
@@ -55,44 +38,6 @@ def test_a_deep_link_is_the_first_request_to_a_fresh_server(browser, tmp_path):
         page.screenshot(path=str(ARTIFACTS / "deep-link-contributions.png"), full_page=True)
         assert page.problems == []
         ctx.close()
-
-
-POINT_JS = """([match, half]) => {
-  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-    const layout = gd._fullLayout, box = gd.getBoundingClientRect();
-    for (const trace of [...gd._fullData].reverse()) {  // the last match: for a token, its handle above the graph
-      const data = trace.customdata || [];
-      const xa = layout[trace.xaxis.replace('x', 'xaxis')], ya = layout[trace.yaxis.replace('y', 'yaxis')];
-      const at = (x, y) => [box.left + xa._offset + xa.d2p(x), box.top + ya._offset + ya.d2p(y)];
-      for (let i = 0; i < data.length; i++) {
-        if (trace.type === 'heatmap') {  // customdata per cell: [row][column]
-          const c = data[i].findIndex((d) => JSON.stringify(d) === JSON.stringify(match));
-          if (c >= 0) return at(trace.x[c], trace.y[i]);
-          continue;
-        }
-        if (JSON.stringify(data[i]) !== JSON.stringify(match)) continue;
-        return at(trace.x[i], half ? trace.y[i] / 2 : trace.y[i]);
-      }
-    }
-  }
-  return null;
-}"""
-
-
-def point_xy(page: Page, customdata, bar: bool = False) -> tuple[float, float]:
-    """Where the plotly point (or the middle of the bar) whose customdata is `customdata` is, in whichever chart has it."""
-    expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()
-    xy = page.evaluate(POINT_JS, [customdata, bar])
-    assert xy is not None, f"no point with customdata {customdata!r}"
-    return xy
-
-
-def click_point(page: Page, customdata, bar: bool = False) -> None:
-    """Hover first, as a hand does: plotly clicks the point it last hovered (its hover is throttled)."""
-    xy = point_xy(page, customdata, bar)
-    page.mouse.move(*xy)
-    page.wait_for_timeout(200)
-    page.mouse.click(*xy)
 
 
 def graph_ranges(page: Page) -> list:
@@ -350,7 +295,10 @@ def test_zoom_survives_clicks(browser, server):
 
 @pytest.mark.parametrize("n_tokens", [5, 30, 120, 500])
 def test_graph_at_length(browser, server, n_tokens):
-    """Token labels above and below, at least 32 px apart and unrotated past each other, the top row in the first screen."""
+    """Token labels above and below, at least 32 px apart and unrotated past each other, the top row in the first screen.
+
+    Up to PACK_ABOVE_TOKENS every token has a column; longer prompts draw the tokens the paths touch, labelled with their
+    positions, and a "⋯ N tokens" column for each skipped run."""
     ctx, page = new_page(browser, server, width=1400, height=1000)
     page.goto(f"{server}/?prompt={quote(sentences(n_tokens))}")
     settled(page)
@@ -360,8 +308,14 @@ def test_graph_at_length(browser, server, n_tokens):
     expect(graph.locator(".x2tick").first).to_be_attached()
     bottom = graph.locator(".xtick text").all_text_contents()
     top = graph.locator(".x2tick text").all_text_contents()
-    assert len(bottom) == len(top) == n_tokens and bottom == top
-    assert bottom[:5] == ["The", "␣quick", "␣brown", "␣fox", "␣jumps"]
+    assert bottom == top
+    if n_tokens <= PACK_ABOVE_TOKENS:
+        assert len(bottom) == n_tokens and bottom[:5] == ["The", "␣quick", "␣brown", "␣fox", "␣jumps"]
+    else:
+        gaps = [t for t in top if t.startswith("⋯ ")]
+        drawn = [t for t in top if not t.startswith("⋯ ")]
+        assert gaps and all(re.fullmatch(r"⋯ [\d,]+ tokens", t) for t in gaps), gaps
+        assert top[-1] == f"{n_tokens - 1}: ." and len(drawn) < n_tokens / 2, top
     xs = sorted(b["x"] for b in (t.bounding_box() for t in graph.locator(".x2tick text").all()))
     assert min(b - a for a, b in zip(xs, xs[1:])) >= 31 if n_tokens > 1 else True
     last_top = graph.locator(".x2tick text").last.bounding_box()

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from lmtt.config import ConfigError, ModelEntry, load_config, parse_config
+from lmtt.config import DEMO_MAX_PROMPT_CHARS, DEMO_MAX_PROMPT_TOKENS, ConfigError, ModelEntry, load_config, parse_config
 from lmtt.loading import LoadError, load_model
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
@@ -18,6 +18,15 @@ def test_the_shipped_config_is_valid():
     assert config.default_model in config.models
     assert config.models[config.default_model].source == "embedded"
     assert "The capital of France is" in config.sample_prompts
+    assert config.max_prompt_tokens >= 4096 and config.max_prompt_chars >= 16_000  # a 4,000-token text fits
+
+
+def test_demo_mode_keeps_prompts_small_whatever_the_file_says():
+    raw = {"models": {"m": {}}, "max_prompt_tokens": 8192, "max_prompt_chars": 40_000}
+    assert (parse_config(raw).max_prompt_tokens, parse_config(raw).max_prompt_chars) == (8192, 40_000)
+    demo = parse_config({**raw, "demo_mode": True})
+    assert (demo.max_prompt_tokens, demo.max_prompt_chars) == (DEMO_MAX_PROMPT_TOKENS, DEMO_MAX_PROMPT_CHARS) == (512, 4000)
+    assert parse_config({**raw, "demo_mode": True, "max_prompt_tokens": 100}).max_prompt_tokens == 100  # lower stays lower
 
 
 @pytest.mark.parametrize(

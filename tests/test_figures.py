@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lmtt import figures
+from lmtt.columns import columns_for, every_column
 from lmtt.interpret import NeuronContributions, Projection, TokenScore
 
 
@@ -54,3 +55,30 @@ def test_graph_labels_tokens_above_and_below_and_keeps_a_revision(default_runner
     assert figures.graph_min_width(120) == 120 * figures.COLUMN_PX + 100
     nodes = fig.data[-1]
     assert all(h == figures.describe_node(a, n) for h, n in zip(nodes.hovertext, nodes.customdata))
+
+
+def test_a_long_prompts_graph_draws_only_the_touched_columns(default_runner):
+    import lmtt
+
+    a = lmtt.analyze(default_runner, " ".join(["The quick brown fox jumps over the lazy dog."] * 10))  # 100 tokens
+    sub = a.paths_to(99, 0.04)
+    fig = figures.graph_figure(a, sub, explained=99)
+    cols = columns_for(100, sub, also=[99])
+    assert cols.packed and cols.gaps and len(cols.positions) < 100
+    ticks = dict(zip(fig.layout.xaxis.tickvals, fig.layout.xaxis.ticktext))
+    assert ticks[cols.x_of([99])[0]] == "99: ."  # position and token
+    assert [ticks[g.x] for g in cols.gaps] == [f"<i>⋯ {len(g):,} tokens</i>" for g in cols.gaps]
+    assert len(fig.layout.shapes) == len(cols.gaps) and fig.layout.xaxis.range[1] == cols.width - 0.4
+    nodes = fig.data[-1]
+    assert {int(n.rsplit(":", 1)[1]) for n in nodes.customdata} == set(cols.positions.tolist())
+    assert sorted(set(nodes.x)) == cols.x.tolist()
+    # every edge ends on a drawn column (FFN edges beside it)
+    lines = [t for t in fig.data if t.mode == "lines"]
+    xs = np.concatenate([np.asarray(t.x, float) for t in lines])
+    offsets = np.round(xs[~np.isnan(xs)] % 1, 6)
+    assert set(offsets.tolist()) <= {0.0, figures.FFN_OFFSET}
+    handles = [t for t in fig.data if t.name == "tokens"]
+    assert list(handles[0].customdata) == [f"token|{p}" for p in cols.positions.tolist()]
+    every = figures.graph_figure(a, sub, explained=99, columns=every_column(100))
+    assert len(every.layout.xaxis.tickvals) == 100 and every.layout.uirevision != fig.layout.uirevision
+    assert type(every.data[-1]).__name__ == "Scattergl"  # 6,100 nodes: WebGL

@@ -1,0 +1,92 @@
+"""A 4,000-token prompt in Debian's Chromium: pasted, run, drawn legibly (only the touched columns), clicked.
+
+It has its own server: the long analysis holds a few GB that the other browser tests should not share.
+Screenshots and timings go to test-artifacts/ (look at the screenshot: an error or an empty chart is a failure).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from lmtt.figures import visible
+from tests.browser import ARTIFACTS, click_point, new_page, settled  # skips the module where Chromium is missing
+
+pytestmark = [pytest.mark.browser, pytest.mark.default_model]
+N_TOKENS = 4000
+MAX_DRAWN_COLUMNS = 200  # legible: a few screens at 32 px, not 4,000 columns
+
+
+def long_prompt(n_tokens: int) -> tuple[str, str]:
+    """(prompt, its last token): the Python reference topics cut to exactly n_tokens tokens of the default model."""
+    from transformers import AutoTokenizer
+
+    from lmtt.bench import natural_text
+    from lmtt.config import EMBEDDED_GGUF
+    from lmtt.loading import converted_gguf, embedded_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(converted_gguf(embedded_dir(), EMBEDDED_GGUF))
+    ids = tokenizer(natural_text(), add_special_tokens=False)["input_ids"][:n_tokens]
+    prompt = tokenizer.decode(ids)
+    assert len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) == n_tokens
+    return prompt, tokenizer.decode(ids[-1:])
+
+
+def graph_drawn(page: Page) -> None:
+    """The graph of the current run is on screen: its plot is drawn and the page has settled."""
+    expect(page.locator(".st-key-graph_box .js-plotly-plot .x2tick").first).to_be_attached()
+    settled(page)
+
+
+def test_a_4000_token_prompt_gets_a_legible_graph(browser, server):
+    prompt, last = long_prompt(N_TOKENS)
+    ctx, page = new_page(browser, server, width=1600, height=1200)
+    page.goto(server)
+    settled(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_role("textbox", name="Prompt").fill(prompt)  # as a paste: the whole text at once
+    page.keyboard.press("Control+Enter")
+    settled(page)
+
+    start = time.perf_counter()
+    sidebar.get_by_role("button", name="Run").click()
+    expect(page.get_by_text(f"lead to token {N_TOKENS - 1} ")).to_be_visible(timeout=300_000)
+    graph_drawn(page)
+    first_graph_s = time.perf_counter() - start
+
+    graph = page.locator(".st-key-graph_box .js-plotly-plot")
+    top = graph.locator(".x2tick text").all_text_contents()
+    assert top == graph.locator(".xtick text").all_text_contents()
+    explained = f"{N_TOKENS - 1}: {visible(last)}"
+    assert top[-1] == explained, top[-5:]
+    gaps = [t for t in top if re.fullmatch(r"⋯ [\d,]+ tokens", t)]
+    drawn = [t for t in top if t not in gaps]
+    assert gaps and 1 < len(drawn) <= MAX_DRAWN_COLUMNS, (len(drawn), len(gaps))
+    assert sum(int(re.sub(r"\D", "", t)) for t in gaps) + len(drawn) == N_TOKENS  # every token is drawn or counted in a gap
+    label = graph.locator(".x2tick text").last.bounding_box()
+    assert 0 < label["x"] < 1600 and 0 < label["y"] < 1200, "the explained token's label is off the first screen"
+
+    start = time.perf_counter()
+    click_point(page, f"ffn:29:{N_TOKENS - 1}")  # the top node of the explained token
+    expect(page.get_by_text(f"layer 29 after FFN, token {N_TOKENS - 1} ")).to_be_visible()
+    graph_drawn(page)
+    node_click_s = time.perf_counter() - start
+    expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()  # its logit lens
+    page.screenshot(path=str(ARTIFACTS / "graph-4000-tokens.png"))
+
+    edge = page.evaluate(
+        "() => [...document.querySelector('.st-key-graph_box .js-plotly-plot')._fullData]"
+        ".find((t) => t.name === 'edges').customdata.find((c) => c.startsWith('edge|attention|'))"
+    )
+    click_point(page, edge)
+    expect(page.get_by_text("Click a head to see what it wrote")).to_be_visible()  # the edge panel: its heads
+    graph_drawn(page)
+    timings = {"tokens": N_TOKENS, "first_graph_s": round(first_graph_s, 1), "node_click_s": round(node_click_s, 1)}
+    (ARTIFACTS / "graph-4000-tokens-timings.json").write_text(json.dumps(timings) + "\n")
+    print(timings)
+    assert page.problems == [], page.problems
+    ctx.close()
