@@ -67,9 +67,13 @@ def every_column(n_tokens: int) -> Columns:
 
 
 def touched_columns(n_tokens: int, sub: Subgraph, also: Iterable[int] = ()) -> Columns:
-    """The positions that an edge of `sub` starts or ends at, its root's, and `also`, packed, with a gap column per skipped run."""
+    """The positions that an edge of `sub` starts or ends at, its root's, and `also`, packed, with a gap column per skipped run
+    of two or more tokens (a lone skipped token is drawn: its column costs no more than the gap's)."""
     drawn = np.unique(np.concatenate([sub.source, sub.target, [sub.root[1]], np.fromiter(also, int)]).astype(int))
     drawn = drawn[(drawn >= 0) & (drawn < n_tokens)]
+    bounded = np.concatenate([[-1], drawn, [n_tokens]])
+    holes = bounded[:-1][np.diff(bounded) == 2] + 1  # a gap column is as wide as a token: one skipped token is drawn instead
+    drawn = np.union1d(drawn, holes)
     x, gaps, at, previous = [], [], 0.0, -1
     for p in drawn.tolist():
         if p > previous + 1:

@@ -17,6 +17,7 @@ from lmtt.figures import visible
 from tests.browser import ARTIFACTS, click_point, new_page, settled  # skips the module where Chromium is missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.default_model]
+expect.set_options(timeout=90_000)
 N_TOKENS = 4000
 MAX_DRAWN_COLUMNS = 200  # legible: a few screens at 32 px, not 4,000 columns
 

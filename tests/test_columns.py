@@ -30,9 +30,10 @@ def test_touched_columns_sit_side_by_side_with_one_gap_column_per_skipped_run():
 
 
 def test_adjacent_tokens_get_no_gap_and_also_adds_columns():
-    cols = touched_columns(4, subgraph([0, 1], [3, 3], root=3), also=[2])
-    assert cols.positions.tolist() == [0, 1, 2, 3] and cols.gaps == () and not cols.packed
-    assert cols.x.tolist() == [0.0, 1.0, 2.0, 3.0]
+    cols = touched_columns(5, subgraph([0, 1], [4, 4], root=4), also=[2])
+    assert cols.positions.tolist() == [0, 1, 2, 3, 4] and cols.gaps == () and not cols.packed  # 3: a lone skipped token is drawn
+    assert cols.x.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert touched_columns(10, subgraph([1], [8], root=8)).positions.tolist() == [0, 1, 8, 9]  # at either end too
 
 
 def test_a_position_without_a_column_has_no_x():

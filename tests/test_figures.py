@@ -1,6 +1,7 @@
 """Figures: text defects and the graph's layout, checked on the figure objects (no browser)."""
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 
@@ -57,7 +58,7 @@ def test_graph_labels_tokens_above_and_below_and_keeps_a_revision(default_runner
     assert all(h == figures.describe_node(a, n) for h, n in zip(nodes.hovertext, nodes.customdata))
 
 
-def test_a_long_prompts_graph_draws_only_the_touched_columns(default_runner):
+def test_a_long_prompts_graph_draws_only_the_touched_columns(default_runner, monkeypatch):
     import lmtt
 
     a = lmtt.analyze(default_runner, " ".join(["The quick brown fox jumps over the lazy dog."] * 10))  # 100 tokens
@@ -81,4 +82,6 @@ def test_a_long_prompts_graph_draws_only_the_touched_columns(default_runner):
     assert list(handles[0].customdata) == [f"token|{p}" for p in cols.positions.tolist()]
     every = figures.graph_figure(a, sub, explained=99, columns=every_column(100))
     assert len(every.layout.xaxis.tickvals) == 100 and every.layout.uirevision != fig.layout.uirevision
-    assert type(every.data[-1]).__name__ == "Scattergl"  # 6,100 nodes: WebGL
+    assert type(fig.data[-1]) is go.Scatter  # a few thousand nodes: SVG
+    monkeypatch.setattr(figures, "GL_ABOVE_NODES", 1000)
+    assert type(figures.graph_figure(a, sub, explained=99).data[-1]) is go.Scattergl  # many: WebGL
