@@ -258,7 +258,7 @@ def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_le
     """Token labels above and below (with positions when columns are packed), layer labels on both sides, gap bands."""
     if cols.packed:
         ticks = {x: f"{p}: {label(tokens[p])}" for x, p in zip(cols.x.tolist(), cols.positions.tolist())}
-        ticks.update({g.x: f"<i>⋯ {len(g):,} tokens</i>" for g in cols.gaps})
+        ticks.update({g.x: f'<span style="color:{GAP_TEXT}">⋯ {len(g):,} tokens</span>' for g in cols.gaps})
     else:
         ticks = {x: label(tokens[p]) for x, p in zip(cols.x.tolist(), cols.positions.tolist())}
     tickvals = sorted(ticks)

@@ -68,7 +68,7 @@ def test_a_long_prompts_graph_draws_only_the_touched_columns(default_runner, mon
     assert cols.packed and cols.gaps and len(cols.positions) < 100
     ticks = dict(zip(fig.layout.xaxis.tickvals, fig.layout.xaxis.ticktext))
     assert ticks[cols.x_of([99])[0]] == "99: ."  # position and token
-    assert [ticks[g.x] for g in cols.gaps] == [f"<i>⋯ {len(g):,} tokens</i>" for g in cols.gaps]
+    assert [ticks[g.x] for g in cols.gaps] == [f'<span style="color:{figures.GAP_TEXT}">⋯ {len(g):,} tokens</span>' for g in cols.gaps]
     assert len(fig.layout.shapes) == len(cols.gaps) and fig.layout.xaxis.range[1] == cols.width - 0.4
     nodes = fig.data[-1]
     assert {int(n.rsplit(":", 1)[1]) for n in nodes.customdata} == set(cols.positions.tolist())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -128,7 +129,7 @@ def test_hostile_prompts_are_analysed_as_text(prompt):
         ("", None),  # no prompt in the URL: the empty state, not an error
         ("   \n\t ", "the prompt is empty"),
         ("x" * 100_000, "characters; the limit is"),
-        ("word " * 600, "tokens; the limit is"),
+        ("7" * 5000, "tokens; the limit is"),  # one token per digit: over 4096 tokens, under 20,000 characters
     ],
 )
 def test_rejected_prompts_get_a_clear_message(prompt, message):
@@ -139,6 +140,17 @@ def test_rejected_prompts_get_a_clear_message(prompt, message):
     assert not at.exception, at.exception
     if message:
         assert any(message in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_demo_mode_refuses_long_prompts(tmp_path, monkeypatch):
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**raw, "demo_mode": True, "sample_prompts": []}))
+    monkeypatch.setenv("LMTT_CONFIG", str(tmp_path / "config.yaml"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["prompt"] = "word " * 600  # about 600 tokens: fine on a private server, too long for a public demo
+    at.run()
+    assert not at.exception, at.exception
+    assert any(re.search(r"the prompt has 60\d tokens; the limit is 512$", e.value) for e in at.error), [e.value for e in at.error]
 
 
 def test_lone_surrogates_are_refused_before_tokenising(default_runner):
@@ -193,7 +205,7 @@ def test_rate_limit_shows_a_warning(tmp_path, monkeypatch):
     "args,needle",
     [
         (["--prompt", "x" * 100_000], "characters; the limit is"),
-        (["--prompt", "word " * 600], "tokens; the limit is"),
+        (["--prompt", "7" * 5000], "tokens; the limit is"),
         (["--prompt", "The capital", "--token", "-99"], "out of range"),
         (["--prompt", "The capital", "--threshold", "-1"], "threshold"),
         (["--prompt", "The capital", "--config", "/nonexistent.yaml"], "does not exist"),
