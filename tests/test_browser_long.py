@@ -37,6 +37,9 @@ def long_prompt(n_tokens: int) -> tuple[str, str]:
     return prompt, tokenizer.decode(ids[-1:])
 
 
+JS_TOKENS = "() => [...document.querySelector('.st-key-graph_box .js-plotly-plot')._fullData].find((t) => t.name === 'tokens').customdata"
+
+
 def graph_drawn(page: Page) -> None:
     """The graph of the current run is on screen: its plot is drawn and the page has settled."""
     expect(page.locator(".st-key-graph_box .js-plotly-plot .x2tick").first).to_be_attached()
@@ -45,7 +48,7 @@ def graph_drawn(page: Page) -> None:
 
 def test_a_4000_token_prompt_gets_a_legible_graph(browser, server):
     prompt, last = long_prompt(N_TOKENS)
-    ctx, page = new_page(browser, server, width=1600, height=1200)
+    ctx, page = new_page(browser, server, width=1600, height=1500)  # tall enough for the whole graph in the screenshot
     page.goto(server)
     settled(page)
     sidebar = page.locator('[data-testid="stSidebar"]')
@@ -69,7 +72,7 @@ def test_a_4000_token_prompt_gets_a_legible_graph(browser, server):
     assert gaps and 1 < len(drawn) <= MAX_DRAWN_COLUMNS, (len(drawn), len(gaps))
     assert sum(int(re.sub(r"\D", "", t)) for t in gaps) + len(drawn) == N_TOKENS  # every token is drawn or counted in a gap
     label = graph.locator(".x2tick text").last.bounding_box()
-    assert 0 < label["x"] < 1600 and 0 < label["y"] < 1200, "the explained token's label is off the first screen"
+    assert 0 < label["x"] < 1600 and 0 < label["y"] < 1500, "the explained token's label is off the first screen"
 
     start = time.perf_counter()
     click_point(page, f"ffn:29:{N_TOKENS - 1}")  # the top node of the explained token
@@ -86,7 +89,16 @@ def test_a_4000_token_prompt_gets_a_legible_graph(browser, server):
     click_point(page, edge)
     expect(page.get_by_text("Click a head to see what it wrote")).to_be_visible()  # the edge panel: its heads
     graph_drawn(page)
+
+    other = page.evaluate(JS_TOKENS)[-2]  # the drawn token left of the explained one: its ▲ explains it
+    start = time.perf_counter()
+    click_point(page, other)
+    expect(page.get_by_text(f"lead to token {other.split('|')[1]} ")).to_be_visible(timeout=300_000)
+    graph_drawn(page)
+    token_click_s = time.perf_counter() - start
+    assert page.locator(".st-key-graph_box .js-plotly-plot .x2tick").count() <= 2 * MAX_DRAWN_COLUMNS
     timings = {"tokens": N_TOKENS, "first_graph_s": round(first_graph_s, 1), "node_click_s": round(node_click_s, 1)}
+    timings["token_click_s"] = round(token_click_s, 1)
     (ARTIFACTS / "graph-4000-tokens-timings.json").write_text(json.dumps(timings) + "\n")
     print(timings)
     assert page.problems == [], page.problems

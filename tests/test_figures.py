@@ -58,10 +58,16 @@ def test_graph_labels_tokens_above_and_below_and_keeps_a_revision(default_runner
     assert all(h == figures.describe_node(a, n) for h, n in zip(nodes.hovertext, nodes.customdata))
 
 
-def test_a_long_prompts_graph_draws_only_the_touched_columns(default_runner, monkeypatch):
+@pytest.fixture(scope="module")
+def hundred(default_runner):
+    """A 100-token analysis: over PACK_ABOVE_TOKENS, so its graph packs the touched columns."""
     import lmtt
 
-    a = lmtt.analyze(default_runner, " ".join(["The quick brown fox jumps over the lazy dog."] * 10))  # 100 tokens
+    return lmtt.analyze(default_runner, " ".join(["The quick brown fox jumps over the lazy dog."] * 10))
+
+
+def test_a_long_prompts_graph_draws_only_the_touched_columns(hundred, monkeypatch):
+    a = hundred
     sub = a.paths_to(99, 0.04)
     fig = figures.graph_figure(a, sub, explained=99)
     cols = columns_for(100, sub, also=[99])
@@ -85,3 +91,17 @@ def test_a_long_prompts_graph_draws_only_the_touched_columns(default_runner, mon
     assert type(fig.data[-1]) is go.Scatter  # a few thousand nodes: SVG
     monkeypatch.setattr(figures, "GL_ABOVE_NODES", 1000)
     assert type(figures.graph_figure(a, sub, explained=99).data[-1]) is go.Scattergl  # many: WebGL
+
+
+def test_a_direct_edge_off_the_flow_graph_gets_its_column(hundred):
+    from lmtt import question_figures
+    from lmtt.logit_attribution import DirectEdge
+
+    sub = hundred.paths_to(99, 0.04)
+    off = next(p for p in range(99) if p not in columns_for(100, sub).positions)
+    edge = DirectEdge("head", 5, 2, source=off, target=99, effect=1.5)  # from ffn:4:off into attn:5:99
+    fig = question_figures.target_graph_figure(hundred, sub, hundred.target_lens(), [edge])
+    ticks = dict(zip(fig.layout.xaxis.tickvals, fig.layout.xaxis.ticktext))
+    (dashed,) = [t for t in fig.data if t.mode == "lines" and t.line.dash == "dash"]
+    assert [ticks[x] for x in dashed.x] == [f"{off}: {figures.label(hundred.tokens[off])}", "99: ."]
+    assert list(dashed.y) == [2 * 5, 2 * 5 + 1]
