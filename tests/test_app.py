@@ -356,3 +356,19 @@ def test_generation_stops_at_the_first_special_token():
     assert stop_at_special("Hi Paris.<|im_end|>\nmore", "Hi", special) == "Hi Paris."
     assert stop_at_special("Hi Paris.", "Hi", special) == "Hi Paris."
     assert stop_at_special("<|im_end|>Hi there", "<|im_end|>Hi", special) == "<|im_end|>Hi there"  # the prompt's own are kept
+
+
+def test_a_long_prompt_draws_the_touched_columns_and_the_toggle_draws_every_one(at):
+    ran(at, " ".join(["The quick brown fox jumps over the lazy dog."] * 10))  # 100 tokens
+
+    def columns() -> list[str]:
+        spec = json.loads(next(c for c in at.get("plotly_chart") if c.key == "graph_chart").proto.spec)
+        return [n for n in spec["data"][-1]["customdata"] if n.startswith("emb:")]  # one embedding node per drawn column
+
+    packed = columns()
+    assert packed[-1] == "emb:99" and len(packed) < 100
+    toggle = next(t for t in at.main.toggle if t.label == "Every token's column")
+    assert not toggle.value and not toggle.disabled
+    toggle.set_value(True).run()
+    assert not at.exception
+    assert columns() == [f"emb:{p}" for p in range(100)]
