@@ -20,11 +20,13 @@ from lmtt.attribution import compute_contributions
 from lmtt.check import run_checks
 from lmtt.config import ConfigError, ModelEntry, parse_config
 from lmtt.edits import Edit
+from lmtt.graph import ContributionGraph
 from lmtt.loading import load_model
 from lmtt.ondemand import OnDemandGraph
 from lmtt.runner import ModelRunner
 from tests import reference
 from tests.test_attribution import assert_matches_oracle
+from tests.test_ondemand import same_subgraph
 from tests.tiny_models import tiny_model, tiny_tokenizer, token_ids
 
 CUDA = torch.cuda.is_available()
@@ -33,6 +35,7 @@ if not CUDA:
     warnings.warn(NO_CUDA, stacklevel=1)
 needs_cuda = pytest.mark.skipif(not CUDA, reason=NO_CUDA)
 # The twists that touch devices: GQA + biases, post-norms + softcaps, q/k norms, MoE + shared expert, Conv1D, multipliers.
+GPU_TOL = 1e-4  # a GPU's float32 kernels sum in another order than the CPU's: the oracle (from the CPU trace) to 1e-4
 GPU_FAMILIES = ("llama_gqa_bias", "gemma2", "qwen3", "qwen2_moe", "gpt2", "olmo2", "granite", "gpt_oss")
 
 
@@ -155,30 +158,31 @@ def test_gpu_contributions_equal_the_cpu_ones_and_the_oracle(gpu_pair):
     ids = token_ids(12)
     got = compute_contributions(gpu.trace(ids), gpu.layer_weights)
     cpu_trace = cpu.trace(ids)
-    assert_matches_oracle(got, reference.contributions(cpu, cpu_trace))
+    assert_matches_oracle(got, reference.contributions(cpu, cpu_trace), GPU_TOL)
     expected = compute_contributions(cpu_trace, cpu.layer_weights)
     for name in ("attn_edges", "attn_resid", "ffn_resid", "ffn"):
-        assert torch.allclose(getattr(got, name), getattr(expected, name), atol=1e-5), name
+        assert torch.allclose(getattr(got, name), getattr(expected, name), atol=GPU_TOL), name
 
 
 @needs_cuda
 def test_gpu_on_demand_graph_equals_the_full_one(gpu_pair):
     gpu, _ = gpu_pair
     trace = gpu.trace(token_ids(12))
-    full = lmtt.graph.ContributionGraph(compute_contributions(trace, gpu.layer_weights))
+    full = ContributionGraph(compute_contributions(trace, gpu.layer_weights))
     lazy = OnDemandGraph(trace, gpu.layer_weights)
     for token, threshold in ((-1, 0.04), (5, 0.02)):
-        assert lazy.paths_to(token, threshold).edges == full.paths_to(token, threshold).edges
+        same_subgraph(lazy.paths_to(token, threshold), full.paths_to(token, threshold))
 
 
 @needs_cuda
 def test_the_fused_kernel_compiles_for_the_gpu(monkeypatch):
     attribution.warm_up(64, "cuda")
     assert attribution.small_coords_correction.modes["cuda"] in ("fused", "eager")
+    cpu = ModelRunner(tiny_model("llama_gqa_bias"), tokenizer=None)
     gpu = ModelRunner(tiny_model("llama_gqa_bias").cuda(), tokenizer=None)
-    trace = gpu.trace(token_ids(9))
+    ids = token_ids(9)
     monkeypatch.setattr(attribution, "EAGER_BELOW", 0)  # the tiny inputs go through the compiled kernel
-    assert_matches_oracle(compute_contributions(trace, gpu.layer_weights), reference.contributions(gpu, trace))
+    assert_matches_oracle(compute_contributions(gpu.trace(ids), gpu.layer_weights), reference.contributions(cpu, cpu.trace(ids)), GPU_TOL)
 
 
 @needs_cuda
@@ -203,10 +207,10 @@ def test_analysis_views_and_edits_on_the_gpu():
     ids = token_ids(10)
     a, b = lmtt.analyze(gpu, ids), lmtt.analyze(cpu, ids)
     assert [p.token for p in a.predictions()] == [p.token for p in b.predictions()]
-    assert a.paths_to(-1, 0.04).edges == b.paths_to(-1, 0.04).edges
-    node = a.paths_to(-1, 0.04).edges[0][0]
+    same_subgraph(a.paths_to(-1, 0.04), b.paths_to(-1, 0.04))
+    node = f"attn:1:{len(a.tokens) - 1}"
     assert [t.token for t in a.logit_lens(node)] == [t.token for t in b.logit_lens(node)]
-    assert torch.allclose(a.head_contributions(1, -1).values.cpu(), b.head_contributions(1, -1).values.cpu(), atol=1e-5)
+    assert torch.allclose(a.head_contributions(1, -1).heads.cpu(), b.head_contributions(1, -1).heads.cpu(), atol=GPU_TOL)
     a.neuron_contributions(1, -1)
     a.head_tokens(1, -1, 0)
     a.update_tokens(node)
@@ -214,7 +218,7 @@ def test_analysis_views_and_edits_on_the_gpu():
     edit = (Edit("head", 1, 0, "zero"),)
     got, expected = a.intervene(edit), b.intervene(edit)
     assert got.after[0].token == expected.after[0].token
-    assert abs(a.direct_effects().total - b.direct_effects().total) < 1e-3
+    assert abs(a.direct_effects().value - b.direct_effects().value) < 1e-3
 
 
 @needs_cuda
@@ -234,8 +238,8 @@ def test_a_device_map_split_between_the_gpu_and_the_cpu():
     trace = split.trace(ids)
     assert [x.device.type for x in trace.attn_out] == [d.type for d in split.layer_devices]
     got = compute_contributions(trace, split.layer_weights)
-    assert_matches_oracle(got, reference.contributions(cpu, cpu.trace(ids)))
-    assert OnDemandGraph(trace, split.layer_weights).paths_to(-1, 0.04).edges == lmtt.graph.ContributionGraph(got).paths_to(-1, 0.04).edges
+    assert_matches_oracle(got, reference.contributions(cpu, cpu.trace(ids)), GPU_TOL)
+    same_subgraph(OnDemandGraph(trace, split.layer_weights).paths_to(-1, 0.04), ContributionGraph(got).paths_to(-1, 0.04))
 
 
 @needs_cuda
