@@ -106,8 +106,13 @@ class HeadValues:
     by_coord: torch.Tensor | None = None  # (d, T + 1, H): one coordinate of every u_jh is one contiguous row
 
     def rows(self, j: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """(n, d) u_jh for the listed (source, head) pairs, from the factors."""
-        return torch.einsum("nk,nkd->nd", self.values[self.kv_index[h], :, j], self.w_out[h])
+        """(n, d) u_jh for the listed (source, head) pairs, from the factors: one GEMM per head present
+        (gathering W_O^h per pair would take n * hd * d floats, GBs for a long prompt of a large model)."""
+        out = torch.empty(j.shape[0], self.w_out.shape[-1], dtype=self.w_out.dtype, device=self.w_out.device)  # (n, d)
+        for head in torch.unique(h).tolist():
+            pick = (h == head).nonzero(as_tuple=True)[0]  # (n_h,)
+            out[pick] = self.values[self.kv_index[head], :, j[pick]].T @ self.w_out[head]  # (n_h, hd) @ (hd, d)
+        return out
 
     def by_coords(self, coords: torch.Tensor, n_sources: int) -> torch.Tensor:
         """(U, J + 1, H) the by-coordinate layout of u for coordinates coords (U,) and the first J sources
@@ -260,12 +265,15 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
         p += small_coords_correction(y_small, local, a, hv.by_coords(coords, j))
     loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
-        ci, ji, hi = loose.nonzero(as_tuple=True)
-        if hv.u is not None:
-            p[ci, ji, hi] = loose_exact(y, a, hv.u[:j], ci, ji, hi)
-        else:
-            y_c = y[ci]  # (n, d)
-            p[ci, ji, hi] = y_c.abs().sum(-1) - (y_c - a[ci, ji, hi, None] * hv.rows(ji, hi)).abs().sum(-1)
+        triples = loose.nonzero(as_tuple=True)
+        step = max(1, DEFAULT_BUDGET_BYTES // (4 * 4 * d))  # a few (n, d) float32 temporaries per batch of triples
+        for start in range(0, triples[0].shape[0], step):
+            ci, ji, hi = (x[start : start + step] for x in triples)
+            if hv.u is not None:
+                p[ci, ji, hi] = loose_exact(y, a, hv.u[:j], ci, ji, hi)
+            else:
+                y_c = y[ci]  # (n, d)
+                p[ci, ji, hi] = y_c.abs().sum(-1) - (y_c - a[ci, ji, hi, None] * hv.rows(ji, hi)).abs().sum(-1)
     return p
 
 
