@@ -266,7 +266,8 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
         triples = loose.nonzero(as_tuple=True)
-        step = max(1, DEFAULT_BUDGET_BYTES // (4 * 4 * d))  # a few (n, d) float32 temporaries per batch of triples
+        budget = DEVICE_BUDGETS.get(y.device.type, DEVICE_BUDGETS["cpu"])[0]
+        step = max(1, budget // (4 * 4 * d))  # a few (n, d) float32 temporaries per batch of triples
         for start in range(0, triples[0].shape[0], step):
             ci, ji, hi = (x[start : start + step] for x in triples)
             if hv.u is not None:
