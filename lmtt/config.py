@@ -53,6 +53,7 @@ class AppConfig:
     max_prompt_tokens: int = 512
     analysis_cache_entries: int = 16
     analysis_cache_ttl_s: float | None = None  # None: entries never expire
+    analysis_cache_mb: int = 4096  # the cached analyses' memory bound (a 4,000-token analysis can hold GBs)
     demo_mode: bool = False  # public demo: no prompt text in logs, config models only
     max_concurrent_analyses: int = 2  # more wait in a FIFO queue
     rate_limit_per_minute: int | None = None  # analyses per session per minute; None: no limit
@@ -155,6 +156,7 @@ def parse_config(raw, path: Path | None = None) -> AppConfig:
         max_prompt_tokens=_positive_int(raw, "max_prompt_tokens", 512),
         analysis_cache_entries=_positive_int(raw, "analysis_cache_entries", 16),
         analysis_cache_ttl_s=None if ttl is None else float(ttl),
+        analysis_cache_mb=_positive_int(raw, "analysis_cache_mb", 4096),
         demo_mode=demo_mode,
         max_concurrent_analyses=_positive_int(raw, "max_concurrent_analyses", 2),
         rate_limit_per_minute=rate,
