@@ -22,6 +22,7 @@ from lmtt.attribution import Contributions, compute_contributions
 from lmtt.edits import Edit
 from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
 from lmtt.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
+from lmtt.memory import held_bytes
 from lmtt.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
 from lmtt.runner import ModelRunner, PromptError, Trace
 
@@ -49,6 +50,11 @@ class Analysis:
         if self._contributions is None:
             self._contributions = compute_contributions(self.trace, self.runner.layer_weights)
         return self._contributions
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this analysis holds (trace, contributions, graph; not the model): what the app's cache weighs."""
+        return held_bytes(self.trace, self._contributions, vars(self.graph))
 
     @property
     def on_demand(self) -> bool:

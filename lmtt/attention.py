@@ -115,11 +115,13 @@ def attention_weights(
     row are masked for a causal model, so restricting to n_keys changes nothing.
     With sinks, a row sums to less than 1: the rest went to the head's sink.
     """
-    scores = torch.einsum("hcd,hjd->hcj", q[:, queries], k[kv_index, :n_keys]) * scale  # (H, C, J)
+    if isinstance(queries, torch.Tensor):
+        queries = queries.to(q.device)  # row indices may come from the CPU; the layer may live on another device
+    scores = torch.einsum("hcd,hjd->hcj", q[:, queries], k[kv_index.to(k.device), :n_keys]) * scale  # (H, C, J)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if mask is not None:
-        scores = scores + mask[queries, :n_keys]
+        scores = scores + mask.to(q.device)[queries, :n_keys]
     else:
         rows = queries if isinstance(queries, torch.Tensor) else torch.arange(queries.start or 0, queries.stop, device=q.device)
         rows = rows[:, None]

@@ -54,6 +54,9 @@ EPS = 1e-5
 SMALL_COORDS = 32  # K: coordinates per query handled exactly; the rest go through the GEMM
 DEFAULT_BUDGET_BYTES = 64 * 2**20
 MAX_CHUNK = 128
+# Working set per chunk and queries per chunk, by device type: a CPU chunk should stay near its
+# caches; a GPU wants few, large launches (fewer chunks, fewer synchronisations).
+DEVICE_BUDGETS = {"cpu": (DEFAULT_BUDGET_BYTES, MAX_CHUNK), "cuda": (2 * 2**30, 1024)}
 EAGER_BELOW = 300_000  # C x J x H x K elements under which the eager correction beats compiling
 CHUNK_TENSORS = 6  # (C, J, H) float32 tensors alive at once inside a chunk
 
@@ -103,8 +106,13 @@ class HeadValues:
     by_coord: torch.Tensor | None = None  # (d, T + 1, H): one coordinate of every u_jh is one contiguous row
 
     def rows(self, j: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """(n, d) u_jh for the listed (source, head) pairs, from the factors."""
-        return torch.einsum("nk,nkd->nd", self.values[self.kv_index[h], :, j], self.w_out[h])
+        """(n, d) u_jh for the listed (source, head) pairs, from the factors: one GEMM per head present
+        (gathering W_O^h per pair would take n * hd * d floats, GBs for a long prompt of a large model)."""
+        out = torch.empty(j.shape[0], self.w_out.shape[-1], dtype=self.w_out.dtype, device=self.w_out.device)  # (n, d)
+        for head in torch.unique(h).tolist():
+            pick = (h == head).nonzero(as_tuple=True)[0]  # (n_h,)
+            out[pick] = self.values[self.kv_index[head], :, j[pick]].T @ self.w_out[head]  # (n_h, hd) @ (hd, d)
+        return out
 
     def by_coords(self, coords: torch.Tensor, n_sources: int) -> torch.Tensor:
         """(U, J + 1, H) the by-coordinate layout of u for coordinates coords (U,) and the first J sources
@@ -163,58 +171,68 @@ def _loose_exact_eager(y: torch.Tensor, a: torch.Tensor, u: torch.Tensor, ci: to
 class _Kernel:
     """One of the attribution's inner kernels: fused by torch.compile where it works, else eager.
 
-    Compiling needs a C++ compiler and a few seconds once per process (inductor
-    caches on disk). LMTT_COMPILE=0 forces eager, and small inputs always run
-    eagerly (not worth a compile). The fused kernel is checked against eager on
-    its first call. Calls are serialised: torch already uses every core inside a
-    call, and compiling from two threads at once is unsafe.
+    Compiling needs a C++ compiler (CPU) or Triton (CUDA) and a few seconds once per
+    process and device type (inductor caches on disk). LMTT_COMPILE=0 forces eager,
+    and small inputs always run eagerly (not worth a compile). The fused kernel is
+    checked against eager on its first call on each device type. Calls are
+    serialised: torch already uses every core inside a call, and compiling from
+    two threads at once is unsafe.
     """
 
     def __init__(self, eager, work) -> None:
         self._eager, self._work = eager, work  # work(*args): elements the call touches
         self._lock = threading.Lock()
-        self._fused = None
-        self.mode = "eager" if os.environ.get("LMTT_COMPILE", "1") == "0" else "untried"
+        self._fused = None  # torch.compile(eager), made on first use (importing the compiler is slow)
+        self._forced_eager = os.environ.get("LMTT_COMPILE", "1") == "0"
+        self.modes: dict[str, str] = {}  # device type -> "fused" | "eager" once tried
+        self.mode = "eager" if self._forced_eager else "untried"  # the mode of the last device type used
 
     def __call__(self, *args) -> torch.Tensor:
         if self._work(*args) < EAGER_BELOW:
             return self._eager(*args)
         with self._lock:
-            if self.mode == "untried":
-                self._try_compile(*args)
-            if self.mode == "fused":
+            if self._mode(*args) == "fused":
                 return self._fused(*args)
         return self._eager(*args)
 
     def warm_up(self, *args) -> None:
         """Compile once, for inputs whose sizes are distinct and > 1 so that nothing specialises on them."""
         with self._lock:
-            if self.mode == "untried":
-                self._try_compile(*args)
+            self._mode(*args)
 
-    def _try_compile(self, *args) -> None:
+    def _mode(self, *args) -> str:
+        device = args[0].device.type
+        if self._forced_eager:
+            self.modes[device] = "eager"
+        elif device not in self.modes:
+            self.modes[device] = self._try_compile(*args)
+        self.mode = self.modes[device]
+        return self.mode
+
+    def _try_compile(self, *args) -> str:
         try:
-            fused = torch.compile(self._eager, dynamic=True)
-            expected, got = self._eager(*args), fused(*args)
+            self._fused = self._fused or torch.compile(self._eager, dynamic=True)
+            expected, got = self._eager(*args), self._fused(*args)
             scale = max(1.0, float(args[0].abs().sum(-1).max()))  # results are differences of L1 norms of y (the first argument)
             if not (got - expected).abs().max() <= 1e-5 * scale:
                 raise RuntimeError(f"fused kernel disagrees with eager by {(got - expected).abs().max():.3g}")
-            self._fused, self.mode = fused, "fused"
+            return "fused"
         except Exception as e:  # noqa: BLE001 - no compiler, unsupported device, ...: eager always works
-            log.warning("lmtt: torch.compile unavailable (%s); using the eager attribution kernel", e)
-            self.mode = "eager"
+            log.warning("lmtt: torch.compile unavailable on %s (%s); using the eager attribution kernel", args[0].device.type, e)
+            return "eager"
 
 
 small_coords_correction = _Kernel(_small_coords_eager, lambda y_small, small, a, u_by_coord: a.numel() * small.shape[1])
 loose_exact = _Kernel(_loose_exact_eager, lambda y, a, u, ci, ji, hi: ci.numel() * y.shape[1])
 
 
-def warm_up(d_model: int) -> None:
-    """Compile both kernels for a model width (done at model load in the app, and before timing in the bench)."""
+def warm_up(d_model: int, device: torch.device | str = "cpu") -> None:
+    """Compile both kernels for a model width on a device (done at model load in the app, and before timing in the bench)."""
     k = small_coords(d_model)
-    small_coords_correction.warm_up(torch.randn(3, k), torch.randint(0, 11, (3, k)), torch.rand(3, 5, 7), torch.randn(11, 13, 7))
-    idx = (torch.tensor([0, 2, 1, 2]), torch.tensor([4, 1, 3, 0]), torch.tensor([6, 0, 2, 5]))
-    loose_exact.warm_up(torch.randn(3, 11), torch.rand(3, 5, 7), torch.randn(5, 7, 11), *idx)
+    with torch.device(device):
+        small_coords_correction.warm_up(torch.randn(3, k), torch.randint(0, 11, (3, k)), torch.rand(3, 5, 7), torch.randn(11, 13, 7))
+        idx = (torch.tensor([0, 2, 1, 2]), torch.tensor([4, 1, 3, 0]), torch.tensor([6, 0, 2, 5]))
+        loose_exact.warm_up(torch.randn(3, 11), torch.rand(3, 5, 7), torch.randn(5, 7, 11), *idx)
 
 
 def small_coords(d_model: int) -> int:
@@ -247,12 +265,16 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
         p += small_coords_correction(y_small, local, a, hv.by_coords(coords, j))
     loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
-        ci, ji, hi = loose.nonzero(as_tuple=True)
-        if hv.u is not None:
-            p[ci, ji, hi] = loose_exact(y, a, hv.u[:j], ci, ji, hi)
-        else:
-            y_c = y[ci]  # (n, d)
-            p[ci, ji, hi] = y_c.abs().sum(-1) - (y_c - a[ci, ji, hi, None] * hv.rows(ji, hi)).abs().sum(-1)
+        triples = loose.nonzero(as_tuple=True)
+        budget = DEVICE_BUDGETS.get(y.device.type, DEVICE_BUDGETS["cpu"])[0]
+        step = max(1, budget // (4 * 4 * d))  # a few (n, d) float32 temporaries per batch of triples
+        for start in range(0, triples[0].shape[0], step):
+            ci, ji, hi = (x[start : start + step] for x in triples)
+            if hv.u is not None:
+                p[ci, ji, hi] = loose_exact(y, a, hv.u[:j], ci, ji, hi)
+            else:
+                y_c = y[ci]  # (n, d)
+                p[ci, ji, hi] = y_c.abs().sum(-1) - (y_c - a[ci, ji, hi, None] * hv.rows(ji, hi)).abs().sum(-1)
     return p
 
 
@@ -268,7 +290,9 @@ def attention_parts(
     Returns (heads, resid): heads (C, J, H) for sources j < J = the last query + 1,
     zero where j > i; resid (C,) the residual's contribution.
     """
-    rows = queries if isinstance(queries, torch.Tensor) else torch.arange(queries.start, queries.stop)  # (C,)
+    rows = queries if isinstance(queries, torch.Tensor) else torch.arange(queries.start, queries.stop)  # (C,) on the CPU
+    if isinstance(queries, torch.Tensor):
+        queries = queries.to(trace.resid[layer].device)  # index the layer's tensors where they live
     x = trace.resid[layer][queries]  # (C, d) the residual part
     y = trace.mid(layer, queries)  # (C, d) the whole: the state after attention
     a = trace.attention(layer, queries, n_keys=int(rows[-1]) + 1).permute(1, 2, 0).contiguous()  # (C, J, H)
@@ -276,7 +300,7 @@ def attention_parts(
         a = a * post.scale[queries, None, None]  # the frozen per-query scale of the post-norm / multiplier
     c, j = a.shape[0], a.shape[1]
     prox = attention_proximities(y, a, hv).clamp_min_(EPS)  # (C, J, H)
-    causal = torch.arange(j, device=a.device)[None, :] <= rows.to(a.device)[:, None]  # (C, J)
+    causal = torch.arange(j, device=a.device)[None, :] <= rows.to(a.device)[:, None]  # (C, J), one small copy of C indices
     prox = prox * causal[:, :, None]
     prox_resid = proximity(y, x.unsqueeze(-2)).squeeze(-1)  # (C,)
     total = prox.sum((1, 2)) + prox_resid  # (C,)
@@ -287,19 +311,19 @@ def attention_parts(
     return heads, resid
 
 
-def chunk_size(n_tokens: int, n_heads: int, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> int:
+def chunk_size(n_tokens: int, n_heads: int, budget_bytes: int = DEFAULT_BUDGET_BYTES, max_chunk: int = MAX_CHUNK) -> int:
     """Queries per chunk so that the chunk's (C, T, H) float32 working set stays under the budget.
 
     Nothing of size (C, T, H, d) is ever built, so short prompts may run in one chunk.
     """
     row = n_tokens * n_heads * 4 * CHUNK_TENSORS
-    return max(1, min(MAX_CHUNK, budget_bytes // row))
+    return max(1, min(max_chunk, budget_bytes // row))
 
 
 def ffn_parts(trace: Trace, layer: int, renorm_threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(resid, ffn), each (T,): shares of the state after attention and of the FFN output at one layer."""
     parts = torch.stack([trace.mid(layer), trace.ffn_out[layer]], dim=-2)  # (T, 2, d)
-    prox = proximity(trace.resid[layer + 1], parts)  # (T, 2)
+    prox = proximity(trace.resid[layer + 1].to(parts.device), parts)  # (T, 2); the next layer may live on another device
     c = prox / prox.sum(-1, keepdim=True)
     if renorm_threshold is not None:
         c = renormalize(c, renorm_threshold)
@@ -310,24 +334,34 @@ def compute_contributions(
     trace: Trace,
     weights: list[LayerWeights],
     renorm_threshold: float | None = None,
-    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    budget_bytes: int | None = None,
     on_layer: Callable[[int, int], None] | None = None,
 ) -> Contributions:
-    """Contributions for every node: all layers, all tokens, every head x source part.
+    """Contributions for every node: all layers, all tokens, every head x source part, on the CPU.
 
-    `on_layer(done, total)` is called after each layer, for progress bars.
+    Each layer is computed on the device that holds it (its trace tensors and weights), and
+    its results reach the CPU in one copy after its last chunk: nothing crosses devices inside
+    the chunk loop. `on_layer(done, total)` is called after each layer, for progress bars.
     """
     n_layers, t = trace.n_layers, trace.n_tokens
-    step = chunk_size(t, trace.n_heads, budget_bytes)
     attn_edges = torch.zeros(n_layers, t, t)  # (L, T, T)
     attn_resid, ffn_resid, ffn = (torch.zeros(n_layers, t) for _ in range(3))  # (L, T) each
     for layer in range(n_layers):
+        device = trace.resid[layer].device
+        budget, max_chunk = DEVICE_BUDGETS.get(device.type, DEVICE_BUDGETS["cpu"])
+        step = chunk_size(t, trace.n_heads, budget_bytes or budget, max_chunk)
+        on_cpu = device.type == "cpu"
+        edges = attn_edges[layer] if on_cpu else torch.zeros(t, t, device=device)  # (T, T): written in place on the CPU
+        resids = attn_resid[layer] if on_cpu else torch.zeros(t, device=device)  # (T,)
         hv = head_values(trace, weights[layer], layer)
         for i0 in range(0, t, step):
             i1 = min(t, i0 + step)
             heads, resid = attention_parts(trace, layer, hv, slice(i0, i1), renorm_threshold)
-            attn_edges[layer, i0:i1, :i1] = heads.sum(-1).cpu()
-            attn_resid[layer, i0:i1] = resid.cpu()
+            edges[i0:i1, :i1] = heads.sum(-1)
+            resids[i0:i1] = resid
+        del hv
+        if not on_cpu:
+            attn_edges[layer], attn_resid[layer] = edges.cpu(), resids.cpu()
         ffn_resid[layer], ffn[layer] = (x.cpu() for x in ffn_parts(trace, layer, renorm_threshold))
         if on_layer is not None:
             on_layer(layer + 1, n_layers)

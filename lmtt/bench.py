@@ -53,6 +53,7 @@ TARGET_RATIO = 2.0
 TARGET_RSS_MB = 4096
 TARGET_CHANGE_S = 0.1
 TARGET_CACHED_LOAD_S = 5.0
+TARGET_GPU_FULL_S = 1.0  # on a GPU (an H100), for the Llama-3.1-8B shape
 
 
 def natural_text() -> str:
@@ -62,14 +63,29 @@ def natural_text() -> str:
     return "\n\n".join(topics[k] for k in sorted(topics))
 
 
+def _sync() -> None:
+    """Wait for queued GPU work, so that wall time covers it (a no-op without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _timed(fn) -> tuple[float, object]:
+    _sync()
+    start = time.perf_counter()
+    result = fn()
+    _sync()
+    return time.perf_counter() - start, result
+
+
 def _median_time(fn, repeats: int) -> tuple[float, object]:
     """Median wall time of `repeats` calls, and the last result (only one result is alive at a time)."""
     times, result = [], None
     for _ in range(repeats):
         result = None
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
+        elapsed, result = _timed(fn)
+        times.append(elapsed)
     return statistics.median(times), result
 
 
@@ -101,15 +117,17 @@ def run_size(n_tokens: int, device: str, repeats: int, shape: str | None = None)
     from lmtt.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
     from lmtt.runner import ModelRunner
 
-    config = load_config()
-    entry = dataclasses.replace(config.models[config.default_model], device=device)
-    model, tokenizer = load_pretrained(entry)
-    ids = tokenizer(natural_text(), return_tensors="pt")["input_ids"][0][:n_tokens]
-    if ids.numel() < n_tokens:
-        raise SystemExit(f"the benchmark text has only {ids.numel()} tokens")
-    if shape is not None:  # the same text's token ids (all below 49152) in a model of another shape
-        del model
-        model = shape_model(shape, device)
+    if shape is None:
+        config = load_config()
+        entry = dataclasses.replace(config.models[config.default_model], device=device)
+        model, tokenizer = load_pretrained(entry)
+        name = entry.name
+        ids = tokenizer(natural_text(), return_tensors="pt")["input_ids"][0][:n_tokens]
+        if ids.numel() < n_tokens:
+            raise SystemExit(f"the benchmark text has only {ids.numel()} tokens")
+    else:  # random weights: seeded random token ids serve as well as text, and no tokenizer is needed
+        model, tokenizer, name = shape_model(shape, device), None, shape
+        ids = torch.randint(0, 32000, (n_tokens,), generator=torch.Generator().manual_seed(0))
     batch = ids[None].to(model.device)
 
     def forward():
@@ -117,10 +135,10 @@ def run_size(n_tokens: int, device: str, repeats: int, shape: str | None = None)
             return model(input_ids=batch, use_cache=False)
 
     forward()  # warm-up
-    forward_s, _ = _median_time(forward, repeats)
+    forward_s = _median_time(forward, repeats)[0]  # not its output: (T, V) logits are 1.6 GB at T=8192
 
-    runner = ModelRunner(model, tokenizer, name=shape or entry.name)  # switches attention to lmtt's and installs hooks
-    warm_up(runner.layer_weights[0].w_out.shape[-1])
+    runner = ModelRunner(model, tokenizer, name=name)  # switches attention to lmtt's and installs hooks
+    warm_up(runner.layer_weights[0].w_out.shape[-1], runner.device)
     full = n_tokens <= FULL_GRAPH_MAX_TOKENS
     warm = runner.trace(ids)  # one untimed run at this size
     if full:
@@ -138,17 +156,13 @@ def run_size(n_tokens: int, device: str, repeats: int, shape: str | None = None)
         result["edges_at_0.04"] = len(sub)
         del graph, contributions
     lazy = OnDemandGraph(trace, runner.layer_weights)
-    start = time.perf_counter()
-    sub = lazy.paths_to(-1, 0.04)
-    result["on_demand_s"] = time.perf_counter() - start
+    result["on_demand_s"], sub = _timed(lambda: lazy.paths_to(-1, 0.04))
     result["od_nodes"], result["od_edges"] = lazy.computed_rows, len(sub)
-    start = time.perf_counter()
-    lazy.paths_to(-1, 0.03)
-    result["od_threshold_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    lazy.paths_to(n_tokens // 2, 0.04)
-    result["od_token_s"] = time.perf_counter() - start
+    result["od_threshold_s"], _ = _timed(lambda: lazy.paths_to(-1, 0.03))
+    result["od_token_s"], _ = _timed(lambda: lazy.paths_to(n_tokens // 2, 0.04))
     result.update(kernel=small_coords_correction.mode, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if torch.cuda.is_available():
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
@@ -190,11 +204,13 @@ def machine() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
+    gpu = all("peak_gpu_mb" in r for r in report["results"])
     rows = []
     for r in report["results"]:
         fwd = r["forward_s"]
@@ -210,17 +226,19 @@ def markdown(report: dict) -> str:
         rows.append(
             f"| {r['tokens']} | {fwd:.3f} | {r['trace_s']:.3f} | {full} | {r['on_demand_s']:.3f} ({r['od_nodes']} nodes) | {od:.2f} | "
             f"{r['od_threshold_s'] * 1e3:.0f} | {r['od_token_s'] * 1e3:.0f} | {r['peak_rss_mb']:.0f} |"
+            + (f" {r['peak_gpu_mb']:.0f} |" if gpu else "")
         )
     lines = [
         f"Model `{report['model']}` on `{report['device']}`; attribution kernel `{report['results'][0]['kernel']}`; "
         f"medians of {report['repeats']} repeats after a warm-up (on-demand columns: one cold run); each size in a fresh process.",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), {m['ram_gb']} GB RAM; "
-        f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}.",
+        f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}."
+        + (f" GPU: {m['gpu']} (times synchronised; peak GPU MB = torch.cuda.max_memory_allocated)." if m.get("gpu") else ""),
         "",
         "| T | forward s | trace s | full graph s | (trace + full) / forward "
         "| paths_to ms | threshold change ms | token change ms | on-demand paths_to(-1, 0.04) s | (trace + on-demand) / forward "
-        "| on-demand threshold 0.03 ms | on-demand token T/2 ms | peak RSS MB |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| on-demand threshold 0.03 ms | on-demand token T/2 ms | peak RSS MB |" + (" peak GPU MB |" if gpu else ""),
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if gpu else ""),
         *rows,
     ]
     if "load" in report:
@@ -233,7 +251,12 @@ def markdown(report: dict) -> str:
 
 
 def check_targets(report: dict) -> list[str]:
-    """Each target, met or not, with the measured figure."""
+    """Each target, met or not, with the measured figure (the ratio and memory targets are the CPU's)."""
+    if report["device"] != "cpu":
+        at_1024 = [r["full_graph_s"] for r in report["results"] if r["tokens"] == 1024 and "full_graph_s" in r]
+        return [
+            f"{'met' if s < TARGET_GPU_FULL_S else 'NOT met'}: T=1024 full graph {s:.3f} s (< {TARGET_GPU_FULL_S:.0f})" for s in at_1024
+        ]
     out = []
     for r in report["results"]:
         if "full_graph_s" in r:
@@ -297,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_loads and not args.shape:
         report["load"] = measure_loads()
     if args.out:
-        write_section(f"Benchmark: {args.shape} shape" if args.shape else "Benchmark", markdown(report), Path(args.out))
+        title = f"Benchmark: {args.shape} shape" if args.shape else "Benchmark"
+        write_section(title if args.device == "cpu" else f"{title} on {args.device}", markdown(report), Path(args.out))
     if args.json:
         print(json.dumps(report))
     else:

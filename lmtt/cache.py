@@ -19,11 +19,23 @@ V = TypeVar("V")
 
 
 class BoundedCache(Generic[V]):
-    def __init__(self, max_entries: int = 16, ttl_s: float | None = None, clock: Callable[[], float] = time.monotonic):
+    """`max_bytes` (with `size_of(value)`) bounds the memory too: one long prompt's analysis can weigh GBs.
+    The newest entry always stays, whatever its size."""
+
+    def __init__(
+        self,
+        max_entries: int = 16,
+        ttl_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int | None = None,
+        size_of: Callable[[V], int] = lambda _v: 0,
+    ):
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries, self.ttl_s, self._clock = max_entries, ttl_s, clock
+        self.max_bytes, self._size_of = max_bytes, size_of
         self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        self._sizes: dict[Hashable, int] = {}
         self._lock = threading.Lock()
         self._pending: dict[Hashable, threading.Lock] = {}
         self.hits = self.misses = 0
@@ -38,7 +50,7 @@ class BoundedCache(Generic[V]):
             return False, None
         stamp, value = self._entries[key]
         if self.ttl_s is not None and self._clock() - stamp > self.ttl_s:
-            del self._entries[key]
+            self._drop(key)
             return False, None
         self._entries.move_to_end(key)
         return True, value
@@ -67,13 +79,29 @@ class BoundedCache(Generic[V]):
             finally:
                 with self._lock:
                     self._pending.pop(key, None)
+            size = self._size_of(value)
             with self._lock:
                 self._entries[key] = (self._clock(), value)
                 self._entries.move_to_end(key)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
+                self._sizes[key] = size
+                while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._over_budget()):
+                    self._drop(next(iter(self._entries)))
             return value, False
+
+    @property
+    def nbytes(self) -> int:
+        """The entries' sizes when they were stored."""
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def _over_budget(self) -> bool:
+        return self.max_bytes is not None and sum(self._sizes.values()) > self.max_bytes
+
+    def _drop(self, key: Hashable) -> None:
+        del self._entries[key]
+        self._sizes.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._sizes.clear()

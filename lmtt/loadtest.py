@@ -1,4 +1,4 @@
-"""Load test: `python -m lmtt.loadtest [--sessions 1,4,8] [--requests 3] [--time-limit 600]`.
+"""Load test: `python -m lmtt.loadtest [--sessions 1,4,8] [--requests 3] [--time-limit 600] [--soak 500]`.
 
 Starts the app on loopback, then drives K browser sessions at once (Playwright
 contexts on Debian's Chromium). Each session opens the graph for a prompt of its
@@ -6,6 +6,13 @@ own (a cache miss, so the model really runs) `--requests` times and waits for th
 rendered graph. Reports p50/p95 time to a rendered graph, errors, and the server's
 RSS before, at peak during, and after, for each K. Writes a section of
 the "Load test" section of bench/RESULTS.md unless --out ''.
+
+`--soak N` instead runs one server through N analyses of mixed lengths (16 to
+2,000 tokens, log-uniform, seeded; each prompt distinct, so each is a cache miss)
+from `--sessions` concurrent sessions (4 by default), sampling the server's RSS
+after every analysis. Memory stays flat when the RSS after the run is within 10%
+of the RSS after the first 50 analyses; no request may fail. Writes the "Soak"
+section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -101,6 +108,138 @@ async def _drive(base: str, sessions: int, requests: int, time_limit_s: float) -
     return times, errors, wall
 
 
+SOAK_MIN_TOKENS, SOAK_MAX_TOKENS, SOAK_WARM = 16, 2000, 50
+
+
+def soak_prompts(n: int, seed: int = 0) -> list[tuple[int, str]]:
+    """n (tokens, prompt) pairs of log-uniform lengths in [16, 2000] tokens of the default model, each distinct."""
+    import math
+    import random
+
+    from transformers import AutoTokenizer
+
+    from lmtt.bench import natural_text
+    from lmtt.config import load_config
+    from lmtt.loading import _pretrained_dir
+
+    config = load_config()
+    tokenizer = AutoTokenizer.from_pretrained(_pretrained_dir(config.models[config.default_model]))
+    ids = tokenizer(natural_text())["input_ids"]
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        t = round(math.exp(rng.uniform(math.log(SOAK_MIN_TOKENS), math.log(SOAK_MAX_TOKENS))))
+        start = rng.randrange(0, len(ids) - t)
+        out.append((t, f"[{i}] " + tokenizer.decode(ids[start : start + t - 4])))  # the tag makes each prompt distinct
+    return out
+
+
+async def _soak_session(browser, base, jobs: asyncio.Queue, sampler, log: list[dict]) -> None:
+    from playwright.async_api import expect
+
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await ctx.new_page()
+    try:
+        while not jobs.empty():
+            tokens, prompt = jobs.get_nowait()
+            start = time.perf_counter()
+            error = None
+            try:
+                await page.goto(f"{base}/?prompt={quote(prompt)}")
+                await expect(page.get_by_text("which predicts")).to_be_visible(timeout=300_000)
+                await expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=120_000)
+                if await page.locator('[data-testid="stException"]').count():
+                    raise RuntimeError("an exception was shown")
+            except Exception as e:  # noqa: BLE001 - counted and reported, the soak goes on
+                error = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            log.append({"tokens": tokens, "s": time.perf_counter() - start, "rss_mb": sampler.now_mb(), "error": error})
+            print(json.dumps(log[-1]), file=sys.stderr, flush=True)
+    finally:
+        await ctx.close()
+
+
+def soak(n: int, sessions: int) -> dict:
+    """One server, n analyses from `sessions` concurrent browser sessions; RSS after each."""
+    import yaml
+
+    from lmtt.config import find_config
+
+    prompts = soak_prompts(n)
+    raw = yaml.safe_load(find_config().read_text())
+    raw.update(max_prompt_tokens=max(SOAK_MAX_TOKENS, raw.get("max_prompt_tokens", 0)))
+    raw.update(max_prompt_chars=max(max(len(p) for _, p in prompts), raw.get("max_prompt_chars", 0)))
+    log: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(yaml.safe_dump({**raw, "sample_prompts": []}))
+        with streamlit_server(Path(tmp) / "server.log", env={"LMTT_CONFIG": str(config)}, timeout_s=120) as (base, pid):
+            sampler = RssSampler(pid)
+            asyncio.run(_drive(base, 1, 1, 600))  # loads the model and compiles the kernel
+            start_mb = sampler.now_mb()
+
+            async def drive():
+                from playwright.async_api import async_playwright
+
+                jobs: asyncio.Queue = asyncio.Queue()
+                for job in prompts:
+                    jobs.put_nowait(job)
+                async with async_playwright() as p:
+                    browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                    await asyncio.gather(*(_soak_session(browser, base, jobs, sampler, log) for _ in range(sessions)))
+                    await browser.close()
+
+            wall = time.perf_counter()
+            with sampler:
+                asyncio.run(drive())
+            wall = time.perf_counter() - wall
+            end_mb = sampler.now_mb()
+            peak_mb = sampler.peak_mb
+    warm_mb = log[min(SOAK_WARM, len(log)) - 1]["rss_mb"]
+    times = [r["s"] for r in log if r["error"] is None]
+    return {
+        "analyses": len(log),
+        "sessions": sessions,
+        "errors": sum(r["error"] is not None for r in log),
+        "error_samples": [r["error"] for r in log if r["error"]][:3],
+        "tokens_min": min(r["tokens"] for r in log),
+        "tokens_median": statistics.median(r["tokens"] for r in log),
+        "tokens_max": max(r["tokens"] for r in log),
+        "p50_s": statistics.median(times) if times else float("nan"),
+        "p95_s": percentile(times, 0.95),
+        "wall_s": wall,
+        "rss_start_mb": start_mb,
+        "rss_after_50_mb": warm_mb,
+        "rss_end_mb": end_mb,
+        "rss_peak_mb": peak_mb,
+        "drift": end_mb / warm_mb - 1,
+        "rss_every_50_mb": [round(r["rss_mb"]) for r in log[SOAK_WARM - 1 :: SOAK_WARM]],
+    }
+
+
+def soak_markdown(r: dict) -> str:
+    ok = r["errors"] == 0 and abs(r["drift"]) <= 0.10
+    return "\n".join(
+        [
+            f"`python -m lmtt.loadtest --soak {r['analyses']}`: one fresh server (config.yaml with max_prompt_tokens raised to 2,000), "
+            f"{r['sessions']} concurrent Chromium sessions, {r['analyses']} analyses of log-uniform lengths "
+            f"{r['tokens_min']}–{r['tokens_max']} tokens (median {r['tokens_median']:.0f}), each prompt distinct (a cache miss). "
+            "RSS is the server's process tree, sampled after every analysis.",
+            "",
+            "| analyses | errors | p50 s | p95 s | wall s | RSS at start MB | after 50 MB | at the end MB | peak MB | end vs after 50 |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {r['analyses']} | {r['errors']} | {r['p50_s']:.2f} | {r['p95_s']:.2f} | {r['wall_s']:.0f} | {r['rss_start_mb']:.0f} | "
+            f"{r['rss_after_50_mb']:.0f} | {r['rss_end_mb']:.0f} | {r['rss_peak_mb']:.0f} | {r['drift']:+.1%} |",
+            "",
+            f"RSS every 50 analyses (MB): {', '.join(map(str, r['rss_every_50_mb']))}.",
+            "",
+            f"Target: {'met' if ok else 'NOT met'}: RSS at the end within 10% of RSS after 50 analyses ({r['drift']:+.1%}), "
+            f"{r['errors']} failed requests"
+            + (f" (e.g. {r['error_samples'][0]})" if r["error_samples"] else "")
+            + ".",
+        ]
+    ) + "\n"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -163,10 +302,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=600, help="seconds per level")
     parser.add_argument("--out", default=str(RESULTS), help="markdown report to update ('' to skip)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--soak", type=int, default=0, help="instead: N analyses of mixed lengths from --sessions (default 4) sessions")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"error: {CHROMIUM} is missing (apt-get install -y chromium)", file=sys.stderr)
         return 2
+    if args.soak:
+        sessions = int(args.sessions) if args.sessions.isdigit() else 4
+        result = soak(args.soak, sessions)
+        if args.out:
+            write_section("Soak", soak_markdown(result), Path(args.out))
+        print(json.dumps(result) if args.json else soak_markdown(result))
+        return 0 if result["errors"] == 0 and abs(result["drift"]) <= 0.10 else 1
     levels = [int(s) for s in args.sessions.split(",") if s.strip()]
     rows = run(levels, args.requests, args.time_limit)
     if args.out:

@@ -182,7 +182,7 @@ def frozen_final_norm(runner: ModelRunner, x: torch.Tensor) -> FrozenNorm | None
     if runner.final_norm is None:
         return None
     m = runner.final_norm
-    y = m(x.to(runner.device, m.weight.dtype)[None]).float()[0]  # (d,)
+    y = m(x.to(m.weight.device, m.weight.dtype)[None]).float()[0]  # (d,)
     frozen = freeze(m, norm_spec(runner), x.to(y.device)[None], y[None])
     return FrozenNorm(frozen.scale.cpu(), _cpu(frozen.gain), _cpu(frozen.bias), frozen.center)
 

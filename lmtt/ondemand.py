@@ -20,7 +20,7 @@ import threading
 import numpy as np
 import torch
 
-from lmtt.attribution import attention_parts, ffn_parts, head_values, small_coords
+from lmtt.attribution import DEVICE_BUDGETS, attention_parts, ffn_parts, head_values, small_coords
 from lmtt.graph import ContributionGraph
 from lmtt.runner import LayerWeights, Trace
 
@@ -67,7 +67,8 @@ class OnDemandGraph(ContributionGraph):
             self._head_values[layer] = head_values(self.trace, self.weights[layer], layer, lean=True)
         hv = self._head_values[layer]
         per_row = self.n_tokens * self.trace.n_heads * 4 * (small_coords(self.trace.d_model) + 8)  # (J, H, K) + (J, H) temporaries
-        step = max(1, ROW_BUDGET_BYTES // per_row)
+        budget = ROW_BUDGET_BYTES if hv.values.device.type == "cpu" else DEVICE_BUDGETS["cuda"][0]
+        step = max(1, budget // per_row)
         for start in range(0, len(rows), step):
             chunk = torch.tensor(sorted(rows[start : start + step]))
             heads, resid = attention_parts(self.trace, layer, hv, chunk)  # (C, J, H), (C,)

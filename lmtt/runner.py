@@ -132,7 +132,7 @@ class Trace:
         """(ids (M,), acts (M,)): the FFN neurons at a position; ids are rows of LayerWeights.w_down."""
         acts = self.neuron_acts[layer][position]  # (M,)
         ids = self.neuron_ids[layer]
-        return (torch.arange(acts.shape[0]) if ids is None else ids[position].long()), acts
+        return (torch.arange(acts.shape[0], device=acts.device) if ids is None else ids[position].long()), acts
 
     def neuron_activation(self, layer: int, neuron: int) -> torch.Tensor:
         """(T,) one neuron's activation at every position (0 where its expert was not chosen)."""
@@ -183,6 +183,7 @@ class ModelRunner:
         self.n_heads = config.num_attention_heads
         self.n_kv = getattr(config, "num_key_value_heads", None) or self.n_heads  # GQA: fewer key/value heads
         self.device = next(model.parameters()).device
+        self.layer_devices = [next(b.parameters()).device for b in self.blocks]  # one device unless a device map splits them
         self.layer_weights = [self._layer_weights(b) for b in self.blocks]
         self.head_dim = self.layer_weights[0].w_out.shape[1]
         self._layer_of = {id(resolve(b, self.adapter.attention)): i for i, b in enumerate(self.blocks)}
@@ -227,7 +228,8 @@ class ModelRunner:
                 return None
             hidden = args[0] if args else kwargs["hidden_states"]
             new = patched(rec, "resid", hidden)
-            rec["resid"][layer] = _row(hidden if new is None else new, rec)
+            # on the block's device: a device map's hook moves the input only after this pre-hook
+            rec["resid"][layer] = _row(hidden if new is None else new, rec).to(self.layer_devices[layer])
             if new is None:
                 return None
             return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
@@ -389,7 +391,7 @@ class ModelRunner:
             return frozen
         rec[f"{kind}_out"][layer] = rec[f"{kind}_out"][layer] * m  # the block applies it after our hooks
         if frozen is None:
-            return FrozenNorm(torch.full((rec["n_tokens"],), m, device=self.device), None, None, False)
+            return FrozenNorm(torch.full((rec["n_tokens"],), m, device=rec[f"{kind}_out"][layer].device), None, None, False)
         return FrozenNorm(frozen.scale * m, frozen.gain, None if frozen.bias is None else frozen.bias * m, frozen.center)
 
     def _ffn_record(self, layer: int, rec: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -458,11 +460,11 @@ class ModelRunner:
 
         With the family's logit scale and softcap, so that the last state gives the model's own logits.
         """
-        x = states.to(self.device, self.final_norm.weight.dtype if self.final_norm is not None else states.dtype)
-        if final_norm and self.final_norm is not None:
-            x = self.final_norm(x)
-        for module in self.unembed_modules:
-            x = module(x)
+        modules = ([self.final_norm] if final_norm and self.final_norm is not None else []) + self.unembed_modules
+        x = states
+        for module in modules:  # each where it lives (a device map may split them)
+            p = next(module.parameters(), None)
+            x = module(x if p is None else x.to(p.device, p.dtype))
         return self.softcap_logits(self.scale_logits(x.float()))
 
     def scale_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -494,7 +496,8 @@ class ModelRunner:
         """
         x = vectors.float()
         for module in self.unembed_modules:
-            x = x @ linear_weight(module, False).detach().float().T
+            w = linear_weight(module, False).detach().float()  # (out, in)
+            x = x.to(w.device) @ w.T
         return self.scale_logits(x)
 
 

@@ -45,3 +45,26 @@ def test_concurrent_requests_compute_once():
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert results == [42] * 6 and len(calls) == 1
+
+
+def test_a_memory_budget_evicts_the_oldest_but_keeps_the_newest():
+    cache = BoundedCache(max_entries=10, max_bytes=100, size_of=len)
+    cache.get_or_compute("a", lambda: "x" * 60)
+    cache.get_or_compute("b", lambda: "y" * 30)
+    assert len(cache) == 2 and cache.nbytes == 90
+    cache.get_or_compute("c", lambda: "z" * 20)  # 110 > 100: "a" goes
+    assert cache.get("a") is None and cache.get("b") and cache.nbytes == 50
+    cache.get_or_compute("huge", lambda: "w" * 500)  # over the budget alone: it stays, the rest go
+    assert len(cache) == 1 and cache.get("huge") and cache.nbytes == 500
+
+
+def test_an_analysis_weighs_what_it_holds(tiny_runner):
+    import lmtt
+    from tests.tiny_models import token_ids
+
+    analysis = lmtt.analyze(tiny_runner, token_ids(12))
+    t = analysis.trace
+    names = ("resid", "attn_out", "ffn_out", "queries", "keys", "values", "neuron_acts")
+    lower = sum(x.numel() * 4 for name in names for x in getattr(t, name))
+    lower += analysis.contributions.attn_edges.numel() * 4
+    assert lower <= analysis.nbytes <= 1.5 * lower + t.logits.numel() * 4 + 2**16  # the graph's arrays are views: not counted twice

@@ -44,14 +44,18 @@ def cached_runner(entry: ModelEntry) -> ModelRunner:
     The attribution kernel is compiled here too, so the first analysis is not the slow one.
     """
     runner = lmtt.load_model(entry)
-    attribution.warm_up(runner.layer_weights[0].w_out.shape[-1])
+    attribution.warm_up(runner.layer_weights[0].w_out.shape[-1], runner.device)
     return runner
 
 
+def analysis_cache(config: AppConfig) -> BoundedCache[Analysis]:
+    """Analyses per (model, prompt), bounded in entries, age and memory, shared read-only between sessions."""
+    return _analysis_cache(config.analysis_cache_entries, config.analysis_cache_ttl_s, config.analysis_cache_mb)
+
+
 @st.cache_resource(show_spinner=False)
-def analysis_cache(max_entries: int, ttl_s: float | None) -> BoundedCache[Analysis]:
-    """Analyses per (model, prompt), bounded in entries and age, shared read-only between sessions."""
-    return BoundedCache(max_entries, ttl_s)
+def _analysis_cache(max_entries: int, ttl_s: float | None, max_mb: int) -> BoundedCache[Analysis]:
+    return BoundedCache(max_entries, ttl_s, max_bytes=max_mb * 2**20, size_of=lambda a: a.nbytes)
 
 
 @st.cache_resource(show_spinner=False)
@@ -96,7 +100,7 @@ def fetch_analysis(config: AppConfig, model: str, prompt: str) -> Analysis | Non
     bar = st.empty()
     try:
         check_prompt(prompt, config.max_prompt_chars)
-        cache = analysis_cache(config.analysis_cache_entries, config.analysis_cache_ttl_s)
+        cache = analysis_cache(config)
         analysis = cache.get((entry, prompt))
         if analysis is None:
             analysis = _run_analysis(config, entry, prompt, cache, bar)
@@ -163,7 +167,7 @@ def intervention(view: View) -> InterventionResult | None:
         return None
     config, (model, prompt) = view.config, ss.run
     entry = config.models[model]
-    cache = analysis_cache(config.analysis_cache_entries, config.analysis_cache_ttl_s)
+    cache = analysis_cache(config)
     key = (entry, prompt, view.edits)
     edited = cache.get(key)
     if edited is None:
@@ -186,7 +190,7 @@ def run_dataset(config: AppConfig, model: str, prompts: list[str], bar) -> tuple
     from lmtt.batch import summarize
 
     entry = config.models[model]
-    cache = analysis_cache(config.analysis_cache_entries, config.analysis_cache_ttl_s)
+    cache = analysis_cache(config)
     runner = cached_runner(entry)
     summaries, errors = [], []
     for i, prompt in enumerate(prompts):
