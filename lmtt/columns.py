@@ -62,6 +62,7 @@ class Columns:
 
 
 def every_column(n_tokens: int) -> Columns:
+    """One column per token, at x = its position (the layout of short prompts)."""
     positions = np.arange(n_tokens)
     return Columns(n_tokens, positions, positions.astype(float))
 

@@ -203,7 +203,7 @@ def _token_handle_traces(cols: Columns, tokens: tuple[str, ...], top_level: int,
 
 
 def _gap_trace(cols: Columns, top_level: int) -> go.Scatter:
-    """A faint ⋯ in the middle of each gap column, whose hover says which tokens are not drawn."""
+    """A faint ⋮ in the middle of each gap column, whose hover says which tokens are not drawn."""
     return go.Scatter(
         x=[g.x for g in cols.gaps],
         y=[top_level / 2] * len(cols.gaps),
