@@ -11,7 +11,8 @@ the "Load test" section of bench/RESULTS.md unless --out ''.
 2,000 tokens, log-uniform, seeded; each prompt distinct, so each is a cache miss)
 from `--sessions` concurrent sessions (4 by default), sampling the server's RSS
 after every analysis. Memory stays flat when the RSS after the run is within 10%
-of the RSS after the first 50 analyses; no request may fail. Writes the "Soak"
+of the RSS after the first 50 analyses, both read with nothing in flight (the
+sessions drain after the first 50); no request may fail. Writes the "Soak"
 section of bench/RESULTS.md.
 """
 
@@ -177,24 +178,30 @@ def soak(n: int, sessions: int) -> dict:
             asyncio.run(_drive(base, 1, 1, 600))  # loads the model and compiles the kernel
             start_mb = sampler.now_mb()
 
-            async def drive():
+            async def drive(batch: list[tuple[int, str]]):
                 from playwright.async_api import async_playwright
 
                 jobs: asyncio.Queue = asyncio.Queue()
-                for job in prompts:
+                for job in batch:
                     jobs.put_nowait(job)
                 async with async_playwright() as p:
                     browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
                     await asyncio.gather(*(_soak_session(browser, base, jobs, sampler, log) for _ in range(sessions)))
                     await browser.close()
 
+            def settled_mb() -> float:
+                """RSS with nothing in flight: the sessions are closed and the server idle."""
+                time.sleep(5)
+                return sampler.now_mb()
+
             wall = time.perf_counter()
             with sampler:
-                asyncio.run(drive())
+                asyncio.run(drive(prompts[:SOAK_WARM]))
+                warm_mb = settled_mb()
+                asyncio.run(drive(prompts[SOAK_WARM:]))
+                end_mb = settled_mb()
             wall = time.perf_counter() - wall
-            end_mb = sampler.now_mb()
             peak_mb = sampler.peak_mb
-    warm_mb = log[min(SOAK_WARM, len(log)) - 1]["rss_mb"]
     times = [r["s"] for r in log if r["error"] is None]
     return {
         "analyses": len(log),
@@ -223,7 +230,8 @@ def soak_markdown(r: dict) -> str:
             f"`python -m lmtt.loadtest --soak {r['analyses']}`: one fresh server (config.yaml with max_prompt_tokens raised to 2,000), "
             f"{r['sessions']} concurrent Chromium sessions, {r['analyses']} analyses of log-uniform lengths "
             f"{r['tokens_min']}–{r['tokens_max']} tokens (median {r['tokens_median']:.0f}), each prompt distinct (a cache miss). "
-            "RSS is the server's process tree, sampled after every analysis.",
+            "RSS is the server's process tree; 'after 50' and 'at the end' are read 5 s after the sessions drained (nothing in flight), "
+            "the peak is sampled every 0.25 s.",
             "",
             "| analyses | errors | p50 s | p95 s | wall s | RSS at start MB | after 50 MB | at the end MB | peak MB | end vs after 50 |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
