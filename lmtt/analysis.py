@@ -22,7 +22,7 @@ from lmtt.attribution import Contributions, compute_contributions
 from lmtt.edits import Edit
 from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
 from lmtt.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
-from lmtt.memory import held_bytes
+from lmtt.memory import held_bytes, release_freed_memory
 from lmtt.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
 from lmtt.runner import ModelRunner, PromptError, Trace
 
@@ -335,10 +335,12 @@ def analyze(
     trace = runner.trace(ids)
     traced = time.perf_counter()
     report(0.2, "Computing contributions")
-    return _analysis_of(
+    analysis = _analysis_of(
         runner,
         trace,
         on_layer=lambda done, total: report(0.2 + 0.8 * done / total, f"Contributions: layer {done}/{total}"),
         timings={"trace_s": traced - start},
         graph=graph,
     )
+    release_freed_memory()  # the forward pass's and the attribution's temporaries: back to the system, not kept by malloc
+    return analysis

@@ -68,3 +68,27 @@ def test_an_analysis_weighs_what_it_holds(tiny_runner):
     lower = sum(x.numel() * 4 for name in names for x in getattr(t, name))
     lower += analysis.contributions.attn_edges.numel() * 4
     assert lower <= analysis.nbytes <= 1.5 * lower + t.logits.numel() * 4 + 2**16  # the graph's arrays are views: not counted twice
+
+
+def test_freed_memory_goes_back_to_the_system():
+    """After a large tensor is freed in another thread, a trim leaves RSS no higher than before it was allocated (+ slack)."""
+    import threading
+
+    import psutil
+    import torch
+
+    from lmtt.memory import release_freed_memory
+
+    proc = psutil.Process()
+    release_freed_memory()
+    before = proc.memory_info().rss
+
+    def churn():  # many medium tensors from a worker thread: glibc serves them from that thread's arena
+        kept = [torch.ones(200_000) for _ in range(1500)]  # ~1.2 GB in 800 KB pieces
+        del kept
+
+    t = threading.Thread(target=churn)
+    t.start()
+    t.join()
+    assert release_freed_memory()
+    assert proc.memory_info().rss < before + 300 * 2**20
