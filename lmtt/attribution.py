@@ -57,6 +57,11 @@ MAX_CHUNK = 128
 # Working set per chunk and queries per chunk, by device type: a CPU chunk should stay near its
 # caches; a GPU wants few, large launches (fewer chunks, fewer synchronisations).
 DEVICE_BUDGETS = {"cpu": (DEFAULT_BUDGET_BYTES, MAX_CHUNK), "cuda": (2 * 2**30, 1024)}
+
+
+def device_budget(device: torch.device) -> tuple[int, int]:
+    """(working-set bytes, most queries) per chunk on a device; unknown device types get the CPU's."""
+    return DEVICE_BUDGETS.get(device.type, DEVICE_BUDGETS["cpu"])
 EAGER_BELOW = 300_000  # C x J x H x K elements under which the eager correction beats compiling
 CHUNK_TENSORS = 6  # (C, J, H) float32 tensors alive at once inside a chunk
 
@@ -266,8 +271,7 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
         triples = loose.nonzero(as_tuple=True)
-        budget = DEVICE_BUDGETS.get(y.device.type, DEVICE_BUDGETS["cpu"])[0]
-        step = max(1, budget // (4 * 4 * d))  # a few (n, d) float32 temporaries per batch of triples
+        step = max(1, device_budget(y.device)[0] // (4 * 4 * d))  # a few (n, d) float32 temporaries per batch of triples
         for start in range(0, triples[0].shape[0], step):
             ci, ji, hi = (x[start : start + step] for x in triples)
             if hv.u is not None:
@@ -348,7 +352,7 @@ def compute_contributions(
     attn_resid, ffn_resid, ffn = (torch.zeros(n_layers, t) for _ in range(3))  # (L, T) each
     for layer in range(n_layers):
         device = trace.resid[layer].device
-        budget, max_chunk = DEVICE_BUDGETS.get(device.type, DEVICE_BUDGETS["cpu"])
+        budget, max_chunk = device_budget(device)
         step = chunk_size(t, trace.n_heads, budget_bytes or budget, max_chunk)
         on_cpu = device.type == "cpu"
         edges = attn_edges[layer] if on_cpu else torch.zeros(t, t, device=device)  # (T, T): written in place on the CPU

@@ -20,11 +20,10 @@ import threading
 import numpy as np
 import torch
 
-from lmtt.attribution import DEVICE_BUDGETS, attention_parts, ffn_parts, head_values, small_coords
+from lmtt.attribution import attention_parts, device_budget, ffn_parts, head_values, small_coords
 from lmtt.graph import ContributionGraph
 from lmtt.runner import LayerWeights, Trace
 
-ROW_BUDGET_BYTES = 64 * 2**20  # working set of one batch of rows: (C, T, H, K) float32 at the chosen coordinates
 FULL_GRAPH_MAX_TOKENS = 2048  # above this, analyze(graph="auto") builds this graph instead of the full one
 
 
@@ -67,8 +66,7 @@ class OnDemandGraph(ContributionGraph):
             self._head_values[layer] = head_values(self.trace, self.weights[layer], layer, lean=True)
         hv = self._head_values[layer]
         per_row = self.n_tokens * self.trace.n_heads * 4 * (small_coords(self.trace.d_model) + 8)  # (J, H, K) + (J, H) temporaries
-        budget = ROW_BUDGET_BYTES if hv.values.device.type == "cpu" else DEVICE_BUDGETS["cuda"][0]
-        step = max(1, budget // per_row)
+        step = max(1, device_budget(hv.values.device)[0] // per_row)  # a batch of rows' working set
         for start in range(0, len(rows), step):
             chunk = torch.tensor(sorted(rows[start : start + step]))
             heads, resid = attention_parts(self.trace, layer, hv, chunk)  # (C, J, H), (C,)
