@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from lmtt.memory import release_freed_memory
+
 V = TypeVar("V")
 
 
@@ -84,8 +86,12 @@ class BoundedCache(Generic[V]):
                 self._entries[key] = (self._clock(), value)
                 self._entries.move_to_end(key)
                 self._sizes[key] = size
+                evicted = 0
                 while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._over_budget()):
                     self._drop(next(iter(self._entries)))
+                    evicted += 1
+            if evicted:
+                release_freed_memory()  # an evicted analysis's GBs go back to the system, not to malloc's free lists
             return value, False
 
     @property

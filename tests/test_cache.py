@@ -92,3 +92,17 @@ def test_freed_memory_goes_back_to_the_system():
     t.join()
     assert release_freed_memory()
     assert proc.memory_info().rss < before + 300 * 2**20
+
+
+def test_eviction_hands_memory_back(monkeypatch):
+    """An evicted entry's memory is trimmed at once, not left in malloc's free lists until the next analysis."""
+    import lmtt.cache
+
+    trims = []
+    monkeypatch.setattr(lmtt.cache, "release_freed_memory", lambda: trims.append(1) or True)
+    cache = lmtt.cache.BoundedCache(max_entries=2)
+    for key in "ab":
+        cache.get_or_compute(key, lambda k=key: k)
+    assert trims == []  # nothing evicted yet
+    cache.get_or_compute("c", lambda: "c")
+    assert trims == [1] and cache.get("a") is None
