@@ -38,6 +38,7 @@ memory) and no (T, T, H) tensor for the whole sequence is ever built.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -109,6 +110,7 @@ class HeadValues:
     kv_index: torch.Tensor  # (H,)
     u: torch.Tensor | None = None  # (T, H, d)
     by_coord: torch.Tensor | None = None  # (d, T + 1, H): one coordinate of every u_jh is one contiguous row
+    coord_rows: torch.Tensor | None = None  # (d,): where by_coord holds only some coordinates, each one's row (-1: absent)
 
     def rows(self, j: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """(n, d) u_jh for the listed (source, head) pairs, from the factors: one GEMM per head present
@@ -119,14 +121,17 @@ class HeadValues:
             out[pick] = self.values[self.kv_index[head], :, j[pick]].T @ self.w_out[head]  # (n_h, hd) @ (hd, d)
         return out
 
-    def by_coords(self, coords: torch.Tensor, n_sources: int) -> torch.Tensor:
-        """(U, J + 1, H) the by-coordinate layout of u for coordinates coords (U,) and the first J sources
-        (one zero column of padding, as in the dense layout), computed from the factors."""
+    def with_coords(self, coords: torch.Tensor, n_sources: int) -> HeadValues:
+        """These head values plus the by-coordinate layout of u for coordinates coords (U,) and the first
+        J sources, computed from the factors: (U, J + 1, H), one zero column of padding as in the dense layout.
+        Built once for every query that an on-demand sweep computes in a layer (their small sets overlap)."""
         w = self.w_out[:, :, coords]  # (H, hd, U)
         v = self.values[self.kv_index, :, :n_sources]  # (H, hd, J)
-        out = torch.zeros(coords.shape[0], n_sources + 1, w.shape[0], dtype=w.dtype, device=w.device)  # (U, J + 1, H)
-        out[:, :-1] = torch.einsum("hxu,hxj->ujh", w, v)
-        return out
+        layout = torch.zeros(coords.shape[0], n_sources + 1, w.shape[0], dtype=w.dtype, device=w.device)  # (U, J + 1, H)
+        layout[:, :-1] = torch.einsum("hxu,hxj->ujh", w, v)
+        where = torch.full((self.w_out.shape[-1],), -1, dtype=torch.long, device=w.device)  # (d,)
+        where[coords] = torch.arange(coords.shape[0], device=w.device)
+        return dataclasses.replace(self, by_coord=layout, coord_rows=where)
 
 
 def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = False) -> HeadValues:
@@ -245,6 +250,13 @@ def small_coords(d_model: int) -> int:
     return min(SMALL_COORDS, d_model // 4)
 
 
+def small_set(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, K) the K coordinates of each whole y (C, d) where |y| is smallest, and (C,) tau, the smallest |y| outside them."""
+    k = small_coords(y.shape[1])
+    small_vals, small = y.abs().topk(k + 1, dim=1, largest=False)  # (C, K+1)
+    return small[:, :k].contiguous(), small_vals[:, k]
+
+
 def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> torch.Tensor:
     """p_ijh = |y_i|_1 - |y_i - a_ijh u_jh|_1 (not yet clamped) -> (C, J, H).
 
@@ -253,21 +265,19 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     """
     c, d = y.shape
     j, h = a.shape[1], a.shape[2]
-    k = small_coords(d)
-    y_abs = y.abs()
-    small_vals, small = y_abs.topk(k + 1, dim=1, largest=False)  # (C, K+1)
-    small, tau = small[:, :k].contiguous(), small_vals[:, k]  # (C, K), (C,): min |y| outside the small set
+    small, tau = small_set(y)  # (C, K), (C,)
     signs = y.sign().scatter(1, small, 0.0)  # (C, d): sign(y) on the large coordinates only
     n_kv = hv.values.shape[0]
     t = torch.einsum("cd,hkd->hck", signs, hv.w_out)  # (H, C, hd): W_O^h s_i, the sign vector in head space
     t = t.reshape(n_kv, (h // n_kv) * c, -1)  # (K, G*C, hd): the heads that share a key/value head, stacked
     p = torch.bmm(t, hv.values[:, :, :j]).reshape(h, c, j).permute(1, 2, 0).mul(a)  # (C, J, H) the linear part
     y_small = y.gather(1, small)  # (C, K)
-    if hv.by_coord is not None:
-        p += small_coords_correction(y_small, small, a, hv.by_coord)
-    else:  # lean: the same kernel on the layout of just the coordinates these queries need
-        coords, local = torch.unique(small, return_inverse=True)  # (U,), (C, K) indices into coords
-        p += small_coords_correction(y_small, local, a, hv.by_coords(coords, j))
+    if hv.coord_rows is not None and bool((hv.coord_rows[small] < 0).any()):  # a coordinate the prepared layout lacks
+        hv = dataclasses.replace(hv, by_coord=None)
+    if hv.by_coord is None:  # lean: the layout of just the coordinates these queries need
+        hv = hv.with_coords(torch.unique(small), j)
+    rows = small if hv.coord_rows is None else hv.coord_rows[small]  # (C, K) rows of the layout
+    p += small_coords_correction(y_small, rows, a, hv.by_coord)
     loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
         triples = loose.nonzero(as_tuple=True)

@@ -20,7 +20,7 @@ import threading
 import numpy as np
 import torch
 
-from lmtt.attribution import attention_parts, device_budget, ffn_parts, head_values, small_coords
+from lmtt.attribution import attention_parts, chunk_size, device_budget, ffn_parts, head_values, small_set
 from lmtt.graph import ContributionGraph
 from lmtt.runner import LayerWeights, Trace
 
@@ -65,10 +65,14 @@ class OnDemandGraph(ContributionGraph):
         if self._head_values[layer] is None:
             self._head_values[layer] = head_values(self.trace, self.weights[layer], layer, lean=True)
         hv = self._head_values[layer]
-        per_row = self.n_tokens * self.trace.n_heads * 4 * (small_coords(self.trace.d_model) + 8)  # (J, H, K) + (J, H) temporaries
-        step = max(1, device_budget(hv.values.device)[0] // per_row)  # a batch of rows' working set
+        rows = sorted(rows)
+        # One by-coordinate layout for every row asked for now: the rows' small sets overlap, so
+        # building it per chunk of rows would compute the same coordinates of u again and again.
+        small, _ = small_set(self.trace.mid(layer, torch.tensor(rows, device=hv.values.device)))  # (R, K)
+        hv = hv.with_coords(torch.unique(small), rows[-1] + 1)
+        step = chunk_size(self.n_tokens, self.trace.n_heads, *device_budget(hv.values.device))
         for start in range(0, len(rows), step):
-            chunk = torch.tensor(sorted(rows[start : start + step]))
+            chunk = torch.tensor(rows[start : start + step])
             heads, resid = attention_parts(self.trace, layer, hv, chunk)  # (C, J, H), (C,)
             edges = heads.sum(-1).cpu().numpy()  # (C, J)
             for r, i in enumerate(chunk.tolist()):
