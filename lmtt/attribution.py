@@ -286,9 +286,11 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
             ci, ji, hi = (x[start : start + step] for x in triples)
             if hv.u is not None:
                 p[ci, ji, hi] = loose_exact(y, a, hv.u[:j], ci, ji, hi)
-            else:
+            else:  # lean: u_jh from the factors, once per (source, head) pair (attention sinks repeat across queries)
+                pairs, which = torch.unique(ji * h + hi, return_inverse=True)  # (P,), (n,)
+                u = hv.rows(pairs // h, pairs % h)[which]  # (n, d)
                 y_c = y[ci]  # (n, d)
-                p[ci, ji, hi] = y_c.abs().sum(-1) - (y_c - a[ci, ji, hi, None] * hv.rows(ji, hi)).abs().sum(-1)
+                p[ci, ji, hi] = y_c.abs().sum(-1) - (y_c - a[ci, ji, hi, None] * u).abs().sum(-1)
     return p
 
 

@@ -22,6 +22,7 @@ from lmtt.patching import PatchingResult
 from lmtt.qk import QKAttribution
 
 SCALE = "RdBu_r"  # red: raises the quantity, blue: lowers it
+COLOUR_BAR_PX = 110  # the right margin a colour bar and its tick labels need beside the graph's layer labels
 BOOSTER, SUPPRESSOR = "#2ca02c", "#9467bd"
 
 
@@ -138,12 +139,14 @@ def target_graph_figure(
                 "cmax": lim,
                 "color": [0],
                 "showscale": True,
-                "colorbar": {"title": "lens of target", "len": 0.5},
+                # in a margin of its own, right of the layer labels (paper x=1.02 would cover them)
+                "colorbar": {"title": "lens of target", "len": 0.5, "xref": "container", "x": 1, "xanchor": "right", "thickness": 18},
             },
             hoverinfo="skip",
             showlegend=False,
         )
     )
+    fig.update_layout(margin={"r": figures.GRAPH_MARGIN_PX["r"] + COLOUR_BAR_PX})
     for edge in direct:
         (y0, p0), (y1, p1) = _node_level_position(edge.from_node), _node_level_position(edge.into)
         x0, x1 = cols.x_of([p0, p1]).tolist()

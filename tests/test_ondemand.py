@@ -53,6 +53,15 @@ def test_lean_head_values_give_the_dense_proximities(tiny_runner, fused, monkeyp
     assert torch.allclose(h_dense, h_lean, atol=1e-6) and torch.allclose(r_dense, r_lean, atol=1e-6)
     contiguous, _ = attribution.attention_parts(trace, 1, dense, slice(0, 12))
     assert torch.allclose(h_dense, contiguous[rows], atol=1e-6)
+    needed = torch.unique(attribution.small_set(trace.mid(1, rows))[0])
+    assert not torch.isin(needed, torch.arange(3)).all()
+    # a layout prepared for these rows (what OnDemandGraph builds once per layer), and one that lacks
+    # coordinates the rows need (the kernel must then build its own, not read row -1)
+    for coords in (needed, torch.arange(3)):
+        prepared = lean.with_coords(coords, 12)
+        assert prepared.by_coord.shape == (len(coords), 13, dense.u_max.shape[1]) and (prepared.coord_rows >= 0).sum() == len(coords)
+        h_prep, r_prep = attribution.attention_parts(trace, 1, prepared, rows)
+        assert torch.allclose(h_dense, h_prep, atol=1e-6) and torch.allclose(r_dense, r_prep, atol=1e-6)
 
 
 def test_analyses_of_long_prompts_are_on_demand(tiny_runner, monkeypatch):
