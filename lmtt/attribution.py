@@ -127,8 +127,9 @@ class HeadValues:
         Built once for every query that an on-demand sweep computes in a layer (their small sets overlap)."""
         w = self.w_out[:, :, coords]  # (H, hd, U)
         v = self.values[self.kv_index, :, :n_sources]  # (H, hd, J)
-        layout = torch.zeros(coords.shape[0], n_sources + 1, w.shape[0], dtype=w.dtype, device=w.device)  # (U, J + 1, H)
+        layout = torch.empty(coords.shape[0], n_sources + 1, w.shape[0], dtype=w.dtype, device=w.device)  # (U, J + 1, H)
         layout[:, :-1] = torch.einsum("hxu,hxj->ujh", w, v)
+        layout[:, -1] = 0
         where = torch.full((self.w_out.shape[-1],), -1, dtype=torch.long, device=w.device)  # (d,)
         where[coords] = torch.arange(coords.shape[0], device=w.device)
         return dataclasses.replace(self, by_coord=layout, coord_rows=where)
