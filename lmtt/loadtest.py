@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -189,17 +190,17 @@ def soak(n: int, sessions: int) -> dict:
                     await asyncio.gather(*(_soak_session(browser, base, jobs, sampler, log) for _ in range(sessions)))
                     await browser.close()
 
-            def settled_mb() -> float:
-                """RSS with nothing in flight: the sessions are closed and the server idle."""
+            def settled_mb() -> tuple[float, float]:
+                """(RSS, the analysis cache's MB) with nothing in flight: the sessions are closed and the server idle."""
                 time.sleep(5)
-                return sampler.now_mb()
+                return sampler.now_mb(), cache_mb_logged(Path(tmp) / "server.log")
 
             wall = time.perf_counter()
             with sampler:
                 asyncio.run(drive(prompts[:SOAK_WARM]))
-                warm_mb = settled_mb()
+                warm_mb, warm_cache_mb = settled_mb()
                 asyncio.run(drive(prompts[SOAK_WARM:]))
-                end_mb = settled_mb()
+                end_mb, end_cache_mb = settled_mb()
             wall = time.perf_counter() - wall
             peak_mb = sampler.peak_mb
     times = [r["s"] for r in log if r["error"] is None]
@@ -219,8 +220,19 @@ def soak(n: int, sessions: int) -> dict:
         "rss_end_mb": end_mb,
         "rss_peak_mb": peak_mb,
         "drift": end_mb / warm_mb - 1,
+        "cache_after_50_mb": warm_cache_mb,
+        "cache_end_mb": end_cache_mb,
+        "outside_drift": (end_mb - end_cache_mb) / (warm_mb - warm_cache_mb) - 1,
         "rss_every_50_mb": [round(r["rss_mb"]) for r in log[SOAK_WARM - 1 :: SOAK_WARM]],
     }
+
+
+def cache_mb_logged(server_log: Path) -> float:
+    """The analysis cache's size in MB on the server's last analysis log line (lmtt.ui.runs logs it)."""
+    sizes = re.findall(r"cache_mb=(\d+)", server_log.read_text())
+    if not sizes:
+        raise RuntimeError(f"no analysis log line with cache_mb= in {server_log}")
+    return float(sizes[-1])
 
 
 def soak_markdown(r: dict) -> str:
@@ -239,6 +251,11 @@ def soak_markdown(r: dict) -> str:
             f"{r['rss_after_50_mb']:.0f} | {r['rss_end_mb']:.0f} | {r['rss_peak_mb']:.0f} | {r['drift']:+.1%} |",
             "",
             f"RSS every 50 analyses (MB): {', '.join(map(str, r['rss_every_50_mb']))}.",
+            "",
+            f"The analysis cache (bounded by `analysis_cache_mb`) held {r['cache_after_50_mb']:.0f} MB after 50 analyses and "
+            f"{r['cache_end_mb']:.0f} MB at the end (the server logs it with each analysis); RSS outside it: "
+            f"{r['rss_after_50_mb'] - r['cache_after_50_mb']:.0f} MB and {r['rss_end_mb'] - r['cache_end_mb']:.0f} MB "
+            f"({r['outside_drift']:+.1%}).",
             "",
             f"Target: {'met' if ok else 'NOT met'}: RSS at the end within 10% of RSS after 50 analyses ({r['drift']:+.1%}), "
             f"{r['errors']} failed requests"

@@ -260,3 +260,8 @@ def test_demo_mode_keeps_prompts_out_of_the_log(tmp_path, monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "lmtt.app"]
     assert any(line.startswith("analysis model=smollm2-135m tokens=") for line in lines), lines
     assert not any("zebras" in line for line in lines)
+    # the soak reads the analysis cache's size from these lines, to tell the cache from the rest of the RSS
+    from lmtt.loadtest import cache_mb_logged
+
+    (tmp_path / "server.log").write_text("\n".join(lines))
+    assert cache_mb_logged(tmp_path / "server.log") > 0  # the default model's analysis of this prompt: a few MB

@@ -148,11 +148,12 @@ def _limited(config: AppConfig, cache: BoundedCache, key, compute, progress, mod
     text = "" if config.demo_mode else f" prompt={prompt[:60]!r}"
     edits = f" edits={len(key[2])}" if len(key) > 2 else ""
     log.info(
-        "analysis model=%s tokens=%d seconds=%.3f cache=%s session=%s%s%s",
+        "analysis model=%s tokens=%d seconds=%.3f cache=%s cache_mb=%.0f session=%s%s%s",
         model,
         len(result.tokens),
         time.perf_counter() - start,
         "hit" if hit else "miss",
+        cache.nbytes / 2**20,  # what the analysis cache holds now: the soak subtracts it from the RSS
         session,
         edits,
         text,
