@@ -126,9 +126,9 @@ class HeadValues:
         J sources, computed from the factors: (U, J + 1, H), one zero column of padding as in the dense layout.
         Built once for every query that an on-demand sweep computes in a layer (their small sets overlap)."""
         w = self.w_out[:, :, coords]  # (H, hd, U)
-        v = self.values[self.kv_index, :, :n_sources]  # (H, hd, J)
         layout = torch.empty(coords.shape[0], n_sources + 1, w.shape[0], dtype=w.dtype, device=w.device)  # (U, J + 1, H)
-        layout[:, :-1] = torch.einsum("hxu,hxj->ujh", w, v)
+        for head in range(w.shape[0]):  # a head at a time: no second (U, J, H) temporary (340 MB, not 170, at T=8192)
+            layout[:, :-1, head] = w[head].T @ self.values[self.kv_index[head], :, :n_sources]  # (U, hd) @ (hd, J)
         layout[:, -1] = 0
         where = torch.full((self.w_out.shape[-1],), -1, dtype=torch.long, device=w.device)  # (d,)
         where[coords] = torch.arange(coords.shape[0], device=w.device)

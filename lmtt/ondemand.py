@@ -64,21 +64,39 @@ class OnDemandGraph(ContributionGraph):
     def _compute_rows(self, layer: int, rows: list[int]) -> None:
         if self._head_values[layer] is None:
             self._head_values[layer] = head_values(self.trace, self.weights[layer], layer, lean=True)
-        hv = self._head_values[layer]
+        lean = self._head_values[layer]
         rows = sorted(rows)
-        # One by-coordinate layout for every row asked for now: the rows' small sets overlap, so
-        # building it per chunk of rows would compute the same coordinates of u again and again.
-        small, _ = small_set(self.trace.mid(layer, torch.tensor(rows, device=hv.values.device)))  # (R, K)
-        hv = hv.with_coords(torch.unique(small), rows[-1] + 1)
-        step = chunk_size(self.n_tokens, self.trace.n_heads, *device_budget(hv.values.device))
-        for start in range(0, len(rows), step):
-            chunk = torch.tensor(rows[start : start + step])
-            heads, resid = attention_parts(self.trace, layer, hv, chunk)  # (C, J, H), (C,)
-            edges = heads.sum(-1).cpu().numpy()  # (C, J)
-            for r, i in enumerate(chunk.tolist()):
-                self._rows[layer][i] = edges[r, : i + 1].copy()
-            self._resid[layer][chunk.numpy()] = resid.cpu().numpy()
+        device = lean.values.device
+        budget, most_queries = device_budget(device)
+        step = chunk_size(self.n_tokens, self.trace.n_heads, budget, most_queries)
+        # One by-coordinate layout for as many of the rows as fit twice the working-set budget: the rows'
+        # small sets overlap, so a layout per chunk of rows would compute the same coordinates of u again.
+        small = small_set(self.trace.mid(layer, torch.tensor(rows, device=device)))[0].cpu().numpy()  # (R, K)
+        coord_bytes = (rows[-1] + 2) * self.trace.n_heads * 4  # one coordinate's (J + 1, H) slab
+        for group in _groups_by_coords(small, max(small.shape[1], 2 * budget // coord_bytes)):
+            coords = torch.from_numpy(np.unique(small[group])).to(device)
+            hv = lean.with_coords(coords, rows[group[-1]] + 1)
+            for start in range(0, len(group), step):
+                chunk = torch.tensor([rows[g] for g in group[start : start + step]])
+                heads, resid = attention_parts(self.trace, layer, hv, chunk)  # (C, J, H), (C,)
+                edges = heads.sum(-1).cpu().numpy()  # (C, J)
+                for r, i in enumerate(chunk.tolist()):
+                    self._rows[layer][i] = edges[r, : i + 1].copy()
+                self._resid[layer][chunk.numpy()] = resid.cpu().numpy()
 
     def edges_above(self, threshold: float = 0.0):
         raise ValueError("the on-demand graph holds only the nodes its paths reach; analyse with graph='full' to list every edge")
 
+
+def _groups_by_coords(small: np.ndarray, most: int) -> list[list[int]]:
+    """Consecutive runs of rows (indices into small (R, K)) whose small sets together hold at most `most` coordinates."""
+    groups: list[list[int]] = []
+    seen: set[int] = set()
+    for r, coords in enumerate(small.tolist()):
+        if groups and len(seen.union(coords)) <= most:
+            groups[-1].append(r)
+            seen.update(coords)
+        else:
+            groups.append([r])
+            seen = set(coords)
+    return groups

@@ -76,3 +76,23 @@ def test_analyses_of_long_prompts_are_on_demand(tiny_runner, monkeypatch):
     assert torch.allclose(long.contributions.attn_edges, forced.contributions.attn_edges)  # computed in full on first use
     with pytest.raises(ValueError, match="graph must be one of"):
         _analysis_of(tiny_runner, tiny_runner.trace(token_ids(5)), graph="sparse")
+
+
+def test_rows_grouped_under_a_small_layout_budget_give_the_same_paths(tiny_runner, monkeypatch):
+    """Under a tiny budget each layout holds a few coordinates: many groups, the same numbers."""
+    import lmtt.ondemand
+
+    trace = tiny_runner.trace(token_ids(14))
+    full = ContributionGraph(compute_contributions(trace, tiny_runner.layer_weights))
+    monkeypatch.setattr(lmtt.ondemand, "device_budget", lambda _device: (1, 3))  # layouts of K coordinates, chunks of 1 row
+    lazy = OnDemandGraph(trace, tiny_runner.layer_weights)
+    same_subgraph(lazy.paths_to(-1, 0.0), full.paths_to(-1, 0.0))
+
+
+def test_groups_by_coords():
+    from lmtt.ondemand import _groups_by_coords
+
+    small = np.array([[0, 1], [1, 2], [5, 6], [6, 5], [0, 7]])
+    assert _groups_by_coords(small, 3) == [[0, 1], [2, 3], [4]]
+    assert _groups_by_coords(small, 2) == [[0], [1], [2, 3], [4]]
+    assert _groups_by_coords(small, 8) == [[0, 1, 2, 3, 4]]
