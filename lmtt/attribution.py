@@ -38,12 +38,11 @@ memory) and no (T, T, H) tensor for the whole sequence is ever built.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -132,7 +131,7 @@ class HeadValues:
         layout[:, -1] = 0
         where = torch.full((self.w_out.shape[-1],), -1, dtype=torch.long, device=w.device)  # (d,)
         where[coords] = torch.arange(coords.shape[0], device=w.device)
-        return dataclasses.replace(self, by_coord=layout, coord_rows=where)
+        return replace(self, by_coord=layout, coord_rows=where)
 
 
 def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = False) -> HeadValues:
@@ -273,11 +272,10 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     t = t.reshape(n_kv, (h // n_kv) * c, -1)  # (K, G*C, hd): the heads that share a key/value head, stacked
     p = torch.bmm(t, hv.values[:, :, :j]).reshape(h, c, j).permute(1, 2, 0).mul(a)  # (C, J, H) the linear part
     y_small = y.gather(1, small)  # (C, K)
-    if hv.coord_rows is not None and bool((hv.coord_rows[small] < 0).any()):  # a coordinate the prepared layout lacks
-        hv = dataclasses.replace(hv, by_coord=None)
-    if hv.by_coord is None:  # lean: the layout of just the coordinates these queries need
-        hv = hv.with_coords(torch.unique(small), j)
     rows = small if hv.coord_rows is None else hv.coord_rows[small]  # (C, K) rows of the layout
+    if hv.by_coord is None or (hv.coord_rows is not None and bool((rows < 0).any())):  # lean, or a coordinate it lacks
+        hv = hv.with_coords(torch.unique(small), j)  # the layout of just the coordinates these queries need
+        rows = hv.coord_rows[small]
     p += small_coords_correction(y_small, rows, a, hv.by_coord)
     loose = a.abs() * hv.u_max[:j].unsqueeze(0) > tau[:, None, None]  # (C, J, H) where the linear part is not proven exact
     if loose.any():
