@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from lmtt import figures, ui
-from lmtt.columns import EVERY_COLUMN_MAX_TOKENS, PACK_ABOVE_TOKENS, columns_for
-from lmtt.tokens import readable_tokens
+from lmtt import ui
+from lmtt.engine.tokens import readable_tokens
+from lmtt.viz import figures
+from lmtt.viz.columns import EVERY_COLUMN_MAX_TOKENS, PACK_ABOVE_TOKENS, columns_for
 
 st.set_page_config(page_title="Graph · lmtt", layout="wide")
 # clicks before the sidebar, so the URL and the figure show the new selection

@@ -8,10 +8,10 @@ analysis.paths_to(-1, threshold=0.04)      # the important subgraph
 """
 
 from lmtt.analysis import Analysis, InterventionResult, analyze
-from lmtt.config import AppConfig, ConfigError, ModelEntry, load_config
-from lmtt.edits import Edit
-from lmtt.loading import LoadError, load_model
-from lmtt.runner import ModelRunner, PromptError, Trace
+from lmtt.engine.config import AppConfig, ConfigError, ModelEntry, load_config
+from lmtt.engine.edits import Edit
+from lmtt.engine.loading import LoadError, load_model
+from lmtt.engine.runner import ModelRunner, PromptError, Trace
 
 __all__ = [
     "Analysis",

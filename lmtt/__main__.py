@@ -1,5 +1,5 @@
 import sys
 
-from lmtt.cli import main
+from lmtt.tools.cli import main
 
 sys.exit(main())

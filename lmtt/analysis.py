@@ -14,17 +14,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmtt import faithfulness as faithfulness_module
-from lmtt import interpret, neurons, qk
-from lmtt import logit_attribution as dla
-from lmtt import patching as patching_module
-from lmtt.attribution import Contributions, compute_contributions
-from lmtt.edits import Edit
-from lmtt.graph import ContributionGraph, Subgraph, node_level, parse_node
-from lmtt.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
-from lmtt.memory import held_bytes, release_freed_memory
-from lmtt.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
-from lmtt.runner import ModelRunner, PromptError, Trace
+from lmtt.engine.attribution import Contributions, compute_contributions
+from lmtt.engine.edits import Edit
+from lmtt.engine.graph import ContributionGraph, Subgraph, node_level, parse_node
+from lmtt.engine.memory import held_bytes, release_freed_memory
+from lmtt.engine.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
+from lmtt.engine.runner import ModelRunner, PromptError, Trace
+from lmtt.questions import dla, interpret, neurons, qk
+from lmtt.questions import faithfulness as faithfulness_module
+from lmtt.questions import patching as patching_module
+from lmtt.questions.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
 
 TokenIds = torch.Tensor | list[int] | tuple[int, ...]
 

@@ -3,8 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from lmtt import figures, ui
-from lmtt.compare import compare_prompts
+from lmtt import ui
+from lmtt.questions.compare import compare_prompts
+from lmtt.viz import figures
 
 st.set_page_config(page_title="Compare · lmtt", layout="wide")
 view = ui.sidebar("compare")

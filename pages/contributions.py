@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from lmtt import figures, ui
-from lmtt.tokens import readable_tokens
+from lmtt import ui
+from lmtt.engine.tokens import readable_tokens
 from lmtt.ui.experts import experts_panel
+from lmtt.viz import figures
 
 st.set_page_config(page_title="Contributions · lmtt", layout="wide")
 for key, select in (("head_chart", ui.select_head), ("neuron_chart", ui.select_neuron)):

@@ -3,8 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from lmtt import batch, figures, ui
+from lmtt import ui
+from lmtt.questions import batch
 from lmtt.ui.runs import dataset_limit, run_dataset
+from lmtt.viz import figures
 
 st.set_page_config(page_title="Dataset · lmtt", layout="wide")
 click = ui.chart_click("dataset_heads")

@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from lmtt import question_figures as qf
 from lmtt import ui
 from lmtt.ui.questions import memo, target_picker
+from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Faithfulness · lmtt", layout="wide")
 view = ui.sidebar("faithfulness")

@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from lmtt import figures, ui
-from lmtt.interpret import TokenScore
-from lmtt.lens import top_token_grid
-from lmtt.runner import PromptError
-from lmtt.tokens import readable_tokens
+from lmtt import ui
+from lmtt.engine.runner import PromptError
+from lmtt.engine.tokens import readable_tokens
+from lmtt.questions.interpret import TokenScore
+from lmtt.questions.lens import top_token_grid
+from lmtt.viz import figures
 
 st.set_page_config(page_title="Interpretation · lmtt", layout="wide")
 view = ui.sidebar("interpretation")

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from lmtt import question_figures as qf
 from lmtt import ui
-from lmtt.runner import PromptError
+from lmtt.engine.runner import PromptError
 from lmtt.ui.questions import memo, target_picker
+from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Patching · lmtt", layout="wide")
 view = ui.sidebar("patching")

@@ -3,10 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from lmtt import figures, ui
-from lmtt import question_figures as qf
+from lmtt import ui
 from lmtt.analysis import DEFAULT_MIN_EFFECT
 from lmtt.ui.questions import target_picker
+from lmtt.viz import figures
+from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Target · lmtt", layout="wide")
 view = ui.sidebar("target")

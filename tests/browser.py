@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from lmtt.serve import CHROMIUM, ROOT
+from lmtt.tools.serve import CHROMIUM, ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
 

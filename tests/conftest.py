@@ -6,7 +6,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from lmtt.runner import ModelRunner  # noqa: E402
+from lmtt.engine.runner import ModelRunner  # noqa: E402
 from tests.tiny_models import FAMILIES, tiny_model  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def browser():
     """Debian's Chromium under Playwright, one per browser test module."""
     from playwright.sync_api import sync_playwright
 
-    from lmtt.serve import CHROMIUM, CHROMIUM_ARGS
+    from lmtt.tools.serve import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -40,7 +40,7 @@ def browser():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run app.py` on a free loopback port, one per browser test module."""
-    from lmtt.serve import streamlit_server
+    from lmtt.tools.serve import streamlit_server
     from tests.browser import ARTIFACTS
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from lmtt.adapters import linear_weight, resolve
-from lmtt.runner import ModelRunner, Trace
+from lmtt.engine.adapters import linear_weight, resolve
+from lmtt.engine.runner import ModelRunner, Trace
 
 EPS = 1e-5
 
@@ -42,7 +42,7 @@ def post_map(runner: ModelRunner, layer: int, raw: torch.Tensor):
 
 def eager_weights(runner: ModelRunner, trace: Trace) -> list[torch.Tensor]:
     """L x (H, T, T) the model's own attention weights (an unedited trace), from transformers' eager attention."""
-    from lmtt.check import eager_forward
+    from lmtt.engine.check import eager_forward
 
     assert not trace.edits, "the oracle explains unedited passes"
     return [a[0].double() for a in eager_forward(runner, trace.token_ids).attentions]
@@ -66,7 +66,7 @@ def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int, weigh
 
 
 def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | None = None):
-    """(attn_edges, attn_resid, ffn_resid, ffn) as in lmtt.attribution.Contributions, in float64."""
+    """(attn_edges, attn_resid, ffn_resid, ffn) as in lmtt.engine.attribution.Contributions, in float64."""
     n_layers, t = trace.n_layers, trace.n_tokens
     attn_edges = torch.zeros(n_layers, t, t, dtype=torch.float64)
     attn_resid = torch.zeros(n_layers, t, dtype=torch.float64)

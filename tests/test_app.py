@@ -7,7 +7,7 @@ import pytest
 from streamlit.elements.plotly_chart import PlotlySelectionState, PlotlyState
 from streamlit.testing.v1 import AppTest
 
-from lmtt.runner import ModelRunner
+from lmtt.engine.runner import ModelRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 180  # the first run loads the model (and converts the GGUF on a fresh cache)

@@ -1,6 +1,6 @@
 """AppTest on a tiny Qwen2-MoE saved to disk: the Contributions page's expert view and an expert edit."""
 
-from lmtt.serve import ROOT
+from lmtt.tools.serve import ROOT
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 PROMPT = "w5 w17 w3 w42 w8 w11"

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lmtt import attribution
-from lmtt.attribution import chunk_size, compute_contributions, proximity, renormalize
+from lmtt.engine import attribution
+from lmtt.engine.attribution import chunk_size, compute_contributions, proximity, renormalize
 from tests import reference
 from tests.tiny_models import token_ids
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lmtt import batch
+from lmtt.questions.batch import IMPORTANT
+from lmtt.tools import dataset as batch
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["The capital of France is", "The capital of Italy is", "The capital of Japan is"]
@@ -30,7 +31,7 @@ def test_summaries_and_aggregate(done_dir):
     agg = json.loads((done_dir / "aggregate.json").read_text())
     assert agg["prompts"] == 3 and len(agg["mean_head_importance"]) == 30 and len(agg["mean_head_importance"][0]) == 9
     always = {tuple(x) for x in agg["always_important_heads"]}
-    assert all(all(s["heads"][layer][h] >= batch.IMPORTANT for s in summaries) for layer, h in always)
+    assert all(all(s["heads"][layer][h] >= IMPORTANT for s in summaries) for layer, h in always)
     assert (23, 4) in always  # the head that moves the country to the last token (see the README)
 
 

@@ -12,8 +12,8 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page, expect
 
-from lmtt.columns import PACK_ABOVE_TOKENS
-from lmtt.serve import streamlit_server
+from lmtt.tools.serve import streamlit_server
+from lmtt.viz.columns import PACK_ABOVE_TOKENS
 from tests.browser import ARTIFACTS, click_point, new_page, point_xy, settled  # skips the module where Chromium is missing
 
 pytestmark = pytest.mark.browser

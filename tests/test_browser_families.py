@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
-from lmtt.serve import streamlit_server
+from lmtt.tools.serve import streamlit_server
 from tests.browser import ARTIFACTS  # skips the module where Chromium is missing
 from tests.tiny_models import tiny_model, tiny_tokenizer
 

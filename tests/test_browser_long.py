@@ -13,7 +13,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from lmtt.figures import visible
+from lmtt.viz.figures import visible
 from tests.browser import ARTIFACTS, click_point, new_page, settled  # skips the module where Chromium is missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.default_model]
@@ -26,9 +26,9 @@ def long_prompt(n_tokens: int) -> tuple[str, str]:
     """(prompt, its last token): the Python reference topics cut to exactly n_tokens tokens of the default model."""
     from transformers import AutoTokenizer
 
-    from lmtt.bench import natural_text
-    from lmtt.config import EMBEDDED_GGUF
-    from lmtt.loading import converted_gguf, embedded_dir
+    from lmtt.engine.config import EMBEDDED_GGUF
+    from lmtt.engine.loading import converted_gguf, embedded_dir
+    from lmtt.tools.bench import natural_text
 
     tokenizer = AutoTokenizer.from_pretrained(converted_gguf(embedded_dir(), EMBEDDED_GGUF))
     ids = tokenizer(natural_text(), add_special_tokens=False)["input_ids"][:n_tokens]

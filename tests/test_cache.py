@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from lmtt.cache import BoundedCache
+from lmtt.ui.cache import BoundedCache
 
 
 def test_evicts_least_recently_used():
@@ -77,7 +77,7 @@ def test_freed_memory_goes_back_to_the_system():
     import psutil
     import torch
 
-    from lmtt.memory import release_freed_memory
+    from lmtt.engine.memory import release_freed_memory
 
     proc = psutil.Process()
     release_freed_memory()
@@ -96,11 +96,11 @@ def test_freed_memory_goes_back_to_the_system():
 
 def test_eviction_hands_memory_back(monkeypatch):
     """An evicted entry's memory is trimmed at once, not left in malloc's free lists until the next analysis."""
-    import lmtt.cache
+    import lmtt.ui.cache
 
     trims = []
-    monkeypatch.setattr(lmtt.cache, "release_freed_memory", lambda: trims.append(1) or True)
-    cache = lmtt.cache.BoundedCache(max_entries=2)
+    monkeypatch.setattr(lmtt.ui.cache, "release_freed_memory", lambda: trims.append(1) or True)
+    cache = lmtt.ui.cache.BoundedCache(max_entries=2)
     for key in "ab":
         cache.get_or_compute(key, lambda k=key: k)
     assert trims == []  # nothing evicted yet

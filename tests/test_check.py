@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from lmtt import check
-from lmtt.cli import main
+from lmtt.engine import check
+from lmtt.tools.cli import main
 
 
 @pytest.mark.default_model
@@ -34,7 +34,7 @@ def test_the_cli_prints_one_line_per_check_and_fails_loudly(capsys, monkeypatch)
 def test_the_app_shows_a_red_banner_when_a_check_fails(default_runner, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from lmtt.serve import ROOT
+    from lmtt.tools.serve import ROOT
 
     monkeypatch.setattr(check.CheckResult, "passed", property(lambda r: r.name != "neurons"))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()

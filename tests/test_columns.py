@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lmtt.columns import EVERY_COLUMN_MAX_TOKENS, PACK_ABOVE_TOKENS, Gap, columns_for, every_column, touched_columns
-from lmtt.graph import Subgraph
+from lmtt.engine.graph import Subgraph
+from lmtt.viz.columns import EVERY_COLUMN_MAX_TOKENS, PACK_ABOVE_TOKENS, Gap, columns_for, every_column, touched_columns
 
 
 def subgraph(sources: list[int], targets: list[int], root: int) -> Subgraph:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import lmtt
-from lmtt.compare import compare_prompts
+from lmtt.questions.compare import compare_prompts
 
 
 @pytest.fixture(scope="module")

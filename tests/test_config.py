@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from lmtt.config import DEMO_MAX_PROMPT_CHARS, DEMO_MAX_PROMPT_TOKENS, ConfigError, ModelEntry, load_config, parse_config
-from lmtt.loading import LoadError, load_model
+from lmtt.engine.config import DEMO_MAX_PROMPT_CHARS, DEMO_MAX_PROMPT_TOKENS, ConfigError, ModelEntry, load_config, parse_config
+from lmtt.engine.loading import LoadError, load_model
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,15 +15,15 @@ import pytest
 import torch
 
 import lmtt
-from lmtt import attribution
-from lmtt.attribution import compute_contributions
-from lmtt.check import run_checks
-from lmtt.config import ConfigError, ModelEntry, parse_config
-from lmtt.edits import Edit
-from lmtt.graph import ContributionGraph
-from lmtt.loading import load_model
-from lmtt.ondemand import OnDemandGraph
-from lmtt.runner import ModelRunner
+from lmtt.engine import attribution
+from lmtt.engine.attribution import compute_contributions
+from lmtt.engine.check import run_checks
+from lmtt.engine.config import ConfigError, ModelEntry, parse_config
+from lmtt.engine.edits import Edit
+from lmtt.engine.graph import ContributionGraph
+from lmtt.engine.loading import load_model
+from lmtt.engine.ondemand import OnDemandGraph
+from lmtt.engine.runner import ModelRunner
 from tests import reference
 from tests.test_attribution import assert_matches_oracle
 from tests.test_ondemand import same_subgraph

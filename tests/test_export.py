@@ -10,8 +10,8 @@ import networkx as nx
 import pandas as pd
 
 import lmtt
-from lmtt.export import export_files
-from lmtt.graph import parse_node
+from lmtt.engine.graph import parse_node
+from lmtt.questions.export import export_files
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import lmtt
-from lmtt import faithfulness as fa
 from lmtt.analysis import _analysis_of
-from lmtt.edits import Edit
+from lmtt.engine.edits import Edit
+from lmtt.questions import faithfulness as fa
 from tests.tiny_models import token_ids
 
 

@@ -1,10 +1,10 @@
 """The README's table of supported families is what the adapters and the measured checks give."""
 
-from lmtt import families
-from lmtt.adapters import ADAPTERS
-from lmtt.check import run_checks
-from lmtt.runner import ModelRunner
-from lmtt.serve import ROOT
+from lmtt.engine import families
+from lmtt.engine.adapters import ADAPTERS
+from lmtt.engine.check import run_checks
+from lmtt.engine.runner import ModelRunner
+from lmtt.tools.serve import ROOT
 from tests.tiny_models import FAMILIES, tiny_model, token_ids
 
 

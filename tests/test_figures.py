@@ -5,9 +5,9 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from lmtt import figures
-from lmtt.columns import columns_for, every_column
-from lmtt.interpret import NeuronContributions, Projection, TokenScore
+from lmtt.questions.interpret import NeuronContributions, Projection, TokenScore
+from lmtt.viz import figures
+from lmtt.viz.columns import columns_for, every_column
 
 
 def test_labels_escape_markup_but_not_quotes():
@@ -94,8 +94,8 @@ def test_a_long_prompts_graph_draws_only_the_touched_columns(hundred, monkeypatc
 
 
 def test_a_direct_edge_off_the_flow_graph_gets_its_column(hundred):
-    from lmtt import question_figures
-    from lmtt.logit_attribution import DirectEdge
+    from lmtt.questions.dla import DirectEdge
+    from lmtt.viz import questions as question_figures
 
     sub = hundred.paths_to(99, 0.04)
     off = next(p for p in range(99) if p not in columns_for(100, sub).positions)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import lmtt
-from lmtt.runner import PromptError
+from lmtt.engine.runner import PromptError
 
 PROMPT = "The capital of France is"
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lmtt.analysis import Analysis
-from lmtt.attribution import compute_contributions
-from lmtt.graph import ContributionGraph, node_id, parse_node
+from lmtt.engine.attribution import compute_contributions
+from lmtt.engine.graph import ContributionGraph, node_id, parse_node
 from tests.tiny_models import token_ids
 
 

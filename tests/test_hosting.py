@@ -17,7 +17,7 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 import lmtt
-from lmtt.config import ConfigError, parse_config
+from lmtt.engine.config import ConfigError, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [
@@ -155,7 +155,7 @@ def test_demo_mode_refuses_long_prompts(tmp_path, monkeypatch):
 
 def test_lone_surrogates_are_refused_before_tokenising(default_runner):
     """A URL cannot carry one (browsers send UTF-8), but the library and the CLI can be handed one."""
-    from lmtt.runner import PromptError
+    from lmtt.engine.runner import PromptError
 
     with pytest.raises(PromptError, match=r"not valid Unicode: a lone surrogate \(U\+D800\) at character 5"):
         lmtt.analyze(default_runner, "lone \ud800 surrogate")
@@ -261,7 +261,7 @@ def test_demo_mode_keeps_prompts_out_of_the_log(tmp_path, monkeypatch, caplog):
     assert any(line.startswith("analysis model=smollm2-135m tokens=") for line in lines), lines
     assert not any("zebras" in line for line in lines)
     # the soak reads the analysis cache's size from these lines, to tell the cache from the rest of the RSS
-    from lmtt.loadtest import cache_mb_logged
+    from lmtt.tools.loadtest import cache_mb_logged
 
     (tmp_path / "server.log").write_text("\n".join(lines))
     assert cache_mb_logged(tmp_path / "server.log") > 0  # the default model's analysis of this prompt: a few MB

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from lmtt import check, interpret
 from lmtt.analysis import Analysis
-from lmtt.attribution import compute_contributions
-from lmtt.graph import ContributionGraph
+from lmtt.engine import check
+from lmtt.engine.attribution import compute_contributions
+from lmtt.engine.graph import ContributionGraph
+from lmtt.questions import interpret
 from tests.tiny_models import token_ids
 
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 import lmtt
-from lmtt import check
 from lmtt.analysis import Analysis
-from lmtt.attribution import compute_contributions
-from lmtt.edits import Edit
-from lmtt.graph import ContributionGraph
-from lmtt.runner import ModelRunner
+from lmtt.engine import check
+from lmtt.engine.attribution import compute_contributions
+from lmtt.engine.edits import Edit
+from lmtt.engine.graph import ContributionGraph
+from lmtt.engine.runner import ModelRunner
 from tests.tiny_models import tiny_model, token_ids
 
 

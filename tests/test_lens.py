@@ -2,7 +2,7 @@
 
 import torch
 
-from lmtt.lens import top_token_grid
+from lmtt.questions.lens import top_token_grid
 
 
 def test_top_tokens_have_rank_zero_and_their_probability(default_runner):

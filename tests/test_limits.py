@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from lmtt.limits import AnalysisGate, RateLimiter
+from lmtt.ui.limits import AnalysisGate, RateLimiter
 
 
 def test_gate_runs_at_most_limit_and_queues_the_rest_in_order():

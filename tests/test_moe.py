@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from lmtt import check
 from lmtt.analysis import _analysis_of
-from lmtt.edits import Edit
-from lmtt.runner import ModelRunner
+from lmtt.engine import check
+from lmtt.engine.edits import Edit
+from lmtt.engine.runner import ModelRunner
 from tests.tiny_models import tiny_model, token_ids
 
 MOE = ("mixtral", "qwen2_moe", "gpt_oss")
@@ -57,7 +57,7 @@ def test_zeroing_an_expert_removes_exactly_its_update(runner):
 
 
 def _expert_update(runner, trace, layer, pos, expert) -> torch.Tensor:
-    from lmtt.interpret import neuron_parts
+    from lmtt.questions.interpret import neuron_parts
 
     w = runner.layer_weights[layer]
     ids, _acts, parts = neuron_parts(runner, trace, layer, pos)

@@ -5,7 +5,7 @@ import torch
 
 import lmtt
 from lmtt.analysis import _analysis_of
-from lmtt.neurons import NeuronError
+from lmtt.questions.neurons import NeuronError
 from tests.tiny_models import token_ids
 
 

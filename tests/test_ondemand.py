@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from lmtt import attribution
 from lmtt.analysis import _analysis_of
-from lmtt.attribution import compute_contributions
-from lmtt.graph import ContributionGraph
-from lmtt.ondemand import OnDemandGraph
+from lmtt.engine import attribution
+from lmtt.engine.attribution import compute_contributions
+from lmtt.engine.graph import ContributionGraph
+from lmtt.engine.ondemand import OnDemandGraph
 from tests.tiny_models import token_ids
 
 
@@ -80,17 +80,17 @@ def test_analyses_of_long_prompts_are_on_demand(tiny_runner, monkeypatch):
 
 def test_rows_grouped_under_a_small_layout_budget_give_the_same_paths(tiny_runner, monkeypatch):
     """Under a tiny budget each layout holds a few coordinates: many groups, the same numbers."""
-    import lmtt.ondemand
+    import lmtt.engine.ondemand
 
     trace = tiny_runner.trace(token_ids(14))
     full = ContributionGraph(compute_contributions(trace, tiny_runner.layer_weights))
-    monkeypatch.setattr(lmtt.ondemand, "device_budget", lambda _device: (1, 3))  # layouts of K coordinates, chunks of 1 row
+    monkeypatch.setattr(lmtt.engine.ondemand, "device_budget", lambda _device: (1, 3))  # layouts of K coordinates, chunks of 1 row
     lazy = OnDemandGraph(trace, tiny_runner.layer_weights)
     same_subgraph(lazy.paths_to(-1, 0.0), full.paths_to(-1, 0.0))
 
 
 def test_groups_by_coords():
-    from lmtt.ondemand import _groups_by_coords
+    from lmtt.engine.ondemand import _groups_by_coords
 
     small = np.array([[0, 1], [1, 2], [5, 6], [6, 5], [0, 7]])
     assert _groups_by_coords(small, 3) == [[0, 1], [2, 3], [4]]

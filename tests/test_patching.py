@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import lmtt
-from lmtt import patching
 from lmtt.analysis import _analysis_of
-from lmtt.runner import PromptError
+from lmtt.engine.runner import PromptError
+from lmtt.questions import patching
 from tests.tiny_models import token_ids
 
 
@@ -49,7 +49,7 @@ def test_a_heads_patch_equals_patching_its_context_by_hand(tiny_runner):
             return x
         return None
 
-    logits = patching.run_patched(tiny_runner, corrupted[None], by_hand)[0, -1]
+    logits = tiny_runner.run_patched(corrupted[None], by_hand)[0, -1]
     m = float(logits[target.token_id] - logits[b])
     expected = (m - result.corrupted_value) / (result.clean_value - result.corrupted_value)
     assert float(result.heads[layer, head]) == pytest.approx(expected, rel=1e-4, abs=1e-5)
@@ -58,7 +58,7 @@ def test_a_heads_patch_equals_patching_its_context_by_hand(tiny_runner):
 def test_hooks_do_nothing_outside_a_patch(tiny_runner):
     ids = token_ids(5)
     before = tiny_runner.trace(ids).logits
-    patching.run_patched(tiny_runner, ids[None], lambda site, layer, x: torch.zeros_like(x))
+    tiny_runner.run_patched(ids[None], lambda site, layer, x: torch.zeros_like(x))
     assert torch.equal(tiny_runner.trace(ids).logits, before)
 
 

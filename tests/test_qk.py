@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import lmtt
-from lmtt import qk
 from lmtt.analysis import _analysis_of
+from lmtt.questions import qk
 from tests.tiny_models import tiny_model, token_ids
 
 ROPE_FAMILIES = ("llama_gqa_bias", "mistral", "mistral_sliding_window", "qwen2", "gemma")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lmtt import cli
-from lmtt.config import DEFAULT_CONFIG, find_config
+from lmtt.engine.config import DEFAULT_CONFIG, find_config
+from lmtt.tools import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

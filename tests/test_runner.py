@@ -5,8 +5,9 @@ import threading
 import pytest
 import torch
 
-from lmtt import check, interpret
-from lmtt.edits import Edit
+from lmtt.engine import check
+from lmtt.engine.edits import Edit
+from lmtt.questions import interpret
 from tests.tiny_models import token_ids
 
 RTOL = 1e-5
@@ -136,8 +137,8 @@ def test_two_threads_tracing_at_once_get_their_own_tensors(tiny_runner):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_models_are_traced_in_float32(dtype):
     """Contributions are computed in float32 even when the model runs in half precision."""
-    from lmtt.attribution import compute_contributions
-    from lmtt.runner import ModelRunner
+    from lmtt.engine.attribution import compute_contributions
+    from lmtt.engine.runner import ModelRunner
     from tests.tiny_models import tiny_model
 
     runner = ModelRunner(tiny_model("llama_gqa_bias").to(dtype), tokenizer=None, name="half")
@@ -153,7 +154,7 @@ def test_half_precision_models_are_traced_in_float32(dtype):
 @pytest.mark.parametrize("name", ["gemma2", "mixtral", "gpt_oss", "granite"])
 def test_the_load_checks_pass_in_half_precision(name, dtype):
     """The dtype's tolerance leaves room for the model's own rounding: no false alarm on a bf16 checkpoint."""
-    from lmtt.runner import ModelRunner
+    from lmtt.engine.runner import ModelRunner
     from tests.tiny_models import tiny_model
 
     report = check.run_checks(ModelRunner(tiny_model(name).to(dtype), tokenizer=None, name=name), token_ids(12))

@@ -1,6 +1,6 @@
 """Readable token text: the pieces of a character split over tokens show their bytes."""
 
-from lmtt.tokens import byte_texts, piece_bytes, readable_tokens
+from lmtt.engine.tokens import byte_texts, piece_bytes, readable_tokens
 
 R = "\ufffd"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lmtt.edits import Edit
+from lmtt.engine.edits import Edit
 from lmtt.ui.panels import effect_readout
 from lmtt.ui.state import View, set_edit
 

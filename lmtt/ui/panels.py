@@ -8,16 +8,16 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from lmtt import figures
 from lmtt.analysis import Analysis
-from lmtt.edits import Edit
-from lmtt.export import export_files
-from lmtt.figures import describe_node, visible
-from lmtt.graph import parse_node
-from lmtt.interpret import Projection, TokenScore
-from lmtt.tokens import readable_tokens
+from lmtt.engine.edits import Edit
+from lmtt.engine.graph import parse_node
+from lmtt.engine.tokens import readable_tokens
+from lmtt.questions.export import export_files
+from lmtt.questions.interpret import Projection, TokenScore
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import View, describe_edit, parse_edge, remove_edit, set_edit, ss, start_run
+from lmtt.viz import figures
+from lmtt.viz.figures import describe_node, visible
 
 # ---- tables ---------------------------------------------------------------------
 

@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from lmtt.chat import chat_prompt
-from lmtt.config import AppConfig
-from lmtt.figures import visible
-from lmtt.loading import LoadError
-from lmtt.logit_attribution import Target, TargetError, search_vocabulary
-from lmtt.runner import PromptError
+from lmtt.engine.chat import chat_prompt
+from lmtt.engine.config import AppConfig
+from lmtt.engine.loading import LoadError
+from lmtt.engine.runner import PromptError
+from lmtt.questions.dla import Target, TargetError, search_vocabulary
 from lmtt.ui.runs import cached_runner
 from lmtt.ui.state import View, ss
+from lmtt.viz.figures import visible
 
 TOP = -1  # "the model's top prediction"
 NONE = -2  # "no contrast"

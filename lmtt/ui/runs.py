@@ -11,13 +11,13 @@ import uuid
 import streamlit as st
 
 import lmtt
-from lmtt import attribution
 from lmtt.analysis import Analysis, InterventionResult
-from lmtt.cache import BoundedCache
-from lmtt.config import AppConfig, ConfigError, ModelEntry
-from lmtt.limits import AnalysisGate, RateLimiter
-from lmtt.loading import LoadError
-from lmtt.runner import ModelRunner, PromptError, check_prompt
+from lmtt.engine import attribution
+from lmtt.engine.config import AppConfig, ConfigError, ModelEntry
+from lmtt.engine.loading import LoadError
+from lmtt.engine.runner import ModelRunner, PromptError, check_prompt
+from lmtt.ui.cache import BoundedCache
+from lmtt.ui.limits import AnalysisGate, RateLimiter
 from lmtt.ui.state import View, ss, start_run
 
 log = logging.getLogger("lmtt.app")
@@ -29,7 +29,7 @@ if not log.handlers:  # one line per analysis on the server's stderr
 
 
 def read_config() -> AppConfig | None:
-    """config.yaml (`-- --config PATH`, $LMTT_CONFIG, else the repository's: lmtt.config.find_config), or None after showing why."""
+    """config.yaml (`-- --config PATH`, $LMTT_CONFIG, else the repository's: lmtt.engine.config.find_config), or None after showing why."""
     try:
         return lmtt.load_config(None, sys.argv)
     except ConfigError as e:
@@ -188,7 +188,7 @@ def dataset_limit(config: AppConfig) -> int:
 
 def run_dataset(config: AppConfig, model: str, prompts: list[str], bar) -> tuple[list[dict], list[str]]:
     """Summaries of every prompt for the Dataset page (each analysis cached like the app's), and what failed."""
-    from lmtt.batch import summarize
+    from lmtt.questions.batch import summarize
 
     entry = config.models[model]
     cache = analysis_cache(config)

@@ -7,10 +7,9 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from lmtt.analysis import Analysis
-from lmtt.config import AppConfig
-from lmtt.edits import Edit
-from lmtt.figures import visible
-from lmtt.tokens import readable_tokens
+from lmtt.engine.config import AppConfig
+from lmtt.engine.edits import Edit
+from lmtt.engine.tokens import readable_tokens
 from lmtt.ui.questions import chat_wrapped
 from lmtt.ui.runs import fetch_analysis, generate_continuation, read_config
 from lmtt.ui.state import (
@@ -26,6 +25,7 @@ from lmtt.ui.state import (
     validate_against,
     write_url,
 )
+from lmtt.viz.figures import visible
 
 INTRO = (
     "**lmtt shows how a language model reaches its next-token prediction.** The graph below is the default prompt's "

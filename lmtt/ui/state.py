@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import streamlit as st
 
 from lmtt.analysis import Analysis
-from lmtt.config import AppConfig
-from lmtt.edits import Edit
-from lmtt.graph import parse_node
+from lmtt.engine.config import AppConfig
+from lmtt.engine.edits import Edit
+from lmtt.engine.graph import parse_node
 
 PAGES = (
     ("app.py", "Graph"),

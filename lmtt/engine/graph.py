@@ -1,0 +1,214 @@
+"""The contribution graph and the important subgraph leading to a token.
+
+Nodes are residual-stream states: the embedding of each token, and per
+(layer, token) the state after attention ("attn") and after the FFN ("ffn").
+Node levels run 0 (embeddings), 2l+1 (attn of layer l), 2l+2 (ffn of layer l).
+
+Edges into attn (l, i): one attention edge from the previous state of every
+source j <= i (weight summed over heads) and one residual edge from the
+previous state of i. Edges into ffn (l, i): a residual edge and an FFN edge,
+both from attn (l, i). For parallel blocks attn (l, i) is the virtual state
+"residual + attention update", so the graph keeps this shape for every family.
+
+Everything runs on arrays: a backward sweep over the 2L levels, no per-edge
+Python and no graph library search.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmtt.engine.attribution import Contributions
+
+EDGE_KINDS = ("attention", "residual", "ffn")
+ATTENTION, RESIDUAL, FFN = range(3)
+
+
+def node_id(level: int, position: int) -> str:
+    """Stable node names: emb:P, attn:L:P, ffn:L:P."""
+    if level == 0:
+        return f"emb:{position}"
+    layer, is_ffn = divmod(level - 1, 2)
+    return f"{'ffn' if is_ffn else 'attn'}:{layer}:{position}"
+
+
+def parse_node(node: str) -> tuple[str, int, int]:
+    """(kind, layer, position) from a node id; embeddings have layer -1."""
+    parts = node.split(":")
+    try:
+        if parts[0] == "emb" and len(parts) == 2:
+            return "embedding", -1, int(parts[1])
+        if parts[0] in ("attn", "ffn") and len(parts) == 3:
+            return parts[0], int(parts[1]), int(parts[2])
+    except ValueError:
+        pass
+    raise ValueError(f"not a node id: {node!r} (expected emb:P, attn:L:P or ffn:L:P)")
+
+
+def node_level(kind: str, layer: int) -> int:
+    return 0 if kind == "embedding" else 2 * layer + (1 if kind == "attn" else 2)
+
+
+@dataclass(frozen=True)
+class Subgraph:
+    """Edges as parallel arrays; nodes are the edges' endpoints plus the target."""
+
+    kind: np.ndarray  # (E,) int8 index into EDGE_KINDS
+    level: np.ndarray  # (E,) level of the target node
+    source: np.ndarray  # (E,) source position
+    target: np.ndarray  # (E,) target position
+    weight: np.ndarray  # (E,) float32
+    root: tuple[int, int]  # (level, position) of the node the paths lead to
+    threshold: float
+
+    def __len__(self) -> int:
+        return len(self.weight)
+
+    def node_keys(self) -> list[tuple[int, int]]:
+        """(level, position) of every node, sorted bottom-up."""
+        keys = {self.root}
+        keys.update(zip((self.level - 1).tolist(), self.source.tolist()))
+        keys.update(zip(self.level.tolist(), self.target.tolist()))
+        return sorted(keys)
+
+    def nodes(self) -> list[dict]:
+        out = []
+        for level, pos in self.node_keys():
+            kind = "embedding" if level == 0 else ("attn" if level % 2 else "ffn")
+            out.append({"id": node_id(level, pos), "layer": (level - 1) // 2, "position": pos, "kind": kind})
+        return out
+
+    def edges(self) -> list[dict]:
+        return [
+            {
+                "source": node_id(lv - 1, s),
+                "target": node_id(lv, t),
+                "weight": w,
+                "kind": EDGE_KINDS[k],
+            }
+            for k, lv, s, t, w in zip(
+                self.kind.tolist(), self.level.tolist(), self.source.tolist(), self.target.tolist(), self.weight.tolist()
+            )
+        ]
+
+    def to_dict(self) -> dict:
+        return {"nodes": self.nodes(), "edges": self.edges()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def to_networkx(self):
+        """A networkx MultiDiGraph (an attention and a residual edge can join the same two nodes)."""
+        import networkx as nx
+
+        g = nx.MultiDiGraph()
+        for node in self.nodes():
+            g.add_node(node["id"], **{k: v for k, v in node.items() if k != "id"})
+        for edge in self.edges():
+            g.add_edge(edge["source"], edge["target"], key=edge["kind"], weight=edge["weight"], kind=edge["kind"])
+        return g
+
+
+class ContributionGraph:
+    """All edge weights of one analysis; answers `paths_to` without the model."""
+
+    def __init__(self, contributions: Contributions):
+        c = contributions
+        self.n_layers, self.n_tokens = c.attn_resid.shape
+        self.attn_edges = c.attn_edges.numpy()  # (L, T, T) [l, target i, source j]
+        self.attn_resid = c.attn_resid.numpy()  # (L, T)
+        self.ffn_resid = c.ffn_resid.numpy()  # (L, T)
+        self.ffn = c.ffn.numpy()  # (L, T)
+
+    @property
+    def top_level(self) -> int:
+        return 2 * self.n_layers
+
+    def _position(self, token: int) -> int:
+        if not -self.n_tokens <= token < self.n_tokens:
+            raise IndexError(f"token index {token} is out of range for {self.n_tokens} tokens")
+        return token % self.n_tokens
+
+    def paths_to(self, token: int = -1, threshold: float = 0.04) -> Subgraph:
+        """Edges above `threshold` from which the last node of `token` can be reached."""
+        return self._sweep(self.top_level, self._position(token), threshold)
+
+    # ---- what the sweep reads (OnDemandGraph computes it when first asked) ----
+    def attn_rows(self, layer: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R, T) attention edge weights into nodes (layer, rows), and (R,) their residual edges."""
+        return self.attn_edges[layer][rows], self.attn_resid[layer][rows]
+
+    def ffn_level(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """(T,) residual and FFN edge weights into the FFN nodes of a layer."""
+        return self.ffn_resid[layer], self.ffn[layer]
+
+    def node_edge_weight(self, kind: str, level: int, position: int) -> float:
+        """The weight of the residual or FFN edge into node (level, position)."""
+        layer, is_ffn = divmod(level - 1, 2)
+        if is_ffn:
+            resid, ffn = self.ffn_level(layer)
+            return float((ffn if kind == "ffn" else resid)[position])
+        return float(self.attn_rows(layer, np.array([position]))[1][0])
+
+    def _sweep(self, root_level: int, position: int, threshold: float) -> Subgraph:
+        if not np.isfinite(threshold) or threshold < 0:
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+        reached = np.zeros(self.n_tokens, dtype=bool)  # (T,) nodes reached at the current level
+        reached[position] = True
+        found: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
+        for level in range(root_level, 0, -1):
+            layer, is_ffn = divmod(level - 1, 2)
+            below = np.zeros_like(reached)
+            if is_ffn:
+                for kind, w in zip((RESIDUAL, FFN), self.ffn_level(layer)):
+                    hit = np.flatnonzero(reached & (w > threshold))
+                    found.append((kind, level, hit, hit, w[hit]))
+                    below[hit] = True
+            else:
+                rows = np.flatnonzero(reached)
+                block, resid = self.attn_rows(layer, rows)  # (R, T), (R,)
+                keep = resid > threshold
+                found.append((RESIDUAL, level, rows[keep], rows[keep], resid[keep]))
+                below[rows[keep]] = True
+                r, src = np.nonzero(block > threshold)
+                found.append((ATTENTION, level, src, rows[r], block[r, src]))
+                below[src] = True
+            reached = below
+            if not reached.any():
+                break
+        return _concat(found, (root_level, position), threshold)
+
+    def edges_above(self, threshold: float = 0.0) -> Subgraph:
+        """Every edge above the threshold, reachable or not (the full graph at threshold 0)."""
+        full = self.n_layers * 2
+        found = []
+        for layer in range(self.n_layers):
+            lv_attn, lv_ffn = 2 * layer + 1, 2 * layer + 2
+            i, j = np.nonzero(self.attn_edges[layer] > threshold)
+            found.append((ATTENTION, lv_attn, j, i, self.attn_edges[layer][i, j]))
+            for kind, lv, w in (
+                (RESIDUAL, lv_attn, self.attn_resid[layer]),
+                (RESIDUAL, lv_ffn, self.ffn_resid[layer]),
+                (FFN, lv_ffn, self.ffn[layer]),
+            ):
+                hit = np.flatnonzero(w > threshold)
+                found.append((kind, lv, hit, hit, w[hit]))
+        return _concat(found, (full, self.n_tokens - 1), threshold)
+
+
+def _concat(found, root: tuple[int, int], threshold: float) -> Subgraph:
+    def cat(k: int, dtype) -> np.ndarray:
+        return np.concatenate([np.full(len(f[2]), f[k]) if k < 2 else f[k] for f in found]).astype(dtype) if found else np.zeros(0, dtype)
+
+    return Subgraph(
+        kind=cat(0, np.int8),
+        level=cat(1, np.int32),
+        source=cat(2, np.int64),
+        target=cat(3, np.int64),
+        weight=cat(4, np.float32),
+        root=root,
+        threshold=threshold,
+    )

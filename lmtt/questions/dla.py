@@ -1,0 +1,472 @@
+"""A target token, an optional contrast token, and direct logit attribution (DLA).
+
+The quantity explained at position i is m = logit_i(A) or m = logit_i(A) - logit_i(B),
+the logit before any family transform (softcapping, scaling) that the model
+applies afterwards. With the final norm's scale s_i frozen at its value in the
+forward pass (as TransformerLens does), the logits are affine in the last
+residual state x = resid[L][i]:
+
+    m = u . (s_i g ⊙ P x + b) + c = d . x + u . b + c,     d = s_i P (g ⊙ u)
+
+with u = W_U[A] - W_U[B] (the unembedding rows, through every unembedding
+module), g, b the norm's gain and bias, P the LayerNorm centring (identity for
+RMSNorm, and symmetric, which moves it onto u) and c the unembedding bias.
+x is the embedding plus every attention and FFN update, so d . x splits exactly
+into the direct effect of the embedding, every head (and every (head, source)
+part), every FFN (and every neuron), and the output biases. What is not a
+head or neuron part of an update (its bias, or anything a family adds) is
+reported as that update's bias, so the parts always sum to the update.
+
+Identity (tested): embedding + sum(attention) + sum(ffn) + norm_bias + unembed_bias
+equals the model's own logit difference.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from lmtt.engine.adapters import linear_weight
+from lmtt.engine.norms import FrozenNorm, NormSpec, freeze
+from lmtt.engine.runner import ModelRunner, Trace
+
+
+class TargetError(ValueError):
+    """A target or contrast token that is not one vocabulary token."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to explain: logit(A) at `position`, or logit(A) - logit(B) with a contrast B."""
+
+    position: int
+    token_id: int
+    token: str
+    contrast_id: int | None = None
+    contrast: str | None = None
+
+    @property
+    def ids(self) -> list[int]:
+        return [self.token_id] if self.contrast_id is None else [self.token_id, self.contrast_id]
+
+    def describe(self) -> str:
+        a = f"logit({self.token!r})"
+        return a if self.contrast_id is None else f"{a} - logit({self.contrast!r})"
+
+    def to_dict(self) -> dict:
+        return {
+            "position": self.position,
+            "token": self.token,
+            "token_id": self.token_id,
+            "contrast": self.contrast,
+            "contrast_id": self.contrast_id,
+        }
+
+
+def vocab_size(runner: ModelRunner) -> int:
+    return linear_weight(runner.unembed_modules[-1], False).shape[0]
+
+
+def token_id(runner: ModelRunner, token: int | str) -> int:
+    """A vocabulary id from an id, a token's exact text (' Paris'), or '<id>' (tiny models without a tokenizer)."""
+    n = vocab_size(runner)
+    if isinstance(token, str) and token.startswith("<") and token.endswith(">") and token[1:-1].isdigit():
+        token = int(token[1:-1])
+    if isinstance(token, int) and not isinstance(token, bool):
+        if not 0 <= token < n:
+            raise TargetError(f"token id {token} is out of range: the vocabulary has {n} tokens")
+        return token
+    if not isinstance(token, str) or token == "":
+        raise TargetError(f"not a token: {token!r} (give a token's text, e.g. ' Paris', or its id)")
+    if runner.tokenizer is None:
+        raise TargetError("this runner has no tokenizer: give the token as an id or '<id>'")
+    ids = runner.tokenizer(token, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        pieces = [runner.decode(i) for i in ids]
+        raise TargetError(f"{token!r} is {len(ids)} tokens {pieces}, not one; pick one vocabulary token (mind the leading space)")
+    return int(ids[0])
+
+
+_VOCAB: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # runner -> every token's text, decoded once
+
+
+def vocabulary(runner: ModelRunner) -> list[str]:
+    """Every token's text, by id (decoded once per runner)."""
+    if runner not in _VOCAB:
+        n = vocab_size(runner)
+        _VOCAB[runner] = runner.tokenizer.batch_decode([[i] for i in range(n)]) if runner.tokenizer else [f"<{i}>" for i in range(n)]
+    return _VOCAB[runner]
+
+
+def search_vocabulary(runner: ModelRunner, query: str, k: int = 30) -> list[int]:
+    """Ids of tokens whose text contains `query` (case-insensitive).
+
+    Best first: the same word (case first, then a leading space, as a word inside a sentence), then shortest.
+    """
+    word = query.strip()
+    if not word:
+        return []
+    q = word.lower()
+    vocab = vocabulary(runner)
+    hits = [i for i, text in enumerate(vocab) if q in text.lower()]
+    hits.sort(key=lambda i: (vocab[i].strip().lower() != q, vocab[i].strip() != word, not vocab[i].startswith(" "), len(vocab[i]), i))
+    return hits[:k]
+
+
+def make_target(
+    runner: ModelRunner, trace: Trace, position: int, token: int | str | None = None, contrast: int | str | None = None
+) -> Target:
+    """The target at `position`: token A (default: the model's top prediction there), contrast B optional."""
+    a = int(trace.logits[position].argmax()) if token is None or token == "" else token_id(runner, token)
+    b = None if contrast is None or contrast == "" else token_id(runner, contrast)
+    if b == a:
+        raise TargetError(f"the contrast token is the target token ({runner.decode(a)!r}): the difference would be 0")
+    return Target(position, a, runner.decode(a), b, None if b is None else runner.decode(b))
+
+
+def norm_spec(runner: ModelRunner) -> NormSpec:
+    """The final norm's description: the adapter's when it has one, else read off the module."""
+    spec = getattr(runner.adapter, "norm", None)
+    return spec if isinstance(spec, NormSpec) else module_norm_spec(runner.final_norm)
+
+
+def module_norm_spec(module) -> NormSpec:
+    """A norm's description read off its class: LayerNorm, else RMSNorm (Gemma's with gain 1 + weight)."""
+    name = type(module).__name__.lower()
+    if "layernorm" in name.replace("_", "") and "rms" not in name:
+        return NormSpec(kind="layer")
+    return NormSpec(kind="rms", weight_offset=1.0 if "gemma" in name else 0.0)
+
+
+@dataclass(frozen=True)
+class Readout:
+    """The logits of the target tokens as an affine map of residual states after the final norm.
+
+    rows (k, d): unembedding rows of the target ids (through every unembedding module);
+    const (k,): the unembedding's bias chain at those ids.
+    """
+
+    rows: torch.Tensor  # (k, d)
+    const: torch.Tensor  # (k,)
+
+    @property
+    def contrast_row(self) -> torch.Tensor:
+        """(d,) u: row A, minus row B when there is a contrast."""
+        return self.rows[0] - self.rows[1] if self.rows.shape[0] > 1 else self.rows[0]
+
+    @property
+    def contrast_const(self) -> float:
+        return float(self.const[0] - self.const[1]) if self.const.shape[0] > 1 else float(self.const[0])
+
+
+@torch.no_grad()
+def readout(runner: ModelRunner, ids: list[int]) -> Readout:
+    modules = runner.unembed_modules
+    idx = torch.tensor(ids)
+    rows = linear_weight(modules[-1], False).detach().float()[idx.to(modules[-1].weight.device)]  # (k, d_last_in)
+    for module in reversed(modules[:-1]):
+        rows = rows @ linear_weight(module, False).detach().float()  # (k, d_in)
+    zero_in = linear_weight(modules[0], False).shape[1]
+    c = torch.zeros(zero_in, device=rows.device)
+    for module in modules:
+        c = module(c.to(module.weight.dtype)).float()  # the affine chain at 0: its bias
+    scale = getattr(runner, "scale_logits", lambda x: x)  # a family's logit multiplier or divisor (linear)
+    return Readout(scale(rows).cpu(), scale(c[idx.to(c.device)]).cpu())
+
+
+@torch.no_grad()
+def frozen_final_norm(runner: ModelRunner, x: torch.Tensor) -> FrozenNorm | None:
+    """The final norm at state x (d,) with its scale frozen from the module's own output."""
+    if runner.final_norm is None:
+        return None
+    m = runner.final_norm
+    y = m(x.to(m.weight.device, m.weight.dtype)[None]).float()[0]  # (d,)
+    frozen = freeze(m, norm_spec(runner), x.to(y.device)[None], y[None])
+    return FrozenNorm(frozen.scale.cpu(), _cpu(frozen.gain), _cpu(frozen.bias), frozen.center)
+
+
+def _cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.cpu()
+
+
+@dataclass(frozen=True)
+class Component:
+    """One component's direct effect on the target quantity, in logits."""
+
+    kind: str  # "embedding" | "head" | "attention bias" | "ffn" | "neuron" | "ffn bias" | "norm bias" | "unembed bias"
+    layer: int
+    index: int  # head or neuron; -1 when not applicable
+    value: float
+
+    @property
+    def name(self) -> str:
+        if self.kind == "head":
+            return f"L{self.layer}.H{self.index}"
+        if self.kind == "neuron":
+            return f"L{self.layer}.N{self.index}"
+        return self.kind if self.layer < 0 else f"{self.kind} L{self.layer}"
+
+
+@dataclass(frozen=True)
+class DirectEffects:
+    """Direct effect of every component on the target quantity at one position (exact under the frozen norm scale).
+
+    L layers, H heads, T tokens, N neurons.
+    """
+
+    target: Target
+    value: float  # the model's own logit (difference), before any family logit transform
+    direction: torch.Tensor  # (d,) d = s P(g ⊙ u): a residual vector's direct effect is d . x
+    embedding: float
+    attention: torch.Tensor  # (L,) each attention update
+    heads: torch.Tensor  # (L, H) each head (its parts summed over sources)
+    head_sources: torch.Tensor  # (L, H, T) each (head, source) part; zero for sources after the position
+    attention_bias: torch.Tensor  # (L,) the attention update minus its head parts (the output bias)
+    ffn: torch.Tensor  # (L,) each FFN update
+    neurons: torch.Tensor  # (L, N) each neuron
+    ffn_bias: torch.Tensor  # (L,) the FFN update minus its neuron parts (the output bias)
+    norm_bias: float  # u . b, the final norm's bias through the unembedding
+    unembed_bias: float  # the unembedding's own bias
+    scale: float  # the frozen final-norm scale s_i
+    unexplained: float  # d . (resid[L] - embedding - updates): 0 up to float error when the residual stream adds up
+
+    @property
+    def total(self) -> float:
+        """The sum of every direct effect: equals `value` (the identity)."""
+        return self.embedding + float(self.attention.sum() + self.ffn.sum()) + self.norm_bias + self.unembed_bias
+
+    def components(self) -> list[Component]:
+        """Embedding, heads, attention biases, neurons, FFN biases and the norm/unembedding biases: they sum to `value`."""
+        out = [Component("embedding", -1, -1, self.embedding)]
+        n_layers, n_heads = self.heads.shape
+        for layer in range(n_layers):
+            out += [Component("head", layer, h, v) for h, v in enumerate(self.heads[layer].tolist())]
+            out.append(Component("attention bias", layer, -1, float(self.attention_bias[layer])))
+            out += [Component("neuron", layer, n, v) for n, v in enumerate(self.neurons[layer].tolist())]
+            out.append(Component("ffn bias", layer, -1, float(self.ffn_bias[layer])))
+        out += [Component("norm bias", -1, -1, self.norm_bias), Component("unembed bias", -1, -1, self.unembed_bias)]
+        return out
+
+    def top_heads(self, k: int = 10) -> list[Component]:
+        """Heads with the largest |direct effect|: boosters (> 0) and suppressors (< 0)."""
+        flat = self.heads.flatten()
+        idx = flat.abs().topk(min(k, flat.numel())).indices.tolist()
+        h = self.heads.shape[1]
+        return [Component("head", i // h, i % h, float(flat[i])) for i in idx]
+
+    def top_neurons(self, k: int = 10) -> list[Component]:
+        flat = self.neurons.flatten()
+        idx = flat.abs().topk(min(k, flat.numel())).indices.tolist()
+        n = self.neurons.shape[1]
+        return [Component("neuron", i // n, i % n, float(flat[i])) for i in idx]
+
+    def to_dict(self, k: int = 10) -> dict:
+        return {
+            "target": self.target.to_dict(),
+            "quantity": self.target.describe(),
+            "value": self.value,
+            "sum_of_direct_effects": self.total,
+            "final_norm_scale": self.scale,
+            "embedding": self.embedding,
+            "attention": self.attention.tolist(),
+            "ffn": self.ffn.tolist(),
+            "heads": self.heads.tolist(),
+            "attention_bias": self.attention_bias.tolist(),
+            "ffn_bias": self.ffn_bias.tolist(),
+            "norm_bias": self.norm_bias,
+            "unembed_bias": self.unembed_bias,
+            "top_heads": [{"layer": c.layer, "head": c.index, "effect": c.value} for c in self.top_heads(k)],
+            "top_neurons": [{"layer": c.layer, "neuron": c.index, "effect": c.value} for c in self.top_neurons(k)],
+        }
+
+
+@torch.no_grad()
+def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectEffects:
+    """Every component's direct effect on the target quantity: one pass over the layers, no model run."""
+    i, n_layers = target.position, trace.n_layers
+    r = readout(runner, target.ids)
+    u = r.contrast_row  # (d,)
+    x_last = trace.resid[n_layers][i].cpu()  # (d,)
+    frozen = frozen_final_norm(runner, x_last)
+    if frozen is None:
+        direction, norm_bias, scale = u, 0.0, 1.0
+    else:
+        gu = u if frozen.gain is None else u * frozen.gain  # (d,)
+        if frozen.center:
+            gu = gu - gu.mean()
+        direction, scale = float(frozen.scale) * gu, float(frozen.scale)
+        norm_bias = 0.0 if frozen.bias is None else float(frozen.bias @ u)
+    heads = torch.zeros(n_layers, trace.n_heads)
+    sources = torch.zeros(n_layers, trace.n_heads, trace.n_tokens)
+    attn, ffn, attn_bias, ffn_bias = (torch.zeros(n_layers) for _ in range(4))
+    neurons = torch.zeros(n_layers, max(w.w_down.shape[0] for w in runner.layer_weights))  # MoE: virtual neuron ids
+    dev = trace.resid[0].device
+    d = direction.to(dev)
+    for layer in range(n_layers):
+        w = runner.layer_weights[layer]
+        d_attn = _pull_back(_map(trace, "attn", layer), d, i)  # (d,): a raw head output z reaches d . map(z) = d_attn . z
+        w_d = w.w_out.to(dev) @ d_attn  # (H, hd): each head's context read along d
+        v = trace.values[layer][: i + 1][:, trace.kv_index]  # (J, H, hd)
+        a = trace.attention(layer, slice(i, i + 1), n_keys=i + 1)[:, 0]  # (H, J)
+        part = a * (v * w_d[None]).sum(-1).T  # (H, J)
+        if trace.edits:
+            part = part * trace.head_scale[layer].to(dev)[:, None]
+        sources[layer, :, : i + 1] = part.cpu()
+        heads[layer] = part.sum(-1).cpu()
+        attn[layer] = float(trace.attn_out[layer][i] @ d)
+        attn_bias[layer] = attn[layer] - heads[layer].sum()
+        d_ffn = _pull_back(_map(trace, "ffn", layer), d, i)  # (d,)
+        ids, acts = _neurons(trace, layer, i)  # (M,), (M,)
+        neurons[layer].index_add_(0, ids.cpu(), (acts * (w.w_down.to(dev)[ids.to(dev)] @ d_ffn)).cpu())
+        ffn[layer] = float(trace.ffn_out[layer][i] @ d)
+        ffn_bias[layer] = ffn[layer] - neurons[layer].sum()
+    embedding = float(trace.resid[0][i] @ d)
+    summed = trace.resid[0][i] + sum(trace.attn_out[l][i] + trace.ffn_out[l][i] for l in range(n_layers))  # (d,)
+    unexplained = float((trace.resid[n_layers][i] - summed) @ d)
+    logits = pre_softcap(runner, trace.logits[i])  # (V,)
+    value = float(logits[target.token_id] - (0 if target.contrast_id is None else logits[target.contrast_id]))
+    return DirectEffects(
+        target, value, direction.cpu(), embedding, attn, heads, sources, attn_bias, ffn, neurons, ffn_bias,
+        norm_bias, r.contrast_const, scale, unexplained,
+    )  # fmt: skip
+
+
+def pre_softcap(runner: ModelRunner, logits: torch.Tensor) -> torch.Tensor:
+    """The logits before a family's final softcap (Gemma-2: cap * tanh(x / cap)): what DLA explains."""
+    cap = getattr(runner, "logit_softcap", None)
+    if cap is None:
+        return logits
+    return torch.atanh((logits / cap).clamp(-1 + 1e-7, 1 - 1e-7)) * cap
+
+
+def _map(trace: Trace, kind: str, layer: int) -> FrozenNorm | None:
+    maps = getattr(trace, f"{kind}_map", ())
+    return maps[layer] if maps else None
+
+
+def _pull_back(m: FrozenNorm | None, d: torch.Tensor, row: int) -> torch.Tensor:
+    """(d,) the adjoint of a frozen map at one row: d . m(z) = pull_back(d) . z (P and the gain are symmetric)."""
+    if m is None:
+        return d
+    x = d if m.gain is None else d * m.gain.to(d.device)
+    if m.center:
+        x = x - x.mean()
+    scale = m.scale if m.scale.dim() == 0 else m.scale[row]
+    return x * float(scale)
+
+
+def _neurons(trace: Trace, layer: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, acts) of the FFN neurons at a position (MoE: the chosen experts' virtual ids)."""
+    if hasattr(trace, "neurons"):
+        return trace.neurons(layer, position)
+    acts = trace.neuron_acts[layer][position]  # (N,)
+    return torch.arange(acts.shape[0]), acts
+
+
+@torch.no_grad()
+def lens_logits(runner: ModelRunner, trace: Trace, target: Target) -> torch.Tensor:
+    """(2L+1, T, k) logit lens of the target ids (A, then B) at every node level and position, through the final norm.
+
+    Levels as in the graph: 0 embeddings, 2l+1 after layer l's attention, 2l+2 after its FFN.
+    Only the k target rows of the unembedding are read: no (T, V) logits.
+    """
+    r = readout(runner, target.ids)
+    rows, const = r.rows.to(runner.device), r.const.to(runner.device)
+    out = torch.zeros(2 * trace.n_layers + 1, trace.n_tokens, len(target.ids))
+    for level in range(2 * trace.n_layers + 1):
+        layer = (level - 1) // 2
+        state = trace.mid(layer) if level % 2 else trace.resid[level // 2]  # (T, d)
+        x = state.to(runner.device)
+        if runner.final_norm is not None:
+            x = runner.final_norm(x.to(runner.final_norm.weight.dtype)).float()
+        out[level] = (x @ rows.T + const).cpu()  # (T, k)
+    return out
+
+
+@dataclass(frozen=True)
+class LensGrid:
+    """Logit lens of the target at every node (level, position): A, B and the quantity A - B."""
+
+    target: Target
+    a: torch.Tensor  # (2L+1, T) logit of A
+    b: torch.Tensor | None  # (2L+1, T) logit of B
+    levels: tuple[str, ...]  # row names: emb, L0 attn, L0 ffn, ...
+
+    @property
+    def quantity(self) -> torch.Tensor:
+        """(2L+1, T) logit(A) - logit(B), or logit(A) without a contrast."""
+        return self.a if self.b is None else self.a - self.b
+
+    def to_dict(self) -> dict:
+        out = {"levels": list(self.levels), "a": self.a.tolist(), "quantity": self.quantity.tolist()}
+        if self.b is not None:
+            out["b"] = self.b.tolist()
+        return out
+
+
+def level_names(n_layers: int) -> tuple[str, ...]:
+    return ("emb", *(f"L{l} {k}" for l in range(n_layers) for k in ("attn", "ffn")))
+
+
+def lens_grid(runner: ModelRunner, trace: Trace, target: Target) -> LensGrid:
+    logits = lens_logits(runner, trace, target)  # (2L+1, T, k)
+    b = logits[..., 1] if target.contrast_id is not None else None
+    return LensGrid(target, logits[..., 0], b, level_names(trace.n_layers))
+
+
+@dataclass(frozen=True)
+class DirectEdge:
+    """A component whose direct effect on the target passes a threshold, drawn into the graph beside flow edges.
+
+    A head's edge runs from its strongest source's state (level 2*layer, position `source`)
+    into the attention node it writes (attn:layer:target); an FFN's runs from attn:layer:target
+    into ffn:layer:target.
+    """
+
+    kind: str  # "head" | "ffn"
+    layer: int
+    index: int  # head; -1 for an FFN
+    source: int  # position of the source (the head's largest |(head, source)| part)
+    target: int  # the explained position
+    effect: float  # direct effect on the quantity, in logits (< 0: suppressor)
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}.H{self.index}" if self.kind == "head" else f"FFN L{self.layer}"
+
+    @property
+    def into(self) -> str:
+        return f"{'attn' if self.kind == 'head' else 'ffn'}:{self.layer}:{self.target}"
+
+    @property
+    def from_node(self) -> str:
+        if self.kind == "ffn":
+            return f"attn:{self.layer}:{self.target}"
+        return f"emb:{self.source}" if self.layer == 0 else f"ffn:{self.layer - 1}:{self.source}"
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "layer": self.layer,
+            "index": self.index,
+            "source": self.from_node,
+            "target": self.into,
+            "effect": self.effect,
+        }
+
+
+def direct_edges(effects: DirectEffects, min_effect: float) -> list[DirectEdge]:
+    """Heads and FFNs whose |direct effect| >= min_effect (logits), largest first: boosters and suppressors."""
+    if not min_effect >= 0 or min_effect == float("inf"):
+        raise ValueError(f"min_effect must be a finite number >= 0, got {min_effect}")
+    i = effects.target.position
+    out = []
+    for layer, h in (effects.heads.abs() >= min_effect).nonzero().tolist():
+        source = int(effects.head_sources[layer, h].abs().argmax())
+        out.append(DirectEdge("head", layer, h, source, i, float(effects.heads[layer, h])))
+    for layer in (effects.ffn.abs() >= min_effect).nonzero().flatten().tolist():
+        out.append(DirectEdge("ffn", layer, -1, i, i, float(effects.ffn[layer])))
+    return sorted(out, key=lambda e: -abs(e.effect))

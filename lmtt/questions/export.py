@@ -1,0 +1,84 @@
+"""Files for an analysis: the graph (JSON, GraphML), its contributions (CSV) and the predictions (CSV).
+
+The same bytes back the dashboard's download buttons and `python -m lmtt analyze --out DIR`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from lmtt.engine.graph import EDGE_KINDS, Subgraph, parse_node
+
+if TYPE_CHECKING:  # questions take an Analysis; they never import the facade
+    from lmtt.analysis import Analysis
+
+
+def graph_json(analysis: Analysis, sub: Subgraph) -> bytes:
+    data = {"model": analysis.model_name, "tokens": list(analysis.tokens), "threshold": sub.threshold, **sub.to_dict()}
+    return json.dumps(data, ensure_ascii=False, indent=1).encode()
+
+
+def graph_graphml(analysis: Analysis, sub: Subgraph) -> bytes:
+    g = sub.to_networkx()
+    for node, attrs in g.nodes(data=True):
+        attrs["token"] = analysis.tokens[parse_node(node)[2]]
+    buffer = io.BytesIO()
+    nx.write_graphml(g, buffer)
+    return buffer.getvalue()
+
+
+def contributions_table(analysis: Analysis, sub: Subgraph) -> pd.DataFrame:
+    """One row per edge: layer, kind, source and target token, weight (built from the subgraph's arrays)."""
+    tokens = np.array(analysis.tokens, dtype=object)
+    return pd.DataFrame(
+        {
+            "layer": (sub.level - 1) // 2,
+            "into": np.where(sub.level % 2 == 1, "attn", "ffn"),
+            "kind": np.array(EDGE_KINDS, dtype=object)[sub.kind],
+            "source_position": sub.source,
+            "source_token": tokens[sub.source],
+            "target_position": sub.target,
+            "target_token": tokens[sub.target],
+            "weight": sub.weight,
+        }
+    )
+
+
+def predictions_table(analysis: Analysis, token: int = -1, k: int = 20) -> pd.DataFrame:
+    preds = analysis.predictions(token, k)
+    return pd.DataFrame(
+        {
+            "rank": range(1, len(preds) + 1),
+            "token": [p.token for p in preds],
+            "id": [p.token_id for p in preds],
+            "prob": [p.score for p in preds],
+        }
+    )
+
+
+def export_files(analysis: Analysis, token: int = -1, threshold: float = 0.04) -> dict[str, bytes]:
+    """File name -> bytes for the paths_to(token, threshold) view."""
+    sub = analysis.paths_to(token, threshold)
+    return {
+        "graph.json": graph_json(analysis, sub),
+        "graph.graphml": graph_graphml(analysis, sub),
+        "contributions.csv": contributions_table(analysis, sub).to_csv(index=False).encode(),
+        "predictions.csv": predictions_table(analysis, token).to_csv(index=False).encode(),
+    }
+
+
+def write_files(analysis: Analysis, out_dir: str | Path, token: int = -1, threshold: float = 0.04) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in export_files(analysis, token, threshold).items():
+        (out / name).write_bytes(data)
+        written.append(out / name)
+    return written

@@ -1,0 +1,180 @@
+"""Reading states and updates in the vocabulary: logit lens and promoted tokens.
+
+Also the finer contributions at one node: each head's share of an attention
+node and each neuron's share of an FFN node, with the same proximity measure
+as the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmtt.engine.adapters import resolve
+from lmtt.engine.attribution import attention_parts, head_values, proximity
+from lmtt.engine.runner import ModelRunner, Trace
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    token: str
+    token_id: int
+    score: float  # a probability for the logit lens, a logit for projections
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What a vector added to the residual stream pushes up and pushes down."""
+
+    promoted: list[TokenScore]
+    suppressed: list[TokenScore]
+
+
+@dataclass(frozen=True)
+class HeadContributions:
+    """At attention node (layer, position): each head's share, and its share per source."""
+
+    layer: int
+    position: int
+    heads: torch.Tensor  # (H,) sum over sources of c_ijh
+    per_source: torch.Tensor  # (H, T) c_ijh for j <= i, zero beyond
+    residual: float
+
+
+@dataclass(frozen=True)
+class NeuronContributions:
+    """At FFN node (layer, position): the top neurons by contribution."""
+
+    layer: int
+    position: int
+    neurons: torch.Tensor  # (k,) neuron indices, largest contribution first
+    contributions: torch.Tensor  # (k,)
+    activations: torch.Tensor  # (k,)
+    residual: float
+
+
+@dataclass(frozen=True)
+class ExpertContributions:
+    """At a mixture-of-experts FFN node (layer, position): each chosen expert's share, with its router weight.
+
+    The parts are the state after attention, each chosen expert's update (its neurons and
+    its router-weighted bias, as the residual received them) and the shared expert's.
+    """
+
+    layer: int
+    position: int
+    experts: torch.Tensor  # (k,) expert indices, in the router's order
+    router_weights: torch.Tensor  # (k,)
+    contributions: torch.Tensor  # (k,)
+    shared: float | None  # the shared expert's share, where the layer has one
+    residual: float
+
+
+def neuron_label(runner: ModelRunner, layer: int, neuron: int) -> str:
+    """'neuron 12', or 'expert 3 · neuron 12' / 'shared · neuron 5' for a mixture-of-experts layer's virtual id."""
+    w = runner.layer_weights[layer]
+    routed = w.n_experts * w.expert_width
+    if w.n_experts == 0:
+        return f"neuron {neuron}"
+    if neuron < routed:
+        return f"expert {neuron // w.expert_width} · neuron {neuron % w.expert_width}"
+    return f"shared · neuron {neuron - routed}"
+
+
+def expert_contributions(runner: ModelRunner, trace: Trace, layer: int, position: int) -> ExpertContributions:
+    """Proximity shares of the state after the FFN among the chosen experts (one forward pass's records)."""
+    w = runner.layer_weights[layer]
+    if w.n_experts == 0:
+        raise ValueError(f"layer {layer} has a dense FFN, not experts")
+    ids, _acts, parts = neuron_parts(runner, trace, layer, position)  # (M,), (M,), (M, d)
+    chosen = trace.expert_index[layer][position].long()  # (k,)
+    owner = torch.where(ids < w.n_experts * w.expert_width, ids // max(w.expert_width, 1), -1)  # (M,): -1 = shared
+    updates = [parts[owner == e].sum(0) for e in chosen.tolist()]  # k x (d,)
+    moe = resolve(runner.blocks[layer], runner.adapter.experts)
+    if moe.has_bias:  # each expert's router-weighted output bias belongs to it
+        bias = trace.expert_weight[layer][position][:, None] * moe.down_proj_bias.detach().float()[chosen]  # (k, d)
+        updates = [u + trace.received("ffn", layer, b, position) for u, b in zip(updates, bias)]
+    has_shared = bool((owner == -1).any())
+    if has_shared:
+        updates.append(parts[owner == -1].sum(0))
+    whole = trace.resid[layer + 1][position]  # (d,)
+    prox = proximity(whole, torch.stack([*updates, trace.mid(layer, position)]))  # (k [+1] + 1,)
+    c = prox / prox.sum()
+    k = chosen.shape[0]
+    shared = float(c[k]) if has_shared else None
+    return ExpertContributions(layer, position, chosen.cpu(), trace.expert_weight[layer][position].cpu(), c[:k].cpu(), shared, float(c[-1]))
+
+
+def top_tokens(runner: ModelRunner, scores: torch.Tensor, k: int, largest: bool = True) -> list[TokenScore]:
+    vals, idx = scores.topk(min(k, scores.shape[-1]), largest=largest)
+    return [TokenScore(runner.decode(i), i, v) for i, v in zip(idx.tolist(), vals.tolist())]
+
+
+def logit_lens(runner: ModelRunner, state: torch.Tensor, k: int = 10, final_norm: bool = True) -> list[TokenScore]:
+    """Top-k tokens and probabilities of a residual state (d,) read as if it were the last layer's."""
+    probs = runner.unembed(state, final_norm=final_norm).softmax(-1)  # (V,)
+    return top_tokens(runner, probs, k)
+
+
+def project(runner: ModelRunner, vector: torch.Tensor, k: int = 10) -> Projection:
+    """Tokens whose logits a residual update (d,) raises and lowers most."""
+    logits = runner.unembed_direction(vector)  # (V,)
+    return Projection(top_tokens(runner, logits, k), top_tokens(runner, logits, k, largest=False))
+
+
+def head_contributions(runner: ModelRunner, trace: Trace, layer: int, position: int) -> HeadContributions:
+    """Recomputes one query row of the attention attribution (cheap: T x H x d)."""
+    hv = head_values(trace, runner.layer_weights[layer], layer)
+    parts, resid = attention_parts(trace, layer, hv, slice(position, position + 1))  # (1, J, H), (1,)
+    per_source = torch.zeros(trace.n_heads, trace.n_tokens)
+    per_source[:, : position + 1] = parts[0].T.cpu()
+    return HeadContributions(layer, position, per_source.sum(1), per_source, float(resid[0]))
+
+
+def head_source_parts(runner: ModelRunner, trace: Trace, layer: int, position: int, heads: slice = slice(None)) -> torch.Tensor:
+    """(J, H, d) each (source, head) part at `position` (of the heads asked for), as the residual received it.
+
+    a_hij * v_j W_O^h, mapped. Summed over every head, with the attention bias (and a post-norm's bias)
+    added, they give trace.attn_out[layer][position].
+    """
+    w = runner.layer_weights[layer]
+    v = trace.values[layer][: position + 1][:, w.kv_index[heads]]  # (J, H, hd)
+    a = trace.attention(layer, slice(position, position + 1), n_keys=position + 1)[heads, 0].T  # (J, H)
+    if trace.edits:  # an edited head writes less
+        a = a * trace.head_scale[layer][heads].to(a.device)
+    parts = torch.einsum("jh,jhc,hcd->jhd", a, v, w.w_out[heads])  # (J, H, d)
+    return trace.received("attn", layer, parts, position)
+
+
+def head_update(runner: ModelRunner, trace: Trace, layer: int, position: int, head: int) -> torch.Tensor:
+    """(d,) what head `head` wrote at `position`, as the residual received it: sum_j a_hij * v_j W_O^h."""
+    return head_source_parts(runner, trace, layer, position, slice(head, head + 1))[:, 0].sum(0)
+
+
+def neuron_vector(runner: ModelRunner, trace: Trace, layer: int, position: int, neuron: int) -> torch.Tensor:
+    """(d,) neuron's value vector scaled by its activation at `position`, as the residual received it."""
+    ids, acts = trace.neurons(layer, position)
+    act = acts[ids == neuron].sum()  # 0 where the neuron's expert was not chosen
+    return trace.received("ffn", layer, act * runner.layer_weights[layer].w_down[neuron], position)
+
+
+def neuron_parts(runner: ModelRunner, trace: Trace, layer: int, position: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids (M,), acts (M,), parts (M, d)): every neuron's part of the FFN update at a position, as received.
+
+    With trace.ffn_bias (mapped) and a post-norm's bias, the parts sum to trace.ffn_out[layer][position].
+    """
+    ids, acts = trace.neurons(layer, position)
+    parts = acts[:, None] * runner.layer_weights[layer].w_down[ids]  # (M, d)
+    return ids, acts, trace.received("ffn", layer, parts, position)
+
+
+def neuron_contributions(runner: ModelRunner, trace: Trace, layer: int, position: int, k: int = 20) -> NeuronContributions:
+    """Neuron shares of the state after the FFN, with the state after attention as the extra part."""
+    ids, acts, parts = neuron_parts(runner, trace, layer, position)  # (M,), (M,), (M, d)
+    resid = trace.mid(layer, position)  # (d,)
+    whole = trace.resid[layer + 1][position]  # (d,)
+    prox = proximity(whole, torch.cat([parts, resid[None]]))  # (M + 1,)
+    c = prox / prox.sum()
+    vals, idx = c[:-1].topk(min(k, c.shape[0] - 1))
+    return NeuronContributions(layer, position, ids[idx].cpu(), vals.cpu(), acts[idx].cpu(), float(c[-1]))

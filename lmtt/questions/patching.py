@@ -1,0 +1,161 @@
+"""Activation patching between two prompts, through the engine's one patch API (lmtt.engine.hooks).
+
+Activation patching (Meng et al. 2022; Heimersheim & Nanda 2024): run the
+corrupted prompt, put one clean activation back, and measure how much of the
+clean logit difference returns:
+
+    restored = (m(patched) - m(corrupted)) / (m(clean) - m(corrupted)),   m = logit(A) - logit(B)
+
+1 means this activation alone carries everything that differs; 0 nothing.
+Cells run batched: copy b of the corrupted prompt has one cell (layer, position)
+or (layer, head) patched, and one forward pass covers up to `max_batch` cells.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from lmtt.engine import hooks
+from lmtt.engine.runner import ModelRunner, PromptError
+from lmtt.questions.dla import Target
+
+
+@torch.no_grad()
+def record(
+    runner: ModelRunner, ids: torch.Tensor, sites: tuple[str, ...] = hooks.SITES
+) -> tuple[dict[tuple[str, int], torch.Tensor], torch.Tensor]:
+    """Every activation at `sites` of one prompt (T,): {(site, layer): (T, .)}, and its (T, V) logits."""
+    seen: dict[tuple[str, int], torch.Tensor] = {}
+
+    def keep(site: str, layer: int, x: torch.Tensor) -> None:
+        if site in sites:
+            seen[site, layer] = x[0].detach().clone()
+
+    logits = runner.run_patched(ids.reshape(1, -1), keep)
+    return seen, logits[0]
+
+
+# ---- activation patching between a clean and a corrupted prompt ----------------------------
+
+
+@dataclass(frozen=True)
+class PatchingResult:
+    """Restored fraction of the clean logit difference for each patched activation (see the module docstring).
+
+    L layers, T tokens, H heads. NaN rows are not computed.
+    """
+
+    target: Target  # position, A and B (B optional: then m = logit(A))
+    clean_tokens: tuple[str, ...]
+    corrupted_tokens: tuple[str, ...]
+    clean_value: float  # m on the clean prompt
+    corrupted_value: float  # m on the corrupted prompt
+    resid: torch.Tensor  # (L, T) the block input at (layer, position)
+    attn: torch.Tensor  # (L, T) the attention output at (layer, position)
+    ffn: torch.Tensor  # (L, T) the FFN output at (layer, position)
+    heads: torch.Tensor  # (L, H) one head's output at every position
+    seconds: float
+    passes: int  # batched forward passes
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target.to_dict(),
+            "quantity": self.target.describe(),
+            "clean_tokens": list(self.clean_tokens),
+            "corrupted_tokens": list(self.corrupted_tokens),
+            "clean_value": self.clean_value,
+            "corrupted_value": self.corrupted_value,
+            "resid": self.resid.tolist(),
+            "attn": self.attn.tolist(),
+            "ffn": self.ffn.tolist(),
+            "heads": self.heads.tolist(),
+            "seconds": self.seconds,
+            "passes": self.passes,
+        }
+
+
+def _quantity(logits: torch.Tensor, target: Target) -> torch.Tensor:
+    """(B,) m at the target position from (B, T, V) logits."""
+    row = logits[:, target.position]  # (B, V)
+    return row[:, target.token_id] - (0 if target.contrast_id is None else row[:, target.contrast_id])
+
+
+@torch.no_grad()
+def patch_prompts(
+    runner: ModelRunner,
+    clean_ids: torch.Tensor,
+    corrupted_ids: torch.Tensor,
+    target: Target,
+    max_batch: int = 128,
+    sites: tuple[str, ...] = ("resid", "attn", "ffn", "heads"),
+) -> PatchingResult:
+    """Patch clean activations into the corrupted run, one at a time, and measure what each restores.
+
+    The prompts must have the same number of tokens. Copies of the corrupted prompt run in batches of
+    `max_batch`, each copy patching one cell of a grid (copies of one batch may patch different layers),
+    so a grid of L x T cells costs ceil(L T / max_batch) passes.
+    """
+    clean_ids, corrupted_ids = clean_ids.reshape(-1), corrupted_ids.reshape(-1)
+    t = clean_ids.numel()
+    if corrupted_ids.numel() != t:
+        raise PromptError(
+            f"the clean prompt has {t} tokens and the corrupted one {corrupted_ids.numel()}: patching needs the same length "
+            "(change a word for one of the same token length)"
+        )
+    if not 0 <= target.position < t:
+        raise IndexError(f"target position {target.position} is out of range for {t} tokens")
+    start = time.perf_counter()
+    clean, clean_logits = record(runner, clean_ids, ("resid", "head_context", "attn_update", "ffn_update"))
+    corrupted_logits = runner.run_patched(corrupted_ids[None], lambda *_: None)
+    m_clean = float(_quantity(clean_logits[None], target)[0])
+    m_corr = float(_quantity(corrupted_logits, target)[0])
+    denom = m_clean - m_corr
+    n_layers, n_heads, hd = len(runner.blocks), runner.n_heads, runner.head_dim
+    grids = {name: torch.full((n_layers, n_heads if name == "heads" else t), float("nan")) for name in ("resid", "attn", "ffn", "heads")}
+    passes = 0
+    site_of = {"resid": "resid", "attn": "attn_update", "ffn": "ffn_update", "heads": "head_context"}
+    for name in sites:
+        if name not in site_of:
+            raise ValueError(f"unknown patching site {name!r}; choose from {', '.join(site_of)}")
+        width = n_heads if name == "heads" else t
+        cells = [(layer, unit) for layer in range(n_layers) for unit in range(width)]  # the whole grid, row by row
+        for lo in range(0, len(cells), max_batch):
+            chunk = cells[lo : lo + max_batch]  # copy b patches cell chunk[b]
+            by_layer: dict[int, list[tuple[int, int]]] = {}
+            for b, (layer, unit) in enumerate(chunk):
+                by_layer.setdefault(layer, []).append((b, unit))
+
+            def patch(site, layer, x, name=name, by_layer=by_layer):
+                if site != site_of[name] or layer not in by_layer:
+                    return None
+                source = clean[site, layer]  # (T, .)
+                x = x.clone()
+                for b, unit in by_layer[layer]:
+                    if name == "heads":
+                        x[b, :, unit * hd : (unit + 1) * hd] = source[:, unit * hd : (unit + 1) * hd]
+                    else:
+                        x[b, unit] = source[unit]
+                return x
+
+            logits = runner.run_patched(corrupted_ids[None].expand(len(chunk), t), patch)
+            passes += 1
+            m = _quantity(logits, target).cpu()  # (B,)
+            restored = (m - m_corr) / denom if denom != 0 else torch.full_like(m, float("nan"))
+            for b, (layer, unit) in enumerate(chunk):
+                grids[name][layer, unit] = restored[b]
+    return PatchingResult(
+        target,
+        runner.token_strings(clean_ids),
+        runner.token_strings(corrupted_ids),
+        m_clean,
+        m_corr,
+        grids["resid"],
+        grids["attn"],
+        grids["ffn"],
+        grids["heads"],
+        time.perf_counter() - start,
+        passes,
+    )

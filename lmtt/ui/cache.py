@@ -1,0 +1,113 @@
+"""A bounded, thread-safe cache of analyses shared by every session of one process.
+
+Streamlit's own caches replay the elements a cached function draws, which rules
+out progress bars inside them; this cache is plain Python, so the app draws
+progress around it. Entries are evicted least-recently-used beyond
+`max_entries`, and after `ttl_s` seconds. Two sessions asking for the same key
+at once compute it once: the second waits for the first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from lmtt.engine.memory import release_freed_memory
+
+V = TypeVar("V")
+
+
+class BoundedCache(Generic[V]):
+    """`max_bytes` (with `size_of(value)`) bounds the memory too: one long prompt's analysis can weigh GBs.
+    The newest entry always stays, whatever its size."""
+
+    def __init__(
+        self,
+        max_entries: int = 16,
+        ttl_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int | None = None,
+        size_of: Callable[[V], int] = lambda _v: 0,
+    ):
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries, self.ttl_s, self._clock = max_entries, ttl_s, clock
+        self.max_bytes, self._size_of = max_bytes, size_of
+        self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        self._sizes: dict[Hashable, int] = {}
+        self._lock = threading.Lock()
+        self._pending: dict[Hashable, threading.Lock] = {}
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def _lookup(self, key: Hashable) -> tuple[bool, V | None]:
+        """Under self._lock: (found, value), dropping an expired entry."""
+        if key not in self._entries:
+            return False, None
+        stamp, value = self._entries[key]
+        if self.ttl_s is not None and self._clock() - stamp > self.ttl_s:
+            self._drop(key)
+            return False, None
+        self._entries.move_to_end(key)
+        return True, value
+
+    def get(self, key: Hashable) -> V | None:
+        with self._lock:
+            return self._lookup(key)[1]
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> tuple[V, bool]:
+        """(value, was_cached). Exceptions from `compute` propagate and nothing is stored."""
+        with self._lock:
+            found, value = self._lookup(key)
+            if found:
+                self.hits += 1
+                return value, True
+            key_lock = self._pending.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:  # another thread may have finished it while we waited
+                found, value = self._lookup(key)
+                if found:
+                    self.hits += 1
+                    return value, True
+            self.misses += 1
+            try:
+                value = compute()
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+            size = self._size_of(value)
+            with self._lock:
+                self._entries[key] = (self._clock(), value)
+                self._entries.move_to_end(key)
+                self._sizes[key] = size
+                evicted = 0
+                while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._over_budget()):
+                    self._drop(next(iter(self._entries)))
+                    evicted += 1
+            if evicted:
+                release_freed_memory()  # an evicted analysis's GBs go back to the system, not to malloc's free lists
+            return value, False
+
+    @property
+    def nbytes(self) -> int:
+        """The entries' sizes when they were stored."""
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def _over_budget(self) -> bool:
+        return self.max_bytes is not None and sum(self._sizes.values()) > self.max_bytes
+
+    def _drop(self, key: Hashable) -> None:
+        del self._entries[key]
+        self._sizes.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._sizes.clear()

@@ -1,0 +1,1 @@
+"""Plotly figures of analyses and of the questions' results; no Streamlit."""

@@ -1,0 +1,561 @@
+"""Plotly figures for the dashboard. Plain functions of an Analysis: no Streamlit here.
+
+Every token string that reaches a figure goes through `label()`: whitespace is
+made visible and HTML is escaped, so a token such as `<img onerror=...>` shows
+as text in tick labels and hovers and never as markup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+
+import numpy as np
+import plotly.graph_objects as go
+
+from lmtt.analysis import Analysis
+from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
+from lmtt.engine.tokens import readable_tokens
+from lmtt.questions.interpret import HeadContributions, NeuronContributions, Projection
+from lmtt.viz.columns import Columns, columns_for
+
+KIND_COLOURS = {"attention": "#1f77b4", "residual": "#c4c4c4", "ffn": "#d62728"}
+NODE_COLOURS = {"embedding": "#2ca02c", "attn": "#1f77b4", "ffn": "#d62728"}
+WEIGHT_BINS = (0.0, 0.1, 0.25, 0.5, 1.01)  # edges are drawn in a few width/opacity classes
+FFN_OFFSET = 0.18  # FFN edges run beside the residual edge of the same token
+COLUMN_PX = 32  # the narrowest a token's column gets (LM-TT's cell); wider prompts scroll sideways
+ROW_PX = 13  # per node level
+GRAPH_MARGIN_PX = {"l": 50, "r": 50, "t": 110, "b": 110}  # room for the token labels above and below
+GL_ABOVE_NODES = 12_000  # more nodes go to WebGL (200 columns of a 30-layer model); fewer draw faster as SVG, measured in Chromium
+GAP_FILL, GAP_TEXT = "#f2f2f2", "#9a9a9a"  # a column that stands for skipped tokens
+
+
+BYTES = re.compile(r"(⟨[0-9A-F]{2}(?: [0-9A-F]{2})*⟩)")  # the bytes of a split character (lmtt.engine.tokens), kept as they are
+
+
+def visible(token: str) -> str:
+    """A token with whitespace and control characters made visible (plain text, not escaped)."""
+    return "".join(part if BYTES.fullmatch(part) else _visible_chars(part) for part in BYTES.split(token)) or "∅"
+
+
+def _visible_chars(token: str) -> str:
+    out = []
+    for ch in token:
+        if ch == " ":
+            out.append("␣")
+        elif ch == "\n":
+            out.append("↵")
+        elif ch == "\t":
+            out.append("⇥")
+        elif ch == "\r":
+            out.append("␍")
+        elif not ch.isprintable() or 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def label(token: str) -> str:
+    """A token as plotly text: visible whitespace, HTML escaped.
+
+    Quotes stay as they are: plotly shows `&quot;` literally (it only knows a few entities), and a quote is harmless in its text.
+    """
+    return html.escape(visible(token), quote=False)
+
+
+def _levels(n_layers: int) -> tuple[list[float], list[str]]:
+    """Axis labels: one per layer, centred on the band of its two states (after attention, after FFN)."""
+    vals = [0] + [2 * layer + 1.5 for layer in range(n_layers)]
+    return vals, ["emb"] + [f"L{layer}" for layer in range(n_layers)]
+
+
+def describe_node(analysis: Analysis, node: str) -> str:
+    """'layer 3 after attention, token 2 ␣France' (plain text)."""
+    kind, layer, pos = parse_node(node)
+    where = "embedding" if kind == "embedding" else f"layer {layer} after {'attention' if kind == 'attn' else 'FFN'}"
+    return f"{where}, token {pos} {visible(readable_tokens(analysis)[pos])}"
+
+
+def graph_min_width(n_columns: int) -> int:
+    """The graph's width in pixels at the narrowest readable column (`Columns.width` columns, gaps included)."""
+    return COLUMN_PX * n_columns + GRAPH_MARGIN_PX["l"] + GRAPH_MARGIN_PX["r"]
+
+
+def graph_figure(
+    analysis: Analysis, sub: Subgraph, selected: str | None = None, explained: int | None = None, columns: Columns | None = None
+) -> go.Figure:
+    """Tokens are columns and node levels rows (embeddings at the bottom, output at the top).
+
+    `columns` says which tokens get a column and where (lmtt.viz.columns; default: every token of a short prompt, else only
+    the tokens the paths touch, packed, with a "⋯ N tokens" gap column per skipped run).
+    Clickable traces carry the node id, the edge description or `token|P` (the ▲/▼ handles by the token labels) in customdata.
+    The token labels are drawn above and below the plot; zoom and pan survive reruns of the same prompt and columns (uirevision).
+    """
+    tokens = readable_tokens(analysis)
+    cols = columns or columns_for(len(tokens), sub, also=() if explained is None else (explained,))
+    top_level = 2 * analysis.n_layers
+    fig = go.Figure()
+    for trace in _edge_traces(sub, cols):
+        fig.add_trace(trace)
+    handles = _edge_handle_trace(sub, cols, tokens)
+    if handles is not None:
+        fig.add_trace(handles)
+    for trace in _token_handle_traces(cols, tokens, top_level, explained):
+        fig.add_trace(trace)
+    if cols.gaps:
+        fig.add_trace(_gap_trace(cols, top_level))
+    # the top token labels and the right-hand layer labels are axes x2 and y2: plotly draws an axis only with a trace on it
+    fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
+    fig.add_trace(_node_trace(analysis, sub, cols, tokens, selected))
+    _graph_layout(fig, cols, tokens, top_level, analysis.n_layers)
+    return fig
+
+
+def _edge_x(sub: Subgraph, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """x of each edge's source and target: FFN edges run beside the residual edge of the same token."""
+    offset = np.where(sub.kind == EDGE_KINDS.index("ffn"), FFN_OFFSET, 0.0)  # (E,)
+    return cols.x_of(sub.source) + offset, cols.x_of(sub.target) + offset
+
+
+def _edge_traces(sub: Subgraph, cols: Columns) -> list[go.Scatter]:
+    """Edges as one line trace per kind and weight class (width and opacity follow the weight), segments split by NaN."""
+    x0, x1 = _edge_x(sub, cols)
+    src_level = sub.level - 1
+    traces = []
+    for k, kind in enumerate(EDGE_KINDS):
+        residual = kind == "residual"  # the residual stream is the background: drawn light and thin
+        first = True
+        for b in range(len(WEIGHT_BINS) - 1):
+            m = (sub.kind == k) & (sub.weight >= WEIGHT_BINS[b]) & (sub.weight < WEIGHT_BINS[b + 1])  # (E,)
+            if not m.any():
+                continue
+            gap = np.full(m.sum(), np.nan)
+            traces.append(
+                go.Scatter(
+                    x=np.stack([x0[m], x1[m], gap], 1).ravel(),
+                    y=np.stack([src_level[m], sub.level[m], gap], 1).ravel(),
+                    mode="lines",
+                    line={"color": KIND_COLOURS[kind], "width": (1 + 0.8 * b) if residual else (1 + 2.5 * b)},
+                    opacity=(0.35 + 0.1 * b) if residual else (0.3 + 0.2 * b),
+                    hoverinfo="skip",
+                    showlegend=first,
+                    name=f"{kind} edge",
+                    legendgroup=kind,
+                )
+            )
+            first = False
+    return traces
+
+
+def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) -> go.Scatter | None:
+    """Clickable dots at the midpoints of attention and FFN edges (residual ones would sit on the nodes)."""
+    handles = sub.kind != EDGE_KINDS.index("residual")  # (E,)
+    if not handles.any():
+        return None
+    x0, x1 = _edge_x(sub, cols)
+    rows = list(
+        zip(
+            sub.kind[handles].tolist(),
+            sub.level[handles].tolist(),
+            sub.source[handles].tolist(),
+            sub.target[handles].tolist(),
+            sub.weight[handles].tolist(),
+        )
+    )
+    hover = [
+        f"{EDGE_KINDS[k]} edge, layer {(lv - 1) // 2}<br>"
+        f"{label(tokens[s])} ({s}) → {label(tokens[d])} ({d})<br>weight {w:.3f}<br>click to split it by head"
+        for k, lv, s, d, w in rows
+    ]
+    return go.Scatter(
+        x=((x0 + x1) / 2)[handles],
+        y=((2 * sub.level - 1) / 2)[handles],
+        mode="markers",
+        marker={"size": 6, "color": [KIND_COLOURS[EDGE_KINDS[k]] for k, *_ in rows], "opacity": 0.7},
+        customdata=[f"edge|{EDGE_KINDS[k]}|{lv}|{s}|{d}" for k, lv, s, d, _w in rows],
+        hovertext=hover,
+        hoverinfo="text",
+        showlegend=False,
+        name="edges",
+    )
+
+
+def _token_handle_traces(cols: Columns, tokens: tuple[str, ...], top_level: int, explained: int | None) -> list[go.Scatter]:
+    """▲ below and ▼ above each drawn token: a click explains that token."""
+    positions = cols.positions.tolist()
+    hover = [f"token {p} {label(tokens[p])}<br>click to explain the prediction made here" for p in positions]
+    return [
+        go.Scatter(
+            x=cols.x,
+            y=[y] * len(positions),
+            mode="markers",
+            marker={"size": 9, "symbol": symbol, "color": ["#ff7f0e" if p == explained else "#b0b0b0" for p in positions]},
+            customdata=[f"token|{p}" for p in positions],
+            hovertext=hover,
+            hoverinfo="text",
+            showlegend=False,
+            name="tokens",
+        )
+        for y, symbol in ((-1.1, "triangle-up"), (top_level + 1.1, "triangle-down"))
+    ]
+
+
+def _gap_trace(cols: Columns, top_level: int) -> go.Scatter:
+    """A faint ⋮ in the middle of each gap column, whose hover says which tokens are not drawn."""
+    return go.Scatter(
+        x=[g.x for g in cols.gaps],
+        y=[top_level / 2] * len(cols.gaps),
+        mode="text",
+        text=["⋮"] * len(cols.gaps),
+        textfont={"size": 18, "color": GAP_TEXT},
+        hovertext=[
+            f"tokens {g.first}–{g.last} ({len(g):,}): on no path above the threshold, not drawn<br>"
+            "(the sidebar's Token to explain reaches any token)"
+            for g in cols.gaps
+        ],
+        hoverinfo="text",
+        showlegend=False,
+        name="gaps",
+    )
+
+
+def _node_trace(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...], selected: str | None) -> go.Scatter:
+    """Every node of the drawn columns, faint; the nodes on a route coloured and larger; the selected one ringed.
+
+    Tens of thousands of points (every column of a long prompt) go to WebGL (Scattergl), where SVG markers take seconds to
+    draw; a few thousand draw faster as SVG (measured in Chromium with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL)."""
+    levels = np.arange(2 * analysis.n_layers + 1)
+    gx, gy = np.meshgrid(cols.x, levels)  # (levels, C) each
+    gp = np.broadcast_to(cols.positions, gx.shape)  # (levels, C) token position of each node
+    level_list, pos_list = gy.ravel().tolist(), gp.ravel().tolist()
+    on_route = {node_id(lv, p) for lv, p in sub.node_keys()}
+    ids = [node_id(lv, p) for lv, p in zip(level_list, pos_list)]
+    colours = [NODE_COLOURS[_kind(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, level_list)]
+    # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
+    where = ["embedding"] + [f"layer {layer} after {part}" for layer in range(analysis.n_layers) for part in ("attention", "FFN")]
+    texts = {p: html.escape(visible(tokens[p])) for p in cols.positions.tolist()}
+    scatter = go.Scattergl if len(ids) > GL_ABOVE_NODES else go.Scatter
+    return scatter(
+        x=gx.ravel(),
+        y=gy.ravel(),
+        mode="markers",
+        marker={
+            "size": [9 if i in on_route else 3 for i in ids],
+            "color": colours,
+            "line": {"width": [3 if i == selected else 0 for i in ids], "color": "#000000"},
+        },
+        customdata=ids,
+        hovertext=[f"{where[lv]}, token {p} {texts[p]}" for lv, p in zip(level_list, pos_list)],
+        hoverinfo="text",
+        showlegend=False,
+        name="nodes",
+    )
+
+
+def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_level: int, n_layers: int) -> None:
+    """Token labels above and below (with positions when columns are packed), layer labels on both sides, gap bands."""
+    if cols.packed:
+        ticks = {x: f"{p}: {label(tokens[p])}" for x, p in zip(cols.x.tolist(), cols.positions.tolist())}
+        ticks.update({g.x: f'<span style="color:{GAP_TEXT}">⋯ {len(g):,} tokens</span>' for g in cols.gaps})
+    else:
+        ticks = {x: label(tokens[p]) for x, p in zip(cols.x.tolist(), cols.positions.tolist())}
+    tickvals = sorted(ticks)
+    yvals, ytext = _levels(n_layers)
+    token_axis = {
+        "tickmode": "array",
+        "tickvals": tickvals,
+        "ticktext": [ticks[x] for x in tickvals],
+        "tickangle": -60,
+        "tickfont": {"size": 12},
+        "range": [-0.6, cols.width - 0.4],
+        "showgrid": False,
+        "zeroline": False,
+        # hovering anything in a column lights the whole column up
+        "showspikes": True,
+        "spikemode": "across",
+        "spikesnap": "data",
+        "spikethickness": COLUMN_PX - 6,
+        "spikecolor": "rgba(255, 179, 71, 0.18)",
+        "spikedash": "solid",
+    }
+    level_axis = {"tickmode": "array", "tickvals": yvals, "ticktext": ytext, "range": [-1.6, top_level + 1.6], "zeroline": False}
+    bands = [
+        {"type": "rect", "xref": "x", "yref": "paper", "x0": g.x - 0.4, "x1": g.x + 0.4, "y0": 0, "y1": 1}
+        | {"layer": "below", "fillcolor": GAP_FILL, "line": {"width": 0}}
+        for g in cols.gaps
+    ]
+    revision = "\x00".join(tokens) + "\x01" + cols.key()  # one per prompt and layout: the zoom stays while they do
+    fig.update_layout(
+        height=ROW_PX * (top_level + 3) + GRAPH_MARGIN_PX["t"] + GRAPH_MARGIN_PX["b"],
+        margin=GRAPH_MARGIN_PX,
+        xaxis=token_axis,
+        xaxis2={**token_axis, "overlaying": "x", "side": "top", "matches": "x", "showspikes": False},
+        yaxis=level_axis,
+        yaxis2={**level_axis, "overlaying": "y", "side": "right", "matches": "y"},  # layer labels on both sides
+        shapes=bands,
+        legend={"orientation": "h", "y": 0, "x": 1, "xanchor": "right", "yanchor": "bottom", "bgcolor": "rgba(255,255,255,0.8)"},
+        dragmode="pan",
+        clickmode="event+select",
+        hovermode="closest",
+        plot_bgcolor="white",
+        uirevision=hashlib.sha1(revision.encode("utf-8", "surrogatepass")).hexdigest()[:16],
+    )
+
+
+def _kind(level: int) -> str:
+    return "embedding" if level == 0 else ("attn" if level % 2 else "ffn")
+
+
+def layer_overview_figure(analysis: Analysis, position: int) -> go.Figure:
+    """Per layer at one token: the shares of attention, FFN and residual in each state."""
+    g = analysis.graph  # read through the graph: an on-demand graph computes this token's nodes only
+    layers = list(range(analysis.n_layers))
+    at = np.array([position])
+    attn_resid = np.array([g.attn_rows(layer, at)[1][0] for layer in layers])  # (L,)
+    ffn_resid, ffn = (np.array(x) for x in zip(*(np.asarray(g.ffn_level(layer))[:, position] for layer in layers)))  # (L,) each
+    fig = go.Figure()
+    series = [
+        ("attention block → state after attention", 1 - attn_resid, KIND_COLOURS["attention"]),
+        ("residual → state after attention", attn_resid, "#7f7f7f"),
+        ("FFN → state after FFN", ffn, KIND_COLOURS["ffn"]),
+        ("residual → state after FFN", ffn_resid, "#c7c7c7"),
+    ]
+    for name, values, colour in series:
+        fig.add_trace(go.Scatter(x=layers, y=values, mode="lines+markers", name=name, line={"color": colour}))
+    fig.update_layout(
+        height=360, xaxis_title="layer", yaxis_title="contribution", yaxis_range=[0, 1], legend={"orientation": "h", "y": -0.25}
+    )
+    return fig
+
+
+def head_bar_figure(values, selected: int | None = None, height: int = 320) -> go.Figure:
+    """One bar per head (each carries its index: a click selects it); the selected head is drawn orange."""
+    values = np.asarray(values, dtype=float)  # (H,)
+    heads = [f"H{h}" for h in range(len(values))]
+    colours = ["#ff7f0e" if h == selected else KIND_COLOURS["attention"] for h in range(len(values))]
+    fig = go.Figure(
+        go.Bar(
+            x=heads,
+            y=values,
+            customdata=list(range(len(heads))),
+            marker_color=colours,
+            hovertemplate="%{x}: %{y:.3g}<br>click to inspect or edit it<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=height,
+        margin={"t": 10, "b": 40},
+        xaxis={"title": "head (click one)", "dtick": 1, "type": "category"},
+        yaxis_title="contribution",
+        clickmode="event+select",
+    )
+    return fig
+
+
+def head_source_heatmap(hc: HeadContributions, tokens: tuple[str, ...]) -> go.Figure:
+    j = hc.position + 1
+    fig = go.Figure(
+        go.Heatmap(
+            z=hc.per_source[:, :j].numpy(),
+            x=[f"{p}:{label(tok)}" for p, tok in enumerate(tokens[:j])],
+            y=[f"H{h}" for h in range(hc.per_source.shape[0])],
+            colorscale="Blues",
+            hovertemplate="%{y} from %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=max(320, 18 * hc.per_source.shape[0] + 160),
+        xaxis={"tickangle": -60, "title": "source token", "dtick": 1},
+        yaxis={"title": "head", "dtick": 1, "autorange": "reversed"},
+    )
+    return fig
+
+
+POSITIVE, NEGATIVE = "#2ca02c", "#9467bd"  # activation sign (not red: red means FFN in the graph)
+
+
+def neuron_bar_figure(nc: NeuronContributions) -> go.Figure:
+    """Top neurons by contribution, coloured by the sign of their activation."""
+    names = [f"N{n}" for n in nc.neurons.tolist()]
+    acts = nc.activations.tolist()
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=nc.contributions.numpy(),
+            customdata=nc.neurons.tolist(),
+            marker_color=[POSITIVE if a > 0 else NEGATIVE for a in acts],
+            hovertext=[f"activation {a:+.3g} ({'positive' if a > 0 else 'negative'})" for a in acts],
+        )
+    )
+    fig.update_layout(
+        height=320,
+        xaxis={"title": "neuron (green: positive activation, purple: negative)", "type": "category", "dtick": 1},
+        yaxis_title="contribution",
+        clickmode="event+select",
+    )
+    return fig
+
+
+def projection_figure(proj: Projection) -> go.Figure:
+    """Promoted tokens (positive logits) and suppressed ones (negative), as horizontal bars."""
+    items = sorted(proj.promoted + proj.suppressed, key=lambda s: s.score)
+    fig = go.Figure(
+        go.Bar(
+            x=[s.score for s in items],
+            y=[f"{label(s.token)} ({s.token_id})" for s in items],
+            orientation="h",
+            marker_color=["#2ca02c" if s.score > 0 else "#d62728" for s in items],
+        )
+    )
+    fig.update_layout(
+        height=max(300, 18 * len(items) + 80), xaxis_title="logit change", margin={"l": 140}, yaxis={"type": "category", "dtick": 1}
+    )
+    return fig
+
+
+def attention_pattern_figure(analysis: Analysis, layer: int, head: int) -> go.Figure:
+    a = analysis.trace.attention(layer)[head].numpy()  # (T, T)
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
+    fig = go.Figure(
+        go.Heatmap(z=a, x=ticks, y=ticks, colorscale="Viridis", hovertemplate="query %{y}<br>source %{x}<br>%{z:.3f}<extra></extra>")
+    )
+    fig.update_layout(height=max(360, 14 * len(ticks) + 160), yaxis_autorange="reversed", xaxis_tickangle=-60)
+    return fig
+
+
+def attention_from_figure(analysis: Analysis, layer: int, head: int, position: int) -> go.Figure:
+    """Where one head at `position` looks: its attention weight on each earlier token."""
+    weights = analysis.trace.attention(layer, slice(position, position + 1), position + 1)[head, 0].numpy()  # (position+1,)
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis)[: position + 1])]
+    fig = go.Figure(
+        go.Bar(x=ticks, y=weights, marker_color=KIND_COLOURS["attention"], hovertemplate="%{x}: %{y:.3g}<extra></extra>")
+    )
+    fig.update_layout(
+        height=240, margin={"t": 10, "b": 10}, xaxis={"tickangle": -60, "type": "category"}, yaxis={"title": "attention", "range": [0, 1]}
+    )
+    return fig
+
+
+def neuron_activation_figure(analysis: Analysis, layer: int, neuron: int) -> go.Figure:
+    acts = analysis.trace.neuron_activation(layer, neuron).numpy()
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
+    fig = go.Figure(go.Bar(x=ticks, y=acts, marker_color=["#2ca02c" if v > 0 else "#d62728" for v in acts]))
+    fig.update_layout(height=320, xaxis_tickangle=-60, yaxis_title="activation")
+    return fig
+
+
+def lens_heatmap(analysis: Analysis, values: np.ndarray, title: str, rank: bool) -> go.Figure:
+    """(2L+1, T) values of one token at every node level and position."""
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
+    ylabels = _lens_rows(analysis)
+    z = np.log10(values + 1) if rank else values
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=ticks,
+            y=ylabels,
+            customdata=values,
+            colorscale="Viridis_r" if rank else "Viridis",
+            hovertemplate=("rank %{customdata}" if rank else "p=%{customdata:.3f}") + "<br>%{y} at %{x}<extra></extra>",
+            colorbar={"title": "log10(rank+1)" if rank else "probability"},
+        )
+    )
+    fig.update_layout(
+        title=html.escape(title),
+        height=max(420, 14 * len(ylabels) + 180),
+        xaxis={"tickangle": -60, "dtick": 1},
+        yaxis={"dtick": 1},
+    )
+    return fig
+
+
+LENS_CELL_PX = {"number": 26, "text": 58}  # the top-token mode writes a token in every cell
+
+
+def lens_min_width(n_tokens: int, text: bool) -> int:
+    return LENS_CELL_PX["text" if text else "number"] * n_tokens + 200
+
+
+def _lens_rows(analysis: Analysis) -> list[str]:
+    return ["emb"] + [f"L{layer} {part}" for layer in range(analysis.n_layers) for part in ("attn", "ffn")]
+
+
+def lens_top_heatmap(analysis: Analysis, texts: list[list[str]], probs: np.ndarray) -> go.Figure:
+    """(2L+1, T) the top token of every state, written in its cell and coloured by its probability."""
+    ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
+    cells = [[label(tok) for tok in row] for row in texts]
+    fig = go.Figure(
+        go.Heatmap(
+            z=probs,
+            x=ticks,
+            y=_lens_rows(analysis),
+            text=cells,
+            texttemplate="%{text}",
+            textfont={"size": 10},
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            hovertemplate="%{y} at %{x}<br>top token %{text}<br>p=%{z:.3g}<extra></extra>",
+            colorbar={"title": "probability"},
+        )
+    )
+    fig.update_layout(
+        title="Top token of every state (the logit lens); hover for its probability",
+        height=max(420, 16 * len(cells) + 180),
+        xaxis={"tickangle": -60, "dtick": 1, "side": "top"},
+        yaxis={"dtick": 1},
+        margin={"t": 140},
+    )
+    return fig
+
+
+def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
+    """(L, H) change of each head's contribution, diverging around zero."""
+    bound = float(np.abs(delta).max()) or 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=delta.T,
+            x=[f"L{layer}" for layer in range(delta.shape[0])],
+            y=[f"H{h}" for h in range(delta.shape[1])],
+            colorscale="RdBu",
+            zmin=-bound,
+            zmax=bound,
+            hovertemplate="%{x} %{y}: %{z:+.3f}<extra></extra>",
+        )
+    )
+    return _per_head_layout(fig, *delta.shape)
+
+
+def head_importance_heatmap(values) -> go.Figure:
+    """(L, H) values per head. A heatmap cell cannot be selected in plotly, so an invisible marker on each cell
+    carries [layer, head]: a click on a cell selects that head."""
+    z = np.asarray(values, dtype=float)  # (L, H)
+    layers, heads = z.shape
+    xs, ys = [f"L{layer}" for layer in range(layers)], [f"H{h}" for h in range(heads)]
+    fig = go.Figure(go.Heatmap(z=z.T, x=xs, y=ys, colorscale="Blues", hoverinfo="skip"))
+    grid_l, grid_h = np.meshgrid(np.arange(layers), np.arange(heads))  # (H, L) each
+    fig.add_trace(
+        go.Scatter(
+            x=[xs[i] for i in grid_l.ravel()],
+            y=[ys[h] for h in grid_h.ravel()],
+            mode="markers",
+            marker={"symbol": "square", "size": 16, "color": "rgba(0,0,0,0)"},
+            customdata=np.stack([grid_l.ravel(), grid_h.ravel()], 1).tolist(),
+            text=[f"{v:.3g}" for v in z.T.ravel()],
+            hovertemplate="%{x} %{y}: %{text}<br>click for its prompts<extra></extra>",
+            showlegend=False,
+        )
+    )
+    return _per_head_layout(fig, layers, heads).update_layout(clickmode="event+select")
+
+
+def _per_head_layout(fig: go.Figure, layers: int, heads: int) -> go.Figure:
+    """A layer × head heatmap tall enough for a label on every head and every layer."""
+    return fig.update_layout(
+        height=max(340, 22 * heads + 120),
+        xaxis={"title": "layer", "dtick": 1, "tickangle": 0 if layers <= 12 else -90, "tickfont": {"size": 10}},
+        yaxis={"title": "head", "dtick": 1, "autorange": "reversed"},
+        margin={"t": 20},
+    )

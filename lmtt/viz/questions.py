@@ -1,0 +1,288 @@
+"""Plotly figures for the target, faithfulness and patching views. Plain functions: no Streamlit here.
+
+Signed quantities (direct effects, logit differences, restored fractions) use
+one diverging scale centred on 0: red pushes the target up, blue pushes it down.
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+
+from lmtt.analysis import Analysis
+from lmtt.engine.graph import Subgraph, node_level, parse_node
+from lmtt.questions.dla import DirectEdge, DirectEffects, LensGrid
+from lmtt.questions.faithfulness import FaithfulnessCurve
+from lmtt.questions.patching import PatchingResult
+from lmtt.questions.qk import QKAttribution
+from lmtt.viz import figures
+from lmtt.viz.columns import columns_for
+
+SCALE = "RdBu_r"  # red: raises the quantity, blue: lowers it
+COLOUR_BAR_PX = 110  # the right margin a colour bar and its tick labels need beside the graph's layer labels
+BOOSTER, SUPPRESSOR = "#2ca02c", "#9467bd"
+
+
+def _symmetric(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def head_effect_heatmap(effects: DirectEffects) -> go.Figure:
+    """Layer x head: each head's direct effect on the quantity at the explained position, value in each cell."""
+    z = effects.heads.numpy()  # (L, H)
+    n_layers, n_heads = z.shape
+    lim = _symmetric(z)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[f"H{h}" for h in range(n_heads)],
+            y=[f"L{layer}" for layer in range(n_layers)],
+            colorscale=SCALE,
+            zmin=-lim,
+            zmax=lim,
+            texttemplate="%{z:.2f}",
+            textfont={"size": 9},
+            customdata=[[f"{layer}.{h}" for h in range(n_heads)] for layer in range(n_layers)],
+            hovertemplate="head %{customdata}: %{z:.3f} logits<extra></extra>",
+            colorbar={"title": "logits"},
+        )
+    )
+    fig.update_layout(
+        title=f"Direct effect of each head on {html.escape(effects.target.describe())}",
+        height=max(360, 18 * n_layers + 120),
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+    )
+    return fig
+
+
+def neuron_effect_figure(effects: DirectEffects, k: int = 20) -> go.Figure:
+    top = effects.top_neurons(k)
+    fig = go.Figure(
+        go.Bar(
+            x=[c.value for c in top][::-1],
+            y=[c.name for c in top][::-1],
+            orientation="h",
+            marker_color=[BOOSTER if c.value > 0 else SUPPRESSOR for c in top][::-1],
+            hovertemplate="%{y}: %{x:.3f} logits<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Top {len(top)} neurons by |direct effect|", height=max(300, 18 * len(top) + 80), margin={"l": 90, "r": 10, "t": 40, "b": 30}
+    )
+    return fig
+
+
+def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centre: bool) -> go.Figure:
+    """(2L+1, T) logit lens values at every node level and position, each value written in its cell."""
+    levels = values.shape[0]
+    names = ["emb"] + [f"L{(lv - 1) // 2} {'attn' if lv % 2 else 'ffn'}" for lv in range(1, levels)]
+    kwargs = {"zmid": 0, "colorscale": SCALE} if centre else {"colorscale": "Viridis"}
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=[f"{p}: {figures.label(t)}" for p, t in enumerate(analysis.tokens)],
+            y=names,
+            texttemplate="%{z:.1f}",
+            textfont={"size": 8},
+            hovertemplate="%{y} at %{x}: %{z:.3f}<extra></extra>",
+            colorbar={"title": "logit"},
+            **kwargs,
+        )
+    )
+    fig.update_layout(
+        title=html.escape(title), height=max(420, 11 * levels + 140), margin={"l": 70, "r": 10, "t": 40, "b": 90}, xaxis={"tickangle": -60}
+    )
+    return fig
+
+
+def _node_level_position(node: str) -> tuple[int, int]:
+    kind, layer, pos = parse_node(node)
+    return node_level(kind, layer), pos
+
+
+def target_graph_figure(
+    analysis: Analysis, sub: Subgraph, lens: LensGrid, direct: list[DirectEdge] | None = None, selected: str | None = None
+) -> go.Figure:
+    """The flow graph with its nodes coloured by the quantity (logit lens of A - B) of their state,
+    and, when `direct` is given, boosters and suppressors drawn as dashed direct-effect edges."""
+    direct = direct or []
+    ends = [_node_level_position(node) for edge in direct for node in (edge.from_node, edge.into)]
+    cols = columns_for(len(analysis.tokens), sub, also=[pos for _level, pos in ends])  # direct edges may leave the flow graph
+    fig = figures.graph_figure(analysis, sub, selected, columns=cols)
+    q = lens.quantity.numpy()  # (2L+1, T)
+    lim = _symmetric(q)
+    on_route = {(lv, p) for lv, p in sub.node_keys()}
+    for trace in fig.data:
+        if trace.name != "nodes":
+            continue
+        colours, hover = list(trace.marker.color), list(trace.hovertext)
+        for k, node in enumerate(trace.customdata):
+            level, pos = _node_level_position(node)
+            value = float(q[level, pos])
+            if (level, pos) in on_route:
+                colours[k] = sample_colorscale(SCALE, [(value / lim + 1) / 2])[0]
+            hover[k] = f"{hover[k]}<br>{html.escape(lens.target.describe())} = {value:.2f}"
+        trace.marker.color, trace.hovertext = colours, hover
+    # a colour bar for the node colours (an invisible trace carries it)
+    fig.add_trace(
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            marker={
+                "colorscale": SCALE,
+                "cmin": -lim,
+                "cmax": lim,
+                "color": [0],
+                "showscale": True,
+                # in a margin of its own, right of the layer labels (paper x=1.02 would cover them)
+                "colorbar": {"title": "lens of target", "len": 0.5, "xref": "container", "x": 1, "xanchor": "right", "thickness": 18},
+            },
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(margin={"r": figures.GRAPH_MARGIN_PX["r"] + COLOUR_BAR_PX})
+    for edge in direct:
+        (y0, p0), (y1, p1) = _node_level_position(edge.from_node), _node_level_position(edge.into)
+        x0, x1 = cols.x_of([p0, p1]).tolist()
+        if edge.kind == "ffn":
+            x0, x1 = x0 + figures.FFN_OFFSET, x1 + figures.FFN_OFFSET
+        colour = BOOSTER if edge.effect > 0 else SUPPRESSOR
+        kind = "booster" if edge.effect > 0 else "suppressor"
+        fig.add_trace(
+            go.Scatter(
+                x=[x0, x1],
+                y=[y0, y1],
+                mode="lines",
+                line={"color": colour, "width": 2.5, "dash": "dash"},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=kind,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[(x0 + x1) / 2],
+                y=[(y0 + y1) / 2],
+                mode="markers+text",
+                marker={"symbol": "diamond", "size": 11, "color": colour, "line": {"width": 1, "color": "#000"}},
+                text=[f"{edge.name} {edge.effect:+.2f}"],
+                textposition="middle right",
+                textfont={"color": colour, "size": 11},
+                customdata=[edge.into],
+                hovertext=[f"{kind} {edge.name}: direct effect {edge.effect:+.3f} logits<br>{edge.from_node} → {edge.into}"],
+                hoverinfo="text",
+                name=f"direct effect ({kind})",
+                legendgroup=kind,
+                showlegend=kind not in {t.legendgroup for t in fig.data if t.showlegend},
+            )
+        )
+    return fig
+
+
+def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
+    """Faithfulness (logit difference kept) and p(A) kept against the number of edges, one point per threshold."""
+    pts = curve.points
+    labels = [f"threshold {p.threshold:g}<br>{p.edges} edges<br>top prediction {html.escape(repr(p.top_route))}" for p in pts]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=curve.edges,
+            y=curve.values,
+            mode="lines+markers+text",
+            name="faithfulness (quantity kept)",
+            text=[f"{p.threshold:g}" for p in pts],
+            textposition="top center",
+            hovertext=[f"{lab}<br>faithfulness {p.faithfulness:.3f}" for lab, p in zip(labels, pts)],
+            hoverinfo="text",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=curve.edges,
+            y=[p.prob_kept for p in pts],
+            mode="lines+markers",
+            name="p(A) kept",
+            hovertext=[f"{lab}<br>p(A) {p.prob_route:.3f} of {p.prob_full:.3f}" for lab, p in zip(labels, pts)],
+            hoverinfo="text",
+        )
+    )
+    fig.add_hline(y=1.0, line_dash="dot", line_color="#888")
+    fig.update_layout(
+        title=f"Faithfulness of the route to {html.escape(pts[0].target.describe())} ({pts[0].ablation} ablation); labels: thresholds",
+        xaxis_title="edges kept",
+        yaxis_title="fraction kept",
+        height=420,
+        margin={"l": 60, "r": 10, "t": 50, "b": 50},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
+    """Restored fraction of the clean quantity, layer x position (or layer x head for 'heads')."""
+    z = getattr(result, grid).numpy()  # (L, T) or (L, H)
+    n_layers = z.shape[0]
+    if grid == "heads":
+        x = [f"H{h}" for h in range(z.shape[1])]
+    else:
+        x = [
+            f"{p}: {figures.label(c)}" + ("" if c == r else f" / {figures.label(r)}")
+            for p, (c, r) in enumerate(zip(result.clean_tokens, result.corrupted_tokens))
+        ]
+    names = {
+        "resid": "residual stream (block input)",
+        "attn": "attention output",
+        "ffn": "FFN output",
+        "heads": "head outputs (each head at every position)",
+    }
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=x,
+            y=[f"L{layer}" for layer in range(n_layers)],
+            zmid=0,
+            colorscale=SCALE,
+            texttemplate="%{z:.2f}",
+            textfont={"size": 8},
+            hovertemplate="%{y}, %{x}: restored %{z:.3f}<extra></extra>",
+            colorbar={"title": "restored"},
+        )
+    )
+    fig.update_layout(
+        title=f"Patching the {names[grid]}: restored fraction of {html.escape(result.target.describe())}",
+        height=max(380, 16 * n_layers + 140),
+        margin={"l": 50, "r": 10, "t": 40, "b": 90},
+    )
+    return fig
+
+
+def qk_heatmap(result: QKAttribution) -> go.Figure:
+    """(query part) x (key part) contributions to one pre-softmax score; they sum to it."""
+    z = result.pairs.numpy()  # (P, P)
+    lim = _symmetric(z)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(result.parts),
+            y=list(result.parts),
+            zmin=-lim,
+            zmax=lim,
+            colorscale=SCALE,
+            hovertemplate="query part %{y} x key part %{x}: %{z:.3f}<extra></extra>",
+            colorbar={"title": "score"},
+        )
+    )
+    fig.update_layout(
+        title=f"Head {result.layer}.{result.head}, query {result.query} → key {result.key}: score {result.score:.3f}",
+        xaxis_title="key part",
+        yaxis_title="query part",
+        height=max(420, 9 * len(result.parts) + 160),
+        margin={"l": 80, "r": 10, "t": 40, "b": 80},
+    )
+    return fig
