@@ -19,12 +19,13 @@ run: setup
 	$(PY) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 # Debian's Chromium for the browser tests (Playwright's own browser download would fail here).
+# They are part of `make test`: without Chromium it stops here and says how to get it, unless LMTT_SKIP_BROWSER=1.
 browser:
-	@if [ -x /usr/bin/chromium ]; then :; \
+	@if [ -x /usr/bin/chromium ] || [ "$$LMTT_SKIP_BROWSER" = 1 ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
-		|| echo "!!! could not install chromium: browser tests will be SKIPPED !!!"; \
-	else echo "!!! /usr/bin/chromium is missing and apt-get needs root: browser tests will be SKIPPED !!!"; fi
+		|| { echo "!!! could not install chromium: run 'sudo apt-get install -y chromium', or set LMTT_SKIP_BROWSER=1 to skip the browser tests !!!"; exit 1; }; \
+	else echo "!!! /usr/bin/chromium is missing: run 'sudo apt-get install -y chromium', or set LMTT_SKIP_BROWSER=1 to skip the browser tests !!!"; exit 1; fi
 
 lint: setup
 	$(PY) -m ruff check .

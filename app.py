@@ -3,6 +3,7 @@
 import streamlit as st
 
 from lmtt import ui
+from lmtt.engine.levels import layer_of
 from lmtt.engine.tokens import readable_tokens
 from lmtt.viz import figures
 from lmtt.viz.columns import EVERY_COLUMN_MAX_TOKENS, PACK_ABOVE_TOKENS, columns_for
@@ -21,7 +22,7 @@ if click and isinstance(click.get("customdata"), str):
 head_click = ui.chart_click("edge_heads")
 if head_click and "customdata" in head_click and (ui.ss.get("edge") or "").startswith("edge|attention|"):
     level = int(ui.ss.edge.split("|")[2])
-    ui.select_head((level - 1) // 2, int(head_click["customdata"]))
+    ui.select_head(layer_of(level), int(head_click["customdata"]))
 view = ui.sidebar("graph")
 st.title("Graph")
 if view is None:

@@ -16,11 +16,12 @@ import torch
 
 from lmtt.engine.attribution import Contributions, compute_contributions
 from lmtt.engine.edits import Edit
-from lmtt.engine.graph import ContributionGraph, Subgraph, node_level, parse_node
+from lmtt.engine.graph import ContributionGraph, Subgraph, parse_node
+from lmtt.engine.levels import level_of
 from lmtt.engine.memory import held_bytes, release_freed_memory
 from lmtt.engine.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
 from lmtt.engine.runner import ModelRunner, PromptError, Trace
-from lmtt.questions import dla, interpret, neurons, qk
+from lmtt.questions import dla, interpret, lens, neurons, qk
 from lmtt.questions import faithfulness as faithfulness_module
 from lmtt.questions import patching as patching_module
 from lmtt.questions.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
@@ -101,10 +102,7 @@ class Analysis:
     def state(self, node: str) -> torch.Tensor:
         """(d,) the residual-stream state that a node stands for."""
         kind, layer, pos = self._node(node)
-        level = node_level(kind, layer)
-        if level % 2 == 1:  # after attention
-            return self.trace.mid(layer, pos)
-        return self.trace.resid[level // 2][pos]
+        return self.trace.state(level_of(kind, layer), pos)
 
     def update(self, node: str) -> torch.Tensor:
         """(d,) what the node's block added: the attention or FFN update, or the embedding."""
@@ -123,20 +121,8 @@ class Analysis:
         return interpret.project(self.runner, self.update(node), k)
 
     def lens_grid(self, token_id: int, final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(probability, rank) of one vocabulary token at every node level and position: (2L+1, T) each.
-
-        One level at a time, so only (T, V) logits exist at once.
-        """
-        t = self.trace
-        probs, ranks = torch.zeros(2 * t.n_layers + 1, t.n_tokens), torch.zeros(2 * t.n_layers + 1, t.n_tokens, dtype=torch.long)
-        for level in range(2 * t.n_layers + 1):
-            layer = (level - 1) // 2
-            state = t.mid(layer) if level % 2 else t.resid[level // 2]  # (T, d)
-            logits = self.runner.unembed(state, final_norm=final_norm)  # (T, V)
-            target = logits[:, token_id]  # (T,)
-            probs[level] = logits.softmax(-1)[:, token_id].cpu()
-            ranks[level] = (logits > target[:, None]).sum(-1).cpu()
-        return probs, ranks
+        """(probability, rank) of one vocabulary token at every node level and position: (2L+1, T) each."""
+        return lens.token_grid(self.runner, self.trace, token_id, final_norm)
 
     # ---- heads and neurons ---------------------------------------------
     def head_contributions(self, layer: int, token: int) -> HeadContributions:

@@ -1,4 +1,6 @@
-"""What every browser test module imports first: Debian's Chromium, or a loud skip of the module; the artifacts folder.
+"""What every browser test module imports first: Debian's Chromium (or a failure that says how to get it); the artifacts folder.
+
+Browser tests are part of `make test`. They are skipped only when the user asks for it, with LMTT_SKIP_BROWSER=1.
 
 Also the helpers that the browser tests share: a recorded page, and clicking a plotly point by its customdata.
 The `browser` and `server` fixtures live in tests/conftest.py.
@@ -6,6 +8,7 @@ The `browser` and `server` fixtures live in tests/conftest.py.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,10 +19,18 @@ from lmtt.tools.serve import CHROMIUM, ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
 
-if not Path(CHROMIUM).exists():
-    message = f"!!! BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install -y chromium) !!!"
+SKIP_VARIABLE = "LMTT_SKIP_BROWSER"
+
+if os.environ.get(SKIP_VARIABLE) == "1":
+    message = f"!!! BROWSER TESTS SKIPPED: {SKIP_VARIABLE}=1 is set !!!"
     print(message, file=sys.stderr)
     pytest.skip(message, allow_module_level=True)
+if not Path(CHROMIUM).exists():
+    pytest.fail(
+        f"{CHROMIUM} is missing, so the browser tests cannot run. Install Debian's Chromium "
+        f"(`sudo apt-get install -y chromium`, or `make browser` as root), or skip them on purpose with {SKIP_VARIABLE}=1.",
+        pytrace=False,
+    )
 
 
 def new_page(browser, base: str, width: int = 1400, height: int = 1100):

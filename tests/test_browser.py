@@ -268,7 +268,7 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(browser, server):
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "edge-head-ablation.png"))
     page.get_by_text("Show the edited graph").click()
-    expect(page.get_by_text("with the edits")).to_be_visible()
+    expect(page.get_by_text("with the edits").first).to_be_visible()
     settled(page)
     assert page.problems == []
     ctx.close()

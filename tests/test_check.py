@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from lmtt.engine import check
 from lmtt.tools.cli import main
@@ -42,3 +43,18 @@ def test_the_app_shows_a_red_banner_when_a_check_fails(default_runner, monkeypat
     assert not at.exception, at.exception
     errors = " ".join(e.value for e in at.error)
     assert "does not add up" in errors and "neurons: relative error" in errors
+
+
+def test_each_row_is_measured_against_its_own_scale():
+    """An outlier row (an attention sink's state) must not hide a 1% error in a small row."""
+    expected = torch.tensor([[1000.0, -500.0], [1.0, 1.0]])
+    got = torch.tensor([[1000.0, -500.0], [1.01, 1.0]])
+    assert check.relative_error(got, expected) == pytest.approx(0.01)
+    assert check.relative_error(expected, expected) == 0.0
+    # a row of zeros is measured against a millionth of the tensor's scale, not against nothing
+    zero_row = torch.tensor([[1000.0, 1.0], [0.0, 0.0]])
+    assert check.relative_error(zero_row + torch.tensor([[0.0, 0.0], [1e-6, 0.0]]), zero_row) == pytest.approx(1e-3)
+    # masked entries (-inf where expected) are left out
+    masked = torch.tensor([[0.5, float("-inf")], [0.25, 0.75]])
+    assert check.relative_error(masked, masked) == 0.0
+    assert check.relative_error(torch.tensor([[0.5, 0.0], [0.25, 0.75]]), masked) == 0.0  # only finite entries compare

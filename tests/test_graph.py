@@ -3,8 +3,8 @@
 import json
 
 import networkx as nx
-import numpy as np
 import pytest
+import torch
 
 from lmtt.analysis import Analysis
 from lmtt.engine.attribution import compute_contributions
@@ -105,4 +105,6 @@ def test_analysis_threshold_change_does_not_run_the_model(tiny_runner, monkeypat
     monkeypatch.setattr(tiny_runner.model, "forward", boom)
     sizes = [len(analysis.paths_to(tok, th)) for tok in (-1, 0, 3) for th in (0.0, 0.05, 0.5)]
     assert sizes[0] >= sizes[1] >= sizes[2]
-    assert np.isfinite(analysis.head_contributions(1, -1).heads.numpy()).all()
+    heads = analysis.head_contributions(1, -1)  # recomputed from the trace, with the model stubbed out
+    assert torch.allclose(heads.per_source.sum(0), c.attn_edges[1, -1], atol=1e-6)
+    assert heads.residual == pytest.approx(float(c.attn_resid[1, -1]), abs=1e-6)

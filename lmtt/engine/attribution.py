@@ -134,6 +134,23 @@ class HeadValues:
         return replace(self, by_coord=layout, coord_rows=where)
 
 
+def head_parts(
+    trace: Trace, weights: LayerWeights, layer: int, position: int, heads: slice = slice(None), w_out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(J, H, d') every (source j, head h) part a_hij v_j W^h at query `position`: the one a·v·W_O head sum.
+
+    W is W_O (H, hd, d) unless `w_out` (H, hd, d') gives a read-out of it (a direction, for direct effects).
+    Raw: before any post-map (Trace.received maps them); edits' head scales applied. Summed over j and h,
+    with the output bias, they give the attention update before its post-map.
+    """
+    v = trace.values[layer][: position + 1][:, weights.kv_index[heads]]  # (J, H, hd)
+    a = trace.attention(layer, slice(position, position + 1), n_keys=position + 1)[heads, 0].T  # (J, H)
+    if trace.edits:  # an edited head writes less
+        a = a * trace.head_scale[layer][heads].to(a.device)
+    w = weights.w_out if w_out is None else w_out
+    return torch.einsum("jh,jhc,hcd->jhd", a, v, w[heads].to(v.device))  # (J, H, d')
+
+
 def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = False) -> HeadValues:
     """One layer's head values, computed once and shared by every query chunk."""
     w_out = weights.w_out  # (H, hd, d)

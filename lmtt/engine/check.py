@@ -3,7 +3,7 @@
 Run on every model load (a short probe prompt) and by `python -m lmtt check`.
 Each check compares two tensors that must be equal if lmtt's hooks, adapter
 and maths are right for this model, and reports the relative error
-max|got - expected| / max|expected|:
+max over rows of max|got - expected| / max|expected| in that row:
 
   logits          lmtt's traced logits vs the model's own forward pass
                   (transformers' eager attention and experts, not lmtt's)
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lmtt.engine.attribution import head_parts
 from lmtt.engine.runner import ModelRunner, Trace
 
 PROBE_PROMPT = "The capital of France is Paris. The capital of Italy is"
@@ -65,21 +66,29 @@ class CheckReport:
         return max(r.error for r in self.results)
 
 
+ROW_FLOOR = 1e-6  # a row under a millionth of the tensor's largest value is measured against that millionth
+
+
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """The largest error of any row (position, or query row) relative to that row's own largest |value|.
+
+    Per row, so that an outlier row (a sink position's huge state) cannot hide the errors of small rows.
+    Rows are floored at ROW_FLOOR x the tensor's largest value: a row of float zeros has no scale of its own.
+    """
     got, expected = got.double().cpu(), expected.double().cpu()
     finite = torch.isfinite(expected)  # masked logits or weights may be -inf / 0 in both
-    scale = float(expected[finite].abs().max()) if finite.any() else 1.0
-    return float((got - expected)[finite].abs().max()) / max(scale, 1e-12)
+    if not finite.any():
+        return 0.0 if torch.equal(got.isfinite(), finite) else float("inf")
+    size = expected.abs().where(finite, 0)  # (..., n)
+    rows = size.amax(-1, keepdim=True)  # (..., 1) each row's own scale
+    scale = rows.clamp_min(max(float(size.max()) * ROW_FLOOR, 1e-12))
+    return float(((got - expected).abs() / scale)[finite].max())
 
 
 def attention_sum(runner: ModelRunner, trace: Trace, layer: int) -> torch.Tensor:
     """(T, d) the sum of every (head, source) part at every position, plus the biases, as the residual received it."""
     w = runner.layer_weights[layer]
-    a = trace.attention(layer)  # (H, T, T)
-    if trace.edits:
-        a = a * trace.head_scale[layer].to(a.device)[:, None, None]
-    v = trace.values[layer][:, w.kv_index]  # (T, H, hd)
-    raw = torch.einsum("hij,jhc,hcd->id", a, v, w.w_out)  # (T, d)
+    raw = torch.stack([head_parts(trace, w, layer, i).sum((0, 1)) for i in range(trace.n_tokens)])  # (T, d)
     if w.b_out is not None:
         raw = raw + w.b_out
     return received_update(trace, "attn", layer, raw)

@@ -2,7 +2,7 @@
 
 Nodes are residual-stream states: the embedding of each token, and per
 (layer, token) the state after attention ("attn") and after the FFN ("ffn").
-Node levels run 0 (embeddings), 2l+1 (attn of layer l), 2l+2 (ffn of layer l).
+Node levels (lmtt.engine.levels) run 0 (embeddings), 2l+1 (attn of layer l), 2l+2 (ffn of layer l).
 
 Edges into attn (l, i): one attention edge from the previous state of every
 source j <= i (weight summed over heads) and one residual edge from the
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmtt.engine.attribution import Contributions
+from lmtt.engine.levels import kind_of, layer_of, level_of
 
 EDGE_KINDS = ("attention", "residual", "ffn")
 ATTENTION, RESIDUAL, FFN = range(3)
@@ -31,8 +32,7 @@ def node_id(level: int, position: int) -> str:
     """Stable node names: emb:P, attn:L:P, ffn:L:P."""
     if level == 0:
         return f"emb:{position}"
-    layer, is_ffn = divmod(level - 1, 2)
-    return f"{'ffn' if is_ffn else 'attn'}:{layer}:{position}"
+    return f"{kind_of(level)}:{layer_of(level)}:{position}"
 
 
 def parse_node(node: str) -> tuple[str, int, int]:
@@ -46,10 +46,6 @@ def parse_node(node: str) -> tuple[str, int, int]:
     except ValueError:
         pass
     raise ValueError(f"not a node id: {node!r} (expected emb:P, attn:L:P or ffn:L:P)")
-
-
-def node_level(kind: str, layer: int) -> int:
-    return 0 if kind == "embedding" else 2 * layer + (1 if kind == "attn" else 2)
 
 
 @dataclass(frozen=True)
@@ -77,8 +73,7 @@ class Subgraph:
     def nodes(self) -> list[dict]:
         out = []
         for level, pos in self.node_keys():
-            kind = "embedding" if level == 0 else ("attn" if level % 2 else "ffn")
-            out.append({"id": node_id(level, pos), "layer": (level - 1) // 2, "position": pos, "kind": kind})
+            out.append({"id": node_id(level, pos), "layer": layer_of(level), "position": pos, "kind": kind_of(level)})
         return out
 
     def edges(self) -> list[dict]:
@@ -125,7 +120,7 @@ class ContributionGraph:
 
     @property
     def top_level(self) -> int:
-        return 2 * self.n_layers
+        return level_of("ffn", self.n_layers - 1)
 
     def _position(self, token: int) -> int:
         if not -self.n_tokens <= token < self.n_tokens:
@@ -183,10 +178,10 @@ class ContributionGraph:
 
     def edges_above(self, threshold: float = 0.0) -> Subgraph:
         """Every edge above the threshold, reachable or not (the full graph at threshold 0)."""
-        full = self.n_layers * 2
+        full = self.top_level
         found = []
         for layer in range(self.n_layers):
-            lv_attn, lv_ffn = 2 * layer + 1, 2 * layer + 2
+            lv_attn, lv_ffn = level_of("attn", layer), level_of("ffn", layer)
             i, j = np.nonzero(self.attn_edges[layer] > threshold)
             found.append((ATTENTION, lv_attn, j, i, self.attn_edges[layer][i, j]))
             for kind, lv, w in (

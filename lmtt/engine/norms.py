@@ -55,6 +55,17 @@ class FrozenNorm:
             x = x * self.gain
         return x * scale.reshape(*scale.shape, *([1] * (x.dim() - scale.dim())))
 
+    def adjoint(self, d: torch.Tensor, row: int | None = None) -> torch.Tensor:
+        """(d,) the read-out that gives a part its effect before the map: d . linear(z) = adjoint(d) . z at that row.
+
+        scale * P(gain ⊙ d), because P and the gain are symmetric. `row` picks the row's scale (None: a 0-d scale).
+        """
+        x = d if self.gain is None else d * self.gain.to(d.device)
+        if self.center:
+            x = x - x.mean(-1, keepdim=True)
+        scale = self.scale if row is None or self.scale.dim() == 0 else self.scale[row]
+        return x * scale.to(x.device)
+
     def direction(self, x: torch.Tensor) -> torch.Tensor:
         """gain ⊙ P x, without the per-row scale: the part of the map shared by every row."""
         if self.center:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lmtt.engine import attention, experts, hooks, norms
+from lmtt.engine import attention, experts, hooks, levels, norms
 from lmtt.engine import edits as edits_module
 from lmtt.engine.adapters import Adapter, adapter_for, config_value, is_parallel, linear_weight, resolve
 from lmtt.engine.attention import RECORDER as _RECORDER
@@ -112,6 +112,12 @@ class Trace:
             self.softcaps[layer],
             self.sinks[layer],
         )
+
+    def state(self, level: int, rows: int | slice = slice(None)) -> torch.Tensor:
+        """(T, d), or the given rows: the residual-stream state at a node level (lmtt.engine.levels)."""
+        if level % 2:  # after attention
+            return self.mid(levels.layer_of(level), rows)
+        return self.resid[level // 2][rows]
 
     def mid(self, layer: int, rows: int | slice = slice(None)) -> torch.Tensor:
         """(T, d), or the given rows: the state after attention, the residual plus the attention update."""

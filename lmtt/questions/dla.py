@@ -29,8 +29,11 @@ from dataclasses import dataclass
 import torch
 
 from lmtt.engine.adapters import linear_weight
+from lmtt.engine.attribution import head_parts
+from lmtt.engine.levels import level_names
 from lmtt.engine.norms import FrozenNorm, NormSpec, freeze
 from lmtt.engine.runner import ModelRunner, Trace
+from lmtt.questions.lens import over_levels
 
 
 class TargetError(ValueError):
@@ -50,6 +53,11 @@ class Target:
     @property
     def ids(self) -> list[int]:
         return [self.token_id] if self.contrast_id is None else [self.token_id, self.contrast_id]
+
+    def measure(self, logits: torch.Tensor) -> torch.Tensor:
+        """(...) the quantity m from logits (..., V): logit(A), minus logit(B) with a contrast. The one definition of m."""
+        m = logits[..., self.token_id]
+        return m if self.contrast_id is None else m - logits[..., self.contrast_id]
 
     def describe(self) -> str:
         a = f"logit({self.token!r})"
@@ -293,10 +301,7 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
     if frozen is None:
         direction, norm_bias, scale = u, 0.0, 1.0
     else:
-        gu = u if frozen.gain is None else u * frozen.gain  # (d,)
-        if frozen.center:
-            gu = gu - gu.mean()
-        direction, scale = float(frozen.scale) * gu, float(frozen.scale)
+        direction, scale = frozen.adjoint(u), float(frozen.scale)  # (d,) s P(g ⊙ u)
         norm_bias = 0.0 if frozen.bias is None else float(frozen.bias @ u)
     heads = torch.zeros(n_layers, trace.n_heads)
     sources = torch.zeros(n_layers, trace.n_heads, trace.n_tokens)
@@ -308,11 +313,7 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
         w = runner.layer_weights[layer]
         d_attn = _pull_back(_map(trace, "attn", layer), d, i)  # (d,): a raw head output z reaches d . map(z) = d_attn . z
         w_d = w.w_out.to(dev) @ d_attn  # (H, hd): each head's context read along d
-        v = trace.values[layer][: i + 1][:, trace.kv_index]  # (J, H, hd)
-        a = trace.attention(layer, slice(i, i + 1), n_keys=i + 1)[:, 0]  # (H, J)
-        part = a * (v * w_d[None]).sum(-1).T  # (H, J)
-        if trace.edits:
-            part = part * trace.head_scale[layer].to(dev)[:, None]
+        part = head_parts(trace, w, layer, i, w_out=w_d[..., None])[..., 0].T  # (H, J)
         sources[layer, :, : i + 1] = part.cpu()
         heads[layer] = part.sum(-1).cpu()
         attn[layer] = float(trace.attn_out[layer][i] @ d)
@@ -326,7 +327,7 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
     summed = trace.resid[0][i] + sum(trace.attn_out[l][i] + trace.ffn_out[l][i] for l in range(n_layers))  # (d,)
     unexplained = float((trace.resid[n_layers][i] - summed) @ d)
     logits = pre_softcap(runner, trace.logits[i])  # (V,)
-    value = float(logits[target.token_id] - (0 if target.contrast_id is None else logits[target.contrast_id]))
+    value = float(target.measure(logits))
     return DirectEffects(
         target, value, direction.cpu(), embedding, attn, heads, sources, attn_bias, ffn, neurons, ffn_bias,
         norm_bias, r.contrast_const, scale, unexplained,
@@ -347,14 +348,8 @@ def _map(trace: Trace, kind: str, layer: int) -> FrozenNorm | None:
 
 
 def _pull_back(m: FrozenNorm | None, d: torch.Tensor, row: int) -> torch.Tensor:
-    """(d,) the adjoint of a frozen map at one row: d . m(z) = pull_back(d) . z (P and the gain are symmetric)."""
-    if m is None:
-        return d
-    x = d if m.gain is None else d * m.gain.to(d.device)
-    if m.center:
-        x = x - x.mean()
-    scale = m.scale if m.scale.dim() == 0 else m.scale[row]
-    return x * float(scale)
+    """(d,) the read-out of a raw sublayer output at one row: d . m(z) = pull_back(d) . z (identity without a map)."""
+    return d if m is None else m.adjoint(d, row)
 
 
 def _neurons(trace: Trace, layer: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -374,15 +369,14 @@ def lens_logits(runner: ModelRunner, trace: Trace, target: Target) -> torch.Tens
     """
     r = readout(runner, target.ids)
     rows, const = r.rows.to(runner.device), r.const.to(runner.device)
-    out = torch.zeros(2 * trace.n_layers + 1, trace.n_tokens, len(target.ids))
-    for level in range(2 * trace.n_layers + 1):
-        layer = (level - 1) // 2
-        state = trace.mid(layer) if level % 2 else trace.resid[level // 2]  # (T, d)
+
+    def read(state: torch.Tensor) -> torch.Tensor:
         x = state.to(runner.device)
         if runner.final_norm is not None:
             x = runner.final_norm(x.to(runner.final_norm.weight.dtype)).float()
-        out[level] = (x @ rows.T + const).cpu()  # (T, k)
-    return out
+        return x @ rows.T + const  # (T, k)
+
+    return over_levels(trace, read)
 
 
 @dataclass(frozen=True)
@@ -404,10 +398,6 @@ class LensGrid:
         if self.b is not None:
             out["b"] = self.b.tolist()
         return out
-
-
-def level_names(n_layers: int) -> tuple[str, ...]:
-    return ("emb", *(f"L{l} {k}" for l in range(n_layers) for k in ("attn", "ffn")))
 
 
 def lens_grid(runner: ModelRunner, trace: Trace, target: Target) -> LensGrid:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, parse_node
+from lmtt.engine.levels import kind_of, layer_of
 
 if TYPE_CHECKING:  # questions take an Analysis; they never import the facade
     from lmtt.analysis import Analysis
@@ -39,8 +40,8 @@ def contributions_table(analysis: Analysis, sub: Subgraph) -> pd.DataFrame:
     tokens = np.array(analysis.tokens, dtype=object)
     return pd.DataFrame(
         {
-            "layer": (sub.level - 1) // 2,
-            "into": np.where(sub.level % 2 == 1, "attn", "ffn"),
+            "layer": layer_of(sub.level),
+            "into": [kind_of(lv) for lv in sub.level.tolist()],
             "kind": np.array(EDGE_KINDS, dtype=object)[sub.kind],
             "source_position": sub.source,
             "source_token": tokens[sub.source],

@@ -160,8 +160,7 @@ def trace_attention(rec: dict, layer: int, kv_index: torch.Tensor, t: int) -> to
 
 def _measure(logits: torch.Tensor, target: Target) -> tuple[float, float, int]:
     row = logits[target.position]  # (V,)
-    m = row[target.token_id] - (0 if target.contrast_id is None else row[target.contrast_id])
-    return float(m), float(row.softmax(-1)[target.token_id]), int(row.argmax())
+    return float(target.measure(row)), float(row.softmax(-1)[target.token_id]), int(row.argmax())
 
 
 def faithfulness(

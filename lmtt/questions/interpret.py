@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from lmtt.engine.adapters import resolve
-from lmtt.engine.attribution import attention_parts, head_values, proximity
+from lmtt.engine.attribution import attention_parts, head_parts, head_values, proximity
 from lmtt.engine.runner import ModelRunner, Trace
 
 
@@ -138,12 +138,7 @@ def head_source_parts(runner: ModelRunner, trace: Trace, layer: int, position: i
     a_hij * v_j W_O^h, mapped. Summed over every head, with the attention bias (and a post-norm's bias)
     added, they give trace.attn_out[layer][position].
     """
-    w = runner.layer_weights[layer]
-    v = trace.values[layer][: position + 1][:, w.kv_index[heads]]  # (J, H, hd)
-    a = trace.attention(layer, slice(position, position + 1), n_keys=position + 1)[heads, 0].T  # (J, H)
-    if trace.edits:  # an edited head writes less
-        a = a * trace.head_scale[layer][heads].to(a.device)
-    parts = torch.einsum("jh,jhc,hcd->jhd", a, v, w.w_out[heads])  # (J, H, d)
+    parts = head_parts(trace, runner.layer_weights[layer], layer, position, heads)  # (J, H, d)
     return trace.received("attn", layer, parts, position)
 
 

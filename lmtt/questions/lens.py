@@ -1,27 +1,48 @@
-"""The logit lens's top token in every cell: which token each state would predict, and with what probability."""
+"""The logit lens (nostalgebraist 2020): every residual-stream state read as if it were the last layer's.
+
+`over_levels` is the one loop over node levels: one level at a time, so only one (T, V) block of
+logits exists at once. The grids below and the target's lens (lmtt.questions.dla) are built on it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
+
+from lmtt.engine.levels import n_levels
+from lmtt.engine.runner import ModelRunner, Trace
 
 if TYPE_CHECKING:  # questions take an Analysis; they never import the facade
     from lmtt.analysis import Analysis
 
 
+@torch.no_grad()
+def over_levels(trace: Trace, read: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """(2L+1, T, ...) read(state) of every node level's states (T, d), stacked on the CPU."""
+    return torch.stack([read(trace.state(level)).cpu() for level in range(n_levels(trace.n_layers))])
+
+
+def token_grid(runner: ModelRunner, trace: Trace, token_id: int, final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probability, rank) of one vocabulary token at every node level and position: (2L+1, T) each."""
+
+    def read(state: torch.Tensor) -> torch.Tensor:
+        logits = runner.unembed(state, final_norm=final_norm)  # (T, V)
+        target = logits[:, token_id]  # (T,)
+        rank = (logits > target[:, None]).sum(-1)  # (T,)
+        return torch.stack([logits.softmax(-1)[:, token_id], rank.double()], -1)  # (T, 2)
+
+    grid = over_levels(trace, read)  # (2L+1, T, 2)
+    return grid[..., 0].float(), grid[..., 1].long()
+
 
 def top_token_grid(analysis: Analysis, final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(token id, probability) of the most likely token at every node level and position: (2L+1, T) each.
+    """(token id, probability) of the most likely token at every node level and position: (2L+1, T) each."""
 
-    One level at a time, so only (T, V) logits exist at once (as Analysis.lens_grid).
-    """
-    t = analysis.trace
-    ids = torch.zeros(2 * t.n_layers + 1, t.n_tokens, dtype=torch.long)
-    probs = torch.zeros(2 * t.n_layers + 1, t.n_tokens)
-    for level in range(2 * t.n_layers + 1):
-        layer = (level - 1) // 2
-        state = t.mid(layer) if level % 2 else t.resid[level // 2]  # (T, d)
-        p = analysis.runner.unembed(state, final_norm=final_norm).softmax(-1)  # (T, V)
-        probs[level], ids[level] = (x.cpu() for x in p.max(-1))
-    return ids, probs
+    def read(state: torch.Tensor) -> torch.Tensor:
+        p, ids = analysis.runner.unembed(state, final_norm=final_norm).softmax(-1).max(-1)  # (T,) each
+        return torch.stack([ids.double(), p.double()], -1)  # (T, 2)
+
+    grid = over_levels(analysis.trace, read)  # (2L+1, T, 2)
+    return grid[..., 0].long(), grid[..., 1].float()

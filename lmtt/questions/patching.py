@@ -77,12 +77,6 @@ class PatchingResult:
         }
 
 
-def _quantity(logits: torch.Tensor, target: Target) -> torch.Tensor:
-    """(B,) m at the target position from (B, T, V) logits."""
-    row = logits[:, target.position]  # (B, V)
-    return row[:, target.token_id] - (0 if target.contrast_id is None else row[:, target.contrast_id])
-
-
 @torch.no_grad()
 def patch_prompts(
     runner: ModelRunner,
@@ -110,8 +104,8 @@ def patch_prompts(
     start = time.perf_counter()
     clean, clean_logits = record(runner, clean_ids, ("resid", "head_context", "attn_update", "ffn_update"))
     corrupted_logits = runner.run_patched(corrupted_ids[None], lambda *_: None)
-    m_clean = float(_quantity(clean_logits[None], target)[0])
-    m_corr = float(_quantity(corrupted_logits, target)[0])
+    m_clean = float(target.measure(clean_logits[target.position]))
+    m_corr = float(target.measure(corrupted_logits[0, target.position]))
     denom = m_clean - m_corr
     n_layers, n_heads, hd = len(runner.blocks), runner.n_heads, runner.head_dim
     grids = {name: torch.full((n_layers, n_heads if name == "heads" else t), float("nan")) for name in ("resid", "attn", "ffn", "heads")}
@@ -142,7 +136,7 @@ def patch_prompts(
 
             logits = runner.run_patched(corrupted_ids[None].expand(len(chunk), t), patch)
             passes += 1
-            m = _quantity(logits, target).cpu()  # (B,)
+            m = target.measure(logits[:, target.position]).cpu()  # (B,)
             restored = (m - m_corr) / denom if denom != 0 else torch.full_like(m, float("nan"))
             for b, (layer, unit) in enumerate(chunk):
                 grids[name][layer, unit] = restored[b]

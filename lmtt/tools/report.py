@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "RESULTS.md"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "RESULTS.md"
 
 
 def write_section(heading: str, body: str, path: Path = RESULTS) -> None:

@@ -11,6 +11,7 @@ import streamlit as st
 from lmtt.analysis import Analysis
 from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
+from lmtt.engine.levels import layer_of
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.export import export_files
 from lmtt.questions.interpret import Projection, TokenScore
@@ -101,7 +102,7 @@ def _edge_panel(view: View) -> None:
     a = view.analysis
     tokens = readable_tokens(a)
     kind, level, src, dst = parse_edge(view.edge)
-    layer = (level - 1) // 2
+    layer = layer_of(level)
     st.subheader(f"{kind.capitalize()} edge")
     st.text(f"layer {layer}: {src} {visible(tokens[src])} → {dst} {visible(tokens[dst])}")
     if kind == "attention":

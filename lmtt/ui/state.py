@@ -12,6 +12,7 @@ from lmtt.analysis import Analysis
 from lmtt.engine.config import AppConfig
 from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
+from lmtt.engine.levels import kind_of, layer_of, n_levels
 
 PAGES = (
     ("app.py", "Graph"),
@@ -189,7 +190,7 @@ def _edge_fits(edge: str, analysis: Analysis) -> bool:
     except ValueError:
         return False
     t = len(analysis.tokens)
-    return kind in ("attention", "residual", "ffn") and 1 <= level <= 2 * analysis.n_layers and 0 <= src <= dst < t
+    return kind in ("attention", "residual", "ffn") and 1 <= level < n_levels(analysis.n_layers) and 0 <= src <= dst < t
 
 
 def share_params(page: str) -> list[tuple[str, str]]:
@@ -229,8 +230,7 @@ def select_edge(edge: str) -> None:
         ss.head = None
     ss.edge = edge
     kind, level, _src, dst = parse_edge(edge)
-    layer = (level - 1) // 2
-    ss.node = f"{'attn' if level % 2 else 'ffn'}:{layer}:{dst}"
+    ss.node = f"{kind_of(level)}:{layer_of(level)}:{dst}"
 
 
 def set_edit(edit: Edit) -> None:

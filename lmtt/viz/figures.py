@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
+from lmtt.engine.levels import kind_of, level_of, n_levels
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.interpret import HeadContributions, NeuronContributions, Projection
 from lmtt.viz.columns import Columns, columns_for
@@ -67,7 +68,7 @@ def label(token: str) -> str:
 
 def _levels(n_layers: int) -> tuple[list[float], list[str]]:
     """Axis labels: one per layer, centred on the band of its two states (after attention, after FFN)."""
-    vals = [0] + [2 * layer + 1.5 for layer in range(n_layers)]
+    vals = [0] + [level_of("attn", layer) + 0.5 for layer in range(n_layers)]
     return vals, ["emb"] + [f"L{layer}" for layer in range(n_layers)]
 
 
@@ -95,7 +96,7 @@ def graph_figure(
     """
     tokens = readable_tokens(analysis)
     cols = columns or columns_for(len(tokens), sub, also=() if explained is None else (explained,))
-    top_level = 2 * analysis.n_layers
+    top_level = n_levels(analysis.n_layers) - 1
     fig = go.Figure()
     for trace in _edge_traces(sub, cols):
         fig.add_trace(trace)
@@ -226,13 +227,13 @@ def _node_trace(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[
 
     Tens of thousands of points (every column of a long prompt) go to WebGL (Scattergl), where SVG markers take seconds to
     draw; a few thousand draw faster as SVG (measured in Chromium with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL)."""
-    levels = np.arange(2 * analysis.n_layers + 1)
+    levels = np.arange(n_levels(analysis.n_layers))
     gx, gy = np.meshgrid(cols.x, levels)  # (levels, C) each
     gp = np.broadcast_to(cols.positions, gx.shape)  # (levels, C) token position of each node
     level_list, pos_list = gy.ravel().tolist(), gp.ravel().tolist()
     on_route = {node_id(lv, p) for lv, p in sub.node_keys()}
     ids = [node_id(lv, p) for lv, p in zip(level_list, pos_list)]
-    colours = [NODE_COLOURS[_kind(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, level_list)]
+    colours = [NODE_COLOURS[kind_of(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, level_list)]
     # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
     where = ["embedding"] + [f"layer {layer} after {part}" for layer in range(analysis.n_layers) for part in ("attention", "FFN")]
     texts = {p: html.escape(visible(tokens[p])) for p in cols.positions.tolist()}
@@ -302,10 +303,6 @@ def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_le
         plot_bgcolor="white",
         uirevision=hashlib.sha1(revision.encode("utf-8", "surrogatepass")).hexdigest()[:16],
     )
-
-
-def _kind(level: int) -> str:
-    return "embedding" if level == 0 else ("attn" if level % 2 else "ffn")
 
 
 def layer_overview_figure(analysis: Analysis, position: int) -> go.Figure:

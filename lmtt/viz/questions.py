@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
 from lmtt.analysis import Analysis
-from lmtt.engine.graph import Subgraph, node_level, parse_node
+from lmtt.engine.graph import Subgraph, parse_node
+from lmtt.engine.levels import level_of
 from lmtt.questions.dla import DirectEdge, DirectEffects, LensGrid
 from lmtt.questions.faithfulness import FaithfulnessCurve
 from lmtt.questions.patching import PatchingResult
@@ -101,7 +102,7 @@ def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centr
 
 def _node_level_position(node: str) -> tuple[int, int]:
     kind, layer, pos = parse_node(node)
-    return node_level(kind, layer), pos
+    return level_of(kind, layer), pos
 
 
 def target_graph_figure(

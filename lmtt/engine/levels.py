@@ -1,0 +1,33 @@
+"""Node levels: the residual-stream states of the graph, numbered bottom-up.
+
+Level 0 holds the embeddings, level 2l+1 the state after layer l's attention and
+level 2l+2 the state after its FFN, so a model of L layers has 2L+1 levels.
+Every module that walks or names levels uses these functions (and Trace.state).
+"""
+
+from __future__ import annotations
+
+KINDS = ("embedding", "attn", "ffn")
+
+
+def n_levels(n_layers: int) -> int:
+    return 2 * n_layers + 1
+
+
+def level_of(kind: str, layer: int) -> int:
+    """The level of node kind "embedding" | "attn" | "ffn" at a layer (the embedding's layer is ignored)."""
+    return 0 if kind == "embedding" else 2 * layer + (1 if kind == "attn" else 2)
+
+
+def layer_of(level: int) -> int:
+    """The layer whose block wrote the state at a level; -1 for the embeddings."""
+    return (level - 1) // 2
+
+
+def kind_of(level: int) -> str:
+    return "embedding" if level == 0 else ("attn" if level % 2 else "ffn")
+
+
+def level_names(n_layers: int) -> tuple[str, ...]:
+    """Row names: emb, L0 attn, L0 ffn, ..."""
+    return ("emb", *(f"L{l} {k}" for l in range(n_layers) for k in ("attn", "ffn")))
