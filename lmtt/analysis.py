@@ -21,10 +21,11 @@ from lmtt.engine.levels import level_of
 from lmtt.engine.memory import held_bytes, release_freed_memory
 from lmtt.engine.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
 from lmtt.engine.runner import ModelRunner, PromptError, Trace
-from lmtt.questions import dla, interpret, lens, neurons, qk
+from lmtt.questions import dla, lens, neurons, qk, shares, vocabulary
 from lmtt.questions import faithfulness as faithfulness_module
 from lmtt.questions import patching as patching_module
-from lmtt.questions.interpret import ExpertContributions, HeadContributions, NeuronContributions, Projection, TokenScore
+from lmtt.questions.shares import ExpertContributions, HeadContributions, NeuronContributions
+from lmtt.questions.vocabulary import Projection, TokenScore
 
 TokenIds = torch.Tensor | list[int] | tuple[int, ...]
 
@@ -86,7 +87,7 @@ class Analysis:
     def predictions(self, token: int = -1, k: int = 10) -> list[TokenScore]:
         """The model's own next-token distribution after `token`: top k."""
         probs = self.trace.logits[self.position(token)].softmax(-1)
-        return interpret.top_tokens(self.runner, probs, k)
+        return vocabulary.top_tokens(self.runner, probs, k)
 
     def paths_to(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD) -> Subgraph:
         return self.graph.paths_to(self.position(token), threshold)
@@ -114,11 +115,11 @@ class Analysis:
         return self.trace.resid[0][pos]
 
     def logit_lens(self, node: str, k: int = 10, final_norm: bool = True) -> list[TokenScore]:
-        return interpret.logit_lens(self.runner, self.state(node), k, final_norm)
+        return vocabulary.logit_lens(self.runner, self.state(node), k, final_norm)
 
     def update_tokens(self, node: str, k: int = 10) -> Projection:
         """Tokens the node's block promoted and suppressed (its update, projected)."""
-        return interpret.project(self.runner, self.update(node), k)
+        return vocabulary.project(self.runner, self.update(node), k)
 
     def lens_grid(self, token_id: int, final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(probability, rank) of one vocabulary token at every node level and position: (2L+1, T) each."""
@@ -127,32 +128,32 @@ class Analysis:
     # ---- heads and neurons ---------------------------------------------
     def head_contributions(self, layer: int, token: int) -> HeadContributions:
         self._node(f"attn:{layer}:{self.position(token)}")
-        return interpret.head_contributions(self.runner, self.trace, layer, self.position(token))
+        return shares.head_contributions(self.runner, self.trace, layer, self.position(token))
 
     def head_tokens(self, layer: int, token: int, head: int, k: int = 10) -> Projection:
         self._check_head(head)
-        update = interpret.head_update(self.runner, self.trace, layer, self.position(token), head)
-        return interpret.project(self.runner, update, k)
+        update = shares.head_update(self.runner, self.trace, layer, self.position(token), head)
+        return vocabulary.project(self.runner, update, k)
 
     def neuron_contributions(self, layer: int, token: int, k: int = 20) -> NeuronContributions:
         self._node(f"ffn:{layer}:{self.position(token)}")
-        return interpret.neuron_contributions(self.runner, self.trace, layer, self.position(token), k)
+        return shares.neuron_contributions(self.runner, self.trace, layer, self.position(token), k)
 
     def expert_contributions(self, layer: int, token: int) -> ExpertContributions:
         """Each chosen expert's share at a mixture-of-experts FFN node, with its router weight."""
         self._node(f"ffn:{layer}:{self.position(token)}")
-        return interpret.expert_contributions(self.runner, self.trace, layer, self.position(token))
+        return shares.expert_contributions(self.runner, self.trace, layer, self.position(token))
 
     def neuron_label(self, layer: int, neuron: int) -> str:
-        return interpret.neuron_label(self.runner, layer, neuron)
+        return shares.neuron_label(self.runner, layer, neuron)
 
     def neuron_tokens(self, layer: int, neuron: int, token: int | None = None, k: int = 10) -> Projection:
         """Tokens a neuron's value vector promotes; signed by its activation at `token` when given."""
         w_down = self.runner.layer_weights[layer].w_down
         if not 0 <= neuron < w_down.shape[0]:
             raise IndexError(f"neuron {neuron} is out of range: layer {layer} has {w_down.shape[0]} neurons")
-        vector = w_down[neuron] if token is None else interpret.neuron_vector(self.runner, self.trace, layer, self.position(token), neuron)
-        return interpret.project(self.runner, vector, k)
+        vector = w_down[neuron] if token is None else shares.neuron_vector(self.runner, self.trace, layer, self.position(token), neuron)
+        return vocabulary.project(self.runner, vector, k)
 
     def _check_head(self, head: int) -> None:
         if not 0 <= head < self.n_heads:

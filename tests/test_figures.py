@@ -5,7 +5,8 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from lmtt.questions.interpret import NeuronContributions, Projection, TokenScore
+from lmtt.questions.shares import NeuronContributions
+from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.viz import figures
 from lmtt.viz.columns import columns_for, every_column
 

@@ -7,7 +7,7 @@ from lmtt.analysis import Analysis
 from lmtt.engine import check
 from lmtt.engine.attribution import compute_contributions
 from lmtt.engine.graph import ContributionGraph
-from lmtt.questions import interpret
+from lmtt.questions import shares as interpret
 from tests.tiny_models import token_ids
 
 

@@ -7,7 +7,7 @@ import lmtt
 from lmtt.analysis import _analysis_of
 from lmtt.engine.norms import freeze
 from lmtt.engine.runner import PromptError
-from lmtt.questions import dla
+from lmtt.questions import dla, shares
 from tests.tiny_models import token_ids
 
 TOL = 1e-4
@@ -57,7 +57,7 @@ def test_a_heads_direct_effect_is_its_update_through_the_frozen_norm(analysis):
     x = trace.resid[trace.n_layers][-1]
     frozen = freeze(runner.final_norm, dla.norm_spec(runner), x[None], runner.final_norm(x[None]))
     for layer, head in ((0, 1), (trace.n_layers - 1, 2)):
-        update = lmtt.questions.interpret.head_update(runner, trace, layer, trace.n_tokens - 1, head)
+        update = shares.head_update(runner, trace, layer, trace.n_tokens - 1, head)
         logits = runner.unembed_direction(frozen.linear(update[None])[0])
         assert float(e.heads[layer, head]) == pytest.approx(float(logits[target.token_id] - logits[b]), rel=1e-4, abs=1e-5)
 

@@ -57,7 +57,7 @@ def test_zeroing_an_expert_removes_exactly_its_update(runner):
 
 
 def _expert_update(runner, trace, layer, pos, expert) -> torch.Tensor:
-    from lmtt.questions.interpret import neuron_parts
+    from lmtt.questions.shares import neuron_parts
 
     w = runner.layer_weights[layer]
     ids, _acts, parts = neuron_parts(runner, trace, layer, pos)

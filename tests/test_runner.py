@@ -7,7 +7,7 @@ import torch
 
 from lmtt.engine import check
 from lmtt.engine.edits import Edit
-from lmtt.questions import interpret
+from lmtt.questions import shares as interpret
 from tests.tiny_models import token_ids
 
 RTOL = 1e-5

@@ -14,7 +14,7 @@ from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import layer_of
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.export import export_files
-from lmtt.questions.interpret import Projection, TokenScore
+from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import View, describe_edit, parse_edge, remove_edit, set_edit, ss, start_run
 from lmtt.viz import figures

@@ -18,7 +18,8 @@ from lmtt.analysis import Analysis
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
 from lmtt.engine.levels import kind_of, level_of, n_levels
 from lmtt.engine.tokens import readable_tokens
-from lmtt.questions.interpret import HeadContributions, NeuronContributions, Projection
+from lmtt.questions.shares import HeadContributions, NeuronContributions
+from lmtt.questions.vocabulary import Projection
 from lmtt.viz.columns import Columns, columns_for
 
 KIND_COLOURS = {"attention": "#1f77b4", "residual": "#c4c4c4", "ffn": "#d62728"}

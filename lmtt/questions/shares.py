@@ -1,8 +1,5 @@
-"""Reading states and updates in the vocabulary: logit lens and promoted tokens.
-
-Also the finer contributions at one node: each head's share of an attention
-node and each neuron's share of an FFN node, with the same proximity measure
-as the graph.
+"""The finer contributions at one node: each head's share of an attention node, each neuron's (or expert's)
+share of an FFN node, with the graph's proximity measure; and the parts they are shares of.
 """
 
 from __future__ import annotations
@@ -14,21 +11,6 @@ import torch
 from lmtt.engine.adapters import resolve
 from lmtt.engine.attribution import attention_parts, head_parts, head_values, proximity
 from lmtt.engine.runner import ModelRunner, Trace
-
-
-@dataclass(frozen=True)
-class TokenScore:
-    token: str
-    token_id: int
-    score: float  # a probability for the logit lens, a logit for projections
-
-
-@dataclass(frozen=True)
-class Projection:
-    """What a vector added to the residual stream pushes up and pushes down."""
-
-    promoted: list[TokenScore]
-    suppressed: list[TokenScore]
 
 
 @dataclass(frozen=True)
@@ -104,23 +86,6 @@ def expert_contributions(runner: ModelRunner, trace: Trace, layer: int, position
     k = chosen.shape[0]
     shared = float(c[k]) if has_shared else None
     return ExpertContributions(layer, position, chosen.cpu(), trace.expert_weight[layer][position].cpu(), c[:k].cpu(), shared, float(c[-1]))
-
-
-def top_tokens(runner: ModelRunner, scores: torch.Tensor, k: int, largest: bool = True) -> list[TokenScore]:
-    vals, idx = scores.topk(min(k, scores.shape[-1]), largest=largest)
-    return [TokenScore(runner.decode(i), i, v) for i, v in zip(idx.tolist(), vals.tolist())]
-
-
-def logit_lens(runner: ModelRunner, state: torch.Tensor, k: int = 10, final_norm: bool = True) -> list[TokenScore]:
-    """Top-k tokens and probabilities of a residual state (d,) read as if it were the last layer's."""
-    probs = runner.unembed(state, final_norm=final_norm).softmax(-1)  # (V,)
-    return top_tokens(runner, probs, k)
-
-
-def project(runner: ModelRunner, vector: torch.Tensor, k: int = 10) -> Projection:
-    """Tokens whose logits a residual update (d,) raises and lowers most."""
-    logits = runner.unembed_direction(vector)  # (V,)
-    return Projection(top_tokens(runner, logits, k), top_tokens(runner, logits, k, largest=False))
 
 
 def head_contributions(runner: ModelRunner, trace: Trace, layer: int, position: int) -> HeadContributions:
