@@ -5,7 +5,7 @@ import streamlit as st
 from lmtt import ui
 from lmtt.engine.runner import PromptError
 from lmtt.engine.tokens import readable_tokens
-from lmtt.questions.interpret import TokenScore
+from lmtt.questions.vocabulary import TokenScore
 from lmtt.questions.lens import top_token_grid
 from lmtt.viz import figures
 
