@@ -54,6 +54,11 @@ def test_each_row_is_measured_against_its_own_scale():
     # a row of zeros is measured against a millionth of the tensor's scale, not against nothing
     zero_row = torch.tensor([[1000.0, 1.0], [0.0, 0.0]])
     assert check.relative_error(zero_row + torch.tensor([[0.0, 0.0], [1e-6, 0.0]]), zero_row) == pytest.approx(1e-3)
+    # attention weights (H, T, T): a position is a query row over every head
+    heads = torch.tensor([[[1.0, 0.0], [0.5, 0.5]], [[1.0, 0.0], [0.01, 0.0]]])  # (H=2, T=2, T=2)
+    off = heads.clone()
+    off[1, 1, 0] = 0.02  # 0.01 off in a head whose row is small: measured against query 1's scale over heads, 0.5
+    assert check.relative_error(off, heads, position_dim=1) == pytest.approx(0.02)
     # masked entries (-inf where expected) are left out
     masked = torch.tensor([[0.5, float("-inf")], [0.25, 0.75]])
     assert check.relative_error(masked, masked) == 0.0
