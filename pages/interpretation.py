@@ -5,8 +5,8 @@ import streamlit as st
 from lmtt import ui
 from lmtt.engine.runner import PromptError
 from lmtt.engine.tokens import readable_tokens
-from lmtt.questions.vocabulary import TokenScore
 from lmtt.questions.lens import top_token_grid
+from lmtt.questions.vocabulary import TokenScore
 from lmtt.viz import figures
 
 st.set_page_config(page_title="Interpretation · lmtt", layout="wide")
