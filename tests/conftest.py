@@ -1,4 +1,8 @@
+import contextlib
+import io
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -6,6 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from lmtt.engine.config import load_config  # noqa: E402
 from lmtt.engine.runner import ModelRunner  # noqa: E402
 from tests.tiny_models import FAMILIES, tiny_model  # noqa: E402
 
@@ -46,3 +51,39 @@ def server(tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
     with streamlit_server(tmp_path_factory.mktemp("server") / "server.log") as (base, _pid):
         yield base
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """What `python -m lmtt ...` gave: its exit status and its two streams."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(default_runner, monkeypatch) -> Callable[..., CliRun]:
+    """`python -m lmtt ARGS` in this process, on the session's default model instead of a fresh load (about 9 s each).
+
+    The CLI's own code runs unchanged: argument parsing, config, errors, JSON. Only loading the default
+    model is shared; any other name goes through the real loader. tests/test_default_model.py keeps
+    a real `python -m lmtt` subprocess for the entry point itself.
+    """
+    from lmtt.tools import cli as cli_module
+
+    real = cli_module.load_model
+
+    def shared(name=None, config=None):
+        config = config or load_config()
+        return default_runner if (name or config.default_model) == default_runner.name else real(name, config)
+
+    monkeypatch.setattr(cli_module, "load_model", shared)
+
+    def run(*argv: str) -> CliRun:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli_module.main(list(argv))
+        return CliRun(code, out.getvalue(), err.getvalue())
+
+    return run

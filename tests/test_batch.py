@@ -59,14 +59,14 @@ def test_an_interruption_loses_only_the_prompt_in_flight(default_runner, tmp_pat
     assert batch.run_batch(default_runner, PROMPTS, tmp_path)["prompts"] == 3
 
 
-def test_cli_batch(tmp_path):
+def test_cli_batch(cli, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS[:2]) + "\n\n")
-    cmd = [sys.executable, "-m", "lmtt", "batch", str(prompts), "--out", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cmd = ["batch", str(prompts), "--out", str(tmp_path / "out")]
+    proc = cli(*cmd)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["prompts"] == 2
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = cli(*cmd)
     assert "2 prompts, 2 already done" in again.stderr
 
 

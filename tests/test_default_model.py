@@ -71,6 +71,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_json_contract():
+    """The real entry point, `python -m lmtt`, in a subprocess of its own (the other CLI tests share this process's model)."""
     proc = run_cli("--prompt", PROMPT, "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -86,8 +87,8 @@ def test_cli_json_contract():
         assert e["source"] in ids and e["target"] in ids and e["weight"] > 0.04
 
 
-def test_cli_threshold_zero_and_token():
-    proc = run_cli("--prompt", PROMPT, "--json", "--threshold", "0", "--token", "1")
+def test_cli_threshold_zero_and_token(cli):
+    proc = cli("analyze", "--prompt", PROMPT, "--json", "--threshold", "0", "--token", "1")
     out = json.loads(proc.stdout)
     targets = {e["target"] for e in out["graph"]["edges"]}
     assert all(t.endswith(":0") or t.endswith(":1") for t in targets)
@@ -105,16 +106,17 @@ def test_cli_threshold_zero_and_token():
         (["--prompt", PROMPT, "--threshold", "nan"], "threshold"),
     ],
 )
-def test_cli_errors_are_one_line(args, needle):
-    proc = run_cli(*args)
+def test_cli_errors_are_one_line(cli, args, needle):
+    proc = cli("analyze", *args)
     assert proc.returncode == 2
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_cli_generate_edit_and_compare():
-    proc = run_cli(
-        "--prompt", PROMPT, "--json", "--generate", "2", "--edit", "head:23.4:zero", "--compare", "The capital of Italy is", "--token", "4"
+def test_cli_generate_edit_and_compare(cli):
+    proc = cli(
+        "analyze", "--prompt", PROMPT, "--json", "--generate", "2", "--edit", "head:23.4:zero",
+        "--compare", "The capital of Italy is", "--token", "4",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -125,6 +127,6 @@ def test_cli_generate_edit_and_compare():
     assert out["comparison"]["alignment"] == "final token" and len(out["comparison"]["head_delta"]) == 30
 
 
-def test_cli_bad_edit_is_one_line():
-    proc = run_cli("--prompt", PROMPT, "--edit", "head:99.0:zero")
+def test_cli_bad_edit_is_one_line(cli):
+    proc = cli("analyze", "--prompt", PROMPT, "--edit", "head:99.0:zero")
     assert proc.returncode == 2 and "out of range" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -2,8 +2,6 @@
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import networkx as nx
@@ -34,14 +32,8 @@ def test_files_describe_the_same_graph(default_runner):
     assert preds["token"].iloc[0] == " Paris"
 
 
-def test_cli_out_writes_the_files(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "lmtt", "analyze", "--prompt", "The capital of France is", "--out", str(tmp_path), "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_cli_out_writes_the_files(cli, tmp_path):
+    proc = cli("analyze", "--prompt", "The capital of France is", "--out", str(tmp_path), "--json")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["contributions.csv", "graph.graphml", "graph.json", "predictions.csv"]
     assert json.loads((tmp_path / "graph.json").read_text())["edges"] == json.loads(proc.stdout)["graph"]["edges"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import gc
 import json
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -211,8 +209,8 @@ def test_rate_limit_shows_a_warning(tmp_path, monkeypatch):
         (["--prompt", "The capital", "--config", "/nonexistent.yaml"], "does not exist"),
     ],
 )
-def test_cli_rejects_with_one_line(args, needle):
-    proc = subprocess.run([sys.executable, "-m", "lmtt", "analyze", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_cli_rejects_with_one_line(cli, args, needle):
+    proc = cli("analyze", *args)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
@@ -221,10 +219,8 @@ def test_cli_rejects_with_one_line(args, needle):
 @pytest.mark.parametrize(
     "prompt", [p for p in HOSTILE_PROMPTS.values() if "\x00" not in p], ids=[k for k, p in HOSTILE_PROMPTS.items() if "\x00" not in p]
 )
-def test_cli_analyses_hostile_text(prompt):
-    proc = subprocess.run(
-        [sys.executable, "-m", "lmtt", "analyze", "--prompt", prompt, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+def test_cli_analyses_hostile_text(cli, prompt):
+    proc = cli("analyze", "--prompt", prompt, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tokens"]
 

@@ -1,8 +1,6 @@
 """The CLI's target questions (--dla, --direct-threshold, --lens, --faithfulness, --patch), --ids, --chat, and config discovery."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -43,16 +41,16 @@ def test_bad_flags_give_one_line(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
-def run_cli(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "lmtt", "analyze", "--json", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
-    )
+def run_json(cli, *args: str) -> dict:
+    out = cli("analyze", "--json", *args)
+    assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
 @pytest.mark.default_model
-def test_cli_target_questions_on_the_default_model():
-    r = run_cli(
+def test_cli_target_questions_on_the_default_model(cli):
+    r = run_json(
+        cli,
         "--prompt", "The capital of France is", "--target", " Paris", "--contrast", " Rome",
         "--dla", "--direct-threshold", "1", "--lens", "--faithfulness", "--threshold", "0", "--patch", "The capital of Italy is",
     )  # fmt: skip
@@ -66,9 +64,9 @@ def test_cli_target_questions_on_the_default_model():
 
 
 @pytest.mark.default_model
-def test_cli_ids_and_chat_template():
-    ids = run_cli("--ids", "504,3575,282,4649,314")  # "The capital of France is"
+def test_cli_ids_and_chat_template(cli):
+    ids = run_json(cli, "--ids", "504,3575,282,4649,314")  # "The capital of France is"
     assert ids["tokens"] == ["The", " capital", " of", " France", " is"]
-    chat = run_cli("--prompt", "What is the capital of France?", "--chat")
+    chat = run_json(cli, "--prompt", "What is the capital of France?", "--chat")
     assert chat["chat_prompt"].startswith("<|im_start|>") and chat["chat_prompt"].endswith("<|im_start|>assistant\n")
     assert "".join(chat["tokens"][-3:]) == "assistant\n"
