@@ -31,7 +31,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 test: setup browser lint
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadgroup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) -m lmtt.bench

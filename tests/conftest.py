@@ -7,6 +7,9 @@ from dataclasses import dataclass
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# two pytest workers share the 2 cores (Makefile): one torch thread each, here and in the servers they start
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 
 import pytest  # noqa: E402
 
@@ -87,3 +90,13 @@ def cli(default_runner, monkeypatch) -> Callable[..., CliRun]:
         return CliRun(code, out.getvalue(), err.getvalue())
 
     return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests first, as one xdist group: `make test` runs two workers (pytest-xdist, --dist loadgroup), and
+    the browser tests (one server per module, one browser at a time) keep one worker busy while the other takes
+    everything else; a worker that finishes early takes what is left."""
+    browser = [item for item in items if item.get_closest_marker("browser")]
+    for item in browser:
+        item.add_marker(pytest.mark.xdist_group("browser"))
+    items[:] = browser + [item for item in items if not item.get_closest_marker("browser")]
