@@ -80,7 +80,7 @@ def test_capital_curve_reaches_1_with_the_full_graph(default_runner):
     assert curve.points[0].edges < curve.points[1].edges < curve.points[2].edges
 
 
-EDITS = (Edit("head", 0, 1), Edit("head", 1, 0, "scale", 0.5), Edit("head", 1, 1, "mean"), Edit("neuron", 0, 3, "mean"))
+EDITS = (Edit("head", 0, 1), Edit("head", 1, 0, "scale", 0.5), Edit("head", 1, 1, "mean"), Edit("neuron", 0, 3, "scale", 2.0))
 
 
 @pytest.mark.parametrize("ablation", fa.ABLATIONS)

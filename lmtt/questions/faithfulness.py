@@ -138,12 +138,17 @@ def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "
             rec = attention.RECORDER.get()  # this pass's queries, keys and values at this layer
             a = trace_attention(rec, layer, kv_index, t)  # (H, T, T)
             v = rec["v"][layer][:, kv_index.to(x.device)]  # (T, H, hd)
-            removed = torch.einsum("hqj,jhc->qhc", a * lost[None], v)  # (T, H, hd) the removed parts' sum
+            ctx = torch.einsum("hqj,jhc->qhc", a * keep[None], v)  # (T, H, hd) the kept parts, summed exactly
             if mean:  # removed mass (sinks keep theirs) x the head's causal mean value
                 mass = (a * lost[None]).sum(-1).T  # (T, H)
-                removed = removed - mass[:, :, None] * v_mean[layer].to(x.device)
-            scale = trace.head_scale[layer].to(x.device)[None, :, None] if trace.edits else 1.0  # edited heads write less
-            return x - (scale * removed).reshape(1, t, -1).to(x.dtype)
+                ctx = ctx + mass[:, :, None] * v_mean[layer].to(x.device)
+            scale = trace.head_scale[layer].to(x.device) if trace.edits else torch.ones(ctx.shape[1], device=x.device)  # (H,)
+            rows = lost.any(-1)  # (T,) queries that lose a source; the others stay exactly as computed
+            out = x.clone().reshape(t, -1, ctx.shape[-1])  # (T, H, hd)
+            # an edited head writes its kept parts scaled; a zeroed or mean-ablated one (scale 0) keeps what the edit wrote
+            new = torch.where(scale[None, :, None] == 0, out, scale[None, :, None] * ctx.to(x.dtype))  # (T, H, hd)
+            out[rows] = new[rows]
+            return out.reshape(x.shape)
         if site == "ffn_update":
             drop = ~route.ffn[layer].to(x.device)  # (T,)
             if not drop.any():
