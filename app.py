@@ -66,5 +66,11 @@ with graph_col:
             config={"scrollZoom": True, "displaylogo": False},
         )
 with panel_col:
+    if view.edits:  # say which run each number belongs to
+        st.caption(
+            "The downloads are of the graph shown (**edited**). The panel below reads the unedited run and compares the edits with it."
+            if shown is not a
+            else "The panel and the downloads read the **unedited** run; switch on 'Show the edited graph' for the edited one."
+        )
     ui.selection_panel(view)
-    ui.download_buttons(a, view.token, view.threshold)
+    ui.download_buttons(shown, view.token, view.threshold)

@@ -19,6 +19,7 @@ from lmtt.engine.edits import Edit
 from lmtt.engine.graph import ContributionGraph, Subgraph, parse_node
 from lmtt.engine.levels import level_of
 from lmtt.engine.memory import held_bytes, release_freed_memory
+from lmtt.engine.norms import FrozenNorm
 from lmtt.engine.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
 from lmtt.engine.runner import ModelRunner, PromptError, Trace
 from lmtt.questions import dla, lens, neurons, qk, shares, vocabulary
@@ -118,8 +119,12 @@ class Analysis:
         return vocabulary.logit_lens(self.runner, self.state(node), k, final_norm)
 
     def update_tokens(self, node: str, k: int = 10) -> Projection:
-        """Tokens the node's block promoted and suppressed (its update, projected)."""
-        return vocabulary.project(self.runner, self.update(node), k)
+        """Tokens the node's block promoted and suppressed: its update's direct effect on each logit at the node's token."""
+        return vocabulary.project(self.runner, self.update(node), self._final_norm(parse_node(node)[2]), k)
+
+    def _final_norm(self, position: int) -> FrozenNorm | None:
+        """The final norm frozen at a position's last state: the map that direct effects at that position go through."""
+        return dla.frozen_final_norm(self.runner, self.trace.resid[self.n_layers][position])
 
     def lens_grid(self, token_id: int, final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(probability, rank) of one vocabulary token at every node level and position: (2L+1, T) each."""
@@ -131,9 +136,11 @@ class Analysis:
         return shares.head_contributions(self.runner, self.trace, layer, self.position(token))
 
     def head_tokens(self, layer: int, token: int, head: int, k: int = 10) -> Projection:
+        """What head `head` of `layer` wrote at `token`: its direct effect on each logit there (= its DLA entry for that token)."""
         self._check_head(head)
+        self._node(f"attn:{layer}:{self.position(token)}")
         update = shares.head_update(self.runner, self.trace, layer, self.position(token), head)
-        return vocabulary.project(self.runner, update, k)
+        return vocabulary.project(self.runner, update, self._final_norm(self.position(token)), k)
 
     def neuron_contributions(self, layer: int, token: int, k: int = 20) -> NeuronContributions:
         self._node(f"ffn:{layer}:{self.position(token)}")
@@ -147,13 +154,15 @@ class Analysis:
     def neuron_label(self, layer: int, neuron: int) -> str:
         return shares.neuron_label(self.runner, layer, neuron)
 
-    def neuron_tokens(self, layer: int, neuron: int, token: int | None = None, k: int = 10) -> Projection:
-        """Tokens a neuron's value vector promotes; signed by its activation at `token` when given."""
+    def neuron_tokens(self, layer: int, neuron: int, token: int = -1, k: int = 10) -> Projection:
+        """What a neuron wrote at `token`: its activation there times its value vector, as the residual received it,
+        and that update's direct effect on each logit (zero where its expert was not chosen)."""
+        self._node(f"ffn:{layer}:{self.position(token)}")
         w_down = self.runner.layer_weights[layer].w_down
         if not 0 <= neuron < w_down.shape[0]:
             raise IndexError(f"neuron {neuron} is out of range: layer {layer} has {w_down.shape[0]} neurons")
-        vector = w_down[neuron] if token is None else shares.neuron_vector(self.runner, self.trace, layer, self.position(token), neuron)
-        return vocabulary.project(self.runner, vector, k)
+        vector = shares.neuron_vector(self.runner, self.trace, layer, self.position(token), neuron)
+        return vocabulary.project(self.runner, vector, self._final_norm(self.position(token)), k)
 
     def _check_head(self, head: int) -> None:
         if not 0 <= head < self.n_heads:
@@ -193,6 +202,13 @@ class Analysis:
         """What to explain at `token`: logit(answer) (default: the top prediction), minus logit(contrast) if given."""
         return dla.make_target(self.runner, self.trace, self.position(token), answer, contrast)
 
+    def contrast_target(self, token: int = -1, answer: int | str | None = None) -> dla.Target:
+        """logit(A) - logit(B) at `token`, A the answer (default: the top prediction) and B the most likely other
+        token: unlike logit(A) alone, this moves with p(A)."""
+        a = self.target(token, answer).token_id
+        b = next(p.token_id for p in self.predictions(token, 2) if p.token_id != a)
+        return self.target(token, a, b)
+
     def direct_effects(self, target: dla.Target | None = None) -> dla.DirectEffects:
         """Direct logit attribution of every component to the target (exact under the frozen final-norm scale)."""
         return dla.direct_effects(self.runner, self.trace, target or self.target())
@@ -208,8 +224,11 @@ class Analysis:
     def faithfulness(
         self, threshold: float = DEFAULT_THRESHOLD, target: dla.Target | None = None, ablation: str = "zero"
     ) -> faithfulness_module.Faithfulness:
-        """How much of the target the route paths_to(target position, threshold) keeps on its own (one more forward pass)."""
-        target = target or self.target()
+        """How much of the target the route paths_to(target position, threshold) keeps on its own (one more forward pass).
+
+        Default target: the top prediction against the runner-up, a measure that moves with p(A).
+        """
+        target = target or self.contrast_target()
         return faithfulness_module.faithfulness(self.runner, self.trace, self.paths_to(target.position, threshold), target, ablation)
 
     def faithfulness_curve(
@@ -218,8 +237,8 @@ class Analysis:
         target: dla.Target | None = None,
         ablation: str = "zero",
     ) -> faithfulness_module.FaithfulnessCurve:
-        """Faithfulness against edges kept, one forward pass per threshold."""
-        target = target or self.target()
+        """Faithfulness against edges kept, one forward pass per threshold (default target as `faithfulness`)."""
+        target = target or self.contrast_target()
         subs = [self.paths_to(target.position, th) for th in thresholds]
         return faithfulness_module.faithfulness_curve(self.runner, self.trace, subs, target, ablation)
 

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from lmtt import ui
-from lmtt.ui.questions import memo, target_picker
+from lmtt.ui.questions import RUNNER_UP, answered_on, memo, target_picker
 from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Faithfulness · lmtt", layout="wide")
@@ -13,22 +13,26 @@ st.title("Faithfulness")
 if view is None:
     st.stop()
 
-a = view.analysis
-target = target_picker(view)
+a = answered_on(view)
+target = target_picker(view, a, default_contrast=RUNNER_UP)
 if target is None:
     st.stop()
 ablation = st.radio("Parts outside the route become", ("zero", "mean"), horizontal=True, key="q_ablation")
 st.caption(
     "Every head's (source) parts and every FFN outside paths_to(token, threshold) are knocked out in one forward pass "
-    "(mean: replaced by their mean over positions). Faithfulness = (m(route) - m(nothing)) / (m(model) - m(nothing)) "
-    "for the quantity m; 1 keeps everything, 0 nothing. Residual edges and biases are always kept."
+    "(mean: replaced by their mean over that position and the ones before). "
+    "Faithfulness = (m(route) - m(nothing)) / (m(model) - m(nothing)) for the quantity m; 1 keeps everything, 0 nothing. "
+    "Residual edges and biases are always kept."
 )
-key = (a.model_name, a.tokens, target, ablation)
+key = (a.model_name, a.tokens, a.trace.edits, target, ablation)
 f = memo(("faithfulness", *key, view.threshold), lambda: a.faithfulness(view.threshold, target, ablation))
 c1, c2, c3 = st.columns(3)
-c1.metric(f"Faithfulness at threshold {view.threshold:.3f}", f"{f.faithfulness:.3f}", help=f"{f.edges} edges")
-c2.metric("p(A) kept", f"{f.prob_kept:.3f}", help=f"p(A) {f.prob_route:.3f} of {f.prob_full:.3f}")
+c1.metric(f"Faithfulness at threshold {view.threshold:.3f}", qf.number(f.faithfulness), help=f"{f.edges} edges")
+c2.metric("p(A) kept", qf.number(f.prob_kept), help=f"p(A) {f.prob_route:.3g} of {f.prob_full:.3g}")
 c3.metric("Route's top prediction", ui.plain(repr(f.top_route)))
 curve = memo(("curve", *key), lambda: a.faithfulness_curve(target=target, ablation=ablation))
 st.plotly_chart(qf.faithfulness_curve_figure(curve), key="faithfulness_curve", width="stretch")
-st.dataframe(pd.DataFrame([p.to_dict() for p in curve.points]), hide_index=True, width="stretch")
+table = pd.DataFrame([p.to_dict() for p in curve.points])  # faithfulness / p kept: None where undefined
+fraction, logit, prob = (st.column_config.NumberColumn(format=f) for f in ("%.3f", "%.3f", "%.3g"))
+columns = {"faithfulness": fraction, "prob_kept": fraction, "value_full": logit, "value_route": logit, "value_empty": logit}
+st.dataframe(table, hide_index=True, width="stretch", column_config={**columns, "prob_full": prob, "prob_route": prob})

@@ -64,7 +64,8 @@ with neuron_tab:
         left, right = st.columns([1.3, 1])
         left.markdown("**Activation across the prompt**")
         left.plotly_chart(figures.neuron_activation_figure(a, layer, neuron), key="neuron_acts", width="stretch")
-        left.plotly_chart(figures.projection_figure(a.neuron_tokens(layer, neuron, k=10)), key="neuron_projection", width="stretch")
+        projection = a.neuron_tokens(layer, neuron, position, k=10)
+        left.plotly_chart(figures.projection_figure(projection), key="neuron_projection", width="stretch")
         with right:
             ui.neuron_panel(view, layer, neuron, key="interp_neuron", stacked=True)
 

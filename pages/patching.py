@@ -4,7 +4,7 @@ import streamlit as st
 
 from lmtt import ui
 from lmtt.engine.runner import PromptError
-from lmtt.ui.questions import memo, target_picker
+from lmtt.ui.questions import answered_on, memo, target_picker
 from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Patching · lmtt", layout="wide")
@@ -13,7 +13,7 @@ st.title("Patching")
 if view is None:
     st.stop()
 
-a = view.analysis
+a = answered_on(view, follows_edits=False)
 corrupted = st.text_input(
     "Corrupted prompt (same number of tokens)",
     max_chars=view.config.max_prompt_chars,

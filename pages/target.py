@@ -5,7 +5,7 @@ import streamlit as st
 
 from lmtt import ui
 from lmtt.analysis import DEFAULT_MIN_EFFECT
-from lmtt.ui.questions import target_picker
+from lmtt.ui.questions import answered_on, target_picker
 from lmtt.viz import figures
 from lmtt.viz import questions as qf
 
@@ -15,8 +15,8 @@ st.title("Target")
 if view is None:
     st.stop()
 
-a = view.analysis
-target = target_picker(view)
+a = answered_on(view)
+target = target_picker(view, a)
 if target is None:
     st.stop()
 effects = a.direct_effects(target)

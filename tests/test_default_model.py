@@ -130,3 +130,12 @@ def test_cli_generate_edit_and_compare(cli):
 def test_cli_bad_edit_is_one_line(cli):
     proc = cli("analyze", "--prompt", PROMPT, "--edit", "head:99.0:zero")
     assert proc.returncode == 2 and "out of range" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.default_model
+def test_head_23_4s_projection_of_paris_is_its_direct_effect(analysis):
+    """Issue 19: the head panel showed 44.6 for ' Paris' (W_U without the final norm); its direct effect is a few logits."""
+    paris = analysis.target(-1, " Paris")
+    value = analysis.head_tokens(23, -1, 4).effect_on(paris.token_id)
+    assert value == pytest.approx(float(analysis.direct_effects(paris).heads[23, 4]), rel=1e-4)
+    assert 0 < value < 10  # a booster, in logits

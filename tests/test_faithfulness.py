@@ -1,5 +1,7 @@
 """Faithfulness of a route: the full graph keeps everything (1), no route equals every head and neuron zeroed."""
 
+import json
+
 import pytest
 import torch
 
@@ -76,3 +78,80 @@ def test_capital_curve_reaches_1_with_the_full_graph(default_runner):
     curve = a.faithfulness_curve((0.1, 0.04, 0.0))
     assert curve.values[-1] == pytest.approx(1.0, abs=1e-6)
     assert curve.points[0].edges < curve.points[1].edges < curve.points[2].edges
+
+
+EDITS = (Edit("head", 0, 1), Edit("head", 1, 0, "scale", 0.5), Edit("head", 1, 1, "mean"), Edit("neuron", 0, 3, "scale", 2.0))
+
+
+@pytest.mark.parametrize("ablation", fa.ABLATIONS)
+def test_an_edited_runs_full_route_keeps_exactly_everything(analysis, ablation):
+    """Issue 19: the route ran without the analysis's edits (1.145 and 2.12 on the default model); it must be the edited run."""
+    edited = analysis.with_edits(list(EDITS))
+    target = edited.target(-1, None, edited.predictions(-1, 2)[1].token_id)
+    f = edited.faithfulness(0.0, target, ablation)
+    assert f.value_route == pytest.approx(f.value_full, abs=1e-4 * (1 + abs(f.value_full)))
+    assert f.faithfulness == pytest.approx(1.0, abs=1e-4)
+    assert f.prob_kept == pytest.approx(1.0, abs=1e-4)
+
+
+def hf_ffn_mean_ablated_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """Oracle with plain transformers hooks: every block's MLP output replaced by its causal mean in the clean run."""
+    mlps = [layer.mlp for layer in model.model.layers]
+    clean: dict[int, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda _m, _a, out, i=i: clean.__setitem__(i, out.detach())) for i, m in enumerate(mlps)]
+    with torch.no_grad():
+        model(input_ids=ids[None])
+    for h in handles:
+        h.remove()
+    count = torch.arange(1, ids.numel() + 1, dtype=torch.float32)[:, None]  # (T, 1)
+    means = {i: out[0].cumsum(0) / count for i, out in clean.items()}  # (T, d): position t averages 0..t
+    handles = [m.register_forward_hook(lambda _m, _a, _out, i=i: means[i][None]) for i, m in enumerate(mlps)]
+    try:
+        with torch.no_grad():
+            return model(input_ids=ids[None]).logits[0]
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("family", ["llama_gqa_bias", "granite"])
+def test_mean_ablation_is_causal_and_taken_where_it_is_put_back(family):
+    """A route with every attention edge and no FFN edge, mean-ablated, against transformers' own modules.
+
+    Granite multiplies each update after the block's hooks: a mean taken of what the residual received would be
+    scaled twice (issue 19). Position 0's mean is position 0 itself, so causal means leave the first logits alone.
+    """
+    from lmtt.engine.runner import ModelRunner
+    from tests.tiny_models import tiny_model
+
+    model = tiny_model(family)
+    runner = ModelRunner(model, tokenizer=None, name=family)
+    ids = token_ids(7)
+    trace = runner.trace(ids)
+    t = trace.n_tokens
+    route = fa.Route(torch.ones(trace.n_layers, t, t, dtype=torch.bool), torch.zeros(trace.n_layers, t, dtype=torch.bool))
+    got = fa.run_route(runner, trace, route, "mean").logits
+    expected = hf_ffn_mean_ablated_logits(model, ids)
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()))
+    assert torch.allclose(got[0], trace.logits[0], atol=1e-4 * float(expected.abs().max()))
+
+
+def test_the_default_measure_moves_with_p_a(analysis):
+    """Without a contrast, logit(A) can rise while p(A) falls; the default is A against the runner-up."""
+    first, second = analysis.predictions(-1, 2)
+    f = analysis.faithfulness(0.1)
+    assert (f.target.token_id, f.target.contrast_id) == (first.token_id, second.token_id)
+    other = analysis.contrast_target(-1, second.token_id)  # A given: B is the most likely token other than A
+    assert (other.token_id, other.contrast_id) == (second.token_id, first.token_id)
+
+
+def test_a_near_zero_denominator_reads_undefined(analysis):
+    """m(model) and m(nothing) within 1e-3 logits: the fraction is noise, so it is NaN in the API and null in JSON."""
+    target = analysis.contrast_target()
+    f = fa.Faithfulness(target, 0.1, "zero", 10, value_full=2.0, value_route=5.0, value_empty=2.0 + 1e-5,
+                        prob_full=0.5, prob_route=0.4, top_route="x")  # fmt: skip
+    assert f.faithfulness != f.faithfulness  # NaN
+    assert f.to_dict()["faithfulness"] is None
+    assert json.loads(json.dumps(f.to_dict()))["faithfulness"] is None  # valid JSON, no NaN token
+    kept = fa.Faithfulness(target, 0.1, "zero", 10, 3.0, 2.5, 1.0, 0.5, 0.4, "x")
+    assert kept.faithfulness == pytest.approx(0.75)  # (2.5 - 1) / (3 - 1)

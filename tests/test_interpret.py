@@ -48,13 +48,57 @@ def test_neuron_contributions_are_normalised_and_sorted(analysis):
     assert torch.allclose(nc.activations, torch.stack([acts[ids == n].sum() for n in nc.neurons]))
 
 
-def test_projection_is_the_linear_unembedding(analysis):
-    v = analysis.update("ffn:0:2")
-    proj = analysis.update_tokens("ffn:0:2", k=3)
-    logits = analysis.runner.unembed_direction(v)
-    assert proj.promoted[0].token_id == int(logits.argmax())
-    assert proj.suppressed[0].token_id == int(logits.argmin())
-    assert proj.promoted[0].score >= proj.promoted[-1].score
+def direct_effects_by_hand(runner, trace, z: torch.Tensor, position: int) -> torch.Tensor:
+    """(V,) float64: an update's direct effect on every logit, re-derived from the final norm's formula.
+
+    s = 1 / sqrt(mean((P x)^2) + eps) at the position's last state x, then W_U (s g ⊙ P z), times the
+    family's linear logit scale. Read off the modules' weights; no lmtt code on the path.
+    """
+    x, z = trace.resid[trace.n_layers][position].double(), z.double()
+    norm, spec = runner.final_norm, runner.adapter.norm
+    if norm is not None:
+        center = spec.kind == "layer"
+        px, pz = (x - x.mean(), z - z.mean()) if center else (x, z)
+        eps = next(float(getattr(norm, n)) for n in ("eps", "variance_epsilon", "epsilon") if hasattr(norm, n))
+        gain = norm.weight.detach().double() + spec.weight_offset
+        z = gain * pz / torch.sqrt(px.pow(2).mean() + eps)
+    for module in runner.unembed_modules:
+        w = module.weight.detach().double()
+        z = (w.T if w.shape[1] != z.shape[0] else w) @ z  # a Conv1D unembedding stores (in, out)
+    for factor, divide in ((runner.logit_multiplier, False), (runner.logit_divisor, True)):
+        if factor is not None:
+            z = z / factor if divide else z * factor
+    return z
+
+
+def test_projections_are_direct_effects_on_the_logits(analysis):
+    """A block's, a head's and a neuron's lists: each token's direct effect on its logit, re-derived in float64."""
+    runner, trace, pos = analysis.runner, analysis.trace, 6
+    checks = [
+        (analysis.update_tokens(f"ffn:0:{pos}", k=3), trace.ffn_out[0][pos]),
+        (analysis.update_tokens(f"attn:1:{pos}", k=3), trace.attn_out[1][pos]),
+        (analysis.head_tokens(1, pos, 0, k=3), interpret.head_update(runner, trace, 1, pos, 0)),
+    ]
+    ids, acts = trace.neurons(0, pos)
+    neuron = int(ids[acts.abs().argmax()])  # an active neuron at the position (MoE: a chosen expert's)
+    checks.append((analysis.neuron_tokens(0, neuron, pos, k=3), interpret.neuron_vector(runner, trace, 0, pos, neuron)))
+    for proj, update in checks:
+        expected = direct_effects_by_hand(runner, trace, update, pos)
+        assert torch.allclose(proj.effects.double(), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())), runner.name
+        assert proj.promoted[0].token_id == int(expected.argmax()) and proj.suppressed[0].token_id == int(expected.argmin())
+        assert proj.promoted[0].score == pytest.approx(float(expected.max()), rel=1e-4, abs=1e-6)
+
+
+def test_a_heads_projection_equals_its_direct_logit_attribution(analysis):
+    """The head panel's value for a token is that head's entry in direct_effects for the token."""
+    pos = 6
+    target = analysis.target(pos)
+    effects = analysis.direct_effects(target)
+    for layer in range(analysis.n_layers):
+        for head in range(analysis.n_heads):
+            value = analysis.head_tokens(layer, pos, head).effect_on(target.token_id)
+            expected = float(effects.heads[layer, head])
+            assert value == pytest.approx(expected, rel=1e-4, abs=1e-5 * (1 + float(effects.heads.abs().max())))
 
 
 def test_logit_lens_of_the_top_node_is_the_prediction(analysis):

@@ -61,7 +61,9 @@ def test_neuron_edits_change_the_activation_they_name():
     analysis = analysis_of(runner, token_ids(8))
     edited = analysis.intervene([Edit("neuron", 2, 5), Edit("neuron", 0, 7, "mean")]).analysis.trace
     assert torch.all(edited.neuron_acts[2][:, 5] == 0)
-    assert torch.allclose(edited.neuron_acts[0][:, 7], analysis.trace.neuron_acts[0][:, 7].mean().expand(8), atol=1e-6)
+    clean = analysis.trace.neuron_acts[0][:, 7]  # (8,)
+    prefix_means = torch.stack([clean[: i + 1].mean() for i in range(8)])  # causal: position i sees positions 0..i
+    assert torch.allclose(edited.neuron_acts[0][:, 7], prefix_means, atol=1e-6)
     untouched = [n for n in range(edited.neuron_acts[0].shape[1]) if n != 7]  # layer 0 runs before any edit takes effect
     assert torch.equal(edited.neuron_acts[0][:, untouched], analysis.trace.neuron_acts[0][:, untouched])
 

@@ -7,7 +7,8 @@ neuron id is virtual, see lmtt.engine.experts); an expert edit scales the router
 weight of one expert wherever it was chosen (zero or scale only). Modes:
   zero   the slice becomes 0
   scale  the slice is multiplied by `factor`
-  mean   the slice becomes its mean over the prompt's positions
+  mean   the slice at position i becomes its mean over positions 0..i (causal_mean): a position never sees
+         later tokens, so an edited run explains a generated token as if the prompt ended there
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ class Edit:
         return {"zero": 0.0, "mean": 0.0, "scale": self.factor}[self.mode]
 
 
+def causal_mean(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """x with position i along `dim` replaced by the mean of positions 0..i: the mean that position i can see."""
+    count = torch.arange(1, x.shape[dim] + 1, device=x.device, dtype=x.dtype)  # (T,)
+    return x.cumsum(dim) / count.reshape(-1, *([1] * (x.dim() - 1 - dim % x.dim())))
+
+
 def apply(x: torch.Tensor, edits: list[Edit], width: int) -> torch.Tensor:
     """A copy of a projection input (..., T, units * width) with the edits applied to units along the last dim.
 
@@ -72,5 +79,5 @@ def apply(x: torch.Tensor, edits: list[Edit], width: int) -> torch.Tensor:
         elif e.mode == "scale":
             units[..., e.index, :] *= e.factor
         else:
-            units[..., e.index, :] = units[..., e.index, :].mean(dim=-2, keepdim=True)
+            units[..., e.index, :] = causal_mean(units[..., e.index, :], dim=-2)  # (..., T, width)
     return x

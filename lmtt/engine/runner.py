@@ -481,12 +481,6 @@ class ModelRunner:
             return logits
         return torch.tanh(logits / self.logit_softcap) * self.logit_softcap
 
-    def freeze_final_norm(self, states: torch.Tensor) -> FrozenNorm | None:
-        """The final norm at states (T, d) or (d,) with its scale frozen (None for a model without one)."""
-        if self.final_norm is None:
-            return None
-        return norms.freeze(self.final_norm, self.adapter.norm, states)
-
     @torch.no_grad()
     def unembed_direction(self, vectors: torch.Tensor) -> torch.Tensor:
         """(..., V) the unembedding applied linearly to updates: no norm, no bias.

@@ -23,6 +23,7 @@ equals the model's own logit difference.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -71,6 +72,26 @@ class Target:
             "contrast": self.contrast,
             "contrast_id": self.contrast_id,
         }
+
+
+UNDEFINED_BELOW = 1e-3  # logits: a difference m(full) - m(baseline) this small makes a fraction of it noise
+
+
+def fraction_restored(value: float | torch.Tensor, baseline: float, full: float) -> float | torch.Tensor:
+    """(value - baseline) / (full - baseline): the share of m that a route or a patch keeps.
+
+    NaN ("undefined") where |full - baseline| < UNDEFINED_BELOW logits: faithfulness and patching then
+    measure noise, and must say so rather than print a large number.
+    """
+    denom = full - baseline
+    if abs(denom) < UNDEFINED_BELOW:
+        return torch.full_like(value, float("nan")) if isinstance(value, torch.Tensor) else float("nan")
+    return (value - baseline) / denom
+
+
+def json_number(x: float) -> float | None:
+    """A float for JSON: NaN and infinities become null ("undefined"), not the invalid token NaN."""
+    return x if math.isfinite(x) else None
 
 
 def vocab_size(runner: ModelRunner) -> int:

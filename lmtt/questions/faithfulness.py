@@ -8,10 +8,15 @@ more, with exact interventions inside that one forward pass:
   j -> q of layer l is in S. The attention weights and values are the ones of
   this (intervened) pass, read from the pass itself. The removed parts are
   replaced by zero ("zero") or, with "mean", by their removed attention mass
-  times the head's value averaged over the prompt's positions in the
-  unintervened run.
+  times the head's value averaged over positions 0..q (causal: a query never
+  sees a later token) in the unintervened run.
 * FFN at (l, q): its update is kept when the FFN edge of (l, q) is in S, else
-  replaced by zero or by its mean over positions (what the residual receives).
+  replaced by zero or by its mean over positions 0..q, taken at the site where it
+  is put back (the "ffn_update" patch site: what the residual receives, before a
+  residual multiplier, so Granite's multiplier applies once).
+* Edits of the analysed run stay in force: an edited head's kept parts are scaled
+  as its parts are (Trace.head_scale), and a mean-ablated head's constant is kept
+  like a bias. The full route of an edited run is that edited run.
 * Residual edges carry the stream as it is, and the attention output bias is kept:
   a route decides which *updates* reach the residual stream, not the stream itself.
 
@@ -35,9 +40,10 @@ import numpy as np
 import torch
 
 from lmtt.engine import attention
+from lmtt.engine.edits import causal_mean
 from lmtt.engine.graph import EDGE_KINDS, Subgraph
 from lmtt.engine.runner import ModelRunner, Trace
-from lmtt.questions.dla import Target
+from lmtt.questions.dla import Target, fraction_restored, json_number
 
 ABLATIONS = ("zero", "mean")
 DEFAULT_THRESHOLDS = (0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.04, 0.03, 0.02, 0.01, 0.0)
@@ -84,8 +90,8 @@ class Faithfulness:
 
     @property
     def faithfulness(self) -> float:
-        denom = self.value_full - self.value_empty
-        return (self.value_route - self.value_empty) / denom if denom != 0 else float("nan")
+        """NaN ("undefined") when the model's m and the empty route's are within UNDEFINED_BELOW logits."""
+        return fraction_restored(self.value_route, self.value_empty, self.value_full)
 
     @property
     def prob_kept(self) -> float:
@@ -93,11 +99,12 @@ class Faithfulness:
 
     def to_dict(self) -> dict:
         return {
+            "quantity": self.target.describe(),
             "threshold": self.threshold,
             "ablation": self.ablation,
             "edges": self.edges,
-            "faithfulness": self.faithfulness,
-            "prob_kept": self.prob_kept,
+            "faithfulness": json_number(self.faithfulness),
+            "prob_kept": json_number(self.prob_kept),
             "value_full": self.value_full,
             "value_route": self.value_route,
             "value_empty": self.value_empty,
@@ -119,36 +126,51 @@ def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "
     t, kv_index = trace.n_tokens, trace.kv_index
     causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T) [query, source]
     mean = ablation == "mean"
-    v_mean = [v[:, kv_index].mean(0) for v in trace.values] if mean else None  # L x (H, hd)
-    ffn_mean = [f.mean(0) for f in trace.ffn_out] if mean else None  # L x (d,)
+    v_mean = [causal_mean(v[:, kv_index]) for v in trace.values] if mean else None  # L x (T, H, hd)
+    ffn_mean = [causal_mean(f) for f in site_values(runner, trace, "ffn_update")] if mean else None  # L x (T, d)
 
-    def patch(site: str, layer: int, x: torch.Tensor) -> torch.Tensor | None:
+    def patch(site: str, layer: int, x: torch.Tensor) -> torch.Tensor | None:  # x: (1, T, .)
         if site == "head_context":
             keep = route.attn[layer].to(x.device) & causal.to(x.device)  # (T, T)
-            rows = (causal.to(x.device) & ~keep).any(-1)  # (T,) queries that lose a source
-            if not rows.any():
+            lost = causal.to(x.device) & ~keep  # (T, T) the sources each query loses
+            if not lost.any():
                 return None
             rec = attention.RECORDER.get()  # this pass's queries, keys and values at this layer
             a = trace_attention(rec, layer, kv_index, t)  # (H, T, T)
             v = rec["v"][layer][:, kv_index.to(x.device)]  # (T, H, hd)
-            kept_a = a * keep[None]  # (H, T, T)
-            ctx = torch.einsum("hqj,jhc->qhc", kept_a, v)  # (T, H, hd)
-            if mean:  # removed mass (sinks keep theirs) x the head's mean value
-                removed = (a * (causal.to(x.device) & ~keep)[None]).sum(-1).T  # (T, H)
-                ctx = ctx + removed[:, :, None] * v_mean[layer].to(x.device)[None]
-            rows_of = x.clone().reshape(-1, t, x.shape[-1])  # (1, T, .) whether the model passes (1, T, .) or (T, .)
-            rows_of[0, rows] = ctx[rows].reshape(int(rows.sum()), -1).to(x.dtype)
-            return rows_of.reshape(x.shape)
+            ctx = torch.einsum("hqj,jhc->qhc", a * keep[None], v)  # (T, H, hd) the kept parts, summed exactly
+            if mean:  # removed mass (sinks keep theirs) x the head's causal mean value
+                mass = (a * lost[None]).sum(-1).T  # (T, H)
+                ctx = ctx + mass[:, :, None] * v_mean[layer].to(x.device)
+            scale = trace.head_scale[layer].to(x.device) if trace.edits else torch.ones(ctx.shape[1], device=x.device)  # (H,)
+            rows = lost.any(-1)  # (T,) queries that lose a source; the others stay exactly as computed
+            out = x.clone().reshape(t, -1, ctx.shape[-1])  # (T, H, hd)
+            # an edited head writes its kept parts scaled; a zeroed or mean-ablated one (scale 0) keeps what the edit wrote
+            new = torch.where(scale[None, :, None] == 0, out, scale[None, :, None] * ctx.to(x.dtype))  # (T, H, hd)
+            out[rows] = new[rows]
+            return out.reshape(x.shape)
         if site == "ffn_update":
             drop = ~route.ffn[layer].to(x.device)  # (T,)
             if not drop.any():
                 return None
-            rows_of = x.clone().reshape(-1, t, x.shape[-1])  # OPT's FFN sees (T, d)
-            rows_of[0, drop] = ffn_mean[layer].to(x.device, x.dtype) if mean else 0
-            return rows_of.reshape(x.shape)
+            x = x.clone()
+            x[0, drop] = ffn_mean[layer].to(x.device, x.dtype)[drop] if mean else 0
+            return x
         return None
 
-    return runner.trace(trace.token_ids, patch=patch)  # a traced pass: its own q, k, v reach the patch
+    return runner.trace(trace.token_ids, trace.edits, patch=patch)  # a traced pass: its own q, k, v reach the patch
+
+
+def site_values(runner: ModelRunner, trace: Trace, site: str) -> list[torch.Tensor]:
+    """L x (T, .) what the patch site `site` sees in the analysed run (edits applied): means are taken where they go back."""
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(at: str, layer: int, x: torch.Tensor) -> None:
+        if at == site:
+            seen[layer] = x[0].detach().float().clone()
+
+    runner.trace(trace.token_ids, trace.edits, patch=keep)
+    return [seen[layer] for layer in range(trace.n_layers)]
 
 
 def trace_attention(rec: dict, layer: int, kv_index: torch.Tensor, t: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 
 from lmtt.engine import hooks
 from lmtt.engine.runner import ModelRunner, PromptError
-from lmtt.questions.dla import Target
+from lmtt.questions.dla import Target, fraction_restored, json_number
 
 
 @torch.no_grad()
@@ -68,13 +68,18 @@ class PatchingResult:
             "corrupted_tokens": list(self.corrupted_tokens),
             "clean_value": self.clean_value,
             "corrupted_value": self.corrupted_value,
-            "resid": self.resid.tolist(),
-            "attn": self.attn.tolist(),
-            "ffn": self.ffn.tolist(),
-            "heads": self.heads.tolist(),
+            "resid": _json_grid(self.resid),
+            "attn": _json_grid(self.attn),
+            "ffn": _json_grid(self.ffn),
+            "heads": _json_grid(self.heads),
             "seconds": self.seconds,
             "passes": self.passes,
         }
+
+
+def _json_grid(grid: torch.Tensor) -> list[list[float | None]]:
+    """A grid for JSON: undefined or uncomputed cells (NaN) are null."""
+    return [[json_number(x) for x in row] for row in grid.tolist()]
 
 
 @torch.no_grad()
@@ -106,7 +111,6 @@ def patch_prompts(
     corrupted_logits = runner.run_patched(corrupted_ids[None], lambda *_: None)
     m_clean = float(target.measure(clean_logits[target.position]))
     m_corr = float(target.measure(corrupted_logits[0, target.position]))
-    denom = m_clean - m_corr
     n_layers, n_heads, hd = len(runner.blocks), runner.n_heads, runner.head_dim
     grids = {name: torch.full((n_layers, n_heads if name == "heads" else t), float("nan")) for name in ("resid", "attn", "ffn", "heads")}
     passes = 0
@@ -137,7 +141,7 @@ def patch_prompts(
             logits = runner.run_patched(corrupted_ids[None].expand(len(chunk), t), patch)
             passes += 1
             m = target.measure(logits[:, target.position]).cpu()  # (B,)
-            restored = (m - m_corr) / denom if denom != 0 else torch.full_like(m, float("nan"))
+            restored = fraction_restored(m, m_corr, m_clean)  # NaN (undefined) when clean and corrupted m nearly agree
             for b, (layer, unit) in enumerate(chunk):
                 grids[name][layer, unit] = restored[b]
     return PatchingResult(

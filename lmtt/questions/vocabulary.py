@@ -1,4 +1,15 @@
-"""Reading states and updates in the vocabulary: the logit lens of one state, and what an update promotes."""
+"""Reading states and updates in the vocabulary: the logit lens of one state, and what an update promotes.
+
+An update z (a block's, a head's or a neuron's) that the residual stream receives at position i moves
+every logit directly by the same linear map that direct logit attribution uses there
+(lmtt.questions.dla): the final norm with its scale s_i frozen, then the unembedding,
+
+    effect_t(z) = W_U[t] . (s_i g ⊙ P z),
+
+in logits, before a family's final softcap (and with its linear logit scale). So a head's effect on
+token A equals its entry in direct_effects for A, and promoted/suppressed lists add up: the effects of
+a node's parts sum to the effect of the node's update.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lmtt.engine.norms import FrozenNorm
 from lmtt.engine.runner import ModelRunner
 
 
@@ -13,15 +25,26 @@ from lmtt.engine.runner import ModelRunner
 class TokenScore:
     token: str
     token_id: int
-    score: float  # a probability for the logit lens, a logit for projections
+    score: float  # a probability for the logit lens; a direct effect on the token's logit, in logits, for projections
 
 
 @dataclass(frozen=True)
 class Projection:
-    """What a vector added to the residual stream pushes up and pushes down."""
+    """What an update pushes up and pushes down: its direct effect on every logit at one position (module docstring)."""
 
     promoted: list[TokenScore]
     suppressed: list[TokenScore]
+    effects: torch.Tensor  # (V,) the direct effect on every token's logit
+
+    def effect_on(self, token_id: int) -> float:
+        """The direct effect on one token's logit: what the update does to, say, ' Paris'."""
+        return float(self.effects[token_id])
+
+    def to_dict(self) -> dict:
+        def rows(scores: list[TokenScore]) -> list[dict]:
+            return [{"token": s.token, "token_id": s.token_id, "effect": s.score} for s in scores]
+
+        return {"unit": "direct effect on the logit", "promoted": rows(self.promoted), "suppressed": rows(self.suppressed)}
 
 
 def top_tokens(runner: ModelRunner, scores: torch.Tensor, k: int, largest: bool = True) -> list[TokenScore]:
@@ -35,7 +58,11 @@ def logit_lens(runner: ModelRunner, state: torch.Tensor, k: int = 10, final_norm
     return top_tokens(runner, probs, k)
 
 
-def project(runner: ModelRunner, vector: torch.Tensor, k: int = 10) -> Projection:
-    """Tokens whose logits a residual update (d,) raises and lowers most."""
-    logits = runner.unembed_direction(vector)  # (V,)
-    return Projection(top_tokens(runner, logits, k), top_tokens(runner, logits, k, largest=False))
+def project(runner: ModelRunner, vector: torch.Tensor, final_norm: FrozenNorm | None, k: int = 10) -> Projection:
+    """Tokens whose logits an update (d,) raises and lowers most, by its direct effect on each logit.
+
+    `final_norm` is the final norm frozen at the explained position (dla.frozen_final_norm); None for a model without one.
+    """
+    x = vector if final_norm is None else final_norm.linear(vector.to(final_norm.scale.device))  # (d,) s g ⊙ P z
+    effects = runner.unembed_direction(x).cpu()  # (V,)
+    return Projection(top_tokens(runner, effects, k), top_tokens(runner, effects, k, largest=False), effects)

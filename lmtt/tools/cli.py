@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--ablation", choices=("zero", "mean"), default="zero", help="what replaces parts outside the route")
     q.add_argument("--qk", default=None, metavar="L.H:Q:K", help="QK attribution of head L.H's score from query Q to key K")
     q.add_argument("--neuron", default=None, metavar="L.N", help="a GLU neuron's gate, up and product per position")
+    q.add_argument("--head", default=None, metavar="L.H", help="what the app's head panel shows for head L.H at --token")
     q.add_argument("--patch", default=None, metavar="TEXT", help="activation patching: this corrupted prompt (same token count)")
     c = sub.add_parser("check", help="check that lmtt's decomposition adds up for a model (one line per identity)")
     c.add_argument("--model", default=None, help="a model name from config.yaml (default: its default_model)")
@@ -136,6 +137,11 @@ def _target_questions(args, analysis: Analysis, runner, config) -> dict:
         if not m:
             raise ValueError(f"--neuron expects LAYER.NEURON, e.g. 20.1337, got {args.neuron!r}")
         out["neuron_profile"] = analysis.neuron_profile(int(m.group(1)), int(m.group(2))).to_dict()
+    if args.head is not None:
+        m = re.fullmatch(r"(\d+)\.(\d+)", args.head.strip())
+        if not m:
+            raise ValueError(f"--head expects LAYER.HEAD, e.g. 23.4, got {args.head!r}")
+        out["head"] = _head_panel(analysis, int(m.group(1)), int(m.group(2)), args.token, args.top)
     asked = args.dla or args.lens or args.faithfulness or args.faithfulness_curve or args.patch is not None
     if not (asked or args.direct_threshold is not None or args.target or args.contrast):
         return out
@@ -147,15 +153,33 @@ def _target_questions(args, analysis: Analysis, runner, config) -> dict:
         out["direct_edges"] = [e.to_dict() for e in analysis.direct_edges(target, args.direct_threshold)]
     if args.lens:
         out["target_lens"] = analysis.target_lens(target).to_dict()
-    if args.faithfulness:
-        out["faithfulness"] = analysis.faithfulness(args.threshold, target, args.ablation).to_dict()
+    route_target = target if args.contrast else analysis.contrast_target(args.token, args.target)
+    if args.faithfulness:  # without --contrast: against the runner-up, a measure that moves with p(A)
+        out["faithfulness"] = analysis.faithfulness(args.threshold, route_target, args.ablation).to_dict()
     if args.faithfulness_curve:
-        out["faithfulness_curve"] = analysis.faithfulness_curve(target=target, ablation=args.ablation).to_dict()
+        out["faithfulness_curve"] = analysis.faithfulness_curve(target=route_target, ablation=args.ablation).to_dict()
     if args.patch is not None:
         check_prompt(args.patch, config.max_prompt_chars)
         corrupted = chat_prompt(runner, args.patch) if args.chat else args.patch
         out["patching"] = {"prompt": args.patch, **analysis.patching(corrupted, target).to_dict()}
     return out
+
+
+def _head_panel(analysis: Analysis, layer: int, head: int, token: int, k: int) -> dict:
+    """The head panel's numbers: its direct effect on each logit at the token, its share of the node, where it looks."""
+    position = analysis.position(token)
+    shares = analysis.head_contributions(layer, position)
+    attention = analysis.trace.attention(layer, slice(position, position + 1), n_keys=position + 1)[head, 0]  # (J,)
+    top = attention.topk(min(k, attention.numel()))
+    return {
+        "layer": layer,
+        "head": head,
+        "position": position,
+        "token": analysis.tokens[position],
+        "share_of_node": float(shares.heads[head]),
+        **analysis.head_tokens(layer, position, head, k).to_dict(),
+        "attention": [{"source": j, "token": analysis.tokens[j], "weight": w} for w, j in zip(top.values.tolist(), top.indices.tolist())],
+    }
 
 
 def _analyze(args) -> int:
@@ -226,12 +250,22 @@ def _analyze(args) -> int:
     return 0
 
 
+def _fraction(x: float | None) -> str:
+    return "undefined" if x is None else f"{x:.3f}"
+
+
 def _print_target_questions(result: dict) -> None:
     if "qk_attribution" in result:
         q = result["qk_attribution"]
         print(f"head {q['layer']}.{q['head']} score {q['query']} -> {q['key']}: {q['score']:.3f} = sum of pairs {q['sum_of_pairs']:.3f}")
         for p in q["top_pairs"][:5]:
             print(f"  {p['query_part']} x {p['key_part']}: {p['value']:+.3f}")
+    if "head" in result:
+        h = result["head"]
+        print(f"head {h['layer']}.{h['head']} at token {h['position']} {h['token']!r}: share of the node {h['share_of_node']:.3f}")
+        for kind in ("promoted", "suppressed"):
+            print(f"  {kind} (direct effect on the logit): " + ", ".join(f"{s['token']!r} {s['effect']:+.3f}" for s in h[kind][:5]))
+        print("  attends to: " + ", ".join(f"{a['source']} {a['token']!r} {a['weight']:.3f}" for a in h["attention"][:5]))
     if "target" not in result:
         return
     print(f"target: {result['target']['quantity']} at token {result['target']['position']}")
@@ -244,10 +278,10 @@ def _print_target_questions(result: dict) -> None:
         print(f"  {'booster' if e['effect'] > 0 else 'suppressor'} {e['name']}: {e['effect']:+.3f} ({e['source']} -> {e['target']})")
     if "faithfulness" in result:
         f = result["faithfulness"]
-        kept = f"faithfulness {f['faithfulness']:.3f}, p kept {f['prob_kept']:.3f}"
+        kept = f"faithfulness {_fraction(f['faithfulness'])}, p kept {_fraction(f['prob_kept'])}"
         print(f"  route at threshold {f['threshold']}: {f['edges']} edges, {kept}")
     for f in result.get("faithfulness_curve", {}).get("points", []):
-        print(f"  threshold {f['threshold']:.3f}: {f['edges']:5d} edges, faithfulness {f['faithfulness']:.3f}")
+        print(f"  threshold {f['threshold']:.3f}: {f['edges']:5d} edges, faithfulness {_fraction(f['faithfulness'])}")
     if "patching" in result:
         p = result["patching"]
         values = f"clean {p['clean_value']:.3f}, corrupted {p['corrupted_value']:.3f}"

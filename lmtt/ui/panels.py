@@ -23,6 +23,9 @@ from lmtt.viz.figures import describe_node, visible
 # ---- tables ---------------------------------------------------------------------
 
 
+EFFECT_COLUMN = "effect on logit"  # a projection's score: the direct effect on that token's logit (lmtt.questions.vocabulary)
+
+
 def token_table(scores: list[TokenScore], column: str) -> pd.DataFrame:
     """Tokens as text cells (a dataframe never renders markup), whitespace made visible."""
     return pd.DataFrame(
@@ -34,9 +37,9 @@ def projection_tables(proj: Projection, stacked: bool = False) -> None:
     """Promoted and suppressed tokens side by side (or one above the other in a narrow panel)."""
     left, right = (st.container(), st.container()) if stacked else st.columns(2)
     left.caption("Promoted")
-    left.dataframe(token_table(proj.promoted, "logit"), hide_index=True, width="stretch")
+    left.dataframe(token_table(proj.promoted, EFFECT_COLUMN), hide_index=True, width="stretch")
     right.caption("Suppressed")
-    right.dataframe(token_table(proj.suppressed, "logit"), hide_index=True, width="stretch")
+    right.dataframe(token_table(proj.suppressed, EFFECT_COLUMN), hide_index=True, width="stretch")
 
 
 def neuron_table(analysis: Analysis, nc) -> pd.DataFrame:
@@ -130,7 +133,7 @@ def head_panel(view: View, layer: int, head: int, position: int, key: str, stack
     a = view.analysis
     st.markdown(f"**Head {layer}.{head}** at token {position} ({token_md(readable_tokens(a)[position])})")
     intervene_controls(view, "head", layer, head, key=key)
-    st.caption("Its update in vocabulary terms")
+    st.caption(f"Its direct effect on each logit at token {position} (as in direct logit attribution)")
     projection_tables(a.head_tokens(layer, position, head, k=8), stacked=stacked)
     st.caption(f"Its attention from token {position}")
     st.plotly_chart(figures.attention_from_figure(a, layer, head, position), key=f"{key}_attention", width="stretch")
@@ -140,8 +143,8 @@ def neuron_panel(view: View, layer: int, neuron: int, key: str, stacked: bool = 
     """One neuron in place: edits with their effect, and what its value vector promotes and suppresses."""
     st.markdown(f"**Neuron {layer}.{neuron}**")
     intervene_controls(view, "neuron", layer, neuron, key=key)
-    st.caption("Its value vector in vocabulary terms (not scaled by the activation)")
-    projection_tables(view.analysis.neuron_tokens(layer, neuron, k=8), stacked=stacked)
+    st.caption(f"What it wrote at token {view.token} (activation × value vector): its direct effect on each logit")
+    projection_tables(view.analysis.neuron_tokens(layer, neuron, view.token, k=8), stacked=stacked)
 
 
 def intervene_controls(view: View, kind: str, layer: int, index: int, key: str) -> None:
@@ -152,7 +155,7 @@ def intervene_controls(view: View, kind: str, layer: int, index: int, key: str) 
     chosen = None
     if c1.button("Zero", key=f"{key}_zero", width="stretch", help=f"Set {kind} {layer}.{index}'s output to 0"):
         chosen = Edit(kind, layer, index, "zero")
-    if c2.button("Mean", key=f"{key}_mean", width="stretch", help="Replace its output by its mean over the prompt"):
+    if c2.button("Mean", key=f"{key}_mean", width="stretch", help="At each token, its mean output over that token and the ones before"):
         chosen = Edit(kind, layer, index, "mean")
     if c4.button("Scale", key=f"{key}_scale", width="stretch", help="Multiply its output by the factor on the left"):
         chosen = Edit(kind, layer, index, "scale", float(factor))

@@ -6,17 +6,19 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from lmtt.analysis import Analysis
 from lmtt.engine.chat import chat_prompt
 from lmtt.engine.config import AppConfig
 from lmtt.engine.loading import LoadError
 from lmtt.engine.runner import PromptError
 from lmtt.questions.dla import Target, TargetError, search_vocabulary
-from lmtt.ui.runs import cached_runner
-from lmtt.ui.state import View, ss
+from lmtt.ui.runs import cached_runner, intervention
+from lmtt.ui.state import View, describe_edit, ss
 from lmtt.viz.figures import visible
 
 TOP = -1  # "the model's top prediction"
 NONE = -2  # "no contrast"
+RUNNER_UP = -3  # "the most likely token other than A"
 MEMO_ENTRIES = 8
 
 
@@ -25,12 +27,15 @@ def _name(analysis, token_id: int, probs) -> str:
         return "top prediction"
     if token_id == NONE:
         return "none (explain logit(A))"
+    if token_id == RUNNER_UP:
+        return "runner-up (the most likely token other than A)"
     return f"{visible(analysis.runner.decode(token_id))}  (id {token_id}, p={float(probs[token_id]):.3f})"
 
 
-def target_picker(view: View) -> Target | None:
-    """Target A and contrast B at the explained token: top predictions, or any token found by search. None on bad input."""
-    a = view.analysis
+def target_picker(view: View, a: Analysis | None = None, default_contrast: int = NONE) -> Target | None:
+    """Target A and contrast B at the explained token of `a` (default: the view's analysis): top predictions,
+    or any token found by search. `default_contrast` is NONE or RUNNER_UP. None on bad input."""
+    a = a or view.analysis
     probs = a.trace.logits[view.token].softmax(-1)
     top = [p.token_id for p in a.predictions(view.token, 10)]
     with st.expander("Target and contrast", expanded=True):
@@ -38,12 +43,17 @@ def target_picker(view: View) -> Target | None:
         found = search_vocabulary(a.runner, query) if query else []
         if query and not found:
             st.caption(f"No token contains {visible(query)!r}.")
-        chosen = [ss.get("q_target", TOP), ss.get("q_contrast", NONE)]
+        chosen = [ss.get("q_target", TOP), ss.get("q_contrast", default_contrast)]
         vocab = a.trace.logits.shape[-1]
-        chosen = [c if c < vocab else d for c, d in zip(chosen, (TOP, NONE))]  # from another model
+        for name, c in zip(("Target A", "Contrast B"), chosen):
+            if c >= vocab:  # pinned from another model's run: say so, do not reuse it silently
+                st.warning(f"{name} (token id {c}), kept from the last run, is not in this model's vocabulary of {vocab}: not used.")
+        chosen = [c if c < vocab else d for c, d in zip(chosen, (TOP, NONE))]
         options = list(dict.fromkeys([*top, *found, *[c for c in chosen if c >= 0]]))
         c1, c2 = st.columns(2)
-        a_options, b_options = [TOP, *options], [NONE, *options]
+        a_options, b_options = [TOP, *options], [default_contrast, NONE if default_contrast != NONE else RUNNER_UP, *options]
+        if chosen[1] not in b_options:
+            chosen[1] = default_contrast
         target_id = c1.selectbox(
             "Target A", a_options, index=a_options.index(chosen[0]), format_func=lambda i: _name(a, i, probs), key="_w_q_target"
         )
@@ -51,11 +61,34 @@ def target_picker(view: View) -> Target | None:
             "Contrast B", b_options, index=b_options.index(chosen[1]), format_func=lambda i: _name(a, i, probs), key="_w_q_contrast"
         )
     ss.q_target, ss.q_contrast = target_id, contrast_id
+    answer = None if target_id == TOP else target_id
     try:
-        return a.target(view.token, None if target_id == TOP else target_id, None if contrast_id == NONE else contrast_id)
+        if contrast_id == RUNNER_UP:
+            return a.contrast_target(view.token, answer)
+        return a.target(view.token, answer, None if contrast_id == NONE else contrast_id)
     except TargetError as e:
         st.error(str(e))
         return None
+
+
+def answered_on(view: View, follows_edits: bool = True) -> Analysis:
+    """The analysis a question page answers on, said in words: the edited run when edits are active.
+
+    A question that cannot run on edits (`follows_edits=False`) answers on the unedited model and says so.
+    """
+    if not view.edits:
+        return view.analysis
+    edits = ", ".join(describe_edit(e) for e in view.edits)
+    if not follows_edits:
+        st.info(f"These numbers are for the **unedited** model: this question does not apply edits ({edits}). "
+                "Remove the edits in the sidebar to hide this note.")  # fmt: skip
+        return view.analysis
+    result = intervention(view)
+    if result is None:  # the analysis limit refused the edited run; the message is already shown
+        st.info("These numbers are for the **unedited** model: the edited run could not be computed now.")
+        return view.analysis
+    st.info(f"These numbers are for the **edited** model ({edits}).")
+    return result.analysis
 
 
 def chat_wrapped(config: AppConfig, model: str, prompt: str) -> str:

@@ -126,6 +126,10 @@ def restore_from_url(config: AppConfig) -> None:
     ss._warnings = warnings
 
 
+# session keys of choices that belong to one prompt's questions (their widgets' keys start with _w_ + these)
+QUESTION_CHOICES = ("q_target", "q_contrast", "q_qk_", "patch", "_w_q_target", "_w_q_contrast", "_w_q_qk_", "_w_patch")
+
+
 def start_run(model: str, prompt: str, generated_from: int | None = None) -> None:
     """Make (model, prompt) the analysed run. Edits and selections belong to the old run: cleared unless pinned."""
     ss.run, ss.token = (model, prompt), None
@@ -135,9 +139,12 @@ def start_run(model: str, prompt: str, generated_from: int | None = None) -> Non
 
 
 def clear_selections() -> None:
+    """Selections, edits and the questions' choices (target A, contrast B, the corrupted prompt, the QK head and key)."""
     for name in SELECTIONS:
         ss[name] = "" if name == "compare" else None
     ss.edits = []
+    for name in [k for k in ss if isinstance(k, str) and k.startswith(QUESTION_CHOICES)]:
+        del ss[name]
 
 
 def validate_against(analysis: Analysis) -> None:

@@ -397,7 +397,7 @@ def neuron_bar_figure(nc: NeuronContributions) -> go.Figure:
 
 
 def projection_figure(proj: Projection) -> go.Figure:
-    """Promoted tokens (positive logits) and suppressed ones (negative), as horizontal bars."""
+    """Promoted tokens (positive direct effect on their logit) and suppressed ones (negative), as horizontal bars."""
     items = sorted(proj.promoted + proj.suppressed, key=lambda s: s.score)
     fig = go.Figure(
         go.Bar(
@@ -408,7 +408,10 @@ def projection_figure(proj: Projection) -> go.Figure:
         )
     )
     fig.update_layout(
-        height=max(300, 18 * len(items) + 80), xaxis_title="logit change", margin={"l": 140}, yaxis={"type": "category", "dtick": 1}
+        height=max(300, 18 * len(items) + 80),
+        xaxis_title="direct effect on the logit",
+        margin={"l": 140},
+        yaxis={"type": "category", "dtick": 1},
     )
     return fig
 

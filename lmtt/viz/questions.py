@@ -7,6 +7,7 @@ one diverging scale centred on 0: red pushes the target up, blue pushes it down.
 from __future__ import annotations
 
 import html
+import math
 
 import numpy as np
 import plotly.graph_objects as go
@@ -186,6 +187,11 @@ def target_graph_figure(
     return fig
 
 
+def number(x: float, digits: int = 3) -> str:
+    """A fraction as text: "undefined" where it is NaN (a near-zero denominator), never "nan"."""
+    return "undefined" if math.isnan(x) else f"{x:.{digits}f}"
+
+
 def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     """Faithfulness (logit difference kept) and p(A) kept against the number of edges, one point per threshold."""
     pts = curve.points
@@ -199,7 +205,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
             name="faithfulness (quantity kept)",
             text=[f"{p.threshold:g}" for p in pts],
             textposition="top center",
-            hovertext=[f"{lab}<br>faithfulness {p.faithfulness:.3f}" for lab, p in zip(labels, pts)],
+            hovertext=[f"{lab}<br>faithfulness {number(p.faithfulness)}" for lab, p in zip(labels, pts)],
             hoverinfo="text",
         )
     )
@@ -242,6 +248,7 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
         "ffn": "FFN output",
         "heads": "head outputs (each head at every position)",
     }
+    text = [[number(v, 2) for v in row] for row in z.tolist()]  # NaN cells read "undefined"
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -249,14 +256,16 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
             y=[f"L{layer}" for layer in range(n_layers)],
             zmid=0,
             colorscale=SCALE,
-            texttemplate="%{z:.2f}",
+            text=text,
+            texttemplate="%{text}",
             textfont={"size": 8},
-            hovertemplate="%{y}, %{x}: restored %{z:.3f}<extra></extra>",
+            hovertemplate="%{y}, %{x}: restored %{text}<extra></extra>",
             colorbar={"title": "restored"},
         )
     )
+    undefined = " (undefined: clean and corrupted m are within 1e-3 logits)" if np.isnan(z).all() else ""
     fig.update_layout(
-        title=f"Patching the {names[grid]}: restored fraction of {html.escape(result.target.describe())}",
+        title=f"Patching the {names[grid]}: restored fraction of {html.escape(result.target.describe())}{undefined}",
         height=max(380, 16 * n_layers + 140),
         margin={"l": 50, "r": 10, "t": 40, "b": 90},
     )
