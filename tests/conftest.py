@@ -92,6 +92,7 @@ def cli(default_runner, monkeypatch) -> Callable[..., CliRun]:
     return run
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Browser tests first, as one xdist group: `make test` runs two workers (pytest-xdist, --dist loadgroup), and
     the browser tests (one server per module, one browser at a time) keep one worker busy while the other takes

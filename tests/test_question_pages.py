@@ -80,3 +80,20 @@ def test_chat_template_toggle_wraps_the_prompt():
     analysed = at.session_state.run[1]
     assert analysed.startswith("<|im_start|>") and "What is the capital of France?" in analysed
     assert analysed.endswith("<|im_start|>assistant\n")
+
+
+def test_a_new_run_resets_target_and_contrast_to_the_new_prompts_defaults():
+    """Issue 19: A = ' John' chosen on the IOI prompt must not explain 'The capital of France is' after a new Run."""
+    at = opened("pages/target.py", MARY_JOHN)
+    at.text_input(key="q_search").input("John").run()
+    john = next(o for o in at.selectbox(key="_w_q_target").options if o.startswith("␣John "))
+    at.selectbox(key="_w_q_target").select(john).run()
+    assert "logit\\(' John'\\)" in text(at)
+    at.sidebar.text_area(key="_w_prompt").input("The capital of France is")
+    at.sidebar.button[0].click().run()  # Run: a new prompt
+    assert not at.exception, at.exception
+    assert "logit\\(' Paris'\\)" in text(at) and "John" not in text(at)
+    at.switch_page("pages/faithfulness.py").run()  # the runner-up contrast by default
+    assert not at.exception, at.exception
+    quantity = at.get("plotly_chart")[0].proto.spec
+    assert "Paris" in quantity and "John" not in quantity
