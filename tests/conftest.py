@@ -92,12 +92,19 @@ def cli(default_runner, monkeypatch) -> Callable[..., CliRun]:
     return run
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Browser tests first, as one xdist group: `make test` runs two workers (pytest-xdist, --dist loadgroup), and
     the browser tests (one server per module, one browser at a time) keep one worker busy while the other takes
-    everything else; a worker that finishes early takes what is left."""
+    everything else; a worker that finishes early takes what is left.
+
+    The group is written into the node id as `@browser`, which is what xdist's scheduler reads: xdist 3.8 writes
+    it to `_nodeid`, which pytest 9 no longer reads (it keeps `_id`), so its own xdist_group marks do nothing here.
+    """
     browser = [item for item in items if item.get_closest_marker("browser")]
-    for item in browser:
-        item.add_marker(pytest.mark.xdist_group("browser"))
+    if getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
+        from _pytest.nodeid import coerce_node_id
+
+        for item in browser:
+            item._id = coerce_node_id(f"{item.nodeid}@browser")
     items[:] = browser + [item for item in items if not item.get_closest_marker("browser")]
