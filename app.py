@@ -70,7 +70,7 @@ with panel_col:
         st.caption(
             "The downloads are of the graph shown (**edited**). The panel below reads the unedited run and compares the edits with it."
             if shown is not a
-            else "The panel and the downloads read the **unedited** run; switch on 'Show the edited graph' for the edited one."
+            else "The panel and the downloads read the **unedited** run; draw the edited graph (in the panel) for the edited one."
         )
     ui.selection_panel(view)
     ui.download_buttons(shown, view.token, view.threshold)

@@ -34,10 +34,12 @@ class Projection:
 
     promoted: list[TokenScore]
     suppressed: list[TokenScore]
-    effects: torch.Tensor  # (V,) the direct effect on every token's logit
+    effects: torch.Tensor | None = None  # (V,) the direct effect on every token's logit (project() fills it)
 
     def effect_on(self, token_id: int) -> float:
         """The direct effect on one token's logit: what the update does to, say, ' Paris'."""
+        if self.effects is None:
+            raise ValueError("this projection was built without every token's effect")
         return float(self.effects[token_id])
 
     def to_dict(self) -> dict:
