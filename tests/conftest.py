@@ -7,6 +7,9 @@ from dataclasses import dataclass
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# two pytest workers share the 2 cores (Makefile): one torch thread each, here and in the servers they start
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 
 import pytest  # noqa: E402
 
@@ -89,14 +92,6 @@ def cli(default_runner, monkeypatch) -> Callable[..., CliRun]:
     return run
 
 
-def pytest_configure(config):
-    """Two xdist workers share the 2 cores (Makefile): one torch thread in each (the servers they start keep their own)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
-
-        torch.set_num_threads(1)
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Browser tests first, as one xdist group: `make test` runs two workers (pytest-xdist, --dist loadgroup), and
@@ -105,13 +100,11 @@ def pytest_collection_modifyitems(config, items):
 
     The group is written into the node id as `@browser`, which is what xdist's scheduler reads: xdist 3.8 writes
     it to `_nodeid`, which pytest 9 no longer reads (it keeps `_id`), so its own xdist_group marks do nothing here.
-    The 4,000-token test is a group of its own, so that the other worker runs it beside the rest.
     """
     browser = [item for item in items if item.get_closest_marker("browser")]
     if getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
         from _pytest.nodeid import coerce_node_id
 
         for item in browser:
-            group = "browser_long" if item.module.__name__.endswith("test_browser_long") else "browser"
-            item._id = coerce_node_id(f"{item.nodeid}@{group}")
+            item._id = coerce_node_id(f"{item.nodeid}@browser")
     items[:] = browser + [item for item in items if not item.get_closest_marker("browser")]
