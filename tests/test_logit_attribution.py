@@ -55,7 +55,7 @@ def test_a_heads_direct_effect_is_its_update_through_the_frozen_norm(analysis):
     target = analysis.target(-1, None, b)
     e = analysis.direct_effects(target)
     x = trace.resid[trace.n_layers][-1]
-    frozen = freeze(runner.final_norm, dla.norm_spec(runner), x[None], runner.final_norm(x[None]))
+    frozen = freeze(runner.final_norm, runner.adapter.norm, x[None], runner.final_norm(x[None]))
     for layer, head in ((0, 1), (trace.n_layers - 1, 2)):
         update = shares.head_update(runner, trace, layer, trace.n_tokens - 1, head)
         logits = runner.unembed_direction(frozen.linear(update[None])[0])

@@ -32,7 +32,7 @@ import torch
 from lmtt.engine.adapters import linear_weight
 from lmtt.engine.attribution import head_parts
 from lmtt.engine.levels import level_names
-from lmtt.engine.norms import FrozenNorm, NormSpec, freeze
+from lmtt.engine.norms import FrozenNorm, freeze
 from lmtt.engine.runner import ModelRunner, Trace
 from lmtt.questions.lens import over_levels
 
@@ -155,20 +155,6 @@ def make_target(
     return Target(position, a, runner.decode(a), b, None if b is None else runner.decode(b))
 
 
-def norm_spec(runner: ModelRunner) -> NormSpec:
-    """The final norm's description: the adapter's when it has one, else read off the module."""
-    spec = getattr(runner.adapter, "norm", None)
-    return spec if isinstance(spec, NormSpec) else module_norm_spec(runner.final_norm)
-
-
-def module_norm_spec(module) -> NormSpec:
-    """A norm's description read off its class: LayerNorm, else RMSNorm (Gemma's with gain 1 + weight)."""
-    name = type(module).__name__.lower()
-    if "layernorm" in name.replace("_", "") and "rms" not in name:
-        return NormSpec(kind="layer")
-    return NormSpec(kind="rms", weight_offset=1.0 if "gemma" in name else 0.0)
-
-
 @dataclass(frozen=True)
 class Readout:
     """The logits of the target tokens as an affine map of residual states after the final norm.
@@ -212,7 +198,7 @@ def frozen_final_norm(runner: ModelRunner, x: torch.Tensor) -> FrozenNorm | None
         return None
     m = runner.final_norm
     y = m(x.to(m.weight.device, m.weight.dtype)[None]).float()[0]  # (d,)
-    frozen = freeze(m, norm_spec(runner), x.to(y.device)[None], y[None])
+    frozen = freeze(m, runner.adapter.norm, x.to(y.device)[None], y[None])  # the family's norm, as adapter data
     return FrozenNorm(frozen.scale.cpu(), _cpu(frozen.gain), _cpu(frozen.bias), frozen.center)
 
 

@@ -25,7 +25,6 @@ import torch
 
 from lmtt.engine.norms import freeze
 from lmtt.engine.runner import ModelRunner, Trace
-from lmtt.questions.dla import module_norm_spec
 
 TOLERANCE = 1e-3  # relative: the rebuilt query/key against the recorded one
 
@@ -111,7 +110,7 @@ def qk_attribution(runner: ModelRunner, trace: Trace, layer: int, head: int, que
         return torch.stack(rows).to(dev)
 
     x = trace.resid[layer][positions].to(dev)  # (2, d)
-    frozen = freeze(norm, module_norm_spec(norm), x, norm(x.to(norm.weight.dtype)).float())
+    frozen = freeze(norm, runner.adapter.norm, x, norm(x.to(norm.weight.dtype)).float())  # every norm of a family is one kind
     try:
         cos, sin = rotary(x[None], torch.arange(t, device=dev)[None])  # (1, T, hd) each
     except TypeError as e:  # a rotary embedding with another signature (per-layer types: Gemma-3)
