@@ -119,15 +119,31 @@ def _check_ablation(ablation: str) -> None:
         raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
 
 
+@dataclass(frozen=True)
+class AblationMeans:
+    """What mean ablation puts back: causal means of each head's values and of each FFN update (at its patch site)."""
+
+    values: list[torch.Tensor]  # L x (T, H, hd)
+    ffn: list[torch.Tensor]  # L x (T, d)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, runner: ModelRunner, trace: Trace) -> AblationMeans:
+        """One extra traced pass (for the FFN site); compute once per trace and share it between route runs."""
+        values = [causal_mean(v[:, trace.kv_index]) for v in trace.values]
+        return cls(values, [causal_mean(f) for f in site_values(runner, trace, "ffn_update")])
+
+
 @torch.no_grad()
-def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "zero") -> Trace:
-    """The trace of the prompt with everything outside `route` knocked out, in one forward pass."""
+def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "zero", means: AblationMeans | None = None) -> Trace:
+    """The trace of the prompt with everything outside `route` knocked out, in one forward pass (`means`: see AblationMeans)."""
     _check_ablation(ablation)
     t, kv_index = trace.n_tokens, trace.kv_index
     causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T) [query, source]
     mean = ablation == "mean"
-    v_mean = [causal_mean(v[:, kv_index]) for v in trace.values] if mean else None  # L x (T, H, hd)
-    ffn_mean = [causal_mean(f) for f in site_values(runner, trace, "ffn_update")] if mean else None  # L x (T, d)
+    if mean and means is None:
+        means = AblationMeans.of(runner, trace)
+    v_mean, ffn_mean = (means.values, means.ffn) if mean else (None, None)
 
     def patch(site: str, layer: int, x: torch.Tensor) -> torch.Tensor | None:  # x: (1, T, .)
         if site == "head_context":
@@ -186,16 +202,25 @@ def _measure(logits: torch.Tensor, target: Target) -> tuple[float, float, int]:
 
 
 def faithfulness(
-    runner: ModelRunner, trace: Trace, sub: Subgraph, target: Target, ablation: str = "zero", empty: float | None = None
+    runner: ModelRunner,
+    trace: Trace,
+    sub: Subgraph,
+    target: Target,
+    ablation: str = "zero",
+    empty: float | None = None,
+    means: AblationMeans | None = None,
 ) -> Faithfulness:
     """Faithfulness of the subgraph `sub` for the target (one forward pass; two when `empty` is not given)."""
     if sub.root[1] != target.position:
         raise ValueError(f"the subgraph leads to position {sub.root[1]}, the target is at {target.position}")
+    _check_ablation(ablation)
+    if ablation == "mean" and means is None:
+        means = AblationMeans.of(runner, trace)  # once for this route and the empty one
     route = Route.of(sub, trace.n_layers, trace.n_tokens)
     m_full, p_full, _ = _measure(trace.logits, target)
-    m_route, p_route, top = _measure(run_route(runner, trace, route, ablation).logits, target)
+    m_route, p_route, top = _measure(run_route(runner, trace, route, ablation, means).logits, target)
     if empty is None:
-        empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation).logits, target)[0]
+        empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation, means).logits, target)[0]
     return Faithfulness(target, sub.threshold, ablation, len(sub), m_full, m_route, empty, p_full, p_route, runner.decode(top))
 
 
@@ -220,6 +245,8 @@ class FaithfulnessCurve:
 def faithfulness_curve(
     runner: ModelRunner, trace: Trace, subgraphs: list[Subgraph], target: Target, ablation: str = "zero"
 ) -> FaithfulnessCurve:
-    """One route run per subgraph, sharing the empty route's run."""
-    empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation).logits, target)[0]
-    return FaithfulnessCurve([faithfulness(runner, trace, s, target, ablation, empty) for s in subgraphs])
+    """One route run per subgraph, sharing the empty route's run and, for mean ablation, the means."""
+    _check_ablation(ablation)
+    means = AblationMeans.of(runner, trace) if ablation == "mean" else None
+    empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation, means).logits, target)[0]
+    return FaithfulnessCurve([faithfulness(runner, trace, s, target, ablation, empty, means) for s in subgraphs])
