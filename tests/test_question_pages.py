@@ -21,6 +21,13 @@ def opened(page: str, prompt: str) -> AppTest:
     return at
 
 
+def choose_john(at: AppTest, key: str) -> None:
+    """Search the vocabulary for 'John' and pick ␣John in the selectbox `key` (target or contrast)."""
+    at.text_input(key="q_search").input("John").run()
+    john = next(o for o in at.selectbox(key=key).options if o.startswith("␣John "))
+    at.selectbox(key=key).select(john).run()
+
+
 def text(at: AppTest) -> str:
     return " ".join(m.value for m in at.main.markdown)
 
@@ -28,9 +35,7 @@ def text(at: AppTest) -> str:
 def test_target_page_finds_the_suppressor_of_john():
     at = opened("pages/target.py", MARY_JOHN)
     assert [t.value for t in at.title] == ["Target"]
-    at.text_input(key="q_search").input("John").run()
-    john = next(o for o in at.selectbox(key="_w_q_target").options if o.startswith("␣John "))
-    at.selectbox(key="_w_q_target").select(john).run()
+    choose_john(at, "_w_q_target")
     assert not at.exception, at.exception
     assert "logit\\(' John'\\)" in text(at)
     table = at.main.dataframe[0].value
@@ -43,9 +48,7 @@ def test_target_page_finds_the_suppressor_of_john():
 
 def test_target_page_with_a_contrast_and_the_lens():
     at = opened("pages/target.py", MARY_JOHN)
-    at.text_input(key="q_search").input("John").run()
-    john = next(o for o in at.selectbox(key="_w_q_contrast").options if o.startswith("␣John "))
-    at.selectbox(key="_w_q_contrast").select(john).run()
+    choose_john(at, "_w_q_contrast")
     assert "logit\\(' Mary'\\) \\- logit\\(' John'\\)" in text(at)
     at.radio(key="q_lens").set_value("B").run()
     assert not at.exception, at.exception
@@ -85,9 +88,7 @@ def test_chat_template_toggle_wraps_the_prompt():
 def test_a_new_run_resets_target_and_contrast_to_the_new_prompts_defaults():
     """Issue 19: A = ' John' chosen on the IOI prompt must not explain 'The capital of France is' after a new Run."""
     at = opened("pages/target.py", MARY_JOHN)
-    at.text_input(key="q_search").input("John").run()
-    john = next(o for o in at.selectbox(key="_w_q_target").options if o.startswith("␣John "))
-    at.selectbox(key="_w_q_target").select(john).run()
+    choose_john(at, "_w_q_target")
     assert "logit\\(' John'\\)" in text(at)
     at.sidebar.text_area(key="_w_prompt").input("The capital of France is")
     at.sidebar.button[0].click().run()  # Run: a new prompt
