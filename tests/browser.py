@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from lmtt.tools.serve import CHROMIUM, ROOT
 
@@ -82,11 +83,21 @@ def point_xy(page: Page, customdata, bar: bool = False) -> tuple[float, float]:
 
 
 def click_point(page: Page, customdata, bar: bool = False) -> None:
-    """Hover first, as a hand does: plotly clicks the point it last hovered (its hover is throttled)."""
+    """Hover first, as a hand does: plotly clicks the point it last hovered, and its hover is throttled.
+
+    A fixed pause was not enough on a loaded 2-core machine (the click landed before the hover and did nothing),
+    so wait for plotly's hover label to appear, nudging the pointer once if it has not after a while.
+    """
     xy = point_xy(page, customdata, bar)
-    page.mouse.move(*xy)
-    page.wait_for_timeout(200)
-    page.mouse.click(*xy)
+    label = page.locator(".js-plotly-plot .hoverlayer .hovertext").first
+    for dx in (0, 1):
+        page.mouse.move(xy[0] + dx, xy[1])
+        try:
+            label.wait_for(state="attached", timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    page.mouse.click(xy[0] + dx, xy[1])
 
 
 def settled(page) -> None:

@@ -32,9 +32,9 @@ def default_runner() -> ModelRunner:
     return lmtt.load_model()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
-    """Debian's Chromium under Playwright, one per browser test module."""
+    """Debian's Chromium under Playwright, one per test process (each test opens its own context)."""
     from playwright.sync_api import sync_playwright
 
     from lmtt.tools.serve import CHROMIUM, CHROMIUM_ARGS
@@ -45,9 +45,12 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """`streamlit run app.py` on a free loopback port, one per browser test module."""
+    """`streamlit run app.py` on a free loopback port, shared by the browser tests of one process.
+
+    One model load and one analysis cache for all of them: each test opens its own browser context, so its own
+    session. Tests that need a fresh server or another config.yaml start their own (group "own-servers")."""
     from lmtt.tools.serve import streamlit_server
     from tests.browser import ARTIFACTS
 
@@ -94,17 +97,21 @@ def cli(default_runner, monkeypatch) -> Callable[..., CliRun]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Browser tests first, as one xdist group: `make test` runs two workers (pytest-xdist, --dist loadgroup), and
-    the browser tests (one server per module, one browser at a time) keep one worker busy while the other takes
-    everything else; a worker that finishes early takes what is left.
+    """Browser tests first, in xdist groups: `make test` runs two workers (pytest-xdist, --dist loadgroup).
 
-    The group is written into the node id as `@browser`, which is what xdist's scheduler reads: xdist 3.8 writes
-    it to `_nodeid`, which pytest 9 no longer reads (it keeps `_id`), so its own xdist_group marks do nothing here.
+    A group (`pytest.mark.browser(group=...)`) runs on one worker: "shared-server" shares one server (one model
+    load, one analysis cache), "own-servers" starts its own. The browser tests are the longest chain, so they go
+    first, and a worker that finishes its group takes what is left of the other tests.
+
+    The group is written into the node id as `@browser-GROUP`, which is what xdist's scheduler reads: xdist 3.8
+    writes it to `_nodeid`, which pytest 9 no longer reads (it keeps `_id`), so its own xdist_group marks do
+    nothing here.
     """
     browser = [item for item in items if item.get_closest_marker("browser")]
     if getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
         from _pytest.nodeid import coerce_node_id
 
         for item in browser:
-            item._id = coerce_node_id(f"{item.nodeid}@browser")
+            group = item.get_closest_marker("browser").kwargs.get("group", "shared-server")
+            item._id = coerce_node_id(f"{item.nodeid}@browser-{group}")
     items[:] = browser + [item for item in items if not item.get_closest_marker("browser")]

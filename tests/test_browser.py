@@ -16,7 +16,7 @@ from lmtt.tools.serve import streamlit_server
 from lmtt.viz.columns import PACK_ABOVE_TOKENS
 from tests.browser import ARTIFACTS, click_point, new_page, point_xy, settled  # skips the module where Chromium is missing
 
-pytestmark = pytest.mark.browser
+pytestmark = pytest.mark.browser(group="shared-server")
 expect.set_options(timeout=60_000)
 PROMPT = "The capital of France is"
 HOSTILE = "<img src=x onerror=alert(1)> and <script>alert(2)</script> **b** $x$ \u202eevil\u202c 👨\u200d👩"
@@ -26,6 +26,7 @@ def nav_links(page: Page) -> list[str]:
     return [t.strip() for t in page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').all_inner_texts()]
 
 
+@pytest.mark.browser(group="own-servers")  # its own server: the other group's worker can take it
 def test_a_deep_link_is_the_first_request_to_a_fresh_server(browser, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     with streamlit_server(tmp_path / "server.log") as (base, _pid):

@@ -12,7 +12,7 @@ from lmtt.tools.serve import streamlit_server
 from tests.browser import ARTIFACTS  # skips the module where Chromium is missing
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
-pytestmark = pytest.mark.browser
+pytestmark = pytest.mark.browser(group="own-servers")
 PROMPT = "w5 w17 w3 w42 w8 w11"  # six tokens of the tiny word-level vocabulary
 
 

@@ -122,11 +122,8 @@ def test_unsupported_family_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["bloom", "mpt", "falcon"])
-def test_refused_families_name_the_missing_piece(tmp_path, family):
+def test_refused_families_name_the_missing_piece(tmp_path, family, cli):
     """Families that open in transformers but cannot be decomposed: the family and the reason, no traceback."""
-    import subprocess
-    import sys
-
     import transformers as tf
 
     tf.AutoConfig.for_model(family).save_pretrained(tmp_path)
@@ -134,5 +131,5 @@ def test_refused_families_name_the_missing_piece(tmp_path, family):
         load_model(ModelEntry(name=family, source="path", path=str(tmp_path), allow_pickle=True))
     config = tmp_path / "config.yaml"
     config.write_text(f"default_model: m\nmodels:\n  m:\n    source: path\n    path: {tmp_path}\n    allow_pickle: true\n")
-    cli = subprocess.run([sys.executable, "-m", "lmtt", "check", "--config", str(config)], capture_output=True, text=True)
-    assert cli.returncode == 2 and f"model family '{family}' cannot be decomposed" in cli.stderr and "Traceback" not in cli.stderr
+    run = cli("check", "--config", str(config))
+    assert run.returncode == 2 and f"model family '{family}' cannot be decomposed" in run.stderr and "Traceback" not in run.stderr

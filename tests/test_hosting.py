@@ -65,14 +65,20 @@ def test_eight_threads_on_one_model_match_sequential_runs(default_runner):
     assert grown_mb < 300, f"RSS grew by {grown_mb:.0f} MB after the concurrent analyses were dropped"
 
 
-def test_eight_apptest_sessions_at_once(default_runner):
+def test_eight_apptest_sessions_at_once(default_runner, monkeypatch):
     """Eight sessions press Run at the same moment on the shared cached model.
 
-    Each session's first (empty) run is sequential: AppTest registers the app's pages
-    in process-wide state, which races when several AppTests start at once. A real
-    server does this once at start-up (the load test and the browser tests cover it).
+    Each session's first (empty) run is sequential. AppTest also resets a process-wide flag at the start of every
+    run (`PagesManager.uses_pages_directory = None`), and a run that reads it while another has just reset it
+    registers no pages, so its `st.page_link` fails. A real server sets the flag once at start-up (the load test and
+    the browser tests cover it); here AppTest gets a subclass to reset, and the flag the runs read stays set.
     """
     del default_runner  # loaded: the sessions share the cached runner
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import app_test
+
+    monkeypatch.setattr(PagesManager, "uses_pages_directory", True)  # app.py has a pages/ folder
+    monkeypatch.setattr(app_test, "PagesManager", type("AppTestPagesManager", (PagesManager,), {}))
     sessions = [AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run() for _ in PROMPTS]
     for at, prompt in zip(sessions, PROMPTS):
         at.sidebar.text_area(key="_w_prompt").input(prompt)

@@ -71,7 +71,9 @@ def test_prompts_of_different_length_are_refused(tiny_runner):
 @pytest.mark.default_model
 def test_france_italy_patching_finds_the_country(default_runner):
     a = lmtt.analyze(default_runner, "The capital of France is")
-    result = a.patching("The capital of Italy is", a.target(-1, " Paris", " Rome"))
+    italy = default_runner.tokenize("The capital of Italy is")
+    # the residual grid only (2 batched passes instead of 9): the other sites are tested on the tiny models
+    result = patching.patch_prompts(default_runner, a.trace.token_ids, italy, a.target(-1, " Paris", " Rome"), sites=("resid",))
     country = a.tokens.index(" France")
     assert result.clean_value > 0 > result.corrupted_value
     assert result.resid[0, country] == pytest.approx(1.0, abs=1e-3)
