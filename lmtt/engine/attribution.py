@@ -105,7 +105,7 @@ class HeadValues:
 
     u_max: torch.Tensor  # (T, H): max_d |u_jhd|
     values: torch.Tensor  # (K, hd, T): key/value head k's value vectors as columns
-    w_out: torch.Tensor  # (H, hd, d): W_O^h as the residual receives it (post-map direction, edits)
+    w_out: torch.Tensor  # (H, hd, d): W_O^h as the residual receives it (post-map direction, edits); may be the model's dtype
     kv_index: torch.Tensor  # (H,)
     u: torch.Tensor | None = None  # (T, H, d)
     by_coord: torch.Tensor | None = None  # (d, T + 1, H): one coordinate of every u_jh is one contiguous row
@@ -114,17 +114,17 @@ class HeadValues:
     def rows(self, j: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """(n, d) u_jh for the listed (source, head) pairs, from the factors: one GEMM per head present
         (gathering W_O^h per pair would take n * hd * d floats, GBs for a long prompt of a large model)."""
-        out = torch.empty(j.shape[0], self.w_out.shape[-1], dtype=self.w_out.dtype, device=self.w_out.device)  # (n, d)
+        out = torch.empty(j.shape[0], self.w_out.shape[-1], device=self.w_out.device)  # (n, d)
         for head in torch.unique(h).tolist():
             pick = (h == head).nonzero(as_tuple=True)[0]  # (n_h,)
-            out[pick] = self.values[self.kv_index[head], :, j[pick]].T @ self.w_out[head]  # (n_h, hd) @ (hd, d)
+            out[pick] = self.values[self.kv_index[head], :, j[pick]].T @ self.w_out[head].float()  # (n_h, hd) @ (hd, d)
         return out
 
     def with_coords(self, coords: torch.Tensor, n_sources: int) -> HeadValues:
         """These head values plus the by-coordinate layout of u for coordinates coords (U,) and the first
         J sources, computed from the factors: (U, J + 1, H), one zero column of padding as in the dense layout.
         Built once for every query that an on-demand sweep computes in a layer (their small sets overlap)."""
-        w = self.w_out[:, :, coords]  # (H, hd, U)
+        w = self.w_out[:, :, coords].float()  # (H, hd, U)
         layout = torch.empty(coords.shape[0], n_sources + 1, w.shape[0], dtype=w.dtype, device=w.device)  # (U, J + 1, H)
         for head in range(w.shape[0]):  # a head at a time: no second (U, J, H) temporary (340 MB, not 170, at T=8192)
             layout[:, :-1, head] = w[head].T @ self.values[self.kv_index[head], :, :n_sources]  # (U, hd) @ (hd, J)
@@ -148,12 +148,16 @@ def head_parts(
     if trace.edits:  # an edited head writes less
         a = a * trace.head_scale[layer][heads].to(a.device)
     w = weights.w_out if w_out is None else w_out
-    return torch.einsum("jh,jhc,hcd->jhd", a, v, w[heads].to(v.device))  # (J, H, d')
+    return torch.einsum("jh,jhc,hcd->jhd", a, v, w[heads].to(v.device, torch.float32))  # (J, H, d')
 
 
 def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = False) -> HeadValues:
-    """One layer's head values, computed once and shared by every query chunk."""
-    w_out = weights.w_out  # (H, hd, d)
+    """One layer's head values, computed once and shared by every query chunk.
+
+    W_O is upcast to float32 for this layer's products only. Lean head values, which an on-demand graph keeps
+    for every layer it visits, keep the model's own W_O (a view) where no post-map or edit changes it.
+    """
+    w_out = weights.w_out.float()  # (H, hd, d): this layer's W_O in float32 (no copy for a float32 model)
     if (post := trace.attn_map[layer]) is not None:  # what the residual receives, but for the per-query scale
         w_out = post.direction(w_out)
     if trace.edits:  # zeroed or scaled heads (interventions) write scaled parts
@@ -162,7 +166,8 @@ def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = Fa
     v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
     if lean:  # u_max from u in slices of sources, never the whole (T, H, d)
         u_max = torch.cat([torch.einsum("thc,hcd->thd", v[s : s + 512], w_out).abs().amax(-1) for s in range(0, v.shape[0], 512)])
-        return HeadValues(u_max, values, w_out.contiguous(), weights.kv_index)
+        unchanged = post is None and not trace.edits
+        return HeadValues(u_max, values, weights.w_out if unchanged else w_out.contiguous(), weights.kv_index)
     u = torch.einsum("thc,hcd->thd", v, w_out)  # (T, H, d)
     # One zero column of padding: every chunk then reads J < T + 1 sources, so the fused
     # kernel sees one layout and compiles once (J == T would otherwise recompile it).
@@ -285,7 +290,7 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     small, tau = small_set(y)  # (C, K), (C,)
     signs = y.sign().scatter(1, small, 0.0)  # (C, d): sign(y) on the large coordinates only
     n_kv = hv.values.shape[0]
-    t = torch.einsum("cd,hkd->hck", signs, hv.w_out)  # (H, C, hd): W_O^h s_i, the sign vector in head space
+    t = torch.einsum("cd,hkd->hck", signs, hv.w_out.float())  # (H, C, hd): W_O^h s_i, the sign vector in head space
     t = t.reshape(n_kv, (h // n_kv) * c, -1)  # (K, G*C, hd): the heads that share a key/value head, stacked
     p = torch.bmm(t, hv.values[:, :, :j]).reshape(h, c, j).permute(1, 2, 0).mul(a)  # (C, J, H) the linear part
     y_small = y.gather(1, small)  # (C, K)

@@ -99,12 +99,7 @@ def attention_sum(runner: ModelRunner, trace: Trace, layer: int) -> torch.Tensor
 def neuron_sum(runner: ModelRunner, trace: Trace, layer: int) -> torch.Tensor:
     """(T, d) the sum of every neuron part at every position, plus the biases, as the residual received it."""
     w = runner.layer_weights[layer]
-    acts = trace.neuron_acts[layer]  # (T, M)
-    ids = trace.neuron_ids[layer]
-    if ids is None:
-        raw = acts @ w.w_down  # (T, d)
-    else:
-        raw = torch.einsum("tm,tmd->td", acts, w.w_down[ids.long()])  # (T, d)
+    raw = w.w_down.weighted_sum(trace.neuron_acts[layer], trace.neuron_ids[layer])  # (T, d), bounded steps
     if trace.ffn_bias[layer] is not None:
         raw = raw + trace.ffn_bias[layer]
     return received_update(trace, "ffn", layer, raw)

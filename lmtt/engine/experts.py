@@ -1,16 +1,16 @@
 """lmtt's mixture-of-experts implementation for transformers: the experts' neurons, recorded and editable.
 
 Registered with transformers' ExpertsInterface as "lmtt". It computes what
-transformers' batched experts forward computes, for the (token, expert) pairs
-the router chose, and while a trace is recording it keeps each chosen expert's
+transformers' experts forward computes, for the (token, expert) pairs the router
+chose, grouped by expert, and while a trace is recording it keeps each chosen expert's
 hidden activations multiplied by the router weight. With those, the experts'
 output is an exact sum over (expert, neuron) parts plus the router-weighted
 down-projection biases:
 
     out_t = sum_{e in top-k(t)} w_te (W_down^e h_te + b^e) = sum_{e, n} (w_te h_ten) W_down^e[:, n] + sum_e w_te b^e.
 
-Neuron ids are virtual: expert e's neuron n is e * N + n, so one (E * N, d)
-matrix of value vectors serves every expert. Edits: an "expert" edit scales or
+Neuron ids are virtual: expert e's neuron n is e * N + n, so one list of
+(E * N, d) value vectors (lmtt.engine.values, views of the weights) serves every expert. Edits: an "expert" edit scales or
 zeroes that expert's router weight; a "neuron" edit scales or zeroes one
 expert neuron's activation.
 """
@@ -24,36 +24,51 @@ from lmtt.engine.attention import RECORDER
 NAME = "lmtt"
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
-    """x (S, in) through per-row weights (S, out, in), or (S, in, out) when transposed -> (S, out)."""
-    out = torch.bmm(x.unsqueeze(1), weight).squeeze(1) if transposed else torch.bmm(weight, x.unsqueeze(-1)).squeeze(-1)
+def _project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
+    """x (n, in) through one expert's weight (out, in), or (in, out) when transposed -> (n, out)."""
+    out = x @ weight if transposed else x @ weight.T
     return out if bias is None else out + bias
 
 
 def lmtt_experts(module, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
-    """hidden_states (T, d), top_k_index / top_k_weights (T, k) -> (T, d), with the experts' neurons recorded."""
+    """hidden_states (T, d), top_k_index / top_k_weights (T, k) -> (T, d), with the experts' neurons recorded.
+
+    Grouped: one matmul per expert over the (token, expert) pairs routed to it, reading the expert's weights
+    where they are. Gathering a weight matrix per pair instead costs 235 MB per pair per layer on Mixtral.
+    """
     t, k = top_k_index.shape
-    x = hidden_states.repeat_interleave(k, dim=0)  # (S, d), S = T * k
-    expert = top_k_index.reshape(-1)  # (S,)
+    expert = top_k_index.reshape(-1)  # (S,), S = T * k: pair s is (token s // k, its slot s % k)
     weight = top_k_weights.reshape(-1).to(hidden_states.dtype)  # (S,)
-    up_name = "gate_up_proj" if module.has_gate else "up_proj"
-    up_bias = getattr(module, f"{up_name}_bias", None) if module.has_bias else None
-    hidden = _linear(x, getattr(module, up_name)[expert], None if up_bias is None else up_bias[expert], module.is_transposed)
-    hidden = module._apply_gate(hidden) if module.has_gate else module.act_fn(hidden)  # (S, N)
     rec = RECORDER.get()
     layer = None if rec is None else rec["experts_of"].get(id(module))
     if layer is not None and (edits := rec["edits"].get(("expert", layer))):
         weight = weight.clone()
         for e in edits:
             weight[expert == e.index] *= e.part_scale
-    if layer is not None and (edits := rec["edits"].get(("neuron", layer))):
-        hidden = hidden.clone()
-        n = hidden.shape[1]
-        for e in edits:
-            if e.index < module.num_experts * n:
-                hidden[expert == e.index // n, e.index % n] *= e.part_scale
-    down_bias = module.down_proj_bias[expert] if module.has_bias else None
-    out = _linear(hidden, module.down_proj[expert], down_bias, module.is_transposed)  # (S, d)
+    neuron_edits = rec["edits"].get(("neuron", layer), ()) if layer is not None else ()
+    up_name = "gate_up_proj" if module.has_gate else "up_proj"
+    up, down = getattr(module, up_name), module.down_proj  # (E, ., .) each
+    up_bias = getattr(module, f"{up_name}_bias", None) if module.has_bias else None
+    down_bias = module.down_proj_bias if module.has_bias else None
+    out = hidden_states.new_zeros(t * k, hidden_states.shape[1])  # (S, d)
+    hidden = None  # (S, N) every pair's activations, kept only while recording
+    order = torch.argsort(expert, stable=True)  # (S,) pairs grouped by expert
+    start = 0
+    for e, n in enumerate(torch.bincount(expert, minlength=module.num_experts).tolist()):
+        if n == 0:
+            continue
+        pairs = order[start : start + n]  # (n,)
+        start += n
+        h = _project(hidden_states[pairs // k], up[e], None if up_bias is None else up_bias[e], module.is_transposed)
+        h = module._apply_gate(h) if module.has_gate else module.act_fn(h)  # (n, N)
+        width = h.shape[1]
+        for edit in neuron_edits:
+            if edit.index < module.num_experts * width and edit.index // width == e:
+                h[:, edit.index % width] *= edit.part_scale
+        if layer is not None:
+            hidden = h.new_empty(t * k, width) if hidden is None else hidden
+            hidden[pairs] = h
+        out[pairs] = _project(h, down[e], None if down_bias is None else down_bias[e], module.is_transposed)  # (n, d)
     if layer is not None:
         rec["expert_index"][layer] = top_k_index.detach().reshape(-1, rec["n_tokens"], k)[0]  # (T, k)
         rec["expert_weight"][layer] = weight.detach().float().reshape(-1, rec["n_tokens"], k)[0]  # (T, k)
@@ -62,12 +77,10 @@ def lmtt_experts(module, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
     return (out * weight[:, None]).view(t, k, -1).sum(1).to(hidden_states.dtype)
 
 
-def value_vectors(module) -> torch.Tensor:
-    """(E * N, d) float32: the value vector of expert e's neuron n in row e * N + n."""
-    down = module.down_proj.detach().float()  # (E, d, N), or (E, N, d) when transposed
-    if not module.is_transposed:
-        down = down.transpose(1, 2)
-    return down.reshape(-1, down.shape[-1])
+def value_vectors(module) -> list[torch.Tensor]:
+    """E x (N, d): expert e's value vectors as rows, views of its down-projection in the model's dtype."""
+    down = module.down_proj.detach()  # (E, d, N), or (E, N, d) when transposed
+    return [down[e] if module.is_transposed else down[e].T for e in range(down.shape[0])]
 
 
 def register() -> None:

@@ -20,6 +20,7 @@ from lmtt.engine.adapters import Adapter, adapter_for, config_value, is_parallel
 from lmtt.engine.attention import RECORDER as _RECORDER
 from lmtt.engine.edits import Edit
 from lmtt.engine.norms import FrozenNorm
+from lmtt.engine.values import ValueVectors, times_transposed
 
 
 class PromptError(ValueError):
@@ -146,9 +147,9 @@ class Trace:
 class LayerWeights:
     """Read-only float32 views of one layer's output projections."""
 
-    w_out: torch.Tensor  # (H, hd, d): head h's slice of W_O, rows are its context dims
+    w_out: torch.Tensor  # (H, hd, d): head h's slice of W_O, a view in the model's dtype (upcast where it is used)
     b_out: torch.Tensor | None  # (d,)
-    w_down: torch.Tensor  # (N, d): neuron n's value vector is w_down[n] (MoE: expert e's neuron n is row e * N_e + n, then shared)
+    w_down: ValueVectors  # (N, d): neuron n's value vector is w_down[n] (MoE: expert e's neuron n is row e * N_e + n, then shared)
     b_down: torch.Tensor | None  # (d,) a dense FFN's output bias
     kv_index: torch.Tensor  # (H,): the key/value head that head h reads
     n_experts: int = 0  # routed experts in this layer (0: a dense FFN)
@@ -198,21 +199,19 @@ class ModelRunner:
     def _layer_weights(self, block: nn.Module) -> LayerWeights:
         a = self.adapter
         out_proj = resolve(block, a.out_proj)
-        w_o = linear_weight(out_proj, a.conv1d).detach().float()  # (d, H*hd)
+        w_o = linear_weight(out_proj, a.conv1d).detach()  # (d, H*hd), the model's dtype
         d = w_o.shape[0]
-        w_out = w_o.T.reshape(self.n_heads, -1, d)  # (H, hd, d)
+        w_out = w_o.T.reshape(self.n_heads, -1, d)  # (H, hd, d): a view, no copy
         kv_index = torch.arange(self.n_heads, device=w_o.device) // (self.n_heads // self.n_kv)
         moe = self._experts(block)
         if moe is None:
             down_proj = resolve(block, a.down_proj)
-            w_down = linear_weight(down_proj, a.conv1d).detach().float().T  # (N, d)
+            w_down = ValueVectors([linear_weight(down_proj, a.conv1d).T])  # (N, d)
             return LayerWeights(w_out, _float_or_none(out_proj.bias), w_down, _float_or_none(down_proj.bias), kv_index)
-        routed = experts.value_vectors(moe)  # (E * N_e, d)
+        routed = experts.value_vectors(moe)  # E x (N_e, d)
         shared = resolve(block, f"{a.shared_expert}.down_proj") if a.shared_expert else None
-        w_down = routed if shared is None else torch.cat([routed, shared.weight.detach().float().T])  # (E * N_e + N_s, d)
-        return LayerWeights(
-            w_out, _float_or_none(out_proj.bias), w_down, None, kv_index, moe.num_experts, routed.shape[0] // moe.num_experts
-        )
+        w_down = ValueVectors(routed if shared is None else [*routed, shared.weight.T])  # (E * N_e + N_s, d)
+        return LayerWeights(w_out, _float_or_none(out_proj.bias), w_down, None, kv_index, moe.num_experts, routed[0].shape[0])
 
     def _install_hooks(self, layer: int, block: nn.Module) -> None:
         a = self.adapter
@@ -490,8 +489,7 @@ class ModelRunner:
         """
         x = vectors.float()
         for module in self.unembed_modules:
-            w = linear_weight(module, False).detach().float()  # (out, in)
-            x = x.to(w.device) @ w.T
+            x = times_transposed(x, linear_weight(module, False).detach())  # (..., out), W (out, in) upcast in slices
         return self.scale_logits(x)
 
 

@@ -319,7 +319,7 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
     for layer in range(n_layers):
         w = runner.layer_weights[layer]
         d_attn = _pull_back(_map(trace, "attn", layer), d, i)  # (d,): a raw head output z reaches d . map(z) = d_attn . z
-        w_d = w.w_out.to(dev) @ d_attn  # (H, hd): each head's context read along d
+        w_d = w.w_out.to(dev, torch.float32) @ d_attn  # (H, hd): each head's context read along d
         part = head_parts(trace, w, layer, i, w_out=w_d[..., None])[..., 0].T  # (H, J)
         sources[layer, :, : i + 1] = part.cpu()
         heads[layer] = part.sum(-1).cpu()
@@ -327,7 +327,7 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
         attn_bias[layer] = attn[layer] - heads[layer].sum()
         d_ffn = _pull_back(_map(trace, "ffn", layer), d, i)  # (d,)
         ids, acts = _neurons(trace, layer, i)  # (M,), (M,)
-        neurons[layer].index_add_(0, ids.cpu(), (acts * (w.w_down.to(dev)[ids.to(dev)] @ d_ffn)).cpu())
+        neurons[layer].index_add_(0, ids.cpu(), (acts * (w.w_down[ids].to(dev) @ d_ffn)).cpu())
         ffn[layer] = float(trace.ffn_out[layer][i] @ d)
         ffn_bias[layer] = ffn[layer] - neurons[layer].sum()
     embedding = float(trace.resid[0][i] @ d)

@@ -116,7 +116,7 @@ def neuron_vector(runner: ModelRunner, trace: Trace, layer: int, position: int, 
     """(d,) neuron's value vector scaled by its activation at `position`, as the residual received it."""
     ids, acts = trace.neurons(layer, position)
     act = acts[ids == neuron].sum()  # 0 where the neuron's expert was not chosen
-    return trace.received("ffn", layer, act * runner.layer_weights[layer].w_down[neuron], position)
+    return trace.received("ffn", layer, act * runner.layer_weights[layer].w_down[neuron].to(act.device), position)
 
 
 def neuron_parts(runner: ModelRunner, trace: Trace, layer: int, position: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -125,7 +125,7 @@ def neuron_parts(runner: ModelRunner, trace: Trace, layer: int, position: int) -
     With trace.ffn_bias (mapped) and a post-norm's bias, the parts sum to trace.ffn_out[layer][position].
     """
     ids, acts = trace.neurons(layer, position)
-    parts = acts[:, None] * runner.layer_weights[layer].w_down[ids]  # (M, d)
+    parts = acts[:, None] * runner.layer_weights[layer].w_down[ids].to(acts.device)  # (M, d)
     return ids, acts, trace.received("ffn", layer, parts, position)
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: `python -m lmtt.bench [--sizes 16,64,...] [--device cpu] [--shape NAME] [--json]`.
+"""Benchmark: `python -m lmtt.bench [--sizes 16,64,...] [--device cpu] [--shape NAME [--dtype D] [--layers N]] [--json]`.
 
 Each prompt size runs in a fresh process (so peak RSS is per size). For each
 size it times, as medians over repeats after one warm-up:
@@ -12,12 +12,17 @@ size it times, as medians over repeats after one warm-up:
   on_demand_s         a fresh OnDemandGraph's paths_to(last token, 0.04): the nodes its paths reach
   od_threshold_s      then paths_to(last token, 0.03) (computes the nodes the lower threshold adds)
   od_token_s          then paths_to(T // 2, 0.04) (another token: its own nodes)
-and peak_rss_mb. Prompts are natural English text (Python's own documentation,
-shipped with every Python) cut to exactly T tokens.
+and peak_rss_mb, weights_mb (the bytes of the model's parameters), and the ratios
+full_ratio = (trace + full graph) / forward and od_ratio = (trace + on-demand graph) / forward.
+Prompts are natural English text (Python's own documentation, shipped with every
+Python) cut to exactly T tokens.
 
 `--shape NAME` replaces the default model by a random-weight model built from a
 config with a real model's dimensions (SHAPES): the time and memory of the
-maths do not depend on the weights, and nothing is downloaded.
+maths do not depend on the weights, and nothing is downloaded. `--dtype` sets its
+dtype (float32 on a CPU, bfloat16 on a GPU by default) and `--layers N` keeps the
+real widths but only the first N layers, so that a big shape fits a CPU box; the
+memory overhead (peak RSS - weights) / weights then reads per layer kept.
 """
 
 from __future__ import annotations
@@ -48,7 +53,23 @@ SHAPES = {
                                         attn_logit_softcapping=50.0, final_logit_softcapping=30.0, query_pre_attn_scalar=256)),
     "llama-3.1-8b": ("LlamaConfig", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                                          num_key_value_heads=8, head_dim=128, vocab_size=128256)),
+    # mixtures of experts: real expert counts, experts per token and widths
+    "mixtral-8x7b": ("MixtralConfig", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                                           num_key_value_heads=8, head_dim=128, num_local_experts=8, num_experts_per_tok=2,
+                                           vocab_size=32000, rope_theta=1e6)),
+    "qwen3-30b-a3b": ("Qwen3MoeConfig", dict(hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768, num_hidden_layers=48,
+                                             num_attention_heads=32, num_key_value_heads=4, head_dim=128, num_experts=128,
+                                             num_experts_per_tok=8, norm_topk_prob=True, vocab_size=151936, tie_word_embeddings=False)),
+    "gpt-oss-20b": ("GptOssConfig", dict(hidden_size=2880, intermediate_size=2880, num_hidden_layers=24, num_attention_heads=64,
+                                         num_key_value_heads=8, head_dim=64, num_local_experts=32, num_experts_per_tok=4,
+                                         sliding_window=128, vocab_size=201088)),
 }
+DTYPES = ("float32", "bfloat16")
+# `--real-sizes`: each shape truncated to this many layers, so that it fits a 24 GB CPU box in bfloat16
+REAL_SIZE_LAYERS = {
+    "llama-3.2-1b": 4, "qwen3-1.7b": 4, "gemma-2-2b": 4, "llama-3.1-8b": 4, "mixtral-8x7b": 2, "qwen3-30b-a3b": 2, "gpt-oss-20b": 2,
+}
+REAL_SIZES = (128, 1024)
 TARGET_RATIO = 2.0
 TARGET_RSS_MB = 4096
 TARGET_CHANGE_S = 0.1
@@ -89,22 +110,32 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def shape_model(name: str, device: str):
-    """A random-weight model with a real model's dimensions (float32 on the CPU, bfloat16 on a GPU)."""
+def shape_model(name: str, device: str, dtype: str | None = None, layers: int | None = None):
+    """A random-weight model with a real model's dimensions, or its first `layers` layers.
+
+    dtype: float32 on the CPU and bfloat16 on a GPU unless given.
+    """
     import torch
     import transformers
 
     if name not in SHAPES:
         raise SystemExit(f"unknown --shape {name!r}; choose from {', '.join(SHAPES)}")
     config_class, dims = SHAPES[name]
-    config = getattr(transformers, config_class)(**dims)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    config = getattr(transformers, config_class)(**{**dims, **({"num_hidden_layers": layers} if layers else {})})
+    dtype = getattr(torch, dtype) if dtype else (torch.float32 if device == "cpu" else torch.bfloat16)
     torch.manual_seed(0)
     with torch.device(device):
         return transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
 
 
-def run_size(n_tokens: int, device: str, repeats: int, shape: str | None = None) -> dict:
+def weights_mb(model) -> float:
+    """The bytes of the model's parameters, in MB."""
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+
+
+def run_size(
+    n_tokens: int, device: str, repeats: int, shape: str | None = None, dtype: str | None = None, layers: int | None = None
+) -> dict:
     """One size, in this process: load, warm up, time every stage."""
     import dataclasses
 
@@ -126,7 +157,7 @@ def run_size(n_tokens: int, device: str, repeats: int, shape: str | None = None)
         if ids.numel() < n_tokens:
             raise SystemExit(f"the benchmark text has only {ids.numel()} tokens")
     else:  # random weights: seeded random token ids serve as well as text, and no tokenizer is needed
-        model, tokenizer, name = shape_model(shape, device), None, shape
+        model, tokenizer, name = shape_model(shape, device, dtype, layers), None, shape
         ids = torch.randint(0, 32000, (n_tokens,), generator=torch.Generator().manual_seed(0))
     batch = ids[None].to(model.device)
 
@@ -145,7 +176,7 @@ def run_size(n_tokens: int, device: str, repeats: int, shape: str | None = None)
         compute_contributions(warm, runner.layer_weights)
     del warm
     trace_s, trace = _median_time(lambda: runner.trace(ids), repeats)
-    result = {"tokens": n_tokens, "forward_s": forward_s, "trace_s": trace_s}
+    result = {"tokens": n_tokens, "forward_s": forward_s, "trace_s": trace_s, "weights_mb": weights_mb(model)}
     if full:
         full_graph_s, contributions = _median_time(lambda: compute_contributions(trace, runner.layer_weights), repeats)
         graph = ContributionGraph(contributions)
@@ -153,11 +184,13 @@ def run_size(n_tokens: int, device: str, repeats: int, shape: str | None = None)
         threshold_change_s, _ = _median_time(lambda: graph.paths_to(-1, 0.06), repeats)
         token_change_s, _ = _median_time(lambda: graph.paths_to(n_tokens // 2, 0.04), repeats)
         result.update(full_graph_s=full_graph_s, paths_s=paths_s, threshold_change_s=threshold_change_s, token_change_s=token_change_s)
+        result["full_ratio"] = (trace_s + full_graph_s) / forward_s
         result["edges_at_0.04"] = len(sub)
         del graph, contributions
     lazy = OnDemandGraph(trace, runner.layer_weights)
     result["on_demand_s"], sub = _timed(lambda: lazy.paths_to(-1, 0.04))
     result["od_nodes"], result["od_edges"] = lazy.computed_rows, len(sub)
+    result["od_ratio"] = (trace_s + result["on_demand_s"]) / forward_s
     result["od_threshold_s"], _ = _timed(lambda: lazy.paths_to(-1, 0.03))
     result["od_token_s"], _ = _timed(lambda: lazy.paths_to(n_tokens // 2, 0.04))
     result.update(kernel=small_coords_correction.mode, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -225,8 +258,8 @@ def markdown(report: dict) -> str:
         od = (r["trace_s"] + r["on_demand_s"]) / fwd
         rows.append(
             f"| {r['tokens']} | {fwd:.3f} | {r['trace_s']:.3f} | {full} | {r['on_demand_s']:.3f} ({r['od_nodes']} nodes) | {od:.2f} | "
-            f"{r['od_threshold_s'] * 1e3:.0f} | {r['od_token_s'] * 1e3:.0f} | {r['peak_rss_mb']:.0f} |"
-            + (f" {r['peak_gpu_mb']:.0f} |" if gpu else "")
+            f"{r['od_threshold_s'] * 1e3:.0f} | {r['od_token_s'] * 1e3:.0f} | {r['peak_rss_mb']:.0f} | {r['weights_mb']:.0f} | "
+            f"{overhead(r):.2f} |" + (f" {r['peak_gpu_mb']:.0f} |" if gpu else "")
         )
     lines = [
         f"Model `{report['model']}` on `{report['device']}`; attribution kernel `{report['results'][0]['kernel']}`; "
@@ -237,8 +270,9 @@ def markdown(report: dict) -> str:
         "",
         "| T | forward s | trace s | full graph s | (trace + full) / forward "
         "| paths_to ms | threshold change ms | token change ms | on-demand paths_to(-1, 0.04) s | (trace + on-demand) / forward "
-        "| on-demand threshold 0.03 ms | on-demand token T/2 ms | peak RSS MB |" + (" peak GPU MB |" if gpu else ""),
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if gpu else ""),
+        "| on-demand threshold 0.03 ms | on-demand token T/2 ms | peak RSS MB | weights MB | (peak RSS - weights) / weights |"
+        + (" peak GPU MB |" if gpu else ""),
+        "|" + " ---: |" * (16 if gpu else 15),
         *rows,
     ]
     if "load" in report:
@@ -247,6 +281,51 @@ def markdown(report: dict) -> str:
             f"Default model load: first {report['load']['first_s']:.1f} s (GGUF conversion), cached {report['load']['cached_s']:.2f} s.",
         ]
     lines += ["", "Targets:", *[f"- {t}" for t in check_targets(report)]]
+    return "\n".join(lines) + "\n"
+
+
+def overhead(result: dict) -> float:
+    """(peak RSS - weights) / weights: the memory lmtt and the process need beyond the model's parameters."""
+    return (result["peak_rss_mb"] - result["weights_mb"]) / result["weights_mb"]
+
+
+def shape_label(shape: str, dtype: str | None, layers: int | None) -> str:
+    return f"{shape}" + (f", {dtype}" if dtype else "") + (f", first {layers} layers" if layers else "")
+
+
+def real_sizes(device: str, sizes: list[int], repeats: int) -> dict:
+    """Every shape in bfloat16 at each size, truncated to REAL_SIZE_LAYERS layers: each size in a fresh process."""
+    rows = []
+    for shape, layers in REAL_SIZE_LAYERS.items():
+        for n in sizes:
+            args = ["--worker", str(n), "--device", device, "--repeats", str(repeats), "--shape", shape, "--dtype", "bfloat16"]
+            result = _in_fresh_process([*args, "--layers", str(layers)])
+            rows.append({"shape": shape, "layers": layers, **result})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return {"device": device, "repeats": repeats, "machine": machine(), "results": rows}
+
+
+def real_sizes_markdown(report: dict) -> str:
+    """The real-sizes table, the targets, and what a full-depth model needs from the per-layer figures."""
+    m = report["machine"]
+    lines = [
+        f"Random weights with real widths, bfloat16, the first N layers; on `{report['device']}`, {m['cpu']}, {m['cores']} cores, "
+        f"{m['ram_gb']} GB RAM; torch {m['torch']}, transformers {m['transformers']}; medians of {report['repeats']} repeats after a "
+        "warm-up, each row in a fresh process. Overhead = (peak RSS - weights) / weights. Graph = the full graph up to "
+        "FULL_GRAPH_MAX_TOKENS, the on-demand graph to the last token beyond.",
+        "",
+        "| shape | layers | T | weights MB | peak RSS MB | overhead | RSS target MB (1.3 x weights + 1.5 GB) | forward s | trace s "
+        "| (trace + full graph) / forward | (trace + on-demand graph to the last token) / forward |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report["results"]:
+        target = 1.3 * r["weights_mb"] + 1536
+        full = f"{r['full_ratio']:.2f}" if "full_ratio" in r else "—"
+        lines.append(
+            f"| {r['shape']} | {r['layers']} | {r['tokens']} | {r['weights_mb']:.0f} | {r['peak_rss_mb']:.0f} | {overhead(r):.2f} | "
+            f"{target:.0f} ({'met' if r['peak_rss_mb'] <= target else 'NOT met'}) | {r['forward_s']:.2f} | {r['trace_s']:.2f} | "
+            f"{full} | {r['od_ratio']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -285,9 +364,14 @@ def check_targets(report: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmtt.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated prompt sizes in tokens")
+    parser.add_argument("--sizes", default=None, help=f"comma-separated prompt sizes in tokens (default {','.join(map(str, SIZES))})")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shape", default=None, help=f"a random-weight model with a real model's dimensions: {', '.join(SHAPES)}")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="the shape's dtype (default: float32 on a CPU, bfloat16 on a GPU)")
+    parser.add_argument("--layers", type=int, default=None, help="keep the shape's real widths but only its first N layers")
+    parser.add_argument(
+        "--real-sizes", action="store_true", help="every shape in bfloat16 at T=128 and 1024 (or --sizes), truncated: the real-sizes table"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--no-loads", action="store_true", help="skip the first/cached load measurement")
@@ -299,19 +383,33 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_load_once()))
         return 0
     if args.worker is not None:
-        print(json.dumps(run_size(args.worker, args.device, args.repeats, args.shape)))
+        print(json.dumps(run_size(args.worker, args.device, args.repeats, args.shape, args.dtype, args.layers)))
         return 0
     try:
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+        default = REAL_SIZES if args.real_sizes else SIZES
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()] if args.sizes else list(default)
     except ValueError:
         parser.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
     from lmtt.engine.config import load_config
 
     if args.shape is not None and args.shape not in SHAPES:
         parser.error(f"unknown --shape {args.shape!r}; choose from {', '.join(SHAPES)}")
-    model = f"{args.shape} (random weights)" if args.shape else load_config().default_model
+    if (args.dtype or args.layers) and not args.shape:
+        parser.error("--dtype and --layers apply to a --shape (the default model keeps its own)")
+    if args.layers is not None and args.layers < 1:
+        parser.error(f"--layers must be at least 1, got {args.layers}")
+    if args.real_sizes:
+        report = real_sizes(args.device, sizes, args.repeats)
+        text = real_sizes_markdown(report)
+        if args.out:
+            write_section("Real model sizes" + ("" if args.device == "cpu" else f" on {args.device}"), text, Path(args.out))
+        print(json.dumps(report) if args.json else text)
+        return 0
+    label = shape_label(args.shape, args.dtype, args.layers) if args.shape else None
+    model = f"{label} (random weights)" if args.shape else load_config().default_model
     report = {"model": model, "device": args.device, "repeats": args.repeats, "machine": machine(), "results": []}
     shape = ["--shape", args.shape] if args.shape else []
+    shape += (["--dtype", args.dtype] if args.dtype else []) + (["--layers", str(args.layers)] if args.layers else [])
     for n in sizes:
         result = _in_fresh_process(["--worker", str(n), "--device", args.device, "--repeats", str(args.repeats), *shape])
         report["results"].append(result)
@@ -320,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_loads and not args.shape:
         report["load"] = measure_loads()
     if args.out:
-        title = f"Benchmark: {args.shape} shape" if args.shape else "Benchmark"
+        title = f"Benchmark: {label} shape" if args.shape else "Benchmark"
         write_section(title if args.device == "cpu" else f"{title} on {args.device}", markdown(report), Path(args.out))
     if args.json:
         print(json.dumps(report))

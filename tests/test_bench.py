@@ -1,0 +1,82 @@
+"""`python -m lmtt.bench`'s real-size shapes and flags, on sizes that fit a test run.
+
+The shapes' parameter counts are checked against the published model sizes, built on the meta device
+(no memory). The flags run end to end on tiny configs of the same classes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmtt.tools import bench
+
+# published total parameter counts, in billions (model cards)
+PUBLISHED_B = {
+    "llama-3.2-1b": 1.24,
+    "qwen3-1.7b": 1.72,
+    "gemma-2-2b": 2.61,
+    "llama-3.1-8b": 8.03,
+    "mixtral-8x7b": 46.7,
+    "qwen3-30b-a3b": 30.5,
+    "gpt-oss-20b": 20.9,
+}
+TINY = dict(hidden_size=64, intermediate_size=64, moe_intermediate_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+
+
+def test_every_shape_is_benchmarked_with_a_published_size():
+    assert set(PUBLISHED_B) == set(bench.SHAPES) == set(bench.REAL_SIZE_LAYERS)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_B))
+def test_shapes_have_their_published_parameter_counts(name):
+    model = bench.shape_model(name, "meta", "bfloat16")
+    n = sum(p.numel() for p in model.parameters())
+    assert n / 1e9 == pytest.approx(PUBLISHED_B[name], rel=0.02)
+    assert bench.weights_mb(model) == pytest.approx(2 * n / 2**20)  # two bytes a bfloat16 parameter
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "qwen3-30b-a3b", "gpt-oss-20b"])
+def test_layers_keep_the_widths_and_cut_the_depth(name):
+    full = bench.shape_model(name, "meta", "bfloat16")
+    two = bench.shape_model(name, "meta", "bfloat16", layers=2)
+    assert two.config.num_hidden_layers == 2
+    for key in ("hidden_size", "num_attention_heads", "vocab_size"):
+        assert getattr(two.config, key) == getattr(full.config, key)
+    experts = getattr(full.config, "num_local_experts", None) or full.config.num_experts
+    assert experts == (getattr(two.config, "num_local_experts", None) or two.config.num_experts) > 1
+    per_layer = (sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in two.parameters())) / (full.config.num_hidden_layers - 2)
+    assert per_layer * full.config.num_hidden_layers < sum(p.numel() for p in full.parameters())  # the rest is embeddings
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "qwen3-30b-a3b", "gpt-oss-20b", "llama-3.1-8b"])
+def test_a_bf16_worker_reports_memory_and_ratios(name, monkeypatch):
+    """The worker that `--shape NAME --dtype bfloat16 --layers 1` runs, on a tiny config of the shape's class."""
+    config_class, dims = bench.SHAPES[name]
+    monkeypatch.setitem(bench.SHAPES, name, (config_class, {**dims, **{k: v for k, v in TINY.items() if k in dims}, "vocab_size": 32000}))
+    r = bench.run_size(24, "cpu", 1, shape=name, dtype="bfloat16", layers=1)
+    model = bench.shape_model(name, "cpu", "bfloat16", layers=1)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert r["weights_mb"] == pytest.approx(bench.weights_mb(model))
+    assert r["peak_rss_mb"] > r["weights_mb"] > 0
+    assert r["full_ratio"] == pytest.approx((r["trace_s"] + r["full_graph_s"]) / r["forward_s"])
+    assert r["od_ratio"] == pytest.approx((r["trace_s"] + r["on_demand_s"]) / r["forward_s"])
+    report = {"device": "cpu", "repeats": 1, "machine": bench.machine(), "results": [{"shape": name, "layers": 1, **r}]}
+    row = bench.real_sizes_markdown(report).splitlines()[-1]
+    assert row.startswith(f"| {name} | 1 | 24 | ") and f"{bench.overhead(r):.2f}" in row
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--layers", "2"], "apply to a --shape"),
+        (["--dtype", "bfloat16"], "apply to a --shape"),
+        (["--shape", "mixtral-8x7b", "--layers", "0"], "at least 1"),
+        (["--shape", "gpt-5"], "unknown --shape"),
+        (["--shape", "mixtral-8x7b", "--dtype", "float8"], "invalid choice"),
+    ],
+)
+def test_bad_flags_are_refused_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([*argv, "--sizes", "8", "--out", ""])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
