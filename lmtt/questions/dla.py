@@ -180,7 +180,7 @@ class Readout:
 def readout(runner: ModelRunner, ids: list[int]) -> Readout:
     modules = runner.unembed_modules
     idx = torch.tensor(ids)
-    rows = linear_weight(modules[-1], False).detach().float()[idx.to(modules[-1].weight.device)]  # (k, d_last_in)
+    rows = linear_weight(modules[-1], False).detach()[idx.to(modules[-1].weight.device)].float()  # (k, d_last_in): the rows only
     for module in reversed(modules[:-1]):
         rows = rows @ linear_weight(module, False).detach().float()  # (k, d_in)
     zero_in = linear_weight(modules[0], False).shape[1]

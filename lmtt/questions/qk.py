@@ -120,8 +120,8 @@ def qk_attribution(runner: ModelRunner, trace: Trace, layer: int, head: int, que
     kv = int(trace.kv_index[head])
     out = []
     for which, (pos, proj, unit) in enumerate(((query, attn.q_proj, head), (key, attn.k_proj, kv))):
-        w = proj.weight.detach().float()[unit * hd : (unit + 1) * hd]  # (hd, d)
-        b = torch.zeros(hd, device=dev) if proj.bias is None else proj.bias.detach().float()[unit * hd : (unit + 1) * hd]
+        w = proj.weight.detach()[unit * hd : (unit + 1) * hd].float()  # (hd, d): this head's rows only
+        b = torch.zeros(hd, device=dev) if proj.bias is None else proj.bias.detach()[unit * hd : (unit + 1) * hd].float()
         parts = parts_at(pos)  # (P-1, d)
         lin = frozen.linear(parts, which)  # (P-1, d): s g ⊙ P z
         beta = torch.zeros_like(x[0]) if frozen.bias is None else frozen.bias.to(dev)
