@@ -134,9 +134,19 @@ def weights_mb(model) -> float:
 
 
 def run_size(
-    n_tokens: int, device: str, repeats: int, shape: str | None = None, dtype: str | None = None, layers: int | None = None
+    n_tokens: int,
+    device: str,
+    repeats: int,
+    shape: str | None = None,
+    dtype: str | None = None,
+    layers: int | None = None,
+    cold: bool = False,
 ) -> dict:
-    """One size, in this process: load, warm up, time every stage."""
+    """One size, in this process: load, warm up (unless `cold`), time every stage.
+
+    `cold` skips the warm-up passes, for shapes whose forward pass takes minutes here (first-call overheads are
+    then noise); the attention kernel is still compiled first.
+    """
     import dataclasses
 
     import torch
@@ -165,16 +175,18 @@ def run_size(
         with torch.no_grad():
             return model(input_ids=batch, use_cache=False)
 
-    forward()  # warm-up
+    if not cold:
+        forward()  # warm-up
     forward_s = _median_time(forward, repeats)[0]  # not its output: (T, V) logits are 1.6 GB at T=8192
 
     runner = ModelRunner(model, tokenizer, name=name)  # switches attention to lmtt's and installs hooks
     warm_up(runner.layer_weights[0].w_out.shape[-1], runner.device)
     full = n_tokens <= FULL_GRAPH_MAX_TOKENS
-    warm = runner.trace(ids)  # one untimed run at this size
-    if full:
-        compute_contributions(warm, runner.layer_weights)
-    del warm
+    if not cold:
+        warm = runner.trace(ids)  # one untimed run at this size
+        if full:
+            compute_contributions(warm, runner.layer_weights)
+        del warm
     trace_s, trace = _median_time(lambda: runner.trace(ids), repeats)
     result = {"tokens": n_tokens, "forward_s": forward_s, "trace_s": trace_s, "weights_mb": weights_mb(model)}
     if full:
@@ -263,7 +275,8 @@ def markdown(report: dict) -> str:
         )
     lines = [
         f"Model `{report['model']}` on `{report['device']}`; attribution kernel `{report['results'][0]['kernel']}`; "
-        f"medians of {report['repeats']} repeats after a warm-up (on-demand columns: one cold run); each size in a fresh process.",
+        f"medians of {report['repeats']} repeats " + ("with no warm-up pass (--cold)" if report.get("cold") else "after a warm-up")
+        + " (on-demand columns: one cold run); each size in a fresh process.",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), {m['ram_gb']} GB RAM; "
         f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}."
         + (f" GPU: {m['gpu']} (times synchronised; peak GPU MB = torch.cuda.max_memory_allocated)." if m.get("gpu") else ""),
@@ -298,7 +311,7 @@ def real_sizes(device: str, sizes: list[int], repeats: int) -> dict:
     rows = []
     for shape, layers in REAL_SIZE_LAYERS.items():
         for n in sizes:
-            args = ["--worker", str(n), "--device", device, "--repeats", str(repeats), "--shape", shape, "--dtype", "bfloat16"]
+            args = ["--worker", str(n), "--device", device, "--repeats", str(repeats), "--shape", shape, "--dtype", "bfloat16", "--cold"]
             result = _in_fresh_process([*args, "--layers", str(layers)])
             rows.append({"shape": shape, "layers": layers, **result})
             print(json.dumps(rows[-1]), file=sys.stderr)
@@ -310,8 +323,9 @@ def real_sizes_markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
         f"Random weights with real widths, bfloat16, the first N layers; on `{report['device']}`, {m['cpu']}, {m['cores']} cores, "
-        f"{m['ram_gb']} GB RAM; torch {m['torch']}, transformers {m['transformers']}; medians of {report['repeats']} repeats after a "
-        "warm-up, each row in a fresh process. Overhead = (peak RSS - weights) / weights. Graph = the full graph up to "
+        f"{m['ram_gb']} GB RAM; torch {m['torch']}, transformers {m['transformers']}; medians of {report['repeats']} runs per stage "
+        "with no warm-up pass (a bf16 forward pass takes minutes on a CPU without AVX-512), each row in a fresh process. "
+        "Overhead = (peak RSS - weights) / weights. Graph = the full graph up to "
         "FULL_GRAPH_MAX_TOKENS, the on-demand graph to the last token beyond.",
         "",
         "| shape | layers | T | weights MB | peak RSS MB | overhead | RSS target MB (1.3 x weights + 1.5 GB) | forward s | trace s "
@@ -378,12 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS), help="markdown report to update ('' to skip)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-load", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cold", action="store_true", help="no warm-up passes (the real-sizes runs: minutes per pass here)")
     args = parser.parse_args(argv)
     if args.worker_load:
         print(json.dumps(_load_once()))
         return 0
     if args.worker is not None:
-        print(json.dumps(run_size(args.worker, args.device, args.repeats, args.shape, args.dtype, args.layers)))
+        print(json.dumps(run_size(args.worker, args.device, args.repeats, args.shape, args.dtype, args.layers, args.cold)))
         return 0
     try:
         default = REAL_SIZES if args.real_sizes else SIZES
@@ -407,9 +422,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     label = shape_label(args.shape, args.dtype, args.layers) if args.shape else None
     model = f"{label} (random weights)" if args.shape else load_config().default_model
-    report = {"model": model, "device": args.device, "repeats": args.repeats, "machine": machine(), "results": []}
+    report = {"model": model, "device": args.device, "repeats": args.repeats, "cold": args.cold, "machine": machine(), "results": []}
     shape = ["--shape", args.shape] if args.shape else []
     shape += (["--dtype", args.dtype] if args.dtype else []) + (["--layers", str(args.layers)] if args.layers else [])
+    shape += ["--cold"] if args.cold else []
     for n in sizes:
         result = _in_fresh_process(["--worker", str(n), "--device", args.device, "--repeats", str(args.repeats), *shape])
         report["results"].append(result)
