@@ -309,8 +309,8 @@ def shape_label(shape: str, dtype: str | None, layers: int | None) -> str:
 def real_sizes(device: str, sizes: list[int], repeats: int) -> dict:
     """Every shape in bfloat16 at each size, truncated to REAL_SIZE_LAYERS layers: each size in a fresh process."""
     rows = []
-    for shape, layers in REAL_SIZE_LAYERS.items():
-        for n in sizes:
+    for n in sizes:  # every shape at the smaller size first
+        for shape, layers in REAL_SIZE_LAYERS.items():
             args = ["--worker", str(n), "--device", device, "--repeats", str(repeats), "--shape", shape, "--dtype", "bfloat16", "--cold"]
             result = _in_fresh_process([*args, "--layers", str(layers)])
             rows.append({"shape": shape, "layers": layers, **result})
