@@ -58,7 +58,7 @@ def test_a_bf16_worker_reports_memory_and_ratios(name, monkeypatch):
     model = bench.shape_model(name, "cpu", "bfloat16", layers=1)
     assert next(model.parameters()).dtype == torch.bfloat16
     assert r["weights_mb"] == pytest.approx(bench.weights_mb(model))
-    assert r["peak_rss_mb"] > r["weights_mb"] > 0
+    assert r["peak_rss_mb"] > r["weights_mb"] > 0 and r["peak_rss_mb"] > r["trace_mb"] > 0
     assert r["full_ratio"] == pytest.approx((r["trace_s"] + r["full_graph_s"]) / r["forward_s"])
     assert r["od_ratio"] == pytest.approx((r["trace_s"] + r["on_demand_s"]) / r["forward_s"])
     report = {"device": "cpu", "repeats": 1, "machine": bench.machine(), "results": [{"shape": name, "layers": 1, **r}]}

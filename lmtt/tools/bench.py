@@ -12,7 +12,7 @@ size it times, as medians over repeats after one warm-up:
   on_demand_s         a fresh OnDemandGraph's paths_to(last token, 0.04): the nodes its paths reach
   od_threshold_s      then paths_to(last token, 0.03) (computes the nodes the lower threshold adds)
   od_token_s          then paths_to(T // 2, 0.04) (another token: its own nodes)
-and peak_rss_mb, weights_mb (the bytes of the model's parameters), and the ratios
+and peak_rss_mb, weights_mb (the bytes of the model's parameters), trace_mb (the bytes the trace holds), and the ratios
 full_ratio = (trace + full graph) / forward and od_ratio = (trace + on-demand graph) / forward.
 Prompts are natural English text (Python's own documentation, shipped with every
 Python) cut to exactly T tokens.
@@ -142,10 +142,10 @@ def run_size(
     layers: int | None = None,
     cold: bool = False,
 ) -> dict:
-    """One size, in this process: load, warm up, time every stage.
+    """One size, in this process: load, warm up (unless `cold`), time every stage.
 
-    `cold` warms up on a 16-token prompt instead of a full-size one, for shapes whose forward pass takes minutes
-    here: first calls (kernel compilation, matmul set-up) are out of the timings, at a fraction of the cost.
+    `cold` skips the warm-up passes, for shapes whose forward pass takes minutes here (first-call overheads are
+    then noise); the attention kernel is still compiled first.
     """
     import dataclasses
 
@@ -155,6 +155,7 @@ def run_size(
     from lmtt.engine.config import load_config
     from lmtt.engine.graph import ContributionGraph
     from lmtt.engine.loading import load_pretrained
+    from lmtt.engine.memory import held_bytes
     from lmtt.engine.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
     from lmtt.engine.runner import ModelRunner
 
@@ -175,20 +176,21 @@ def run_size(
         with torch.no_grad():
             return model(input_ids=batch, use_cache=False)
 
-    warm_ids = ids[:16] if cold else ids
-    with torch.no_grad():
-        model(input_ids=warm_ids[None].to(model.device), use_cache=False)  # warm-up
+    if not cold:
+        forward()  # warm-up
     forward_s = _median_time(forward, repeats)[0]  # not its output: (T, V) logits are 1.6 GB at T=8192
 
     runner = ModelRunner(model, tokenizer, name=name)  # switches attention to lmtt's and installs hooks
     warm_up(runner.layer_weights[0].w_out.shape[-1], runner.device)
     full = n_tokens <= FULL_GRAPH_MAX_TOKENS
-    warm = runner.trace(warm_ids)  # one untimed run
-    if full:
-        compute_contributions(warm, runner.layer_weights)
-    del warm
+    if not cold:
+        warm = runner.trace(ids)  # one untimed run at this size
+        if full:
+            compute_contributions(warm, runner.layer_weights)
+        del warm
     trace_s, trace = _median_time(lambda: runner.trace(ids), repeats)
     result = {"tokens": n_tokens, "forward_s": forward_s, "trace_s": trace_s, "weights_mb": weights_mb(model)}
+    result["trace_mb"] = held_bytes(trace) / 2**20  # what the trace holds: per layer, it scales with depth
     if full:
         full_graph_s, contributions = _median_time(lambda: compute_contributions(trace, runner.layer_weights), repeats)
         graph = ContributionGraph(contributions)
@@ -275,7 +277,7 @@ def markdown(report: dict) -> str:
         )
     lines = [
         f"Model `{report['model']}` on `{report['device']}`; attribution kernel `{report['results'][0]['kernel']}`; "
-        f"medians of {report['repeats']} repeats " + ("after a 16-token warm-up (--cold)" if report.get("cold") else "after a warm-up")
+        f"medians of {report['repeats']} repeats " + ("with no warm-up pass (--cold)" if report.get("cold") else "after a warm-up")
         + " (on-demand columns: one cold run); each size in a fresh process.",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), {m['ram_gb']} GB RAM; "
         f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}."
@@ -324,7 +326,7 @@ def real_sizes_markdown(report: dict) -> str:
     lines = [
         f"Random weights with real widths, bfloat16, the first N layers; on `{report['device']}`, {m['cpu']}, {m['cores']} cores, "
         f"{m['ram_gb']} GB RAM; torch {m['torch']}, transformers {m['transformers']}; medians of {report['repeats']} runs per stage "
-        "after a 16-token warm-up (a bf16 forward pass takes minutes on a CPU without AVX-512), each row in a fresh process. "
+        "with no warm-up pass (a bf16 forward pass takes minutes on a CPU without AVX-512), each row in a fresh process. "
         "Overhead = (peak RSS - weights) / weights. Graph = the full graph up to "
         "FULL_GRAPH_MAX_TOKENS, the on-demand graph to the last token beyond.",
         "",
@@ -392,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS), help="markdown report to update ('' to skip)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-load", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--cold", action="store_true", help="warm up on 16 tokens, not the full size (the real-sizes runs)")
+    parser.add_argument("--cold", action="store_true", help="no warm-up passes (the real-sizes runs: minutes per pass here)")
     args = parser.parse_args(argv)
     if args.worker_load:
         print(json.dumps(_load_once()))
