@@ -5,23 +5,59 @@ import torch
 
 import lmtt
 from lmtt.analysis import _analysis_of
+from lmtt.engine.adapters import resolve
 from lmtt.questions.neurons import NeuronError
 from tests.tiny_models import token_ids
 
+GATED = {
+    "llama_gqa_bias", "llama3_rope_scaling", "mistral", "mistral_sliding_window", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
+    "olmo2", "phi3", "granite", "cohere", "smollm3",
+}  # fmt: skip
+MOE = {"mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "gpt_oss"}
 
-def test_profile_rebuilds_the_activation_or_refuses(tiny_runner):
-    a = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(6)))
+
+def _down_proj_inputs(runner, ids, layer) -> torch.Tensor:
+    """(T, N) what the model itself fed its down-projection: a plain forward hook, no lmtt recording."""
+    seen = {}
+    module = resolve(runner.blocks[layer], runner.adapter.down_proj)
+    handle = module.register_forward_pre_hook(lambda _m, args: seen.setdefault("x", args[0].detach()[0].float()))
     try:
-        p = a.neuron_profile(a.n_layers - 1, 3)
-    except NeuronError as e:
-        assert "differs" in str(e)
+        with torch.no_grad():
+            runner.model(input_ids=ids[None])
+    finally:
+        handle.remove()
+    return seen["x"]
+
+
+def test_profile_rebuilds_the_models_own_activation(tiny_runner):
+    """Every gated family through its adapter; MoE and ungated FFNs are refused by name (tiny_models lists all 21)."""
+    ids = token_ids(6)
+    a = _analysis_of(tiny_runner, tiny_runner.trace(ids))
+    family = tiny_runner.name
+    layer = a.n_layers - 1
+    if family in MOE:
+        with pytest.raises(NeuronError, match="mixture of experts"):
+            a.neuron_profile(layer, 3)
         return
-    assert torch.allclose(p.product, a.trace.neuron_activation(a.n_layers - 1, 3), atol=1e-5)
+    if family not in GATED:
+        with pytest.raises(NeuronError, match="not gated"):
+            a.neuron_profile(layer, 3)
+        return
+    p = a.neuron_profile(layer, 3)
+    expected = _down_proj_inputs(tiny_runner, ids, layer)[:, 3]  # (T,)
+    assert torch.allclose(p.product, expected, atol=1e-5 * max(1.0, float(expected.abs().max())))
     assert torch.allclose(p.gate_act * p.up, p.product)
     assert set(p.quadrants) <= {"+ +", "+ -", "- +", "- -"}
     assert p.active_share == pytest.approx(float((p.gate_pre > 0).float().mean()))
     with pytest.raises(NeuronError, match="out of range"):
         a.neuron_profile(0, 10**6)
+
+
+def test_the_gated_list_covers_every_tiny_family():
+    from tests.tiny_models import FAMILIES
+
+    ungated = {"gpt2", "opt", "gpt_neox_parallel", "gpt_neox_sequential", "gptj", "phi", "starcoder2"}
+    assert set(FAMILIES) == GATED | MOE | ungated
 
 
 @pytest.mark.default_model

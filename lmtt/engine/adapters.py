@@ -42,6 +42,12 @@ class Adapter:
     parallel_attr: str | None = None  # config attribute: attention and FFN in parallel
     parallel_default: bool = False
     ffn: str = "mlp"  # the FFN module: its output is the FFN's update (a MoE block's too)
+    ffn_norm: str | None = None  # the norm the FFN reads through (None: it reads the state itself)
+    # a gated (GLU) dense FFN, act(gate) * up: its gate, up and activation modules (None: not gated). A gate equal
+    # to the up path is one fused projection, the gate's rows first (Phi-3's gate_up_proj).
+    glu_gate: str | None = None
+    glu_up: str | None = None
+    glu_act: str | None = None
     attn_post_norm: str | None = None  # a norm between the attention output and the residual add
     ffn_post_norm: str | None = None  # a norm between the FFN output and the residual add
     experts: str | None = None  # MoE: the experts module (run through lmtt.engine.experts); dense layers keep down_proj
@@ -72,6 +78,10 @@ ADAPTERS: dict[str, Adapter] = {
         out_proj="self_attn.o_proj",
         down_proj="mlp.down_proj",
         final_norm="model.norm",
+        ffn_norm="post_attention_layernorm",
+        glu_gate="mlp.gate_proj",
+        glu_up="mlp.up_proj",
+        glu_act="mlp.act_fn",
     ),
     "gpt_neox": Adapter(
         family="gpt_neox",
@@ -135,17 +145,20 @@ ADAPTERS: dict[str, Adapter] = {
 }
 _LLAMA = ADAPTERS["llama"]
 _POST_NORMS = {"attn_post_norm": "post_attention_layernorm", "ffn_post_norm": "post_feedforward_layernorm"}
-_MOE = {"ffn": "mlp", "experts": "mlp.experts"}
+_PRE_FFN = {"ffn_norm": "pre_feedforward_layernorm"}
+_MOE = {"ffn": "mlp", "experts": "mlp.experts", "glu_gate": None, "glu_up": None, "glu_act": None}
 _VARIANTS: dict[str, dict] = {
     # Same module layout as Llama: RoPE, RMSNorm, gated MLP, GQA (Qwen3: per-head q/k norms, inside the attention).
     **{family: {} for family in ("mistral", "qwen2", "qwen3", "smollm3")},
-    "phi3": {},  # fused qkv_proj and gate_up_proj: the hooks sit after them (attention function, down_proj)
+    # fused qkv_proj and gate_up_proj: the hooks sit after them (attention function, down_proj)
+    "phi3": {"glu_gate": "mlp.gate_up_proj", "glu_up": "mlp.gate_up_proj", "glu_act": "mlp.activation_fn"},
     "gemma": {"norm": GEMMA_RMS},
-    "gemma2": {"norm": GEMMA_RMS, **_POST_NORMS, "logit_softcap": "final_logit_softcapping"},
-    "gemma3_text": {"norm": GEMMA_RMS, **_POST_NORMS, "logit_softcap": "final_logit_softcapping"},
-    "olmo2": _POST_NORMS,
+    "gemma2": {"norm": GEMMA_RMS, **_POST_NORMS, **_PRE_FFN, "logit_softcap": "final_logit_softcapping"},
+    "gemma3_text": {"norm": GEMMA_RMS, **_POST_NORMS, **_PRE_FFN, "logit_softcap": "final_logit_softcapping"},
+    "olmo2": {**_POST_NORMS, "ffn_norm": None},  # post-norms only: the FFN reads the state itself
     "granite": {"residual_multiplier": "residual_multiplier", "logit_divisor": "logits_scaling"},
-    "cohere": {"norm": LAYER, "parallel_default": True, "logit_multiplier": "logit_scale"},
+    # parallel: the FFN reads the block input through the one input norm
+    "cohere": {"norm": LAYER, "parallel_default": True, "logit_multiplier": "logit_scale", "ffn_norm": "input_layernorm"},
     "mixtral": _MOE,
     "olmoe": _MOE,
     "qwen3_moe": _MOE,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lmtt.engine.adapters import resolve
 from lmtt.engine.runner import ModelRunner, Trace
 
 TOLERANCE = 1e-4
@@ -69,30 +70,39 @@ class NeuronProfile:
 
 @torch.no_grad()
 def neuron_profile(runner: ModelRunner, trace: Trace, layer: int, neuron: int) -> NeuronProfile:
-    """Gate, act(gate), up and their product for one neuron at every position (Llama-layout GLU FFNs)."""
+    """Gate, act(gate), up and their product for one neuron at every position, in any gated (GLU) dense FFN.
+
+    Where the FFN's modules live comes from the adapter (gate, up, activation, the norm it reads through), and the
+    product is checked against the activation the model itself fed to its down-projection.
+    """
+    a = runner.adapter
     if not 0 <= layer < trace.n_layers:
         raise NeuronError(f"layer {layer} is out of range: the model has {trace.n_layers} layers")
+    if runner.layer_weights[layer].n_experts:
+        raise NeuronError(f"layer {layer}'s FFN is a mixture of experts: neuron profiles need a dense gated FFN")
+    if a.glu_gate is None:
+        raise NeuronError(f"neuron profiles need a gated (GLU) dense FFN, act(gate) * up; {a.family}'s FFN is not gated")
     block = runner.blocks[layer]
-    mlp, norm = getattr(block, "mlp", None), getattr(block, "post_attention_layernorm", None)
-    parts = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "act_fn")]
-    if norm is None or any(p is None for p in parts) or runner.parallel:
-        family = runner.adapter.family
-        raise NeuronError(f"neuron profiles need a dense gated FFN after post_attention_layernorm (Llama layout); {family} differs")
-    gate_proj, up_proj, act_fn = parts
-    width = gate_proj.weight.shape[0]
+    gate_proj, up_proj, act_fn = (resolve(block, path) for path in (a.glu_gate, a.glu_up, a.glu_act))
+    fused = a.glu_gate == a.glu_up  # one projection: the gate's rows, then the up's
+    width = gate_proj.weight.shape[0] // (2 if fused else 1)
     if not 0 <= neuron < width:
         raise NeuronError(f"neuron {neuron} is out of range: layer {layer} has {width} neurons")
-    h = norm(trace.mid(layer).to(runner.device, norm.weight.dtype))  # (T, d) the FFN input
-    g = (h @ gate_proj.weight[neuron].to(h.dtype)).float()  # (T,)
-    if gate_proj.bias is not None:
-        g = g + gate_proj.bias[neuron].float()
-    u = (h @ up_proj.weight[neuron].to(h.dtype)).float()  # (T,)
-    if up_proj.bias is not None:
-        u = u + up_proj.bias[neuron].float()
-    a = act_fn(g)  # (T,)
-    product = a * u
+    norm = resolve(block, a.ffn_norm) if a.ffn_norm else None
+    state = trace.resid[layer] if runner.parallel else trace.mid(layer)  # (T, d): what the FFN reads
+    p = next(gate_proj.parameters())
+    h = state.to(p.device, p.dtype) if norm is None else norm(state.to(p.device, p.dtype))  # (T, d) the FFN input
+
+    def row(proj: torch.nn.Module, index: int) -> torch.Tensor:  # (T,) one output of a projection, float32
+        out = (h @ proj.weight[index].to(h.dtype)).float()
+        return out if proj.bias is None else out + proj.bias[index].float()
+
+    g = row(gate_proj, neuron)  # (T,)
+    u = row(up_proj, neuron + width if fused else neuron)  # (T,)
+    act = act_fn(g)  # (T,)
+    product = act * u
     recorded = trace.neuron_activation(layer, neuron)  # (T,)
     scale = float(recorded.abs().max().clamp_min(1.0))
     if float((product.cpu() - recorded.cpu()).abs().max()) > TOLERANCE * scale:
         raise NeuronError(f"the recomputed activation of neuron {layer}.{neuron} differs from the model's: not a plain GLU")
-    return NeuronProfile(layer, neuron, g.cpu(), a.cpu(), u.cpu(), product.cpu())
+    return NeuronProfile(layer, neuron, g.cpu(), act.cpu(), u.cpu(), product.cpu())
