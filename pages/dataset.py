@@ -47,12 +47,15 @@ if not summaries:
     st.stop()
 agg = batch.aggregate(summaries)
 st.caption(
-    f"{agg['prompts']} prompts. A head matters for a prompt when its share at the last token is at least {agg['important_threshold']}."
+    f"{agg['prompts']} prompts. A head's importance is its direct effect on each prompt's prediction: on logit(A) - logit(B) "
+    "at the last token, A the top prediction and B the runner-up, in logits (positive: it helps A win). A head matters for "
+    f"a prompt when its |effect| is at least {agg['important_fraction']:.0%} of the prompt's largest. Lists: the largest "
+    "mean |effect| first."
 )
 left, right = st.columns(2)
-left.markdown("**Mean head importance at the last token** (click a head)")
+left.markdown("**Mean direct effect on the prediction, logits** (click a head)")
 left.plotly_chart(
-    figures.head_importance_heatmap(agg["mean_head_importance"]),
+    figures.head_importance_heatmap(agg["mean_head_effect"], signed=True),
     key="dataset_heads",
     on_select="rerun",
     selection_mode="points",
@@ -62,16 +65,26 @@ right.markdown("**Share of prompts where each head matters**")
 right.plotly_chart(figures.head_importance_heatmap(agg["head_prompt_share"]), key="dataset_share", width="stretch")
 c1, c2, c3 = st.columns(3)
 c1.markdown("**Important for every prompt**")
-c1.dataframe(pd.DataFrame(agg["always_important_heads"], columns=["layer", "head"]), hide_index=True, width="stretch")
-c2.markdown("**Important for some prompts**")
-c2.dataframe(
-    pd.DataFrame(agg["sometimes_important_heads"], columns=["layer", "head", "share"]),
+c1.dataframe(
+    pd.DataFrame(agg["always_important_heads"], columns=["layer", "head", "mean effect"]),
     hide_index=True,
     width="stretch",
-    column_config={"share": THREE},
+    column_config={"mean effect": THREE},
 )
-c3.markdown("**Most frequent top neurons**")
-c3.dataframe(pd.DataFrame(agg["frequent_neurons"], columns=["layer", "neuron", "prompts"]), hide_index=True, width="stretch")
+c2.markdown("**Important for some prompts**")
+c2.dataframe(
+    pd.DataFrame(agg["sometimes_important_heads"], columns=["layer", "head", "mean effect", "share of prompts"]),
+    hide_index=True,
+    width="stretch",
+    column_config={"mean effect": THREE, "share of prompts": THREE},
+)
+c3.markdown("**Most frequent top neurons** (by |direct effect|)")
+c3.dataframe(
+    pd.DataFrame(agg["frequent_neurons"], columns=["layer", "neuron", "prompts", "mean effect"]),
+    hide_index=True,
+    width="stretch",
+    column_config={"mean effect": THREE},
+)
 
 if click and "customdata" in click:
     layer, head = click["customdata"]
@@ -80,7 +93,9 @@ if ui.ss.get("dataset_head"):
     layer, head = ui.ss.dataset_head
     st.subheader(f"Layer {layer}, head {head}: the prompts where it mattered most")
     ranked = batch.prompts_where_head_mattered(summaries, layer, head)
-    st.dataframe(pd.DataFrame(ranked, columns=["share", "prompt"]), hide_index=True, width="stretch", column_config={"share": THREE})
+    st.dataframe(
+        pd.DataFrame(ranked, columns=["direct effect", "prompt"]), hide_index=True, width="stretch", column_config={"direct effect": THREE}
+    )
     choice = st.selectbox("Open a prompt on the Interpretation page", [p for _, p in ranked], key="dataset_open")
     if st.button("Open", key="dataset_open_go"):
         ui.open_prompt(choice)

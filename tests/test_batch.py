@@ -29,10 +29,29 @@ def test_summaries_and_aggregate(done_dir):
     assert [s["prompt"] for s in summaries] == PROMPTS
     assert summaries[0]["predictions"][0]["token"] == " Paris"
     agg = json.loads((done_dir / "aggregate.json").read_text())
-    assert agg["prompts"] == 3 and len(agg["mean_head_importance"]) == 30 and len(agg["mean_head_importance"][0]) == 9
-    always = {tuple(x) for x in agg["always_important_heads"]}
-    assert all(all(s["heads"][layer][h] >= IMPORTANT for s in summaries) for layer, h in always)
+    assert agg["prompts"] == 3 and len(agg["mean_head_effect"]) == 30 and len(agg["mean_head_effect"][0]) == 9
+    always = {(layer, h) for layer, h, _ in agg["always_important_heads"]}
+    for s in summaries:  # a head that matters for every prompt is within IMPORTANT of each prompt's largest head
+        largest = max(abs(v) for row in s["heads"] for v in row)
+        assert all(abs(s["heads"][layer][h]) >= IMPORTANT * largest for layer, h in always)
+    means = [abs(m) for *_, m in agg["always_important_heads"]]
+    assert means == sorted(means, reverse=True)  # the largest mean |effect| first
     assert (23, 4) in always  # the head that moves the country to the last token (see the README)
+
+
+def test_a_summary_holds_the_heads_direct_effects(default_runner):
+    """A head's importance is its direct effect on logit(A) - logit(B): the DLA entry, summing with the rest to the model's own
+    logit difference (an identity checked against the model's logits, not against this code)."""
+    import lmtt
+
+    a = lmtt.analyze(default_runner, PROMPTS[0])
+    s = batch.summarize(a, PROMPTS[0])
+    logits = a.trace.logits[-1]
+    top2 = logits.topk(2).indices.tolist()
+    assert s["quantity"] == a.contrast_target().describe()
+    effects = a.direct_effects(a.contrast_target())
+    assert effects.total == pytest.approx(float(logits[top2[0]] - logits[top2[1]]), abs=1e-3)
+    assert s["heads"] == effects.heads.tolist() and s["heads"][23][4] > 0.5  # 23.4 helps ' Paris' win
 
 
 def test_a_rerun_skips_what_is_done(default_runner, done_dir, monkeypatch):

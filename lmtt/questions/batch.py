@@ -1,4 +1,4 @@
-"""What a dataset of prompts shows: each prompt's head and neuron shares at its last token, and their aggregates.
+"""What a dataset of prompts shows: each head's and top neuron's direct effect on each prompt's prediction, and their aggregates.
 
 `lmtt.tools.dataset` (`python -m lmtt batch`) runs the prompts and writes these summaries to files;
 the Dataset page computes them from the app's cached analyses.
@@ -15,50 +15,62 @@ import numpy as np
 if TYPE_CHECKING:  # questions take an Analysis; they never import the facade
     from lmtt.analysis import Analysis
 
-IMPORTANT = 0.05  # a head "matters" for a prompt when its share at the last token is at least this
-TOP_NEURONS = 5  # per layer, in each summary
+IMPORTANT = 0.1  # a head matters for a prompt when |its direct effect| is at least this fraction of the largest head's
+TOP_NEURONS = 20  # the neurons with the largest |direct effect|, in each summary
 
 
 def summarize(analysis: Analysis, prompt: str) -> dict:
-    """What one prompt's last token owes to each head and to its top neurons."""
-    last = len(analysis.tokens) - 1
-    heads = [analysis.head_contributions(layer, last).heads.tolist() for layer in range(analysis.n_layers)]
-    neurons = []
-    for layer in range(analysis.n_layers):
-        nc = analysis.neuron_contributions(layer, last, TOP_NEURONS)
-        neurons += [[layer, int(n), float(c)] for n, c in zip(nc.neurons, nc.contributions)]
+    """What one prompt's prediction owes to each head and to its top neurons: their direct effects, in logits, on
+    logit(A) - logit(B) at the last token, A the top prediction and B the runner-up (the faithfulness default)."""
+    target = analysis.contrast_target()
+    effects = analysis.direct_effects(target)
     return {
         "prompt": prompt,
         "model": analysis.model_name,
         "tokens": list(analysis.tokens),
         "predictions": [{"token": p.token, "prob": p.score} for p in analysis.predictions(-1, 5)],
-        "heads": heads,  # (L, H)
-        "neurons": neurons,  # [layer, neuron, contribution]
+        "quantity": target.describe(),
+        "heads": effects.heads.tolist(),  # (L, H) direct effects in logits
+        "neurons": [[c.layer, c.index, c.value] for c in effects.top_neurons(TOP_NEURONS)],  # [layer, neuron, effect]
     }
 
 
 def aggregate(summaries: Iterable[dict]) -> dict:
-    """Mean head importance, heads that matter for every prompt or only some, the most frequent top neurons."""
+    """Heads ranked by their mean direct effect, which matter for every prompt or only some, the most frequent top neurons.
+
+    A head matters for a prompt when its |direct effect| is at least IMPORTANT x the prompt's largest |head effect|
+    (logit scales differ between prompts). Every list is sorted by importance, the largest mean |effect| first.
+    """
     summaries = list(summaries)
     if not summaries:
         return {"prompts": 0}
-    heads = np.array([s["heads"] for s in summaries])  # (P, L, H)
-    matters = heads >= IMPORTANT
-    always = np.argwhere(matters.all(0))
-    sometimes = np.argwhere(matters.any(0) & ~matters.all(0))
+    heads = np.array([s["heads"] for s in summaries])  # (P, L, H) direct effects
+    size = np.abs(heads)
+    matters = size >= IMPORTANT * size.reshape(len(summaries), -1).max(1)[:, None, None]  # (P, L, H)
+    mean = heads.mean(0)  # (L, H)
+    order = np.argsort(-np.abs(mean), axis=None)  # every head, the largest mean |effect| first
+    ranked = [(int(i // mean.shape[1]), int(i % mean.shape[1])) for i in order]
+    share = matters.mean(0)  # (L, H) fraction of prompts where each head matters
     counts = Counter((layer, neuron) for s in summaries for layer, neuron, _ in s["neurons"])
+    effect_sum = Counter()
+    for s in summaries:
+        for layer, neuron, value in s["neurons"]:
+            effect_sum[layer, neuron] += value
+    neurons = sorted(counts, key=lambda key: (-counts[key], -abs(effect_sum[key] / counts[key])))[:50]
     return {
         "prompts": len(summaries),
-        "important_threshold": IMPORTANT,
-        "mean_head_importance": heads.mean(0).tolist(),
-        "head_prompt_share": matters.mean(0).tolist(),  # fraction of prompts where each head matters
-        "always_important_heads": [[int(layer), int(h)] for layer, h in always],
-        "sometimes_important_heads": [[int(layer), int(h), float(matters[:, layer, h].mean())] for layer, h in sometimes],
-        "frequent_neurons": [[layer, neuron, n] for (layer, neuron), n in counts.most_common(50)],
+        "important_fraction": IMPORTANT,
+        "mean_head_effect": mean.tolist(),
+        "head_prompt_share": share.tolist(),
+        "always_important_heads": [[layer, h, float(mean[layer, h])] for layer, h in ranked if share[layer, h] == 1.0],
+        "sometimes_important_heads": [
+            [layer, h, float(mean[layer, h]), float(share[layer, h])] for layer, h in ranked if 0.0 < share[layer, h] < 1.0
+        ],
+        "frequent_neurons": [[layer, n, counts[layer, n], effect_sum[layer, n] / counts[layer, n]] for layer, n in neurons],
     }
 
 
 def prompts_where_head_mattered(summaries: list[dict], layer: int, head: int, k: int = 10) -> list[tuple[float, str]]:
-    """The prompts where a head's share at the last token was largest."""
-    ranked = sorted(((s["heads"][layer][head], s["prompt"]) for s in summaries), reverse=True)
+    """The prompts where a head's direct effect on the prediction was largest in size (its sign kept)."""
+    ranked = sorted(((s["heads"][layer][head], s["prompt"]) for s in summaries), key=lambda x: -abs(x[0]))
     return ranked[:k]

@@ -529,13 +529,14 @@ def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
     return _per_head_layout(fig, *delta.shape)
 
 
-def head_importance_heatmap(values) -> go.Figure:
-    """(L, H) values per head. A heatmap cell cannot be selected in plotly, so an invisible marker on each cell
-    carries [layer, head]: a click on a cell selects that head."""
+def head_importance_heatmap(values, signed: bool = False) -> go.Figure:
+    """(L, H) values per head (signed: red below zero, blue above, white at zero). A heatmap cell cannot be selected
+    in plotly, so an invisible marker on each cell carries [layer, head]: a click on a cell selects that head."""
     z = np.asarray(values, dtype=float)  # (L, H)
     layers, heads = z.shape
     xs, ys = [f"L{layer}" for layer in range(layers)], [f"H{h}" for h in range(heads)]
-    fig = go.Figure(go.Heatmap(z=z.T, x=xs, y=ys, colorscale="Blues", hoverinfo="skip"))
+    colours = {"colorscale": "RdBu", "zmid": 0.0} if signed else {"colorscale": "Blues"}
+    fig = go.Figure(go.Heatmap(z=z.T, x=xs, y=ys, hoverinfo="skip", **colours))
     grid_l, grid_h = np.meshgrid(np.arange(layers), np.arange(heads))  # (H, L) each
     fig.add_trace(
         go.Scatter(
