@@ -301,7 +301,10 @@ def test_dataset_page_runs_pasted_prompts(at):
     at.main.text_area(key="dataset_text").input("The capital of France is\nThe capital of Italy is\n\n").run()
     at.button(key="dataset_run").click().run()
     assert not at.exception, at.exception
-    assert any("2 prompts." in c.value for c in at.main.caption)
+    assert any("2 prompts. A head's importance is its direct effect" in c.value for c in at.main.caption)
+    always = at.main.dataframe[0].value  # important for every prompt: the largest mean |effect| first
+    assert list(always.columns) == ["layer", "head", "mean effect"] and len(always) > 1
+    assert list(always["mean effect"].abs()) == sorted(always["mean effect"].abs(), reverse=True)
     click(at, "dataset_heads", [23, 4])
     assert "Layer 23, head 4: the prompts where it mattered most" in [s.value for s in at.main.subheader]
     assert len(at.main.dataframe[-1].value) == 2

@@ -176,7 +176,7 @@ def test_dataset_page_without_a_terminal(browser, server):
     page.keyboard.press("Control+Enter")
     settled(page)
     page.get_by_role("button", name="Run 3 prompts").click()
-    expect(page.get_by_text("3 prompts. A head matters")).to_be_visible()
+    expect(page.get_by_text("3 prompts. A head's importance is its direct effect")).to_be_visible()
     settled(page)
     heatmap = page.locator(".js-plotly-plot").first
     expect(heatmap.locator(".ytick").first).to_be_attached()
