@@ -23,6 +23,13 @@ def test_fast_engine_matches_the_oracle(tiny_runner):
     assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), reference.contributions(tiny_runner, trace))
 
 
+def test_the_full_graph_without_dense_head_values_matches_the_oracle(tiny_runner, monkeypatch):
+    """Past DENSE_LAYER_MAX_BYTES (an 8B model at T=1024) a layer's u comes from its factors: the same numbers."""
+    monkeypatch.setattr(attribution, "DENSE_LAYER_MAX_BYTES", {"cpu": 0})
+    trace = tiny_runner.trace(token_ids(9))
+    assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), reference.contributions(tiny_runner, trace))
+
+
 def test_renormalising_threshold_matches_the_oracle(tiny_runner):
     trace = tiny_runner.trace(token_ids(7))
     fast = compute_contributions(trace, tiny_runner.layer_weights, renorm_threshold=0.05)

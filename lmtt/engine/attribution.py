@@ -59,6 +59,11 @@ MAX_CHUNK = 128
 DEVICE_BUDGETS = {"cpu": (DEFAULT_BUDGET_BYTES, MAX_CHUNK), "cuda": (2 * 2**30, 1024)}
 
 
+# The full graph keeps one layer's u (T, H, d) and its by-coordinate layout, both float32, unless they would take
+# more than this: then it computes them from their factors as the on-demand graph does (an 8B model at T=1024: 1 GB).
+DENSE_LAYER_MAX_BYTES = {"cpu": 512 * 2**20, "cuda": 8 * 2**30}
+
+
 def device_budget(device: torch.device) -> tuple[int, int]:
     """(working-set bytes, most queries) per chunk on a device; unknown device types get the CPU's."""
     return DEVICE_BUDGETS.get(device.type, DEVICE_BUDGETS["cpu"])
@@ -151,11 +156,11 @@ def head_parts(
     return torch.einsum("jh,jhc,hcd->jhd", a, v, w[heads].to(v.device, torch.float32))  # (J, H, d')
 
 
-def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = False) -> HeadValues:
+def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = False, keep_view: bool = False) -> HeadValues:
     """One layer's head values, computed once and shared by every query chunk.
 
-    W_O is upcast to float32 for this layer's products only. Lean head values, which an on-demand graph keeps
-    for every layer it visits, keep the model's own W_O (a view) where no post-map or edit changes it.
+    W_O is upcast to float32 for this layer's products only. With `keep_view` (lean head values that an on-demand
+    graph keeps for every layer it visits), they hold the model's own W_O where no post-map or edit changes it.
     """
     w_out = weights.w_out.float()  # (H, hd, d): this layer's W_O in float32 (no copy for a float32 model)
     if (post := trace.attn_map[layer]) is not None:  # what the residual receives, but for the per-query scale
@@ -166,7 +171,7 @@ def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = Fa
     v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
     if lean:  # u_max from u in slices of sources, never the whole (T, H, d)
         u_max = torch.cat([torch.einsum("thc,hcd->thd", v[s : s + 512], w_out).abs().amax(-1) for s in range(0, v.shape[0], 512)])
-        unchanged = post is None and not trace.edits
+        unchanged = keep_view and post is None and not trace.edits
         return HeadValues(u_max, values, weights.w_out if unchanged else w_out.contiguous(), weights.kv_index)
     u = torch.einsum("thc,hcd->thd", v, w_out)  # (T, H, d)
     # One zero column of padding: every chunk then reads J < T + 1 sources, so the fused
@@ -390,7 +395,9 @@ def compute_contributions(
         on_cpu = device.type == "cpu"
         edges = attn_edges[layer] if on_cpu else torch.zeros(t, t, device=device)  # (T, T): written in place on the CPU
         resids = attn_resid[layer] if on_cpu else torch.zeros(t, device=device)  # (T,)
-        hv = head_values(trace, weights[layer], layer)
+        dense_bytes = 2 * t * trace.n_heads * trace.resid[layer].shape[-1] * 4  # u and its layout, float32
+        lean = dense_bytes > DENSE_LAYER_MAX_BYTES.get(device.type, DENSE_LAYER_MAX_BYTES["cpu"])
+        hv = head_values(trace, weights[layer], layer, lean=lean)
         for i0 in range(0, t, step):
             i1 = min(t, i0 + step)
             heads, resid = attention_parts(trace, layer, hv, slice(i0, i1), renorm_threshold)

@@ -63,7 +63,7 @@ class OnDemandGraph(ContributionGraph):
 
     def _compute_rows(self, layer: int, rows: list[int]) -> None:
         if self._head_values[layer] is None:
-            self._head_values[layer] = head_values(self.trace, self.weights[layer], layer, lean=True)
+            self._head_values[layer] = head_values(self.trace, self.weights[layer], layer, lean=True, keep_view=True)
         lean = self._head_values[layer]
         rows = sorted(rows)
         device = lean.values.device
