@@ -23,10 +23,12 @@ def test_fast_engine_matches_the_oracle(tiny_runner):
     assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), reference.contributions(tiny_runner, trace))
 
 
-def test_the_full_graph_without_dense_head_values_matches_the_oracle(tiny_runner, monkeypatch):
-    """Past DENSE_LAYER_MAX_BYTES (an 8B model at T=1024) a layer's u comes from its factors: the same numbers."""
-    monkeypatch.setattr(attribution, "DENSE_LAYER_MAX_BYTES", {"cpu": 0})
+@pytest.mark.parametrize("room", ["layout only", "neither"])
+def test_the_full_graph_without_dense_head_values_matches_the_oracle(tiny_runner, monkeypatch, room):
+    """Past DENSE_LAYER_MAX_BYTES (an 8B model at T=1024) u is not kept, or neither u nor its layout: the same numbers."""
     trace = tiny_runner.trace(token_ids(9))
+    u_bytes = trace.n_tokens * trace.n_heads * trace.resid[0].shape[-1] * 4
+    monkeypatch.setattr(attribution, "DENSE_LAYER_MAX_BYTES", {"cpu": u_bytes if room == "layout only" else 0})
     assert_matches_oracle(compute_contributions(trace, tiny_runner.layer_weights), reference.contributions(tiny_runner, trace))
 
 

@@ -59,9 +59,10 @@ MAX_CHUNK = 128
 DEVICE_BUDGETS = {"cpu": (DEFAULT_BUDGET_BYTES, MAX_CHUNK), "cuda": (2 * 2**30, 1024)}
 
 
-# The full graph keeps one layer's u (T, H, d) and its by-coordinate layout, both float32, unless they would take
-# more than this: then it computes them from their factors as the on-demand graph does (an 8B model at T=1024: 1 GB).
-DENSE_LAYER_MAX_BYTES = {"cpu": 512 * 2**20, "cuda": 8 * 2**30}
+# The full graph keeps one layer's u (T, H, d) and its by-coordinate layout, both float32, while they fit in this;
+# else the layout alone (the few u rows of loose triples come from the factors), else neither, as the on-demand
+# graph does. An 8B model at T=1024: 537 MB each, so the layout alone.
+DENSE_LAYER_MAX_BYTES = {"cpu": 2**30, "cuda": 16 * 2**30}
 
 
 def device_budget(device: torch.device) -> tuple[int, int]:
@@ -156,11 +157,14 @@ def head_parts(
     return torch.einsum("jh,jhc,hcd->jhd", a, v, w[heads].to(v.device, torch.float32))  # (J, H, d')
 
 
-def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = False, keep_view: bool = False) -> HeadValues:
+def head_values(
+    trace: Trace, weights: LayerWeights, layer: int, lean: bool = False, keep_view: bool = False, keep_u: bool = True
+) -> HeadValues:
     """One layer's head values, computed once and shared by every query chunk.
 
     W_O is upcast to float32 for this layer's products only. With `keep_view` (lean head values that an on-demand
     graph keeps for every layer it visits), they hold the model's own W_O where no post-map or edit changes it.
+    Without `keep_u`, the by-coordinate layout is filled a slice of sources at a time and u itself is not kept.
     """
     w_out = weights.w_out.float()  # (H, hd, d): this layer's W_O in float32 (no copy for a float32 model)
     if (post := trace.attn_map[layer]) is not None:  # what the residual receives, but for the per-query scale
@@ -173,10 +177,19 @@ def head_values(trace: Trace, weights: LayerWeights, layer: int, lean: bool = Fa
         u_max = torch.cat([torch.einsum("thc,hcd->thd", v[s : s + 512], w_out).abs().amax(-1) for s in range(0, v.shape[0], 512)])
         unchanged = keep_view and post is None and not trace.edits
         return HeadValues(u_max, values, weights.w_out if unchanged else w_out.contiguous(), weights.kv_index)
-    u = torch.einsum("thc,hcd->thd", v, w_out)  # (T, H, d)
+    t, h, d = v.shape[0], v.shape[1], w_out.shape[-1]
     # One zero column of padding: every chunk then reads J < T + 1 sources, so the fused
     # kernel sees one layout and compiles once (J == T would otherwise recompile it).
-    by_coord = torch.zeros(u.shape[2], u.shape[0] + 1, u.shape[1], dtype=u.dtype, device=u.device)
+    by_coord = torch.zeros(d, t + 1, h, device=v.device)  # (d, T + 1, H)
+    if not keep_u:
+        u_max = torch.empty(t, h, device=v.device)  # (T, H)
+        for s in range(0, t, 128):  # (S, H, d) of u at a time, S <= 128
+            e = min(s + 128, t)  # never the padding column
+            u_s = torch.einsum("thc,hcd->thd", v[s:e], w_out)
+            by_coord[:, s:e] = u_s.permute(2, 0, 1)
+            u_max[s:e] = u_s.abs().amax(-1)
+        return HeadValues(u_max, values, w_out.contiguous(), weights.kv_index, None, by_coord)
+    u = torch.einsum("thc,hcd->thd", v, w_out)  # (T, H, d)
     by_coord[:, :-1] = u.permute(2, 0, 1)
     return HeadValues(u.abs().amax(-1), values, w_out.contiguous(), weights.kv_index, u, by_coord)
 
@@ -395,9 +408,9 @@ def compute_contributions(
         on_cpu = device.type == "cpu"
         edges = attn_edges[layer] if on_cpu else torch.zeros(t, t, device=device)  # (T, T): written in place on the CPU
         resids = attn_resid[layer] if on_cpu else torch.zeros(t, device=device)  # (T,)
-        dense_bytes = 2 * t * trace.n_heads * trace.resid[layer].shape[-1] * 4  # u and its layout, float32
-        lean = dense_bytes > DENSE_LAYER_MAX_BYTES.get(device.type, DENSE_LAYER_MAX_BYTES["cpu"])
-        hv = head_values(trace, weights[layer], layer, lean=lean)
+        u_bytes = t * trace.n_heads * trace.resid[layer].shape[-1] * 4  # u (T, H, d) float32; its layout as much
+        limit = DENSE_LAYER_MAX_BYTES.get(device.type, DENSE_LAYER_MAX_BYTES["cpu"])
+        hv = head_values(trace, weights[layer], layer, lean=u_bytes > limit, keep_u=2 * u_bytes <= limit)
         for i0 in range(0, t, step):
             i1 = min(t, i0 + step)
             heads, resid = attention_parts(trace, layer, hv, slice(i0, i1), renorm_threshold)
