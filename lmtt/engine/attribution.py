@@ -173,22 +173,20 @@ def head_values(
         w_out = w_out * trace.head_scale[layer].to(w_out.device)[:, None, None]
     values = trace.values[layer].permute(1, 2, 0).contiguous()  # (K, hd, T)
     v = trace.values[layer][:, weights.kv_index]  # (T, H, hd)
-    if lean:  # u_max from u in slices of sources, never the whole (T, H, d)
-        u_max = torch.cat([torch.einsum("thc,hcd->thd", v[s : s + 512], w_out).abs().amax(-1) for s in range(0, v.shape[0], 512)])
-        unchanged = keep_view and post is None and not trace.edits
-        return HeadValues(u_max, values, weights.w_out if unchanged else w_out.contiguous(), weights.kv_index)
     t, h, d = v.shape[0], v.shape[1], w_out.shape[-1]
     # One zero column of padding: every chunk then reads J < T + 1 sources, so the fused
     # kernel sees one layout and compiles once (J == T would otherwise recompile it).
-    by_coord = torch.zeros(d, t + 1, h, device=v.device)  # (d, T + 1, H)
-    if not keep_u:
+    by_coord = None if lean else torch.zeros(d, t + 1, h, device=v.device)  # (d, T + 1, H)
+    if lean or not keep_u:  # u in slices of sources, never the whole (T, H, d)
         u_max = torch.empty(t, h, device=v.device)  # (T, H)
         for s in range(0, t, 128):  # (S, H, d) of u at a time, S <= 128
             e = min(s + 128, t)  # never the padding column
             u_s = torch.einsum("thc,hcd->thd", v[s:e], w_out)
-            by_coord[:, s:e] = u_s.permute(2, 0, 1)
             u_max[s:e] = u_s.abs().amax(-1)
-        return HeadValues(u_max, values, w_out.contiguous(), weights.kv_index, None, by_coord)
+            if by_coord is not None:
+                by_coord[:, s:e] = u_s.permute(2, 0, 1)
+        unchanged = lean and keep_view and post is None and not trace.edits
+        return HeadValues(u_max, values, weights.w_out if unchanged else w_out.contiguous(), weights.kv_index, None, by_coord)
     u = torch.einsum("thc,hcd->thd", v, w_out)  # (T, H, d)
     by_coord[:, :-1] = u.permute(2, 0, 1)
     return HeadValues(u.abs().amax(-1), values, w_out.contiguous(), weights.kv_index, u, by_coord)
@@ -325,11 +323,14 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
             ci, ji, hi = (x[start : start + step] for x in triples)
             if hv.u is not None:
                 p[ci, ji, hi] = loose_exact(y, a, hv.u[:j], ci, ji, hi)
+                continue
+            if hv.by_coord is not None and hv.coord_rows is None:  # every coordinate laid out: u_jh is one column
+                u = hv.by_coord[:, ji, hi].T  # (n, d)
             else:  # lean: u_jh from the factors, once per (source, head) pair (attention sinks repeat across queries)
                 pairs, which = torch.unique(ji * h + hi, return_inverse=True)  # (P,), (n,)
                 u = hv.rows(pairs // h, pairs % h)[which]  # (n, d)
-                y_c = y[ci]  # (n, d)
-                p[ci, ji, hi] = y_c.abs().sum(-1) - (y_c - a[ci, ji, hi, None] * u).abs().sum(-1)
+            y_c = y[ci]  # (n, d)
+            p[ci, ji, hi] = y_c.abs().sum(-1) - (y_c - a[ci, ji, hi, None] * u).abs().sum(-1)
     return p
 
 
