@@ -14,7 +14,14 @@ from playwright.sync_api import Page, expect
 
 from lmtt.tools.serve import streamlit_server
 from lmtt.viz.columns import PACK_ABOVE_TOKENS
-from tests.browser import ARTIFACTS, click_point, new_page, point_xy, settled  # skips the module where Chromium is missing
+from tests.browser import (  # skips the module where Chromium is missing
+    ARTIFACTS,
+    click_point,
+    click_point_until,
+    new_page,
+    point_xy,
+    settled,
+)
 
 pytestmark = pytest.mark.browser(group="shared-server")
 expect.set_options(timeout=60_000)
@@ -254,8 +261,7 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(browser, server):
     ctx, page = new_page(browser, server, width=1500, height=1100)
     page.goto(f"{server}/?prompt={quote(PROMPT)}")
     settled(page)
-    click_point(page, "edge|attention|47|3|4")  # the edge (layer 23, ␣France → ␣is)
-    expect(page.get_by_text("Click a head to see what it wrote")).to_be_visible()
+    click_point_until(page, "edge|attention|47|3|4", "Click a head to see what it wrote")  # the edge (layer 23, ␣France → ␣is)
     settled(page)
     click_point(page, 4, bar=True)  # click 1: head 4 of the edge
     expect(page.get_by_text("Head 23.4 at token 4")).to_be_visible()
