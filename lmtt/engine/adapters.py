@@ -41,6 +41,11 @@ class Adapter:
     conv1d: bool = False  # GPT-2 style Conv1D stores weights as (in, out)
     parallel_attr: str | None = None  # config attribute: attention and FFN in parallel
     parallel_default: bool = False
+    attn_norm: str | None = "input_layernorm"  # the norm the attention reads through (None: it reads the state itself)
+    # query/key norms inside the attention, applied to the projections before any rotary (a path that resolves to None: none)
+    q_norm: str | None = None
+    k_norm: str | None = None
+    position_embedding: str | None = None  # learned absolute positions added to the token embedding (GPT-2, OPT)
     ffn: str = "mlp"  # the FFN module: its output is the FFN's update (a MoE block's too)
     ffn_norm: str | None = None  # the norm the FFN reads through (None: it reads the state itself)
     # a gated (GLU) dense FFN, act(gate) * up: its gate, up and activation modules (None: not gated). A gate equal
@@ -70,6 +75,8 @@ ADAPTERS: dict[str, Adapter] = {
         final_norm="transformer.ln_f",
         norm=LAYER,
         conv1d=True,
+        attn_norm="ln_1",
+        position_embedding="transformer.wpe",
     ),
     "llama": Adapter(
         family="llama",
@@ -78,6 +85,8 @@ ADAPTERS: dict[str, Adapter] = {
         out_proj="self_attn.o_proj",
         down_proj="mlp.down_proj",
         final_norm="model.norm",
+        q_norm="self_attn.q_norm",
+        k_norm="self_attn.k_norm",
         ffn_norm="post_attention_layernorm",
         glu_gate="mlp.gate_proj",
         glu_up="mlp.up_proj",
@@ -104,6 +113,8 @@ ADAPTERS: dict[str, Adapter] = {
         final_norm="model.decoder.final_layer_norm",
         unembed=("model.decoder.project_out", "lm_head"),
         norm=LAYER,
+        attn_norm="self_attn_layer_norm",
+        position_embedding="model.decoder.embed_positions",
         ffn="",
         rejects=(
             (
@@ -121,6 +132,8 @@ ADAPTERS: dict[str, Adapter] = {
         down_proj="mlp.fc2",
         final_norm="model.final_layernorm",
         norm=LAYER,
+        q_norm="self_attn.q_layernorm",
+        k_norm="self_attn.k_layernorm",
         parallel_default=True,
     ),
     "gptj": Adapter(
@@ -131,6 +144,7 @@ ADAPTERS: dict[str, Adapter] = {
         down_proj="mlp.fc_out",
         final_norm="transformer.ln_f",
         norm=LAYER,
+        attn_norm="ln_1",
         parallel_default=True,
     ),
     "starcoder2": Adapter(
@@ -155,7 +169,7 @@ _VARIANTS: dict[str, dict] = {
     "gemma": {"norm": GEMMA_RMS},
     "gemma2": {"norm": GEMMA_RMS, **_POST_NORMS, **_PRE_FFN, "logit_softcap": "final_logit_softcapping"},
     "gemma3_text": {"norm": GEMMA_RMS, **_POST_NORMS, **_PRE_FFN, "logit_softcap": "final_logit_softcapping"},
-    "olmo2": {**_POST_NORMS, "ffn_norm": None},  # post-norms only: the FFN reads the state itself
+    "olmo2": {**_POST_NORMS, "attn_norm": None, "ffn_norm": None},  # post-norms only: both sublayers read the state itself
     "granite": {"residual_multiplier": "residual_multiplier", "logit_divisor": "logits_scaling"},
     # parallel: the FFN reads the block input through the one input norm
     "cohere": {"norm": LAYER, "parallel_default": True, "logit_multiplier": "logit_scale", "ffn_norm": "input_layernorm"},

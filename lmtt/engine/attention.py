@@ -23,6 +23,16 @@ NAME = "lmtt"
 
 # Set by the runner while it traces: {"layer_of": {id(module): layer}, "q": [...], "k": [...], "v": [...], ...}
 RECORDER: contextvars.ContextVar[dict | None] = contextvars.ContextVar("lmtt_recorder", default=None)
+# Set by ModelRunner.queries_and_keys: the id of the attention module whose queries and keys end the pass
+STOP_AT: contextvars.ContextVar[int | None] = contextvars.ContextVar("lmtt_stop_at", default=None)
+
+
+class Captured(Exception):
+    """Ends a forward pass at the attention module named by STOP_AT, carrying its queries and keys (B, H or K, T, hd)."""
+
+    def __init__(self, query: torch.Tensor, key: torch.Tensor):
+        super().__init__("queries and keys captured")
+        self.query, self.key = query, key
 
 
 def lmtt_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
@@ -32,6 +42,8 @@ def lmtt_attention(module, query, key, value, attention_mask, scaling=None, drop
     logit per head in the softmax's denominator, passed as `s_aux` or `sinks`) are computed
     eagerly, exactly as transformers' eager attention does; everything else runs through SDPA.
     """
+    if STOP_AT.get() == id(module):
+        raise Captured(query.detach().float(), key.detach().float())
     sinks = kwargs.get("s_aux", kwargs.get("sinks"))
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if (rec := RECORDER.get()) is not None and id(module) in rec["layer_of"]:

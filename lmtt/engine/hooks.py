@@ -2,7 +2,7 @@
 
     patch(site, layer, x) -> a replacement of x's shape, or None to leave x alone
 
-x is always seen as (B, T, .), whatever shape the module used (OPT's FFN flattens to (B*T, .)).
+x is seen as (B, T, .) (per-head norms aside), whatever shape the module used (OPT's FFN flattens to (B*T, .)).
 Each site name has one meaning, single-prompt traces and batched passes alike:
 
   "resid"         the block's input hidden state (B, T, d)
@@ -11,6 +11,10 @@ Each site name has one meaning, single-prompt traces and batched passes alike:
   "attn_update"   what the residual receives from attention (B, T, d): after a post-norm where the family has one,
                   before a residual multiplier (Granite applies it after the block's hooks)
   "ffn_update"    the same for the FFN (a mixture-of-experts block's whole output)
+  "attn_in"       the attention module's input hidden state (B, T, d): after the family's input norm, if any
+  "q_norm"        the input of a query norm inside the attention (Qwen3, OLMo-2, Gemma-3, Cohere): (B, T, H*hd), or
+                  per head in the module's own layout, (B, T, H, hd) or (B, H, T, hd)
+  "k_norm"        likewise for keys. For these two, a replacement is taken as the norm's *output*
 
 The runner installs the hooks once (lmtt.engine.runner); they call the patch held in a ContextVar,
 so a thread or session that is not patching sees a no-op and two sessions never see each other's patch.
@@ -26,7 +30,8 @@ from contextlib import contextmanager
 import torch
 
 Patch = Callable[[str, int, torch.Tensor], "torch.Tensor | None"]
-SITES = ("resid", "head_context", "neuron_acts", "attn_update", "ffn_update")
+SITES = ("resid", "head_context", "neuron_acts", "attn_update", "ffn_update")  # what activation patching records
+ATTENTION_SITES = ("attn_in", "q_norm", "k_norm")  # inside the attention: QK attribution's linearisation
 _ACTIVE: contextvars.ContextVar[tuple[Patch, int, int] | None] = contextvars.ContextVar("lmtt_patch", default=None)
 
 
@@ -49,5 +54,6 @@ def apply(site: str, layer: int, x: torch.Tensor | tuple) -> torch.Tensor | tupl
         new = apply(site, layer, x[0])
         return None if new is None else (new, *x[1:])
     patch, b, t = active
-    out = patch(site, layer, x.reshape(b, t, x.shape[-1]))
+    shape = x.shape if x.dim() > 3 else (b, t, x.shape[-1])  # per-head q/k norms keep their own layout
+    out = patch(site, layer, x.reshape(shape))
     return None if out is None else out.to(x.dtype).reshape(x.shape)

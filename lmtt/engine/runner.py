@@ -277,12 +277,30 @@ class ModelRunner:
 
             return hook
 
+        def attn_in(_m, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if (new := hooks.apply("attn_in", layer, hidden)) is None:
+                return None
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+
+        def qk_norm(site: str):
+            """The replacement is the norm's output, computed from its input (a frozen norm)."""
+
+            def hook(_m, args, output):
+                return hooks.apply(site, layer, args[0])
+
+            return hook
+
         def shared_gate(_m, _args, output):
             if (rec := _RECORDER.get()) is not None:
                 rec["shared_gate"][layer] = torch.sigmoid(_row(output, rec))  # (T, 1)
 
         block.register_forward_pre_hook(block_in, with_kwargs=True)
         block.register_forward_hook(block_out)
+        resolve(block, a.attention).register_forward_pre_hook(attn_in, with_kwargs=True)
+        for site, path in (("q_norm", a.q_norm), ("k_norm", a.k_norm)):
+            if path and (norm := resolve(block, path)) is not None:
+                norm.register_forward_hook(qk_norm(site))
         resolve(block, a.out_proj).register_forward_pre_hook(out_proj_in)
         ffn = resolve(block, a.ffn) or resolve(block, a.down_proj)
         for kind, sublayer, post in (("attn", resolve(block, a.out_proj), a.attn_post_norm), ("ffn", ffn, a.ffn_post_norm)):
@@ -377,6 +395,22 @@ class ModelRunner:
         """(B, T, V) logits of token ids (B, T) with the patch applied at its sites (lmtt.engine.hooks); nothing recorded."""
         with hooks.patching(patch, *ids.shape):
             return self.model(input_ids=ids.to(self.device), use_cache=False).logits.float()
+
+    @torch.no_grad()
+    def queries_and_keys(
+        self, ids: torch.Tensor, positions: torch.Tensor, layer: int, patch: hooks.Patch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q (B, H, T, hd), k (B, K, T, hd)) as one layer's attention receives them, in a pass over token ids (B, T)
+        at position ids (B, T) through `patch`. The pass ends there: later layers never run."""
+        stop = attention.STOP_AT.set(id(resolve(self.blocks[layer], self.adapter.attention)))
+        try:
+            with hooks.patching(patch, *ids.shape):
+                self.model(input_ids=ids.to(self.device), position_ids=positions.to(self.device), use_cache=False)
+        except attention.Captured as done:
+            return done.query, done.key
+        finally:
+            attention.STOP_AT.reset(stop)
+        raise RuntimeError(f"the pass never reached layer {layer}'s attention")
 
     def _out_map(self, kind: str, layer: int, rec: dict) -> FrozenNorm | None:
         """How the sublayer's raw output reached the residual: its post-norm (frozen) times the residual multiplier."""

@@ -1,20 +1,25 @@
 """QK attribution: why a head attends from query i to key j.
 
-The pre-softmax score is s_ij = scale * q_i . k_j with q_i = R_i (W_Q n_i + b_Q) and
-k_j = R_j (W_K n_j + b_K), n = the block's input norm of the residual x, R_i the rotary
-embedding at position i (a rotation: linear). With the input norm's scale frozen at each
-position (lmtt.engine.norms), n_i = s_i g ⊙ P x_i + beta is affine in x_i, and x_i is the sum of
-the embedding and every earlier attention and FFN update. So
+The pre-softmax score is s_ij = scale * q_i . k_j. The residual x_i is the sum of its parts z_a: the
+token embedding (and a learned position embedding, GPT-2 and OPT, as a part of its own) and every
+earlier attention and FFN update. With each norm's scale frozen at its value in the real pass
+(lmtt.engine.norms) — the attention's input norm, and the query and key norms where a family has them
+(Qwen3, OLMo-2, Gemma-3, Cohere) — the map x_i -> q_i is affine:
 
-    q_i = sum_a R_i W_Q (s_i g ⊙ P z_a) + R_i (W_Q beta + b_Q)      (one query part per component a, plus a bias part)
+    q_i = f_i(n_i),  n_i = sum_a s_i g ⊙ P z_a + beta,  f_i(h) = L_i h + c_i
 
-and likewise k_j, and s_ij = sum_{a, b} scale * q_i^a . k_j^b exactly: a (query part) x
-(key part) table that sums to the score. The map is checked against the recorded queries
-and keys of the trace, so a family whose attention does something else (no RoPE on some
-layers, q/k norms) is refused with a message rather than explained wrongly.
+with L_i linear: the query projection, the frozen query norm and the rotary embedding at position i,
+whatever its layout (half or interleaved, partial, scaled, YaRN, per-layer types). So
 
-Supported: families with the Llama layout (input_layernorm, self_attn.q_proj / k_proj,
-model.rotary_emb): Llama, Mistral, Qwen2, Gemma, SmolLM.
+    q_i = sum_a L_i(s_i g ⊙ P z_a) + f_i(beta),   one query part per component, plus a bias part,
+
+and likewise k_j, and s_ij = sum_{a, b} scale * q_i^a . k_j^b exactly.
+
+lmtt does not re-implement any family's attention to get L_i: it runs the model's own modules on the
+parts. One batched pass over the two positions (key, query), with the attention's input replaced by
+rows [n(x), 0, each part's image, beta] and the q/k norms frozen, ends as soon as that layer's
+queries and keys are known (ModelRunner.queries_and_keys). A part's query is f(part) - f(0). The rows
+that rebuild the whole are checked against the queries and keys the trace recorded.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lmtt.engine.norms import freeze
+from lmtt.engine.adapters import resolve
+from lmtt.engine.norms import FrozenNorm, freeze
 from lmtt.engine.runner import ModelRunner, Trace
 
-TOLERANCE = 1e-3  # relative: the rebuilt query/key against the recorded one
+TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}  # relative: the rebuilt query/key against the recorded one
+LOW_PRECISION_TOLERANCE = 3e-2  # bf16 / fp16 weights: each part is rounded once more than the whole was
 
 
 class QKError(ValueError):
@@ -41,9 +48,9 @@ class QKAttribution:
     head: int
     query: int
     key: int
-    parts: tuple[str, ...]  # P names: emb, attn L0, ffn L0, ..., bias
+    parts: tuple[str, ...]  # P names: emb, [pos], attn L0, ffn L0, ..., bias
     pairs: torch.Tensor  # (P, P) [query part, key part]
-    score: float  # the recorded pre-softmax score scale * q . k (before the mask and any attention softcap)
+    score: float  # the recorded pre-softmax score scale * q . k (before the mask, any softcap and any sink)
 
     @property
     def query_parts(self) -> torch.Tensor:
@@ -74,20 +81,41 @@ class QKAttribution:
         }
 
 
-def _modules(runner: ModelRunner, layer: int):
-    block = runner.blocks[layer]
-    norm = getattr(block, "input_layernorm", None)
-    attn = getattr(block, "self_attn", None)
-    rotary = getattr(getattr(runner.model, "model", None), "rotary_emb", None)
-    if norm is None or attn is None or not hasattr(attn, "q_proj") or rotary is None or runner.parallel:
-        family = runner.adapter.family
-        raise QKError(f"QK attribution needs the Llama layout (input_layernorm, q_proj, k_proj, rotary_emb); {family} differs")
-    return norm, attn, rotary
+def part_names(runner: ModelRunner, layer: int) -> tuple[str, ...]:
+    """The names of the parts of the residual entering `layer`, then the constant part."""
+    pos = ("pos",) if _position_embedding(runner) else ()
+    return ("emb", *pos, *(f"{k} L{l}" for l in range(layer) for k in ("attn", "ffn")), "bias")
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _position_embedding(runner: ModelRunner) -> bool:
+    path = runner.adapter.position_embedding
+    return bool(path) and resolve(runner.model, path) is not None
+
+
+def residual_parts(runner: ModelRunner, trace: Trace, layer: int, positions: torch.Tensor) -> torch.Tensor:
+    """(N, P-1, d) the parts of resid[layer] at N positions, in part_names' order; they sum to the residual.
+
+    A learned position embedding is the embedding state minus the token's own embedding row.
+    """
+    emb = trace.resid[0][positions].float()  # (N, d)
+    rows = [emb]
+    if _position_embedding(runner):
+        tokens = runner.model.get_input_embeddings()(trace.token_ids[positions].to(runner.device)).float().to(emb.device)  # (N, d)
+        rows = [tokens, emb - tokens]
+    for l in range(layer):
+        rows += [trace.attn_out[l][positions].float(), trace.ffn_out[l][positions].float()]
+    return torch.stack(rows, dim=1)
+
+
+def _tolerance(runner: ModelRunner) -> float:
+    return TOLERANCE.get(next(runner.model.parameters()).dtype, LOW_PRECISION_TOLERANCE)
+
+
+def _frozen_output(module: torch.nn.Module, spec, x: torch.Tensor) -> torch.Tensor:
+    """A norm's output on every batch row of x (B, T, ..., w) with the scale of row 0 (the real pass) at each position."""
+    frozen = freeze(module, spec, x[0])  # scale (T, ...) from the real row, by the norm's own formula and epsilon
+    out = FrozenNorm(frozen.scale[None], frozen.gain, None, frozen.center).linear(x.float())  # (B, T, ..., w)
+    return out if frozen.bias is None else out + frozen.bias
 
 
 @torch.no_grad()
@@ -98,43 +126,46 @@ def qk_attribution(runner: ModelRunner, trace: Trace, layer: int, head: int, que
         raise QKError(f"head {layer}.{head} is out of range: {trace.n_layers} layers of {trace.n_heads} heads")
     if not 0 <= key <= query < t:
         raise QKError(f"need 0 <= key <= query < {t} (attention is causal), got query {query}, key {key}")
-    norm, attn, rotary = _modules(runner, layer)
-    dev, hd = runner.device, runner.head_dim
-    names = ("emb", *(f"{k} L{l}" for l in range(layer) for k in ("attn", "ffn")), "bias")
-    positions = torch.tensor([query, key])
+    a, block, dev = runner.adapter, runner.blocks[layer], runner.layer_devices[layer]
+    positions = torch.tensor([key, query] if key < query else [query])  # (N,) the short pass's positions, in order
+    parts = residual_parts(runner, trace, layer, positions).to(dev)  # (N, P-1, d)
+    x = trace.resid[layer][positions].float().to(dev)  # (N, d)
+    norm = resolve(block, a.attn_norm) if a.attn_norm else None
+    if norm is None:  # the attention reads the state itself (OLMo-2)
+        images, beta, whole = parts, torch.zeros_like(x[0]), x
+    else:
+        frozen = freeze(norm, a.norm, x, norm(x.to(norm.weight.dtype)).float())  # every norm of a family is one kind
+        images = frozen.linear(parts)  # (N, P-1, d): s g ⊙ P z
+        beta = torch.zeros_like(x[0]) if frozen.bias is None else frozen.bias.to(dev)  # (d,)
+        whole = images.sum(1) + beta  # (N, d) n(x), as the frozen map rebuilds it
+    rows = torch.cat([whole[None], torch.zeros_like(whole)[None], images.transpose(0, 1), beta.expand_as(whole)[None]])  # (P+2, N, d)
+    norms = {site: resolve(block, path) for site, path in (("q_norm", a.q_norm), ("k_norm", a.k_norm)) if path}
 
-    def parts_at(pos: int) -> torch.Tensor:  # (P-1, d) the components of resid[layer][pos]
-        rows = [trace.resid[0][pos]]
-        for l in range(layer):
-            rows += [trace.attn_out[l][pos], trace.ffn_out[l][pos]]
-        return torch.stack(rows).to(dev)
+    def patch(site: str, at: int, h: torch.Tensor) -> torch.Tensor | None:
+        if at != layer:
+            return None
+        if site == "attn_in":
+            return rows
+        if site in norms and norms[site] is not None:
+            return _frozen_output(norms[site], a.norm, h)
+        return None
 
-    x = trace.resid[layer][positions].to(dev)  # (2, d)
-    frozen = freeze(norm, runner.adapter.norm, x, norm(x.to(norm.weight.dtype)).float())  # every norm of a family is one kind
-    try:
-        cos, sin = rotary(x[None], torch.arange(t, device=dev)[None])  # (1, T, hd) each
-    except TypeError as e:  # a rotary embedding with another signature (per-layer types: Gemma-3)
-        raise QKError(f"QK attribution does not know this model's rotary embedding ({e})") from None
-    if cos.shape[-1] != hd:  # another rotation scheme (GPT-OSS rotates halves with half-width tables)
-        raise QKError(f"QK attribution does not know this model's rotary embedding (tables of width {cos.shape[-1]}, heads of {hd})")
+    b = rows.shape[0]
+    ids = trace.token_ids[positions].expand(b, -1)  # (B, N): the layers below run on the real tokens; their output is replaced
+    q, k = runner.queries_and_keys(ids, positions.expand(b, -1), layer, patch)  # (B, H, N, hd), (B, K, N, hd)
     kv = int(trace.kv_index[head])
-    out = []
-    for which, (pos, proj, unit) in enumerate(((query, attn.q_proj, head), (key, attn.k_proj, kv))):
-        w = proj.weight.detach()[unit * hd : (unit + 1) * hd].float()  # (hd, d): this head's rows only
-        b = torch.zeros(hd, device=dev) if proj.bias is None else proj.bias.detach()[unit * hd : (unit + 1) * hd].float()
-        parts = parts_at(pos)  # (P-1, d)
-        lin = frozen.linear(parts, which)  # (P-1, d): s g ⊙ P z
-        beta = torch.zeros_like(x[0]) if frozen.bias is None else frozen.bias.to(dev)
-        vecs = torch.cat([lin @ w.T, (beta @ w.T + b)[None]])  # (P, hd) before RoPE
-        c, s = cos[0, pos].float(), sin[0, pos].float()  # (hd,)
-        rotated = vecs * c + _rotate_half(vecs) * s  # (P, hd)
-        recorded = (trace.queries[layer][head, pos] if which == 0 else trace.keys[layer][kv, pos]).to(dev)  # (hd,)
-        err = float((rotated.sum(0) - recorded).norm() / recorded.norm().clamp_min(1e-6))
-        if err > TOLERANCE:
-            side = "query" if which == 0 else "key"
-            raise QKError(f"the rebuilt {side} differs from the model's by {err:.2g} (relative) at layer {layer}")
-        out.append(rotated)
+    sides = []
+    for name, got, unit, recorded in (("query", q, head, trace.queries[layer][head, query]), ("key", k, kv, trace.keys[layer][kv, key])):
+        at = -1 if name == "query" else 0  # the query is the short pass's last position, the key its first
+        vecs = got[:, unit, at]  # (B, hd)
+        split = torch.cat([vecs[2:-1] - vecs[1], vecs[-1:]])  # (P, hd): each part's image f(z) - f(0), then the bias part f(beta)
+        recorded = recorded.float().to(split.device)
+        for what, rebuilt in (("rebuilt", split.sum(0)), ("re-run", vecs[0])):
+            err = float((rebuilt - recorded).norm() / recorded.norm().clamp_min(1e-6))
+            if err > _tolerance(runner):
+                raise QKError(f"the {what} {name} differs from the model's by {err:.2g} (relative) at layer {layer}")
+        sides.append(split)
     scale = trace.scales[layer]
-    pairs = scale * out[0] @ out[1].T  # (P, P)
+    pairs = scale * sides[0] @ sides[1].T  # (P, P)
     score = scale * float(trace.queries[layer][head, query] @ trace.keys[layer][kv, key])
-    return QKAttribution(layer, head, query, key, names, pairs.cpu(), score)
+    return QKAttribution(layer, head, query, key, part_names(runner, layer), pairs.cpu(), score)
