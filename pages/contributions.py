@@ -25,7 +25,8 @@ st.plotly_chart(figures.layer_overview_figure(a, position), key="overview", widt
 left, right = st.columns([1, 1])
 layer = left.selectbox("Layer", range(a.n_layers), index=max(layer, 0))
 block = right.radio("Block", ("attention", "FFN"), index=1 if kind == "ffn" else 0, horizontal=True)
-node = f"{'attn' if block == 'attention' else 'ffn'}:{layer}:{position}"
+# a parallel block has no state after attention: its heads, FFN and residual all share the block's output node
+node = f"{'attn' if block == 'attention' and not a.trace.parallel else 'ffn'}:{layer}:{position}"
 if node != view.node:
     ui.select_node(node)
 
@@ -33,7 +34,10 @@ if block == "attention":
     hc = a.head_contributions(layer, position)
     head = view.head[1] if view.head and view.head[0] == layer else None
     st.subheader(f"Heads at layer {layer}")
-    st.caption(f"Residual share {hc.residual:.3f}. Click a head to see what it wrote and to zero, mean-ablate or scale it here.")
+    joint = "" if hc.ffn is None else f", FFN share {hc.ffn:.3f} (a parallel block: heads, FFN and residual split its output together)"
+    st.caption(
+        f"Residual share {hc.residual:.3f}{joint}. Click a head to see what it wrote and to zero, mean-ablate or scale it here."
+    )
     chart, panel = st.columns([1.4, 1])
     chart.plotly_chart(
         figures.head_bar_figure(hc.heads.numpy(), selected=head),
@@ -52,7 +56,10 @@ else:
     nc = a.neuron_contributions(layer, position, k)
     neuron = view.neuron[1] if view.neuron and view.neuron[0] == layer else None
     st.subheader(f"Top neurons at layer {layer}")
-    st.caption(f"Residual share {nc.residual:.3f}. Click a neuron to see what it writes and to zero, mean-ablate or scale it here.")
+    st.caption(
+        f"Residual share {nc.residual:.3f} (the graph's residual edge into this node); the neurons' shares split its FFN edge. "
+        "Click a neuron to see what it writes and to zero, mean-ablate or scale it here."
+    )
     chart, panel = st.columns([1.4, 1])
     chart.plotly_chart(figures.neuron_bar_figure(nc), key="neuron_chart", on_select="rerun", selection_mode="points", width="stretch")
     with panel:

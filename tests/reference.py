@@ -66,7 +66,11 @@ def attention_parts(runner: ModelRunner, trace: Trace, layer: int, i: int, weigh
 
 
 def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | None = None):
-    """(attn_edges, attn_resid, ffn_resid, ffn) as in lmtt.engine.attribution.Contributions, in float64."""
+    """(attn_edges, attn_resid, ffn_resid, ffn) as in lmtt.engine.attribution.Contributions, in float64.
+
+    A parallel block (attention and FFN read the block input) is one node: its output y is split among the
+    residual, every head part and the FFN update together; ffn_resid stays zero.
+    """
     n_layers, t = trace.n_layers, trace.n_tokens
     attn_edges = torch.zeros(n_layers, t, t, dtype=torch.float64)
     attn_resid = torch.zeros(n_layers, t, dtype=torch.float64)
@@ -76,22 +80,27 @@ def contributions(runner: ModelRunner, trace: Trace, renorm_threshold: float | N
     for layer in range(n_layers):
         for i in range(t):
             x = trace.resid[layer][i].double()
-            y = x + trace.attn_out[layer][i].double()
+            f = trace.ffn_out[layer][i].double()
+            # a parallel block's output is one node: its residual, head parts and FFN update split it together
+            y = trace.resid[layer + 1][i].double() if runner.parallel else x + trace.attn_out[layer][i].double()
             parts = attention_parts(runner, trace, layer, i, weights[layer])  # (i+1, H, d)
             prox_heads = (l1(y) - l1(y - parts)).clamp_min(EPS)  # (i+1, H)
-            prox_resid = (l1(y) - l1(y - x)).clamp_min(EPS)
-            c_heads = prox_heads / (prox_heads.sum() + prox_resid)
-            c_resid = prox_resid / (prox_heads.sum() + prox_resid)
+            singles = [x, f] if runner.parallel else [x]
+            prox_singles = torch.stack([(l1(y) - l1(y - z)).clamp_min(EPS) for z in singles])  # (1 or 2,)
+            total = prox_heads.sum() + prox_singles.sum()
+            c_heads, c_singles = prox_heads / total, prox_singles / total
             if renorm_threshold is not None:
                 c_heads = torch.where(c_heads >= renorm_threshold, c_heads, 0.0)
-                c_resid = c_resid if c_resid >= renorm_threshold else torch.zeros(())
-                total = c_heads.sum() + c_resid
-                c_heads, c_resid = c_heads / total, c_resid / total
+                c_singles = torch.where(c_singles >= renorm_threshold, c_singles, 0.0)
+                total = c_heads.sum() + c_singles.sum()
+                c_heads, c_singles = c_heads / total, c_singles / total
             attn_edges[layer, i, : i + 1] = c_heads.sum(1)
-            attn_resid[layer, i] = c_resid
+            attn_resid[layer, i] = c_singles[0]
+            if runner.parallel:
+                ffn[layer, i] = c_singles[1]
+                continue
 
             whole = trace.resid[layer + 1][i].double()
-            f = trace.ffn_out[layer][i].double()
             p = torch.stack([(l1(whole) - l1(whole - y)).clamp_min(EPS), (l1(whole) - l1(whole - f)).clamp_min(EPS)])
             p = p / p.sum()
             if renorm_threshold is not None:

@@ -12,6 +12,7 @@ def subgraph(sources: list[int], targets: list[int], root: int) -> Subgraph:
     return Subgraph(
         kind=np.zeros(n, np.int8),
         level=np.ones(n, int),
+        source_level=np.zeros(n, int),
         source=np.array(sources, int),
         target=np.array(targets, int),
         weight=np.full(n, 0.5, np.float32),

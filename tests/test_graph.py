@@ -58,8 +58,18 @@ def test_weights_in_json_are_the_stored_contributions(graph):
         elif edge["kind"] == "ffn":
             assert edge["weight"] == pytest.approx(float(graph.ffn[layer, target]))
         else:
-            w = graph.attn_resid if kind == "attn" else graph.ffn_resid
+            w = graph.attn_resid if kind == "attn" or graph.parallel else graph.ffn_resid  # parallel: one node per block
             assert edge["weight"] == pytest.approx(float(w[layer, target]))
+
+
+def test_parallel_edges_start_where_the_block_reads(graph):
+    """A parallel block's FFN and attention read its input: no edge may start or end at a state after attention."""
+    sub = graph.edges_above(0.0)
+    if graph.parallel:
+        assert (sub.level % 2 == 0).all() and (sub.source_level == sub.level - 2).all()
+        assert all(not n["id"].startswith("attn:") for n in graph.paths_to(-1, 0.0).nodes())
+    else:
+        assert (sub.source_level == sub.level - 1).all()
 
 
 def test_json_and_networkx_exports_agree(graph):

@@ -22,7 +22,10 @@ def test_head_contributions_add_up_to_the_node(analysis):
     for layer in range(analysis.n_layers):
         hc = analysis.head_contributions(layer, 6)
         assert torch.allclose(hc.per_source.sum(0), analysis.contributions.attn_edges[layer, 6], atol=1e-6)
-        assert hc.heads.sum() + hc.residual == pytest.approx(1.0, abs=1e-5)
+        assert hc.heads.sum() + hc.residual + (hc.ffn or 0.0) == pytest.approx(1.0, abs=1e-5)
+        assert (hc.ffn is not None) == analysis.trace.parallel  # a parallel block's FFN shares the node
+        if hc.ffn is not None:
+            assert hc.ffn == pytest.approx(float(analysis.contributions.ffn[layer, 6]), abs=1e-6)
         assert torch.all(hc.per_source[:, 7:] == 0)
 
 
@@ -40,9 +43,14 @@ def test_head_updates_sum_to_the_attention_update(analysis):
     assert torch.allclose(total, expected, atol=1e-5 * expected.abs().max())
 
 
-def test_neuron_contributions_are_normalised_and_sorted(analysis):
+def test_neuron_contributions_split_the_graphs_ffn_edge(analysis):
+    """One meaning of a node's shares in every view: the residual is the graph's residual edge into the FFN node,
+    and the neurons together are its FFN edge."""
     nc = analysis.neuron_contributions(0, 3, k=1000)
-    assert float(nc.contributions.sum()) + nc.residual == pytest.approx(1.0, abs=1e-5)
+    c = analysis.contributions
+    residual_edge = (c.attn_resid if analysis.trace.parallel else c.ffn_resid)[0, 3]
+    assert nc.residual == pytest.approx(float(residual_edge), abs=1e-6)
+    assert float(nc.contributions.sum()) == pytest.approx(float(c.ffn[0, 3]), abs=1e-5)
     assert torch.all(nc.contributions[:-1] >= nc.contributions[1:])
     ids, acts = analysis.trace.neurons(0, 3)
     assert torch.allclose(nc.activations, torch.stack([acts[ids == n].sum() for n in nc.neurons]))

@@ -3,9 +3,11 @@
 import pytest
 import torch
 
-from lmtt.analysis import _analysis_of
+from lmtt.analysis import Analysis, _analysis_of
 from lmtt.engine import check
+from lmtt.engine.attribution import compute_contributions
 from lmtt.engine.edits import Edit
+from lmtt.engine.graph import ContributionGraph
 from lmtt.engine.runner import ModelRunner
 from tests.tiny_models import tiny_model, token_ids
 
@@ -24,6 +26,19 @@ def test_expert_shares_and_the_residual_are_a_distribution(runner):
     assert total == pytest.approx(1.0, abs=1e-5)
     assert ec.experts.shape == ec.router_weights.shape == (2,)
     assert (ec.shared is not None) == (runner.adapter.shared_expert is not None)
+
+
+def test_every_view_gives_a_node_the_graphs_residual_share(runner):
+    """The last layer's FFN node at token 7 (ffn:1:7 on Mixtral): the graph's edge, the neuron view and the expert
+    view state one residual share (they gave 0.735, 0.569 and 0.746)."""
+    trace = runner.trace(token_ids(9))
+    c = compute_contributions(trace, runner.layer_weights)
+    analysis = Analysis(runner, trace, c, ContributionGraph(c))
+    layer = len(runner.blocks) - 1  # a mixture-of-experts layer in every tiny MoE model
+    ec, nc = analysis.expert_contributions(layer, 7), analysis.neuron_contributions(layer, 7, k=10_000)
+    assert ec.residual == pytest.approx(float(c.ffn_resid[layer, 7]), abs=1e-6)
+    assert nc.residual == pytest.approx(float(c.ffn_resid[layer, 7]), abs=1e-6)
+    assert float(ec.contributions.sum()) + (ec.shared or 0.0) == pytest.approx(float(c.ffn[layer, 7]), abs=1e-5)
 
 
 def test_expert_neurons_are_labelled_and_projected(runner):

@@ -48,10 +48,10 @@ def test_lean_head_values_give_the_dense_proximities(tiny_runner, fused, monkeyp
     lean = attribution.head_values(trace, tiny_runner.layer_weights[1], 1, lean=True)
     assert lean.u is None and torch.allclose(lean.u_max, dense.u_max, atol=1e-5)
     rows = torch.tensor([2, 7, 11])
-    h_dense, r_dense = attribution.attention_parts(trace, 1, dense, rows)
-    h_lean, r_lean = attribution.attention_parts(trace, 1, lean, rows)
+    h_dense, r_dense, _ = attribution.attention_parts(trace, 1, dense, rows)
+    h_lean, r_lean, _ = attribution.attention_parts(trace, 1, lean, rows)
     assert torch.allclose(h_dense, h_lean, atol=1e-6) and torch.allclose(r_dense, r_lean, atol=1e-6)
-    contiguous, _ = attribution.attention_parts(trace, 1, dense, slice(0, 12))
+    contiguous, *_ = attribution.attention_parts(trace, 1, dense, slice(0, 12))
     assert torch.allclose(h_dense, contiguous[rows], atol=1e-6)
     needed = torch.unique(attribution.small_set(trace.mid(1, rows))[0])
     assert not torch.isin(needed, torch.arange(3)).all()
@@ -60,7 +60,7 @@ def test_lean_head_values_give_the_dense_proximities(tiny_runner, fused, monkeyp
     for coords in (needed, torch.arange(3)):
         prepared = lean.with_coords(coords, 12)
         assert prepared.by_coord.shape == (len(coords), 13, dense.u_max.shape[1]) and (prepared.coord_rows >= 0).sum() == len(coords)
-        h_prep, r_prep = attribution.attention_parts(trace, 1, prepared, rows)
+        h_prep, r_prep, _ = attribution.attention_parts(trace, 1, prepared, rows)
         assert torch.allclose(h_dense, h_prep, atol=1e-6) and torch.allclose(r_dense, r_prep, atol=1e-6)
 
 

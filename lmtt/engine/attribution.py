@@ -9,6 +9,13 @@ source j <= i and head h, z_ijh = a_hij * u_jh with u_jh = v_j W_O^h; the whole
 is the state after attention. FFN at (l, i): the parts are the state after
 attention and the FFN output; the whole is the state after the FFN.
 
+Parallel blocks (GPT-J, GPT-NeoX, Phi, Cohere): attention and FFN both read the
+block input x, and "x + attention" is a state the model never forms. So the
+block output is one node, and its parts are split together: the residual x_i,
+every head part z_ijh and the FFN update f_i, each against the whole y = the
+block output, normalised over all of them. Every edge then starts at a state
+that its component read.
+
 How the attention proximities are computed, exactly and fast
 -------------------------------------------------------------
 p_ijh = |y|_1 - |y - a u|_1 = sum_d (|y_d| - |y_d - a u_d|). Wherever a|u_d| <= |y_d|
@@ -77,14 +84,17 @@ class Contributions:
     """Normalised contributions for every node of the graph.
 
     attn_edges[l, i, j] sums head parts over heads: the weight of the
-    attention edge j -> i at layer l (zero where j > i).
+    attention edge j -> i at layer l (zero where j > i). Parallel blocks
+    (see the module docstring): attn_edges, attn_resid and ffn are the joint
+    shares of the block output, and ffn_resid is zero (no state after attention).
     """
 
     attn_edges: torch.Tensor  # (L, T, T)
-    attn_resid: torch.Tensor  # (L, T): the residual's share of the state after attention
-    ffn_resid: torch.Tensor  # (L, T): the state after attention's share of the state after the FFN
-    ffn: torch.Tensor  # (L, T): the FFN output's share of the state after the FFN
+    attn_resid: torch.Tensor  # (L, T): the residual's share of the state after attention (parallel: of the block output)
+    ffn_resid: torch.Tensor  # (L, T): the state after attention's share of the state after the FFN (parallel: 0)
+    ffn: torch.Tensor  # (L, T): the FFN output's share of the state after the FFN (parallel: of the block output)
     renorm_threshold: float | None = None
+    parallel: bool = False
 
 
 def proximity(whole: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
@@ -334,23 +344,31 @@ def attention_proximities(y: torch.Tensor, a: torch.Tensor, hv: HeadValues) -> t
     return p
 
 
+def attention_whole(trace: Trace, layer: int, rows: slice | torch.Tensor) -> torch.Tensor:
+    """(C, d) what a layer's attention parts are split against: the state after attention, or a parallel block's output."""
+    if trace.parallel:
+        return trace.resid[layer + 1][rows].to(trace.resid[layer].device)  # the next layer may live on another device
+    return trace.mid(layer, rows)
+
+
 def attention_parts(
     trace: Trace,
     layer: int,
     hv: HeadValues,
     queries: slice | torch.Tensor,
     renorm_threshold: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Contributions at attention nodes `queries` (a slice, or sorted row indices) of one layer.
 
-    Returns (heads, resid): heads (C, J, H) for sources j < J = the last query + 1,
-    zero where j > i; resid (C,) the residual's contribution.
+    Returns (heads, resid, ffn): heads (C, J, H) for sources j < J = the last query + 1,
+    zero where j > i; resid (C,) the residual's contribution; ffn None, or for a parallel
+    block (C,) the FFN's: then all three are shares of the block output, split together.
     """
     rows = queries if isinstance(queries, torch.Tensor) else torch.arange(queries.start, queries.stop)  # (C,) on the CPU
     if isinstance(queries, torch.Tensor):
         queries = queries.to(trace.resid[layer].device)  # index the layer's tensors where they live
     x = trace.resid[layer][queries]  # (C, d) the residual part
-    y = trace.mid(layer, queries)  # (C, d) the whole: the state after attention
+    y = attention_whole(trace, layer, queries)  # (C, d)
     a = trace.attention(layer, queries, n_keys=int(rows[-1]) + 1).permute(1, 2, 0).contiguous()  # (C, J, H)
     if (post := trace.attn_map[layer]) is not None:
         a = a * post.scale[queries, None, None]  # the frozen per-query scale of the post-norm / multiplier
@@ -358,13 +376,14 @@ def attention_parts(
     prox = attention_proximities(y, a, hv).clamp_min_(EPS)  # (C, J, H)
     causal = torch.arange(j, device=a.device)[None, :] <= rows.to(a.device)[:, None]  # (C, J), one small copy of C indices
     prox = prox * causal[:, :, None]
-    prox_resid = proximity(y, x.unsqueeze(-2)).squeeze(-1)  # (C,)
-    total = prox.sum((1, 2)) + prox_resid  # (C,)
-    heads, resid = prox / total[:, None, None], prox_resid / total
+    others = [x] if not trace.parallel else [x, trace.ffn_out[layer][queries].to(x.device)]
+    prox_others = proximity(y, torch.stack(others, -2))  # (C, 1 or 2): the residual [, the FFN update]
+    total = prox.sum((1, 2)) + prox_others.sum(-1)  # (C,)
+    heads, shares = prox / total[:, None, None], prox_others / total[:, None]
     if renorm_threshold is not None:
-        both = renormalize(torch.cat([heads.reshape(c, -1), resid[:, None]], 1), renorm_threshold)
-        heads, resid = both[:, :-1].reshape(heads.shape), both[:, -1]
-    return heads, resid
+        both = renormalize(torch.cat([heads.reshape(c, -1), shares], 1), renorm_threshold)
+        heads, shares = both[:, : -shares.shape[1]].reshape(heads.shape), both[:, -shares.shape[1] :]
+    return heads, shares[:, 0], (shares[:, 1] if trace.parallel else None)
 
 
 def chunk_size(n_tokens: int, n_heads: int, budget_bytes: int = DEFAULT_BUDGET_BYTES, max_chunk: int = MAX_CHUNK) -> int:
@@ -377,7 +396,12 @@ def chunk_size(n_tokens: int, n_heads: int, budget_bytes: int = DEFAULT_BUDGET_B
 
 
 def ffn_parts(trace: Trace, layer: int, renorm_threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(resid, ffn), each (T,): shares of the state after attention and of the FFN output at one layer."""
+    """(resid, ffn), each (T,): shares of the state after attention and of the FFN output at one layer.
+
+    Sequential blocks only: a parallel block's FFN share comes with its attention parts (attention_parts).
+    """
+    if trace.parallel:
+        raise ValueError("a parallel block's FFN is split together with its attention: use attention_parts")
     parts = torch.stack([trace.mid(layer), trace.ffn_out[layer]], dim=-2)  # (T, 2, d)
     prox = proximity(trace.resid[layer + 1].to(parts.device), parts)  # (T, 2); the next layer may live on another device
     c = prox / prox.sum(-1, keepdim=True)
@@ -409,18 +433,22 @@ def compute_contributions(
         on_cpu = device.type == "cpu"
         edges = attn_edges[layer] if on_cpu else torch.zeros(t, t, device=device)  # (T, T): written in place on the CPU
         resids = attn_resid[layer] if on_cpu else torch.zeros(t, device=device)  # (T,)
+        ffns = ffn[layer] if on_cpu else torch.zeros(t, device=device)  # (T,): a parallel block's FFN shares
         u_bytes = t * trace.n_heads * trace.resid[layer].shape[-1] * 4  # u (T, H, d) float32; its layout as much
         limit = DENSE_LAYER_MAX_BYTES.get(device.type, DENSE_LAYER_MAX_BYTES["cpu"])
         hv = head_values(trace, weights[layer], layer, lean=u_bytes > limit, keep_u=2 * u_bytes <= limit)
         for i0 in range(0, t, step):
             i1 = min(t, i0 + step)
-            heads, resid = attention_parts(trace, layer, hv, slice(i0, i1), renorm_threshold)
+            heads, resid, joint_ffn = attention_parts(trace, layer, hv, slice(i0, i1), renorm_threshold)
             edges[i0:i1, :i1] = heads.sum(-1)
             resids[i0:i1] = resid
+            if joint_ffn is not None:
+                ffns[i0:i1] = joint_ffn
         del hv
         if not on_cpu:
-            attn_edges[layer], attn_resid[layer] = edges.cpu(), resids.cpu()
-        ffn_resid[layer], ffn[layer] = (x.cpu() for x in ffn_parts(trace, layer, renorm_threshold))
+            attn_edges[layer], attn_resid[layer], ffn[layer] = edges.cpu(), resids.cpu(), ffns.cpu()
+        if not trace.parallel:
+            ffn_resid[layer], ffn[layer] = (x.cpu() for x in ffn_parts(trace, layer, renorm_threshold))
         if on_layer is not None:
             on_layer(layer + 1, n_layers)
-    return Contributions(attn_edges, attn_resid, ffn_resid, ffn, renorm_threshold)
+    return Contributions(attn_edges, attn_resid, ffn_resid, ffn, renorm_threshold, trace.parallel)

@@ -7,8 +7,13 @@ Node levels (lmtt.engine.levels) run 0 (embeddings), 2l+1 (attn of layer l), 2l+
 Edges into attn (l, i): one attention edge from the previous state of every
 source j <= i (weight summed over heads) and one residual edge from the
 previous state of i. Edges into ffn (l, i): a residual edge and an FFN edge,
-both from attn (l, i). For parallel blocks attn (l, i) is the virtual state
-"residual + attention update", so the graph keeps this shape for every family.
+both from attn (l, i).
+
+Parallel blocks (GPT-J, GPT-NeoX, Phi, Cohere) have no state after attention:
+both sublayers read the block input. Their block output ffn (l, i) is one node
+whose attention, residual and FFN edges all start at the block input (level 2l),
+split together (lmtt.engine.attribution). No attn node exists for them, and
+every edge carries its source level.
 
 Everything runs on arrays: a backward sweep over the 2L levels, no per-edge
 Python and no graph library search.
@@ -54,6 +59,7 @@ class Subgraph:
 
     kind: np.ndarray  # (E,) int8 index into EDGE_KINDS
     level: np.ndarray  # (E,) level of the target node
+    source_level: np.ndarray  # (E,) level of the source node: level - 1, or level - 2 into a parallel block's output
     source: np.ndarray  # (E,) source position
     target: np.ndarray  # (E,) target position
     weight: np.ndarray  # (E,) float32
@@ -66,7 +72,7 @@ class Subgraph:
     def node_keys(self) -> list[tuple[int, int]]:
         """(level, position) of every node, sorted bottom-up."""
         keys = {self.root}
-        keys.update(zip((self.level - 1).tolist(), self.source.tolist()))
+        keys.update(zip(self.source_level.tolist(), self.source.tolist()))
         keys.update(zip(self.level.tolist(), self.target.tolist()))
         return sorted(keys)
 
@@ -79,13 +85,18 @@ class Subgraph:
     def edges(self) -> list[dict]:
         return [
             {
-                "source": node_id(lv - 1, s),
+                "source": node_id(sl, s),
                 "target": node_id(lv, t),
                 "weight": w,
                 "kind": EDGE_KINDS[k],
             }
-            for k, lv, s, t, w in zip(
-                self.kind.tolist(), self.level.tolist(), self.source.tolist(), self.target.tolist(), self.weight.tolist()
+            for k, lv, sl, s, t, w in zip(
+                self.kind.tolist(),
+                self.level.tolist(),
+                self.source_level.tolist(),
+                self.source.tolist(),
+                self.target.tolist(),
+                self.weight.tolist(),
             )
         ]
 
@@ -117,6 +128,7 @@ class ContributionGraph:
         self.attn_resid = c.attn_resid.numpy()  # (L, T)
         self.ffn_resid = c.ffn_resid.numpy()  # (L, T)
         self.ffn = c.ffn.numpy()  # (L, T)
+        self.parallel = c.parallel
 
     @property
     def top_level(self) -> int:
@@ -136,44 +148,53 @@ class ContributionGraph:
         """(R, T) attention edge weights into nodes (layer, rows), and (R,) their residual edges."""
         return self.attn_edges[layer][rows], self.attn_resid[layer][rows]
 
-    def ffn_level(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """(T,) residual and FFN edge weights into the FFN nodes of a layer."""
-        return self.ffn_resid[layer], self.ffn[layer]
+    def ffn_rows(self, layer: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R,) residual and FFN edge weights into the FFN nodes (layer, rows) (parallel: the residual's are in attn_rows)."""
+        return self.ffn_resid[layer][rows], self.ffn[layer][rows]
 
     def node_edge_weight(self, kind: str, level: int, position: int) -> float:
         """The weight of the residual or FFN edge into node (level, position)."""
         layer, is_ffn = divmod(level - 1, 2)
-        if is_ffn:
-            resid, ffn = self.ffn_level(layer)
-            return float((ffn if kind == "ffn" else resid)[position])
-        return float(self.attn_rows(layer, np.array([position]))[1][0])
+        at = np.array([position])
+        if is_ffn and (kind == "ffn" or not self.parallel):
+            resid, ffn = self.ffn_rows(layer, at)
+            return float((ffn if kind == "ffn" else resid)[0])
+        return float(self.attn_rows(layer, at)[1][0])
 
     def _sweep(self, root_level: int, position: int, threshold: float) -> Subgraph:
         if not np.isfinite(threshold) or threshold < 0:
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+        if self.parallel and root_level % 2:
+            raise ValueError("a parallel block has no state after attention: start from its output (an ffn node)")
         reached = np.zeros(self.n_tokens, dtype=bool)  # (T,) nodes reached at the current level
         reached[position] = True
-        found: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
-        for level in range(root_level, 0, -1):
+        found: list[tuple] = []  # (kind, level, source level, sources, targets, weights)
+        level = root_level
+        while level > 0 and reached.any():
             layer, is_ffn = divmod(level - 1, 2)
             below = np.zeros_like(reached)
-            if is_ffn:
-                for kind, w in zip((RESIDUAL, FFN), self.ffn_level(layer)):
-                    hit = np.flatnonzero(reached & (w > threshold))
-                    found.append((kind, level, hit, hit, w[hit]))
-                    below[hit] = True
-            else:
+            if is_ffn and not self.parallel:
                 rows = np.flatnonzero(reached)
-                block, resid = self.attn_rows(layer, rows)  # (R, T), (R,)
-                keep = resid > threshold
-                found.append((RESIDUAL, level, rows[keep], rows[keep], resid[keep]))
+                for kind, w in zip((RESIDUAL, FFN), self.ffn_rows(layer, rows)):
+                    hit = rows[w > threshold]
+                    found.append((kind, level, level - 1, hit, hit, w[w > threshold]))
+                    below[hit] = True
+                level -= 1
+                reached = below
+                continue
+            source_level = level - 2 if self.parallel else level - 1  # a parallel block's parts all read its input
+            rows = np.flatnonzero(reached)
+            block, resid = self.attn_rows(layer, rows)  # (R, T), (R,)
+            singles = [(RESIDUAL, resid)] + ([(FFN, self.ffn_rows(layer, rows)[1])] if self.parallel else [])
+            for kind, w in singles:
+                keep = w > threshold
+                found.append((kind, level, source_level, rows[keep], rows[keep], w[keep]))
                 below[rows[keep]] = True
-                r, src = np.nonzero(block > threshold)
-                found.append((ATTENTION, level, src, rows[r], block[r, src]))
-                below[src] = True
+            r, src = np.nonzero(block > threshold)
+            found.append((ATTENTION, level, source_level, src, rows[r], block[r, src]))
+            below[src] = True
+            level = source_level
             reached = below
-            if not reached.any():
-                break
         return _concat(found, (root_level, position), threshold)
 
     def edges_above(self, threshold: float = 0.0) -> Subgraph:
@@ -182,28 +203,33 @@ class ContributionGraph:
         found = []
         for layer in range(self.n_layers):
             lv_attn, lv_ffn = level_of("attn", layer), level_of("ffn", layer)
+            into, src = (lv_ffn, lv_ffn - 2) if self.parallel else (lv_attn, lv_attn - 1)  # where attention edges go
             i, j = np.nonzero(self.attn_edges[layer] > threshold)
-            found.append((ATTENTION, lv_attn, j, i, self.attn_edges[layer][i, j]))
-            for kind, lv, w in (
-                (RESIDUAL, lv_attn, self.attn_resid[layer]),
-                (RESIDUAL, lv_ffn, self.ffn_resid[layer]),
-                (FFN, lv_ffn, self.ffn[layer]),
-            ):
+            found.append((ATTENTION, into, src, j, i, self.attn_edges[layer][i, j]))
+            singles = [(RESIDUAL, into, src, self.attn_resid[layer])]
+            if self.parallel:
+                singles.append((FFN, lv_ffn, src, self.ffn[layer]))
+            else:
+                singles += [(RESIDUAL, lv_ffn, lv_attn, self.ffn_resid[layer]), (FFN, lv_ffn, lv_attn, self.ffn[layer])]
+            for kind, lv, slv, w in singles:
                 hit = np.flatnonzero(w > threshold)
-                found.append((kind, lv, hit, hit, w[hit]))
+                found.append((kind, lv, slv, hit, hit, w[hit]))
         return _concat(found, (full, self.n_tokens - 1), threshold)
 
 
 def _concat(found, root: tuple[int, int], threshold: float) -> Subgraph:
+    """found: (kind, level, source level, sources (n,), targets (n,), weights (n,)) runs, as one Subgraph."""
+
     def cat(k: int, dtype) -> np.ndarray:
-        return np.concatenate([np.full(len(f[2]), f[k]) if k < 2 else f[k] for f in found]).astype(dtype) if found else np.zeros(0, dtype)
+        return np.concatenate([np.full(len(f[3]), f[k]) if k < 3 else f[k] for f in found]).astype(dtype) if found else np.zeros(0, dtype)
 
     return Subgraph(
         kind=cat(0, np.int8),
         level=cat(1, np.int32),
-        source=cat(2, np.int64),
-        target=cat(3, np.int64),
-        weight=cat(4, np.float32),
+        source_level=cat(2, np.int32),
+        source=cat(3, np.int64),
+        target=cat(4, np.int64),
+        weight=cat(5, np.float32),
         root=root,
         threshold=threshold,
     )

@@ -5,7 +5,8 @@ contributions only of the nodes it reaches. OnDemandGraph computes an
 attention node's parts the first time the sweep reaches it (one query row of
 one layer: O(T * H * hd * K) work, not the O(T^2 * H * d) of the whole layer)
 and keeps the row, so another threshold or token reuses it. FFN nodes cost
-O(T * d) per layer and are computed for a whole layer at once.
+O(T * d) per layer and are computed for a whole layer at once (a parallel
+block's FFN share comes with its attention row).
 
 Memory grows with the nodes computed, not with L * T^2: per layer it keeps the
 lean head values (u_max (T, H), the values and W_O; never the (T, H, d) head
@@ -20,7 +21,7 @@ import threading
 import numpy as np
 import torch
 
-from lmtt.engine.attribution import attention_parts, chunk_size, device_budget, ffn_parts, head_values, small_set
+from lmtt.engine.attribution import attention_parts, attention_whole, chunk_size, device_budget, ffn_parts, head_values, small_set
 from lmtt.engine.graph import ContributionGraph
 from lmtt.engine.runner import LayerWeights, Trace
 
@@ -36,6 +37,8 @@ class OnDemandGraph(ContributionGraph):
         self._rows: list[dict[int, np.ndarray]] = [{} for _ in range(self.n_layers)]  # layer -> {i: (i+1,) edge weights}
         self._resid = np.full((self.n_layers, self.n_tokens), np.nan, dtype=np.float32)  # (L, T) residual edge weights
         self._ffn: list[tuple[np.ndarray, np.ndarray] | None] = [None] * self.n_layers
+        self._joint_ffn = np.full((self.n_layers, self.n_tokens), np.nan, dtype=np.float32)  # (L, T) parallel blocks' FFN edges
+        self.parallel = trace.parallel
         self._head_values: list = [None] * self.n_layers
         self._lock = threading.Lock()
 
@@ -54,12 +57,16 @@ class OnDemandGraph(ContributionGraph):
                 block[r, : i + 1] = self._rows[layer][i]
             return block, self._resid[layer][rows]
 
-    def ffn_level(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    def ffn_rows(self, layer: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.parallel:  # split together with the attention parts of those rows
+            self.attn_rows(layer, rows)
+            return np.zeros(len(rows), dtype=np.float32), self._joint_ffn[layer][rows]
         with self._lock:
             if self._ffn[layer] is None:
                 resid, ffn = ffn_parts(self.trace, layer)
                 self._ffn[layer] = (resid.cpu().numpy(), ffn.cpu().numpy())
-            return self._ffn[layer]
+            resid, ffn = self._ffn[layer]
+            return resid[rows], ffn[rows]
 
     def _compute_rows(self, layer: int, rows: list[int]) -> None:
         if self._head_values[layer] is None:
@@ -71,18 +78,20 @@ class OnDemandGraph(ContributionGraph):
         step = chunk_size(self.n_tokens, self.trace.n_heads, budget, most_queries)
         # One by-coordinate layout for as many of the rows as fit twice the working-set budget: the rows'
         # small sets overlap, so a layout per chunk of rows would compute the same coordinates of u again.
-        small = small_set(self.trace.mid(layer, torch.tensor(rows, device=device)))[0].cpu().numpy()  # (R, K)
+        small = small_set(attention_whole(self.trace, layer, torch.tensor(rows, device=device)))[0].cpu().numpy()  # (R, K)
         coord_bytes = (rows[-1] + 2) * self.trace.n_heads * 4  # one coordinate's (J + 1, H) slab
         for group in _groups_by_coords(small, max(small.shape[1], 2 * budget // coord_bytes)):
             coords = torch.from_numpy(np.unique(small[group])).to(device)
             hv = lean.with_coords(coords, rows[group[-1]] + 1)
             for start in range(0, len(group), step):
                 chunk = torch.tensor([rows[g] for g in group[start : start + step]])
-                heads, resid = attention_parts(self.trace, layer, hv, chunk)  # (C, J, H), (C,)
+                heads, resid, joint_ffn = attention_parts(self.trace, layer, hv, chunk)  # (C, J, H), (C,), (C,) or None
                 edges = heads.sum(-1).cpu().numpy()  # (C, J)
                 for r, i in enumerate(chunk.tolist()):
                     self._rows[layer][i] = edges[r, : i + 1].copy()
                 self._resid[layer][chunk.numpy()] = resid.cpu().numpy()
+                if joint_ffn is not None:
+                    self._joint_ffn[layer][chunk.numpy()] = joint_ffn.cpu().numpy()
 
     def edges_above(self, threshold: float = 0.0):
         raise ValueError("the on-demand graph holds only the nodes its paths reach; analyse with graph='full' to list every edge")

@@ -14,7 +14,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from lmtt.engine.graph import EDGE_KINDS, Subgraph, parse_node
+from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
 from lmtt.engine.levels import kind_of, layer_of
 
 if TYPE_CHECKING:  # questions take an Analysis; they never import the facade
@@ -43,6 +43,7 @@ def contributions_table(analysis: Analysis, sub: Subgraph) -> pd.DataFrame:
             "layer": layer_of(sub.level),
             "into": [kind_of(lv) for lv in sub.level.tolist()],
             "kind": np.array(EDGE_KINDS, dtype=object)[sub.kind],
+            "source_node": [node_id(lv, p) for lv, p in zip(sub.source_level.tolist(), sub.source.tolist())],
             "source_position": sub.source,
             "source_token": tokens[sub.source],
             "target_position": sub.target,

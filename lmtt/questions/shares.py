@@ -1,5 +1,9 @@
 """The finer contributions at one node: each head's share of an attention node, each neuron's (or expert's)
 share of an FFN node, with the graph's proximity measure; and the parts they are shares of.
+
+A node's residual share means one thing in every view: the weight of the graph's residual edge into it.
+Heads split the attention edges exactly as the graph does. Neurons and experts split the FFN edge's weight,
+in proportion to their proximities to the node's state, so they sum to the graph's FFN edge.
 """
 
 from __future__ import annotations
@@ -9,24 +13,28 @@ from dataclasses import dataclass
 import torch
 
 from lmtt.engine.adapters import resolve
-from lmtt.engine.attribution import attention_parts, head_parts, head_values, proximity
+from lmtt.engine.attribution import attention_parts, ffn_parts, head_parts, head_values, proximity
 from lmtt.engine.runner import ModelRunner, Trace
 
 
 @dataclass(frozen=True)
 class HeadContributions:
-    """At attention node (layer, position): each head's share, and its share per source."""
+    """At attention node (layer, position): each head's share, and its share per source.
+
+    For a parallel block the node is the block's output, and the FFN's share completes the sum to 1.
+    """
 
     layer: int
     position: int
     heads: torch.Tensor  # (H,) sum over sources of c_ijh
     per_source: torch.Tensor  # (H, T) c_ijh for j <= i, zero beyond
     residual: float
+    ffn: float | None = None  # a parallel block's FFN share of the same node
 
 
 @dataclass(frozen=True)
 class NeuronContributions:
-    """At FFN node (layer, position): the top neurons by contribution."""
+    """At FFN node (layer, position): the top neurons by contribution (shares of the graph's FFN edge; see the module docstring)."""
 
     layer: int
     position: int
@@ -40,8 +48,8 @@ class NeuronContributions:
 class ExpertContributions:
     """At a mixture-of-experts FFN node (layer, position): each chosen expert's share, with its router weight.
 
-    The parts are the state after attention, each chosen expert's update (its neurons and
-    its router-weighted bias, as the residual received them) and the shared expert's.
+    The parts are each chosen expert's update (its neurons and its router-weighted bias, as the
+    residual received them) and the shared expert's; they split the graph's FFN edge (module docstring).
     """
 
     layer: int
@@ -80,21 +88,36 @@ def expert_contributions(runner: ModelRunner, trace: Trace, layer: int, position
     has_shared = bool((owner == -1).any())
     if has_shared:
         updates.append(parts[owner == -1].sum(0))
-    whole = trace.resid[layer + 1][position]  # (d,)
-    prox = proximity(whole, torch.stack([*updates, trace.mid(layer, position)]))  # (k [+1] + 1,)
-    c = prox / prox.sum()
+    residual, c = _split_ffn_edge(runner, trace, layer, position, torch.stack(updates))  # (k [+1],)
     k = chosen.shape[0]
     shared = float(c[k]) if has_shared else None
-    return ExpertContributions(layer, position, chosen.cpu(), trace.expert_weight[layer][position].cpu(), c[:k].cpu(), shared, float(c[-1]))
+    return ExpertContributions(layer, position, chosen.cpu(), trace.expert_weight[layer][position].cpu(), c[:k].cpu(), shared, residual)
+
+
+def ffn_edge_weights(runner: ModelRunner, trace: Trace, layer: int, position: int) -> tuple[float, float]:
+    """(residual, FFN): the graph's two edge weights into the FFN node (layer, position)."""
+    if trace.parallel:  # split together with the block's heads
+        hv = head_values(trace, runner.layer_weights[layer], layer)
+        _, resid, ffn = attention_parts(trace, layer, hv, slice(position, position + 1))
+        return float(resid[0]), float(ffn[0])
+    resid, ffn = ffn_parts(trace, layer)  # (T,) each: O(T d)
+    return float(resid[position]), float(ffn[position])
+
+
+def _split_ffn_edge(runner: ModelRunner, trace: Trace, layer: int, position: int, parts: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """(the residual edge's weight, (P,) the FFN edge's weight split in proportion to the parts' proximities)."""
+    residual, ffn = ffn_edge_weights(runner, trace, layer, position)
+    prox = proximity(trace.resid[layer + 1][position], parts)  # (P,)
+    return residual, ffn * prox / prox.sum()
 
 
 def head_contributions(runner: ModelRunner, trace: Trace, layer: int, position: int) -> HeadContributions:
     """Recomputes one query row of the attention attribution (cheap: T x H x d)."""
     hv = head_values(trace, runner.layer_weights[layer], layer)
-    parts, resid = attention_parts(trace, layer, hv, slice(position, position + 1))  # (1, J, H), (1,)
+    parts, resid, ffn = attention_parts(trace, layer, hv, slice(position, position + 1))  # (1, J, H), (1,), (1,) or None
     per_source = torch.zeros(trace.n_heads, trace.n_tokens)
     per_source[:, : position + 1] = parts[0].T.cpu()
-    return HeadContributions(layer, position, per_source.sum(1), per_source, float(resid[0]))
+    return HeadContributions(layer, position, per_source.sum(1), per_source, float(resid[0]), None if ffn is None else float(ffn[0]))
 
 
 def head_source_parts(runner: ModelRunner, trace: Trace, layer: int, position: int, heads: slice = slice(None)) -> torch.Tensor:
@@ -130,11 +153,8 @@ def neuron_parts(runner: ModelRunner, trace: Trace, layer: int, position: int) -
 
 
 def neuron_contributions(runner: ModelRunner, trace: Trace, layer: int, position: int, k: int = 20) -> NeuronContributions:
-    """Neuron shares of the state after the FFN, with the state after attention as the extra part."""
+    """Neuron shares of the graph's FFN edge into (layer, position), and the residual edge's weight (module docstring)."""
     ids, acts, parts = neuron_parts(runner, trace, layer, position)  # (M,), (M,), (M, d)
-    resid = trace.mid(layer, position)  # (d,)
-    whole = trace.resid[layer + 1][position]  # (d,)
-    prox = proximity(whole, torch.cat([parts, resid[None]]))  # (M + 1,)
-    c = prox / prox.sum()
-    vals, idx = c[:-1].topk(min(k, c.shape[0] - 1))
-    return NeuronContributions(layer, position, ids[idx].cpu(), vals.cpu(), acts[idx].cpu(), float(c[-1]))
+    residual, c = _split_ffn_edge(runner, trace, layer, position, parts)  # (M,)
+    vals, idx = c.topk(min(k, c.shape[0]))
+    return NeuronContributions(layer, position, ids[idx].cpu(), vals.cpu(), acts[idx].cpu(), residual)

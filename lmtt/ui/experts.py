@@ -18,7 +18,10 @@ def experts_panel(view: View, layer: int, position: int) -> None:
     ec = analysis.expert_contributions(layer, position)
     st.subheader(f"Experts at layer {layer}")
     shared = "" if ec.shared is None else f", shared expert {ec.shared:.3f}"
-    st.caption(f"The router chose {len(ec.experts)} experts here. Shares of the state after the FFN: residual {ec.residual:.3f}{shared}.")
+    st.caption(
+        f"The router chose {len(ec.experts)} experts here. Residual share {ec.residual:.3f} (the graph's residual edge); "
+        f"the experts{' and the shared expert' if shared else ''} split its FFN edge{shared}."
+    )
     table = pd.DataFrame(
         {
             "expert": ec.experts.numpy(),

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
-from lmtt.engine.levels import kind_of, level_of, n_levels
+from lmtt.engine.levels import kind_of, layer_of, level_of, n_levels
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.shares import HeadContributions, NeuronContributions
 from lmtt.questions.vocabulary import Projection
@@ -124,7 +124,7 @@ def _edge_x(sub: Subgraph, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
 def _edge_traces(sub: Subgraph, cols: Columns) -> list[go.Scatter]:
     """Edges as one line trace per kind and weight class (width and opacity follow the weight), segments split by NaN."""
     x0, x1 = _edge_x(sub, cols)
-    src_level = sub.level - 1
+    src_level = sub.source_level
     traces = []
     for k, kind in enumerate(EDGE_KINDS):
         residual = kind == "residual"  # the residual stream is the background: drawn light and thin
@@ -161,22 +161,23 @@ def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) ->
         zip(
             sub.kind[handles].tolist(),
             sub.level[handles].tolist(),
+            sub.source_level[handles].tolist(),
             sub.source[handles].tolist(),
             sub.target[handles].tolist(),
             sub.weight[handles].tolist(),
         )
     )
     hover = [
-        f"{EDGE_KINDS[k]} edge, layer {(lv - 1) // 2}<br>"
+        f"{EDGE_KINDS[k]} edge, layer {layer_of(lv)}<br>"
         f"{label(tokens[s])} ({s}) → {label(tokens[d])} ({d})<br>weight {w:.3f}<br>click to split it by head"
-        for k, lv, s, d, w in rows
+        for k, lv, _sl, s, d, w in rows
     ]
     return go.Scatter(
         x=((x0 + x1) / 2)[handles],
-        y=((2 * sub.level - 1) / 2)[handles],
+        y=((sub.source_level + sub.level) / 2)[handles],
         mode="markers",
         marker={"size": 6, "color": [KIND_COLOURS[EDGE_KINDS[k]] for k, *_ in rows], "opacity": 0.7},
-        customdata=[f"edge|{EDGE_KINDS[k]}|{lv}|{s}|{d}" for k, lv, s, d, _w in rows],
+        customdata=[f"edge|{EDGE_KINDS[k]}|{lv}|{s}|{d}" for k, lv, _sl, s, d, _w in rows],
         hovertext=hover,
         hoverinfo="text",
         showlegend=False,
@@ -312,14 +313,21 @@ def layer_overview_figure(analysis: Analysis, position: int) -> go.Figure:
     layers = list(range(analysis.n_layers))
     at = np.array([position])
     attn_resid = np.array([g.attn_rows(layer, at)[1][0] for layer in layers])  # (L,)
-    ffn_resid, ffn = (np.array(x) for x in zip(*(np.asarray(g.ffn_level(layer))[:, position] for layer in layers)))  # (L,) each
+    ffn_resid, ffn = (np.array(x) for x in zip(*(np.asarray(g.ffn_rows(layer, at))[:, 0] for layer in layers)))  # (L,) each
     fig = go.Figure()
-    series = [
-        ("attention block → state after attention", 1 - attn_resid, KIND_COLOURS["attention"]),
-        ("residual → state after attention", attn_resid, "#7f7f7f"),
-        ("FFN → state after FFN", ffn, KIND_COLOURS["ffn"]),
-        ("residual → state after FFN", ffn_resid, "#c7c7c7"),
-    ]
+    if g.parallel:  # one node per block: attention, FFN and residual split its output together
+        series = [
+            ("attention block → block output", 1 - attn_resid - ffn, KIND_COLOURS["attention"]),
+            ("FFN → block output", ffn, KIND_COLOURS["ffn"]),
+            ("residual → block output", attn_resid, "#7f7f7f"),
+        ]
+    else:
+        series = [
+            ("attention block → state after attention", 1 - attn_resid, KIND_COLOURS["attention"]),
+            ("residual → state after attention", attn_resid, "#7f7f7f"),
+            ("FFN → state after FFN", ffn, KIND_COLOURS["ffn"]),
+            ("residual → state after FFN", ffn_resid, "#c7c7c7"),
+        ]
     for name, values, colour in series:
         fig.add_trace(go.Scatter(x=layers, y=values, mode="lines+markers", name=name, line={"color": colour}))
     fig.update_layout(
