@@ -179,3 +179,25 @@ def test_patches_replace_what_the_model_computes(tiny_runner):
     if tiny_runner.residual_multiplier is None:
         assert torch.allclose(ffn.ffn_out[0], corrupt.ffn_out[0], atol=1e-6)
     assert not torch.allclose(ffn.logits, clean.logits)
+
+
+def test_a_patched_pass_decomposes_exactly_or_refuses(tiny_runner):
+    """A patch of neuron activations is recorded after it, so the neurons' parts still sum to the FFN update the
+    model computed. A patch that replaces a state, a head context or an update (after a post-norm on Gemma-2/3 and
+    OLMo-2, where the scale would be fitted to an output the input never made) is refused by every graph."""
+    from lmtt.engine.attribution import compute_contributions
+    from lmtt.engine.ondemand import OnDemandGraph
+
+    ids = token_ids(9)
+    if tiny_runner.layer_weights[0].n_experts == 0:  # dense FFNs have the neuron_acts site
+        halved = tiny_runner.trace(ids, patch=lambda site, layer, x: x * 0.5 if (site, layer) == ("neuron_acts", 0) else None)
+        assert not halved.replaced
+        assert close(check.neuron_sum(tiny_runner, halved, 0), halved.ffn_out[0])
+        compute_contributions(halved, tiny_runner.layer_weights)
+    for site in ("resid", "head_context", "attn_update", "ffn_update"):
+        replaced = tiny_runner.trace(ids, patch=lambda s, layer, x, site=site: x * 1.5 if (s, layer) == (site, 0) else None)
+        assert replaced.replaced == (f"{site} L0",)
+        with pytest.raises(ValueError, match="cannot be decomposed"):
+            compute_contributions(replaced, tiny_runner.layer_weights)
+        with pytest.raises(ValueError, match="cannot be decomposed"):
+            OnDemandGraph(replaced, tiny_runner.layer_weights)

@@ -410,6 +410,17 @@ def ffn_parts(trace: Trace, layer: int, renorm_threshold: float | None = None) -
     return c[:, 0], c[:, 1]
 
 
+def check_decomposable(trace: Trace) -> None:
+    """Refuse a pass in which a patch replaced a state, a head context or an update: the recorded parts no longer
+    sum to what the residual received (and a post-norm's scale would be fitted to an output its input never made)."""
+    if trace.replaced:
+        raise ValueError(
+            f"this pass cannot be decomposed: a patch replaced {', '.join(trace.replaced)}, so its parts no longer add "
+            "up to its states. Decompose the unpatched pass, or patch neuron activations, or use edits (which the "
+            "decomposition follows)."
+        )
+
+
 def compute_contributions(
     trace: Trace,
     weights: list[LayerWeights],
@@ -423,6 +434,7 @@ def compute_contributions(
     its results reach the CPU in one copy after its last chunk: nothing crosses devices inside
     the chunk loop. `on_layer(done, total)` is called after each layer, for progress bars.
     """
+    check_decomposable(trace)
     n_layers, t = trace.n_layers, trace.n_tokens
     attn_edges = torch.zeros(n_layers, t, t)  # (L, T, T)
     attn_resid, ffn_resid, ffn = (torch.zeros(n_layers, t) for _ in range(3))  # (L, T) each

@@ -21,7 +21,16 @@ import threading
 import numpy as np
 import torch
 
-from lmtt.engine.attribution import attention_parts, attention_whole, chunk_size, device_budget, ffn_parts, head_values, small_set
+from lmtt.engine.attribution import (
+    attention_parts,
+    attention_whole,
+    check_decomposable,
+    chunk_size,
+    device_budget,
+    ffn_parts,
+    head_values,
+    small_set,
+)
 from lmtt.engine.graph import ContributionGraph
 from lmtt.engine.runner import LayerWeights, Trace
 
@@ -32,6 +41,7 @@ class OnDemandGraph(ContributionGraph):
     """A ContributionGraph whose edges are computed when the sweep first reads them (thread-safe)."""
 
     def __init__(self, trace: Trace, weights: list[LayerWeights]):
+        check_decomposable(trace)
         self.trace, self.weights = trace, weights
         self.n_layers, self.n_tokens = trace.n_layers, trace.n_tokens
         self._rows: list[dict[int, np.ndarray]] = [{} for _ in range(self.n_layers)]  # layer -> {i: (i+1,) edge weights}

@@ -77,6 +77,9 @@ class Trace:
     neuron_ids: tuple[torch.Tensor | None, ...] = ()  # L x (T, M) int32 virtual neuron ids (MoE layers), None for dense
     expert_index: tuple[torch.Tensor | None, ...] = ()  # L x (T, k) the experts the router chose (MoE layers)
     expert_weight: tuple[torch.Tensor | None, ...] = ()  # L x (T, k) their router weights
+    # sites a patch replaced ("ffn_update L3"): the parts of this pass no longer sum to its states (a patch of neuron
+    # activations is recorded after it, so it is not listed), so this pass cannot be decomposed
+    replaced: tuple[str, ...] = ()
 
     @property
     def n_layers(self) -> int:
@@ -225,6 +228,7 @@ class ModelRunner:
             if (rec := _RECORDER.get()) is not None:
                 # on the block's device: a device map's hook moves the input only after this pre-hook
                 rec["resid"][layer] = _row(hidden if new is None else new, rec).to(self.layer_devices[layer])
+                _note_replaced(rec, "resid", layer, new)
             if new is None:
                 return None
             return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
@@ -239,6 +243,7 @@ class ModelRunner:
                 x = edits_module.apply(x, edits, self.head_dim)
             if (new := hooks.apply("head_context", layer, x)) is not None:
                 x = new
+                _note_replaced(rec, "head_context", layer, new)
             return None if x is args[0] else (x, *args[1:])
 
         def neurons_in(offset: int):
@@ -264,6 +269,7 @@ class ModelRunner:
                 new = hooks.apply(f"{kind}_update", layer, y)
                 if (rec := _RECORDER.get()) is not None:
                     rec[f"{kind}_out"][layer] = _row(y if new is None else new, rec)
+                    _note_replaced(rec, f"{kind}_update", layer, new)
                 if new is None:
                     return None
                 return (new, *output[1:]) if isinstance(output, tuple) else new
@@ -350,7 +356,7 @@ class ModelRunner:
         optional = ("dense_acts", "expert_acts", "expert_index", "expert_weight", "shared_gate")
         rec = {k: [None] * n for k in per_layer + optional}
         rec.update(layer_of=self._layer_of, experts_of=self._experts_of, resid=[None] * (n + 1))
-        rec.update(n_tokens=ids.numel(), edits=grouped)
+        rec.update(n_tokens=ids.numel(), edits=grouped, replaced=[])
         token = _RECORDER.set(rec)
         try:
             with hooks.patching(patch, 1, ids.numel()):
@@ -388,6 +394,7 @@ class ModelRunner:
             neuron_ids=tuple(f[1] for f in ffn),
             expert_index=tuple(rec["expert_index"]),
             expert_weight=tuple(rec["expert_weight"]),
+            replaced=tuple(rec["replaced"]),
         )
 
     @torch.no_grad()
@@ -537,6 +544,12 @@ def check_prompt(prompt: str, max_chars: int | None = None) -> str:
     if bad is not None:
         raise PromptError(f"the prompt is not valid Unicode: a lone surrogate (U+{ord(prompt[bad]):04X}) at character {bad}")
     return prompt
+
+
+def _note_replaced(rec: dict | None, site: str, layer: int, new: torch.Tensor | None) -> None:
+    """Note in a recording that a patch replaced what the parts of this pass computed (Trace.replaced)."""
+    if rec is not None and new is not None:
+        rec["replaced"].append(f"{site} L{layer}")
 
 
 def _row(x: torch.Tensor, rec: dict) -> torch.Tensor:
