@@ -136,3 +136,16 @@ def test_neuron_and_head_indices_are_checked(analysis):
         analysis.neuron_tokens(0, 10**6)
     with pytest.raises(IndexError):
         analysis.head_tokens(0, 0, analysis.n_heads)
+
+
+def test_list_headings_say_what_the_lists_hold():
+    """Hand-built lists: "Suppressed" only when every listed effect lowers its logit, "Promoted" only when every one raises it."""
+    from lmtt.questions.vocabulary import Projection, TokenScore
+
+    up = [TokenScore("a", 1, 5.1), TokenScore("b", 2, 4.9)]
+    down = [TokenScore("c", 3, -0.2), TokenScore("d", 4, -1.0)]
+    assert Projection(up, down).headings() == ("Promoted", "Suppressed")
+    all_raised = Projection(up, [TokenScore("c", 3, 3.9), TokenScore("d", 4, 4.2)])  # the last FFN of a long prompt
+    assert all_raised.headings() == ("Promoted", "Lowest effects (not all lower their logit)")
+    all_lowered = Projection([TokenScore("a", 1, -0.1)], down)
+    assert all_lowered.headings()[0] == "Highest effects (not all raise their logit)"

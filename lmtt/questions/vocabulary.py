@@ -42,6 +42,13 @@ class Projection:
             raise ValueError("this projection was built without every token's effect")
         return float(self.effects[token_id])
 
+    def headings(self) -> tuple[str, str]:
+        """Labels for the two lists that say what they hold: an update can raise (or lower) every logit, and then its
+        lowest effects are not "suppressed" (the last FFN of a long prompt does this)."""
+        up = "Promoted" if all(t.score > 0 for t in self.promoted) else "Highest effects (not all raise their logit)"
+        down = "Suppressed" if all(t.score < 0 for t in self.suppressed) else "Lowest effects (not all lower their logit)"
+        return up, down
+
     def to_dict(self) -> dict:
         def rows(scores: list[TokenScore]) -> list[dict]:
             return [{"token": s.token, "token_id": s.token_id, "effect": s.score} for s in scores]

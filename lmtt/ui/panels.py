@@ -36,9 +36,10 @@ def token_table(scores: list[TokenScore], column: str) -> pd.DataFrame:
 def projection_tables(proj: Projection, stacked: bool = False) -> None:
     """Promoted and suppressed tokens side by side (or one above the other in a narrow panel)."""
     left, right = (st.container(), st.container()) if stacked else st.columns(2)
-    left.caption("Promoted")
+    up, down = proj.headings()
+    left.caption(up)
     left.dataframe(token_table(proj.promoted, EFFECT_COLUMN), hide_index=True, width="stretch")
-    right.caption("Suppressed")
+    right.caption(down)
     right.dataframe(token_table(proj.suppressed, EFFECT_COLUMN), hide_index=True, width="stretch")
 
 
