@@ -106,3 +106,26 @@ def test_a_direct_edge_off_the_flow_graph_gets_its_column(hundred):
     (dashed,) = [t for t in fig.data if t.mode == "lines" and t.line.dash == "dash"]
     assert [ticks[x] for x in dashed.x] == [f"{off}: {figures.label(hundred.tokens[off])}", "99: ."]
     assert list(dashed.y) == [2 * 5, 2 * 5 + 1]
+
+
+@pytest.mark.parametrize("family", ["gpt_neox_parallel", "gpt_neox_sequential"])
+def test_a_parallel_graph_draws_no_state_after_attention(family):
+    """GPT-NeoX with and without use_parallel_residual: a parallel block's nodes are its input and output only, and every
+    edge is drawn from the level its source node sits on."""
+    from lmtt.analysis import _analysis_of
+    from lmtt.engine.runner import ModelRunner
+    from tests.tiny_models import tiny_model, token_ids
+
+    runner = ModelRunner(tiny_model(family), tokenizer=None, name=family)
+    a = _analysis_of(runner, runner.trace(token_ids(6)))
+    sub = a.paths_to(-1, 0.0)
+    fig = figures.graph_figure(a, sub, explained=5)
+    nodes = fig.data[-1]
+    per_token = (a.n_layers + 1) if runner.parallel else (2 * a.n_layers + 1)
+    assert len(nodes.customdata) == per_token * 6
+    assert any(str(n).startswith("attn:") for n in nodes.customdata) != runner.parallel
+    lines = [t for t in fig.data if t.mode == "lines" and t.name == "attention edge"]
+    sources, targets = ({y for t in lines for y in list(t.y)[k::3]} for k in (0, 1))
+    assert sources == {2 * layer for layer in range(a.n_layers)}  # the block input, in both layouts
+    # into the block output (two levels up), or into the state after attention (one level up)
+    assert targets == {2 * layer + (2 if runner.parallel else 1) for layer in range(a.n_layers)}

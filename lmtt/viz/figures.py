@@ -76,8 +76,16 @@ def _levels(n_layers: int) -> tuple[list[float], list[str]]:
 def describe_node(analysis: Analysis, node: str) -> str:
     """'layer 3 after attention, token 2 ␣France' (plain text)."""
     kind, layer, pos = parse_node(node)
-    where = "embedding" if kind == "embedding" else f"layer {layer} after {'attention' if kind == 'attn' else 'FFN'}"
-    return f"{where}, token {pos} {visible(readable_tokens(analysis)[pos])}"
+    return f"{_where(kind, layer, analysis.trace.parallel)}, token {pos} {visible(readable_tokens(analysis)[pos])}"
+
+
+def _where(kind: str, layer: int, parallel: bool) -> str:
+    """What a node's state is: a parallel block has one state, its output (attention and FFN both read its input)."""
+    if kind == "embedding":
+        return "embedding"
+    if parallel:
+        return f"layer {layer} block output" if kind == "ffn" else f"layer {layer} input + attention (not a state of the model)"
+    return f"layer {layer} after {'attention' if kind == 'attn' else 'FFN'}"
 
 
 def graph_min_width(n_columns: int) -> int:
@@ -230,6 +238,8 @@ def _node_trace(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[
     Tens of thousands of points (every column of a long prompt) go to WebGL (Scattergl), where SVG markers take seconds to
     draw; a few thousand draw faster as SVG (measured in Chromium with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL)."""
     levels = np.arange(n_levels(analysis.n_layers))
+    if analysis.trace.parallel:  # a parallel block has no state after attention: embeddings and block outputs only
+        levels = levels[(levels == 0) | (levels % 2 == 0)]
     gx, gy = np.meshgrid(cols.x, levels)  # (levels, C) each
     gp = np.broadcast_to(cols.positions, gx.shape)  # (levels, C) token position of each node
     level_list, pos_list = gy.ravel().tolist(), gp.ravel().tolist()
@@ -237,7 +247,7 @@ def _node_trace(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[
     ids = [node_id(lv, p) for lv, p in zip(level_list, pos_list)]
     colours = [NODE_COLOURS[kind_of(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, level_list)]
     # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
-    where = ["embedding"] + [f"layer {layer} after {part}" for layer in range(analysis.n_layers) for part in ("attention", "FFN")]
+    where = ["embedding"] + [_where(k, layer, analysis.trace.parallel) for layer in range(analysis.n_layers) for k in ("attn", "ffn")]
     texts = {p: html.escape(visible(tokens[p])) for p in cols.positions.tolist()}
     scatter = go.Scattergl if len(ids) > GL_ABOVE_NODES else go.Scatter
     return scatter(
