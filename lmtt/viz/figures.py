@@ -67,9 +67,10 @@ def label(token: str) -> str:
     return html.escape(visible(token), quote=False)
 
 
-def _levels(n_layers: int) -> tuple[list[float], list[str]]:
-    """Axis labels: one per layer, centred on the band of its two states (after attention, after FFN)."""
-    vals = [0] + [level_of("attn", layer) + 0.5 for layer in range(n_layers)]
+def _levels(n_layers: int, parallel: bool = False) -> tuple[list[float], list[str]]:
+    """Axis labels: one per layer, centred on the band of its two states (after attention, after FFN), or on a
+    parallel block's one state, its output."""
+    vals = [0] + [level_of("ffn", layer) if parallel else level_of("attn", layer) + 0.5 for layer in range(n_layers)]
     return vals, ["emb"] + [f"L{layer}" for layer in range(n_layers)]
 
 
@@ -119,7 +120,7 @@ def graph_figure(
     # the top token labels and the right-hand layer labels are axes x2 and y2: plotly draws an axis only with a trace on it
     fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
     fig.add_trace(_node_trace(analysis, sub, cols, tokens, selected))
-    _graph_layout(fig, cols, tokens, top_level, analysis.n_layers)
+    _graph_layout(fig, cols, tokens, top_level, analysis.n_layers, analysis.trace.parallel)
     return fig
 
 
@@ -267,7 +268,7 @@ def _node_trace(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[
     )
 
 
-def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_level: int, n_layers: int) -> None:
+def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_level: int, n_layers: int, parallel: bool = False) -> None:
     """Token labels above and below (with positions when columns are packed), layer labels on both sides, gap bands."""
     if cols.packed:
         ticks = {x: f"{p}: {label(tokens[p])}" for x, p in zip(cols.x.tolist(), cols.positions.tolist())}
@@ -275,7 +276,7 @@ def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_le
     else:
         ticks = {x: label(tokens[p]) for x, p in zip(cols.x.tolist(), cols.positions.tolist())}
     tickvals = sorted(ticks)
-    yvals, ytext = _levels(n_layers)
+    yvals, ytext = _levels(n_layers, parallel)
     token_axis = {
         "tickmode": "array",
         "tickvals": tickvals,
