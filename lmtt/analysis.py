@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -209,6 +209,10 @@ class Analysis:
         b = next(p.token_id for p in self.predictions(token, 2) if p.token_id != a)
         return self.target(token, a, b)
 
+    def log_prob_target(self, token: int = -1, answer: int | str | None = None) -> dla.Target:
+        """log p(A) at `token` (A default: the top prediction): moves with p(A) even when a route shifts every logit."""
+        return replace(self.target(token, answer), log_prob=True)
+
     def direct_effects(self, target: dla.Target | None = None) -> dla.DirectEffects:
         """Direct logit attribution of every component to the target (exact under the frozen final-norm scale)."""
         return dla.direct_effects(self.runner, self.trace, target or self.target())
@@ -222,23 +226,24 @@ class Analysis:
         return dla.direct_edges(self.direct_effects(target), min_effect)
 
     def faithfulness(
-        self, threshold: float = DEFAULT_THRESHOLD, target: dla.Target | None = None, ablation: str = "zero"
+        self, threshold: float = DEFAULT_THRESHOLD, target: dla.Target | None = None, ablation: str = "mean"
     ) -> faithfulness_module.Faithfulness:
         """How much of the target the route paths_to(target position, threshold) keeps on its own (one more forward pass).
 
-        Default target: the top prediction against the runner-up, a measure that moves with p(A).
+        Default target: log p(A) of the top prediction, a measure that moves with p(A) (a logit difference against
+        the runner-up can stay high while the route's p(A) is 0).
         """
-        target = target or self.contrast_target()
+        target = target or self.log_prob_target()
         return faithfulness_module.faithfulness(self.runner, self.trace, self.paths_to(target.position, threshold), target, ablation)
 
     def faithfulness_curve(
         self,
         thresholds: tuple[float, ...] = faithfulness_module.DEFAULT_THRESHOLDS,
         target: dla.Target | None = None,
-        ablation: str = "zero",
+        ablation: str = "mean",
     ) -> faithfulness_module.FaithfulnessCurve:
         """Faithfulness against edges kept, one forward pass per threshold (default target as `faithfulness`)."""
-        target = target or self.contrast_target()
+        target = target or self.log_prob_target()
         subs = [self.paths_to(target.position, th) for th in thresholds]
         return faithfulness_module.faithfulness_curve(self.runner, self.trace, subs, target, ablation)
 

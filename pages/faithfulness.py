@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from lmtt import ui
-from lmtt.ui.questions import RUNNER_UP, answered_on, memo, target_picker
+from lmtt.ui.questions import LOG_PROB, answered_on, memo, target_picker
 from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Faithfulness · lmtt", layout="wide")
@@ -14,10 +14,10 @@ if view is None:
     st.stop()
 
 a = answered_on(view)
-target = target_picker(view, a, default_contrast=RUNNER_UP)
+target = target_picker(view, a, default_contrast=LOG_PROB)
 if target is None:
     st.stop()
-ablation = st.radio("Parts outside the route become", ("zero", "mean"), horizontal=True, key="q_ablation")
+ablation = st.radio("Parts outside the route become", ("mean", "zero"), horizontal=True, key="q_ablation")
 st.caption(
     "Every head's (source) parts and every FFN outside paths_to(token, threshold) are knocked out in one forward pass "
     "(mean: replaced by their mean over that position and the ones before). "

@@ -41,7 +41,11 @@ def test_a_saved_gemma2_and_a_moe_open_from_config_yaml(browser, tmp_path):
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         app = page.locator('[data-testid="stApp"]')
-        shots = (("tiny-gemma2", "family-gemma2-graph.png"), ("tiny-moe", "family-moe-graph.png"), ("tiny-neox-parallel", "family-parallel-graph.png"))
+        shots = (
+            ("tiny-gemma2", "family-gemma2-graph.png"),
+            ("tiny-moe", "family-moe-graph.png"),
+            ("tiny-neox-parallel", "family-parallel-graph.png"),
+        )
         for model, shot in shots:
             page.goto(f"{base}/?model={model}&prompt={quote(PROMPT)}")
             expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)

@@ -9,6 +9,7 @@ import lmtt
 from lmtt.analysis import _analysis_of
 from lmtt.engine.edits import Edit
 from lmtt.questions import faithfulness as fa
+from lmtt.questions.dla import TargetError
 from tests.tiny_models import token_ids
 
 
@@ -30,7 +31,7 @@ def test_no_route_equals_zeroing_every_head_and_ffn(analysis):
     runner, trace = analysis.runner, analysis.trace
     edits = tuple(Edit("head", l, h) for l in range(trace.n_layers) for h in range(trace.n_heads))
     expected = runner.trace(trace.token_ids, edits, patch=lambda site, _l, x: torch.zeros_like(x) if site == "ffn_update" else None).logits
-    got = fa.run_route(runner, trace, fa.Route.empty(trace.n_layers, trace.n_tokens)).logits
+    got = fa.run_route(runner, trace, fa.Route.empty(trace.n_layers, trace.n_tokens), "zero").logits
     assert torch.allclose(got, expected, atol=1e-5)
 
 
@@ -48,7 +49,7 @@ def test_dropping_one_source_equals_recomputing_that_heads_context(analysis):
     update = torch.einsum("hc,hcd->d", ctx, runner.layer_weights[last].w_out)
     bias = runner.layer_weights[last].b_out
     update = update + (0 if bias is None else bias)
-    got = fa.run_route(runner, trace, route)
+    got = fa.run_route(runner, trace, route, "zero")
     if got.attn_map and (m := got.attn_map[last]) is not None:  # a post-norm or multiplier between head and residual
         update = m.linear(update[None], slice(t - 1, t))[0] + (0 if m.bias is None else m.bias)
     assert torch.allclose(got.attn_out[last][t - 1], update, atol=1e-5)
@@ -137,12 +138,28 @@ def test_mean_ablation_is_causal_and_taken_where_it_is_put_back(family):
 
 
 def test_the_default_measure_moves_with_p_a(analysis):
-    """Without a contrast, logit(A) can rise while p(A) falls; the default is A against the runner-up."""
-    first, second = analysis.predictions(-1, 2)
+    """The default quantity is log p(A) of the top prediction. Hand-built logits show why: a shift of every logit
+    leaves it alone, and a third token that takes p(A) away lowers it, where logit(A) - logit(runner-up) stays put."""
     f = analysis.faithfulness(0.1)
-    assert (f.target.token_id, f.target.contrast_id) == (first.token_id, second.token_id)
-    other = analysis.contrast_target(-1, second.token_id)  # A given: B is the most likely token other than A
-    assert (other.token_id, other.contrast_id) == (second.token_id, first.token_id)
+    assert f.target.log_prob and f.target.token_id == analysis.predictions(-1, 1)[0].token_id
+    assert f.target.describe() == f"log p({f.target.token!r})"
+    a_id, b_id, c_id = 0, 1, 2  # a hand-built vocabulary of 7
+    logits = torch.zeros(7)
+    logits[a_id], logits[b_id] = 2.0, 1.0
+    third = logits.clone()
+    third[c_id] = 10.0  # p(A) falls from 0.39 to 0.0003
+    log_p = fa.Target(0, a_id, "A", log_prob=True)
+    expected = 2.0 - torch.tensor([2.0, 1.0, *[0.0] * 5]).exp().sum().log()  # by hand: logit(A) - logsumexp
+    assert float(log_p.measure(logits)) == pytest.approx(float(expected), abs=1e-6)
+    assert float(log_p.measure(logits + 3.0)) == pytest.approx(float(expected), abs=1e-6)
+    assert float(log_p.measure(third)) < float(expected) - 7
+    difference = fa.Target(0, a_id, "A", b_id, "B")
+    assert float(difference.measure(third)) == float(difference.measure(logits)) == 1.0  # blind to the third token
+
+
+def test_log_p_has_no_direct_effects(analysis):
+    with pytest.raises(TargetError, match="not a linear function"):
+        analysis.direct_effects(analysis.log_prob_target())
 
 
 def test_a_near_zero_denominator_reads_undefined(analysis):

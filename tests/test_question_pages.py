@@ -60,7 +60,7 @@ def test_faithfulness_page_shows_the_curve():
     assert at.metric[0].label.startswith("Faithfulness at threshold")
     curve = at.main.dataframe[0].value
     assert curve["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-6)  # threshold 0: the full graph
-    at.radio(key="q_ablation").set_value("mean").run()
+    at.radio(key="q_ablation").set_value("zero").run()
     assert not at.exception, at.exception
 
 
@@ -94,7 +94,7 @@ def test_a_new_run_resets_target_and_contrast_to_the_new_prompts_defaults():
     at.sidebar.button[0].click().run()  # Run: a new prompt
     assert not at.exception, at.exception
     assert "logit\\(' Paris'\\)" in text(at) and "John" not in text(at)
-    at.switch_page("pages/faithfulness.py").run()  # the runner-up contrast by default
+    at.switch_page("pages/faithfulness.py").run()  # log p(A) of the top prediction by default
     assert not at.exception, at.exception
     quantity = at.get("plotly_chart")[0].proto.spec
-    assert "Paris" in quantity and "John" not in quantity
+    assert "Paris" in quantity and "John" not in quantity and "log p" in quantity

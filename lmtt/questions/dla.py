@@ -43,26 +43,44 @@ class TargetError(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    """What to explain: logit(A) at `position`, or logit(A) - logit(B) with a contrast B."""
+    """What to explain: logit(A) at `position`, or logit(A) - logit(B) with a contrast B, or (log_prob) log p(A).
+
+    log p(A) = logit(A) - logsumexp(logits) moves with p(A) whatever the route does to the other logits, so it is
+    faithfulness's default. It is not affine in the residual stream: direct logit attribution refuses it.
+    """
 
     position: int
     token_id: int
     token: str
     contrast_id: int | None = None
     contrast: str | None = None
+    log_prob: bool = False
 
     @property
     def ids(self) -> list[int]:
         return [self.token_id] if self.contrast_id is None else [self.token_id, self.contrast_id]
 
     def measure(self, logits: torch.Tensor) -> torch.Tensor:
-        """(...) the quantity m from logits (..., V): logit(A), minus logit(B) with a contrast. The one definition of m."""
+        """(...) the quantity m from logits (..., V): logit(A), minus logit(B) with a contrast; or log p(A). The one definition of m."""
+        if self.log_prob:
+            return logits.float().log_softmax(-1)[..., self.token_id]
         m = logits[..., self.token_id]
         return m if self.contrast_id is None else m - logits[..., self.contrast_id]
 
     def describe(self) -> str:
+        if self.log_prob:
+            return f"log p({self.token!r})"
         a = f"logit({self.token!r})"
         return a if self.contrast_id is None else f"{a} - logit({self.contrast!r})"
+
+    def linear(self) -> Target:
+        """This target, checked to be a logit quantity (direct attribution and the target lens explain logits)."""
+        if self.log_prob:
+            raise TargetError(
+                f"{self.describe()} is not a linear function of the residual stream, so it has no direct effects: "
+                "explain logit(A) or logit(A) - logit(B)"
+            )
+        return self
 
     def to_dict(self) -> dict:
         return {
@@ -71,6 +89,7 @@ class Target:
             "token_id": self.token_id,
             "contrast": self.contrast,
             "contrast_id": self.contrast_id,
+            "log_prob": self.log_prob,
         }
 
 
@@ -300,6 +319,7 @@ class DirectEffects:
 @torch.no_grad()
 def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectEffects:
     """Every component's direct effect on the target quantity: one pass over the layers, no model run."""
+    target = target.linear()
     i, n_layers = target.position, trace.n_layers
     r = readout(runner, target.ids)
     u = r.contrast_row  # (d,)
@@ -408,6 +428,7 @@ class LensGrid:
 
 
 def lens_grid(runner: ModelRunner, trace: Trace, target: Target) -> LensGrid:
+    target = target.linear()
     logits = lens_logits(runner, trace, target)  # (2L+1, T, k)
     b = logits[..., 1] if target.contrast_id is not None else None
     return LensGrid(target, logits[..., 0], b, level_names(trace.n_layers))

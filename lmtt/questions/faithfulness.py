@@ -135,7 +135,7 @@ class AblationMeans:
 
 
 @torch.no_grad()
-def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "zero", means: AblationMeans | None = None) -> Trace:
+def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "mean", means: AblationMeans | None = None) -> Trace:
     """The trace of the prompt with everything outside `route` knocked out, in one forward pass (`means`: see AblationMeans)."""
     _check_ablation(ablation)
     t, kv_index = trace.n_tokens, trace.kv_index
@@ -206,7 +206,7 @@ def faithfulness(
     trace: Trace,
     sub: Subgraph,
     target: Target,
-    ablation: str = "zero",
+    ablation: str = "mean",
     empty: float | None = None,
     means: AblationMeans | None = None,
 ) -> Faithfulness:
@@ -243,7 +243,7 @@ class FaithfulnessCurve:
 
 
 def faithfulness_curve(
-    runner: ModelRunner, trace: Trace, subgraphs: list[Subgraph], target: Target, ablation: str = "zero"
+    runner: ModelRunner, trace: Trace, subgraphs: list[Subgraph], target: Target, ablation: str = "mean"
 ) -> FaithfulnessCurve:
     """One route run per subgraph, sharing the empty route's run and, for mean ablation, the means."""
     _check_ablation(ablation)

@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--lens", action="store_true", help="logit lens of A, B and A - B at every node")
     q.add_argument("--faithfulness", action="store_true", help="how much of the target the route at --threshold keeps alone")
     q.add_argument("--faithfulness-curve", action="store_true", help="faithfulness against edges kept over a range of thresholds")
-    q.add_argument("--ablation", choices=("zero", "mean"), default="zero", help="what replaces parts outside the route")
+    q.add_argument("--ablation", choices=("mean", "zero"), default="mean", help="what replaces parts outside the route (default: mean)")
     q.add_argument("--qk", default=None, metavar="L.H:Q:K", help="QK attribution of head L.H's score from query Q to key K")
     q.add_argument("--neuron", default=None, metavar="L.N", help="a GLU neuron's gate, up and product per position")
     q.add_argument("--head", default=None, metavar="L.H", help="what the app's head panel shows for head L.H at --token")
@@ -153,8 +153,8 @@ def _target_questions(args, analysis: Analysis, runner, config) -> dict:
         out["direct_edges"] = [e.to_dict() for e in analysis.direct_edges(target, args.direct_threshold)]
     if args.lens:
         out["target_lens"] = analysis.target_lens(target).to_dict()
-    route_target = target if args.contrast else analysis.contrast_target(args.token, args.target)
-    if args.faithfulness:  # without --contrast: against the runner-up, a measure that moves with p(A)
+    route_target = target if args.contrast else analysis.log_prob_target(args.token, args.target)
+    if args.faithfulness:  # without --contrast: log p(A), a measure that moves with p(A)
         out["faithfulness"] = analysis.faithfulness(args.threshold, route_target, args.ablation).to_dict()
     if args.faithfulness_curve:
         out["faithfulness_curve"] = analysis.faithfulness_curve(target=route_target, ablation=args.ablation).to_dict()

@@ -19,6 +19,8 @@ from lmtt.viz.figures import visible
 TOP = -1  # "the model's top prediction"
 NONE = -2  # "no contrast"
 RUNNER_UP = -3  # "the most likely token other than A"
+LOG_PROB = -4  # "explain log p(A)" (routes only: it has no direct effects)
+PAGE_DEFAULT = -5  # stored for B when the user left it at the page's default, so each page keeps its own default
 MEMO_ENTRIES = 8
 
 
@@ -29,12 +31,15 @@ def _name(analysis, token_id: int, probs) -> str:
         return "none (explain logit(A))"
     if token_id == RUNNER_UP:
         return "runner-up (the most likely token other than A)"
+    if token_id == LOG_PROB:
+        return "none: explain log p(A) (moves with p(A))"
     return f"{visible(analysis.runner.decode(token_id))}  (id {token_id}, p={float(probs[token_id]):.3f})"
 
 
 def target_picker(view: View, a: Analysis | None = None, default_contrast: int = NONE) -> Target | None:
     """Target A and contrast B at the explained token of `a` (default: the view's analysis): top predictions,
-    or any token found by search. `default_contrast` is NONE or RUNNER_UP. None on bad input."""
+    or any token found by search. `default_contrast` is NONE, RUNNER_UP or LOG_PROB (then log p(A) is offered:
+    a page whose question has no direct effects). None on bad input."""
     a = a or view.analysis
     probs = a.trace.logits[view.token].softmax(-1)
     top = [p.token_id for p in a.predictions(view.token, 10)]
@@ -43,7 +48,8 @@ def target_picker(view: View, a: Analysis | None = None, default_contrast: int =
         found = search_vocabulary(a.runner, query) if query else []
         if query and not found:
             st.caption(f"No token contains {visible(query)!r}.")
-        chosen = [ss.get("q_target", TOP), ss.get("q_contrast", default_contrast)]
+        chosen = [ss.get("q_target", TOP), ss.get("q_contrast", PAGE_DEFAULT)]
+        chosen[1] = default_contrast if chosen[1] == PAGE_DEFAULT else chosen[1]
         vocab = a.trace.logits.shape[-1]
         for name, c in zip(("Target A", "Contrast B"), chosen):
             if c >= vocab:  # pinned from another model's run: say so, do not reuse it silently
@@ -51,7 +57,8 @@ def target_picker(view: View, a: Analysis | None = None, default_contrast: int =
         chosen = [c if c < vocab else d for c, d in zip(chosen, (TOP, NONE))]
         options = list(dict.fromkeys([*top, *found, *[c for c in chosen if c >= 0]]))
         c1, c2 = st.columns(2)
-        a_options, b_options = [TOP, *options], [default_contrast, NONE if default_contrast != NONE else RUNNER_UP, *options]
+        a_options = [TOP, *options]
+        b_options = list(dict.fromkeys([default_contrast, NONE, RUNNER_UP, *options]))
         if chosen[1] not in b_options:
             chosen[1] = default_contrast
         target_id = c1.selectbox(
@@ -60,11 +67,13 @@ def target_picker(view: View, a: Analysis | None = None, default_contrast: int =
         contrast_id = c2.selectbox(
             "Contrast B", b_options, index=b_options.index(chosen[1]), format_func=lambda i: _name(a, i, probs), key="_w_q_contrast"
         )
-    ss.q_target, ss.q_contrast = target_id, contrast_id
+    ss.q_target, ss.q_contrast = target_id, PAGE_DEFAULT if contrast_id == default_contrast else contrast_id
     answer = None if target_id == TOP else target_id
     try:
         if contrast_id == RUNNER_UP:
             return a.contrast_target(view.token, answer)
+        if contrast_id == LOG_PROB:
+            return a.log_prob_target(view.token, answer)
         return a.target(view.token, answer, None if contrast_id == NONE else contrast_id)
     except TargetError as e:
         st.error(str(e))
