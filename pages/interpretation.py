@@ -5,7 +5,7 @@ import streamlit as st
 from lmtt import ui
 from lmtt.engine.runner import PromptError
 from lmtt.engine.tokens import readable_tokens
-from lmtt.questions.lens import top_token_grid
+from lmtt.questions.lens import follow_token, top_token_grid
 from lmtt.questions.vocabulary import TokenScore
 from lmtt.viz import figures
 
@@ -91,7 +91,7 @@ with lens_tab:
         target = top
         if follow:
             try:
-                token_id = int(a.runner.tokenize(follow)[0])
+                token_id = follow_token(a.runner, follow)
                 target = TokenScore(a.runner.decode(token_id), token_id, 0.0)
             except PromptError as e:
                 st.warning(f"Cannot follow {follow!r}: {e}. Following the prediction.")

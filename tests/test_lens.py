@@ -16,3 +16,15 @@ def test_top_tokens_have_rank_zero_and_their_probability(default_runner):
         p, rank = a.lens_grid(int(ids[level, pos]))
         assert int(rank[level, pos]) == 0
         assert torch.isclose(p[level, pos], probs[level, pos], atol=1e-5)
+
+
+def test_the_followed_token_is_the_texts_own_not_bos():
+    """A tokenizer that puts BOS first (as Llama's, Gemma's and Mistral's do): the lens follows the typed word."""
+    from lmtt.engine.runner import ModelRunner
+    from lmtt.questions.lens import follow_token
+    from tests.tiny_models import tiny_model, tiny_tokenizer
+
+    runner = ModelRunner(tiny_model("llama_gqa_bias"), tokenizer=tiny_tokenizer(bos=True), name="llama")
+    assert runner.tokenize("w5 w7").tolist() == [1, 5, 7]  # a prompt does get its BOS
+    assert follow_token(runner, "w5") == 5
+    assert follow_token(runner, "w42 w7") == 42  # text of several tokens follows the first one

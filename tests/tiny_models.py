@@ -163,12 +163,17 @@ def token_ids(n: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(1, COMMON["vocab_size"], (n,), generator=g)
 
 
-def tiny_tokenizer():
-    """A real word-level tokenizer over the tiny vocabulary: "w0 w1 ..." -> ids, "<unk>" for others."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def tiny_tokenizer(bos: bool = False):
+    """A real word-level tokenizer over the tiny vocabulary: "w0 w1 ..." -> ids, "<unk>" for others.
+
+    bos=True: it puts "w1" first as its BOS token, as Llama's, Gemma's and Mistral's tokenizers add one."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<unk>": 0, **{f"w{i}": i for i in range(1, COMMON["vocab_size"])}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="w1 $A", special_tokens=[("w1", 1)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="w1")
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")

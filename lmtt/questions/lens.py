@@ -12,13 +12,24 @@ from typing import TYPE_CHECKING
 import torch
 
 from lmtt.engine.levels import n_levels
-from lmtt.engine.runner import ModelRunner, Trace
+from lmtt.engine.runner import ModelRunner, PromptError, Trace
 
 if TYPE_CHECKING:  # questions take an Analysis; they never import the facade
     from lmtt.analysis import Analysis
 
 
 @torch.no_grad()
+def follow_token(runner: ModelRunner, text: str) -> int:
+    """The token the logit lens follows for typed text: its first token, without the tokenizer's special tokens
+    (a BOS-adding tokenizer would otherwise make every text follow BOS)."""
+    if runner.tokenizer is None:
+        raise PromptError("this runner has no tokenizer: the lens cannot follow text")
+    ids = runner.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise PromptError(f"{text!r} has no tokens")
+    return int(ids[0])
+
+
 def over_levels(trace: Trace, read: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """(2L+1, T, ...) read(state) of every node level's states (T, d), stacked on the CPU."""
     return torch.stack([read(trace.state(level)).cpu() for level in range(n_levels(trace.n_layers))])
