@@ -57,6 +57,17 @@ def test_target_page_draws_the_suppressor_of_john(page, server):
     page.get_by_role("tab", name="Why a head attends").click()
     expect(page.get_by_text("Head 23.3, query 13 → key 9")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-qk-23-3.png"), full_page=True)
+    # issue 19: A = ' John' belongs to this prompt. A new prompt's Target and Faithfulness pages explain ' Paris'.
+    page.locator('[data-testid="stSidebar"]').get_by_role("textbox", name="Prompt").fill(FRANCE)
+    page.get_by_role("button", name="Run").click()
+    settled(page)
+    expect(page.get_by_text("logit(' Paris') at token 4")).to_be_visible()
+    expect(page.get_by_text("John")).to_have_count(0)
+    page.get_by_role("link", name="Faithfulness").click()
+    settled(page)
+    expect(page.get_by_text("log p(' Paris')").first).to_be_visible()
+    expect(page.get_by_text("John")).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "faithfulness-after-new-prompt.png"), full_page=True)
 
 
 def test_faithfulness_page_draws_the_curve(page, server):
