@@ -252,6 +252,13 @@ class Analysis:
         self._check_head(head)
         return qk.qk_attribution(self.runner, self.trace, layer, head, self.position(query), self.position(key))
 
+    def key_scores(self, layer: int, head: int, query: int = -1) -> qk.KeyScores:
+        """The score of every key for one query of head (layer, head), and the attention weight each key got."""
+        self._check_head(head)
+        if not 0 <= layer < self.n_layers:
+            raise IndexError(f"layer {layer} is out of range: the model has {self.n_layers} layers")
+        return qk.key_scores(self.trace, layer, head, self.position(query))
+
     def neuron_profile(self, layer: int, neuron: int) -> neurons.NeuronProfile:
         """A GLU neuron's gate, act(gate), up and product at every position, with GLUScope's sign quadrants."""
         return neurons.neuron_profile(self.runner, self.trace, layer, neuron)

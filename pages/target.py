@@ -103,28 +103,48 @@ with lens_tab:
     st.plotly_chart(qf.lens_value_heatmap(a, values, f"Logit lens of {name}", centre=which == "A - B"), key="target_lens", width="stretch")
 
 with qk_tab:
+    # the head the user came from (clicked on the Graph or Contributions page), else the strongest head for the target
     top = effects.top_heads(1)[0]
-    suffix = f"{target.token_id}_{target.contrast_id}"  # a new target starts at its own strongest head
-    c1, c2, c3 = st.columns(3)
-    layer = c1.number_input("Layer", 0, a.n_layers - 1, top.layer, key=f"q_qk_layer_{suffix}")
-    head = c2.number_input("Head", 0, a.n_heads - 1, top.index, key=f"q_qk_head_{suffix}")
+    start = view.head or (top.layer, top.index)
+    suffix = f"{target.token_id}_{target.contrast_id}_{start[0]}_{start[1]}"  # a new target or head starts afresh
+    c1, c2, c3, c4 = st.columns(4)
+    layer = int(c1.number_input("Layer", 0, a.n_layers - 1, start[0], key=f"q_qk_layer_{suffix}"))
+    head = int(c2.number_input("Head", 0, a.n_heads - 1, start[1], key=f"q_qk_head_{suffix}"))
     strongest = int(effects.head_sources[layer, head].abs().argmax())
+    keys = range(target.position + 1)
     key_pos = c3.selectbox(
         "Key (source) token",
-        range(target.position + 1),
+        keys,
         index=strongest,
         format_func=lambda p: f"{p}: {figures.visible(a.tokens[p])}",
         key=f"q_qk_key_{suffix}_{layer}_{head}",
     )
+    other_pos = c4.selectbox(
+        "Compare with key",
+        [None, *keys],
+        format_func=lambda p: "none" if p is None else f"{p}: {figures.visible(a.tokens[p])}",
+        key=f"q_qk_other_{suffix}_{layer}_{head}",
+    )
+    st.plotly_chart(
+        qf.key_scores_figure(a.key_scores(layer, head, target.position), a.tokens, key_pos), key="qk_keys", width="stretch"
+    )
     try:
-        result = a.qk_attribution(int(layer), int(head), target.position, int(key_pos))
+        result = a.qk_attribution(layer, head, target.position, int(key_pos))
+        other = None if other_pos is None else a.qk_attribution(layer, head, target.position, int(other_pos))
     except ValueError as e:
         st.info(str(e))
     else:
         st.markdown(
             f"Score of head {layer}.{head} from token {target.position} to token {key_pos}: **{result.score:.3f}** "
             f"= the sum of the {len(result.parts)}² (query part, key part) pairs ({float(result.pairs.sum()):.3f}). "
-            "Input norms frozen at their scales, RoPE applied as the linear map it is."
+            "Every norm on the way is frozen at its scale; the rotary embedding is the linear map it is."
+            + ("" if other is None else f" Against token {other_pos}: {other.score:.3f} (difference {result.score - other.score:+.3f}).")
         )
+        st.plotly_chart(qf.qk_parts_figure(result, a.tokens, other), key="qk_parts", width="stretch")
         st.plotly_chart(qf.qk_heatmap(result), key="qk_pairs", width="stretch")
-        st.dataframe(pd.DataFrame(result.top(12), columns=["query part", "key part", "score"]), hide_index=True, width="stretch")
+        st.dataframe(
+            pd.DataFrame(result.top(12), columns=["query part", "key part", "score"]),
+            hide_index=True,
+            width="stretch",
+            column_config={"score": st.column_config.NumberColumn(format="%.3g")},
+        )

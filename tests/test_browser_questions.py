@@ -56,6 +56,7 @@ def test_target_page_draws_the_suppressor_of_john(page, server):
     page.screenshot(path=str(ARTIFACTS / "target-lens-john.png"), full_page=True)
     page.get_by_role("tab", name="Why a head attends").click()
     expect(page.get_by_text("Head 23.3, query 13 → key 9")).to_be_visible()
+    expect(page.get_by_text("the score of every key for query 13")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-qk-23-3.png"), full_page=True)
     # issue 19: A = ' John' belongs to this prompt. A new prompt's Target and Faithfulness pages explain ' Paris'.
     page.locator('[data-testid="stSidebar"]').get_by_role("textbox", name="Prompt").fill(FRANCE)

@@ -5,9 +5,11 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
+import lmtt
 from lmtt.questions.shares import NeuronContributions
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.viz import figures
+from lmtt.viz import questions as question_figures
 from lmtt.viz.columns import columns_for, every_column
 
 
@@ -96,7 +98,6 @@ def test_a_long_prompts_graph_draws_only_the_touched_columns(hundred, monkeypatc
 
 def test_a_direct_edge_off_the_flow_graph_gets_its_column(hundred):
     from lmtt.questions.dla import DirectEdge
-    from lmtt.viz import questions as question_figures
 
     sub = hundred.paths_to(99, 0.04)
     off = next(p for p in range(99) if p not in columns_for(100, sub).positions)
@@ -129,3 +130,18 @@ def test_a_parallel_graph_draws_no_state_after_attention(family):
     assert sources == {2 * layer for layer in range(a.n_layers)}  # the block input, in both layouts
     # into the block output (two levels up), or into the state after attention (one level up)
     assert targets == {2 * layer + (2 if runner.parallel else 1) for layer in range(a.n_layers)}
+
+
+def test_qk_figures_add_up_to_the_score(default_runner):
+    """The QK tab's bars (each side) and its folded heatmap sum to the score; a compared key gets its own bars."""
+    a = lmtt.analyze(default_runner, "When Mary and John went to the store, John gave a drink to")
+    john, mary = a.qk_attribution(23, 3, -1, 9), a.qk_attribution(23, 3, -1, 3)
+    fig = question_figures.qk_parts_figure(john, a.tokens, mary)
+    assert len(fig.data) == 4  # query and key sides, two keys
+    for bars, result in zip(fig.data, (john, john, mary, mary)):
+        assert float(np.sum(bars.x)) == pytest.approx(result.score, rel=1e-4)
+    heat = question_figures.qk_heatmap(john)
+    assert float(np.sum(heat.data[0].z)) == pytest.approx(john.score, rel=1e-4)
+    assert list(heat.layout.yaxis.ticktext) == list(heat.data[0].y)  # every row labelled
+    keys = question_figures.key_scores_figure(a.key_scores(23, 3, -1), a.tokens, selected=9)
+    assert keys.data[0].marker.color[9] == "#ff7f0e" and len(keys.data[0].y) == 14

@@ -42,6 +42,20 @@ def test_key_differences_are_the_models_log_ratios(tiny_runner):
         scores = torch.tanh(scores / cap) * cap
     log_w = weights[keys].double().log()
     assert torch.allclose((scores - scores[0]).double(), log_w - log_w[0], atol=2e-4)
+    every = a.key_scores(layer, head, query)  # the page's bar of every key: recorded scores, lmtt's weights
+    assert torch.allclose(every.weights, weights, atol=1e-5)
+    raw = torch.tensor([float(a.qk_attribution(layer, head, query, j).pairs.sum()) for j in keys])
+    assert torch.allclose(every.scores[keys], raw, rtol=1e-4, atol=1e-5)
+
+
+def test_the_folded_table_keeps_the_largest_parts_and_sums_to_the_score(default_runner):
+    a = lmtt.analyze(default_runner, "When Mary and John went to the store, John gave a drink to")
+    result = a.qk_attribution(23, 3, -1, 9)
+    rows, cols, table = result.folded(12)
+    assert table.shape == (13, 13) and rows[-1] == cols[-1] == "rest (36)"  # 48 parts: 12 shown, 36 folded
+    assert float(table.sum()) == pytest.approx(result.score, rel=1e-4)
+    biggest = result.parts[int(result.query_parts.abs().argmax())]
+    assert biggest in rows
 
 
 def _float64_rms(x, weight, eps):

@@ -67,6 +67,23 @@ class QKAttribution:
         p = len(self.parts)
         return [(self.parts[i // p], self.parts[i % p], float(flat[i])) for i in idx]
 
+    def folded(self, k: int = 12) -> tuple[list[str], list[str], torch.Tensor]:
+        """(query names, key names, table): the k query and k key parts of largest |total|, and a "rest" row and column
+        for everything else, so the (k+1, k+1) table still sums to the score."""
+
+        def groups(totals: torch.Tensor) -> list[torch.Tensor]:
+            top = totals.abs().topk(min(k, len(totals))).indices.sort().values  # (k,)
+            rest = torch.ones(len(totals), dtype=torch.bool).index_fill_(0, top, False).nonzero()[:, 0]
+            return [top[i : i + 1] for i in range(len(top))] + ([rest] if len(rest) else [])
+
+        rows, cols = groups(self.query_parts), groups(self.key_parts)
+        table = torch.stack([torch.stack([self.pairs[r][:, c].sum() for c in cols]) for r in rows])  # (k [+1], k [+1])
+
+        def names(gs: list[torch.Tensor]) -> list[str]:
+            return [self.parts[int(g[0])] if len(g) == 1 else f"rest ({len(g)})" for g in gs]
+
+        return names(rows), names(cols), table
+
     def to_dict(self, k: int = 10) -> dict:
         return {
             "layer": self.layer,
@@ -79,6 +96,27 @@ class QKAttribution:
             "pairs": self.pairs.tolist(),
             "top_pairs": [{"query_part": a, "key_part": b, "value": v} for a, b, v in self.top(k)],
         }
+
+
+@dataclass(frozen=True)
+class KeyScores:
+    """One query's pre-softmax score against every key it may attend to (scale * q . k, before mask, softcap and sink),
+    and the attention weight that each key got."""
+
+    layer: int
+    head: int
+    query: int
+    scores: torch.Tensor  # (J,) J = query + 1
+    weights: torch.Tensor  # (J,) 0 where masked (a sliding window)
+
+
+def key_scores(trace: Trace, layer: int, head: int, query: int) -> KeyScores:
+    """Every key's score for one query of one head, from the recorded queries and keys (no model run)."""
+    kv = int(trace.kv_index[head])
+    q, k = trace.queries[layer][head, query], trace.keys[layer][kv, : query + 1]  # (hd,), (J, hd)
+    scores = trace.scales[layer] * (k @ q)  # (J,)
+    weights = trace.attention(layer, torch.tensor([query]), n_keys=query + 1)[head, 0]  # (J,)
+    return KeyScores(layer, head, query, scores.cpu(), weights.cpu())
 
 
 def part_names(runner: ModelRunner, layer: int) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from lmtt.engine.levels import level_of
 from lmtt.questions.dla import DirectEdge, DirectEffects, LensGrid
 from lmtt.questions.faithfulness import FaithfulnessCurve
 from lmtt.questions.patching import PatchingResult
-from lmtt.questions.qk import QKAttribution
+from lmtt.questions.qk import KeyScores, QKAttribution
 from lmtt.viz import figures
 from lmtt.viz.columns import columns_for
 
@@ -272,27 +272,84 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
     return fig
 
 
-def qk_heatmap(result: QKAttribution) -> go.Figure:
-    """(query part) x (key part) contributions to one pre-softmax score; they sum to it."""
-    z = result.pairs.numpy()  # (P, P)
+def qk_heatmap(result: QKAttribution, k: int = 12) -> go.Figure:
+    """(query part) x (key part) contributions to one pre-softmax score: the k largest parts of each side, every one
+    labelled, and a "rest" row and column, so the cells still sum to the score."""
+    rows, cols, table = result.folded(k)
+    z = table.numpy()  # (k+1, k+1)
     lim = _symmetric(z)
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=list(result.parts),
-            y=list(result.parts),
+            x=cols,
+            y=rows,
             zmin=-lim,
             zmax=lim,
             colorscale=SCALE,
+            text=np.vectorize(lambda v: f"{v:+.2f}")(z),
+            texttemplate="%{text}",
             hovertemplate="query part %{y} x key part %{x}: %{z:.3f}<extra></extra>",
             colorbar={"title": "score"},
         )
     )
     fig.update_layout(
         title=f"Head {result.layer}.{result.head}, query {result.query} → key {result.key}: score {result.score:.3f}",
-        xaxis_title="key part",
-        yaxis_title="query part",
-        height=max(420, 9 * len(result.parts) + 160),
-        margin={"l": 80, "r": 10, "t": 40, "b": 80},
+        xaxis={"title": "key part", "tickmode": "array", "tickvals": cols, "ticktext": cols},
+        yaxis={"title": "query part", "tickmode": "array", "tickvals": rows, "ticktext": rows, "autorange": "reversed"},
+        height=max(420, 30 * len(rows) + 160),
+        margin={"l": 90, "r": 10, "t": 40, "b": 90},
+    )
+    return fig
+
+
+def qk_parts_figure(result: QKAttribution, tokens: tuple[str, ...], other: QKAttribution | None = None, k: int = 12) -> go.Figure:
+    """Bars of each query part's and each key part's total (each side sums to the score); with `other` (the same query
+    against another key), that key's bars beside them, so the parts that prefer one key over the other stand out."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("query parts (totals over key parts)", "key parts (totals over query parts)"))
+    runs = [result] if other is None else [result, other]
+    colours = ("#1f77b4", "#ff7f0e")
+    union_q = sorted({i for r in runs for i in np.argsort(-np.abs(r.query_parts.numpy()))[:k]})
+    union_k = sorted({i for r in runs for i in np.argsort(-np.abs(r.key_parts.numpy()))[:k]})
+    for n, (r, colour) in enumerate(zip(runs, colours)):
+        name = f"key {r.key} {figures.visible(tokens[r.key])}: score {r.score:.2f}"
+        for col, totals, keep in ((1, r.query_parts.numpy(), union_q), (2, r.key_parts.numpy(), union_k)):
+            rest = np.setdiff1d(np.arange(len(totals)), keep)
+            names = [r.parts[i] for i in keep] + ([f"rest ({len(rest)})"] if len(rest) else [])
+            values = np.concatenate([totals[keep], [totals[rest].sum()] if len(rest) else []])
+            fig.add_trace(
+                go.Bar(x=values, y=names, orientation="h", name=name, marker_color=colour, legendgroup=str(n), showlegend=col == 1,
+                       hovertemplate="%{y}: %{x:.3f}<extra>" + html.escape(name) + "</extra>"),
+                row=1, col=col,
+            )  # fmt: skip
+    fig.update_yaxes(autorange="reversed", tickmode="linear")
+    fig.update_layout(barmode="group", height=max(380, 22 * (max(len(union_q), len(union_k)) + 1) * len(runs) + 140),
+                      legend={"orientation": "h", "y": -0.12}, margin={"l": 90, "r": 10, "t": 40, "b": 60})  # fmt: skip
+    return fig
+
+
+def key_scores_figure(ks: KeyScores, tokens: tuple[str, ...], selected: int | None = None) -> go.Figure:
+    """One bar per key: the query's score against it (scale * q . k), the attention weight it got in the hover and label."""
+    keys = np.arange(len(ks.scores))
+    labels = [f"{j}: {figures.label(tokens[j])}" for j in keys]
+    colours = ["#ff7f0e" if j == selected else "#1f77b4" for j in keys]
+    weights = ks.weights.numpy()
+    fig = go.Figure(
+        go.Bar(
+            x=labels,
+            y=ks.scores.numpy(),
+            marker_color=colours,
+            text=[f"w {w:.2f}" if w >= 0.005 else "" for w in weights],
+            customdata=weights,
+            hovertemplate="key %{x}<br>score %{y:.3f}<br>attention weight %{customdata:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Head {ks.layer}.{ks.head}: the score of every key for query {ks.query} (labels: attention weights)",
+        yaxis_title="score (before the softmax)",
+        xaxis={"tickangle": -45},
+        height=340,
+        margin={"l": 50, "r": 10, "t": 40, "b": 90},
     )
     return fig
