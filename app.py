@@ -16,7 +16,7 @@ if click and isinstance(click.get("customdata"), str):
     if data.startswith("edge|"):
         ui.select_edge(data)
     elif data.startswith("token|"):
-        ui.ss.token = int(data.split("|")[1])
+        ui.ss.token, ui.ss.root = int(data.split("|")[1]), None
     else:
         ui.select_node(data)
 head_click = ui.chart_click("edge_heads")
@@ -33,15 +33,25 @@ shown = a
 if view.edits and ui.ss.get("show_edited"):
     result = ui.intervention(view)
     shown = result.analysis if result is not None else a
-with st.spinner(f"Following the paths to token {view.token}…", show_time=True):  # long prompts compute them now
-    sub = shown.paths_to(view.token, view.threshold)
+root = ui.ss.get("root")  # a node the user asked to explain ("why is this state what it is?"), else the token's output
+with st.spinner(f"Following the paths to {root or f'token {view.token}'}…", show_time=True):  # long prompts compute them now
+    sub = shown.paths_to(view.token, view.threshold) if root is None else shown.paths_to_node(root, view.threshold)
 top = shown.predictions(view.token, 1)[0]
 edited = " **with the edits**" if shown is not a else ""
-st.caption(
-    f"{len(sub)} edges above {view.threshold:.3f} lead to token {view.token} "
-    f"({ui.token_md(readable_tokens(a)[view.token])}), which predicts {ui.token_md(top.token)} (p={top.score:.2f}){edited}. "
-    "Click a node, an edge's dot, or a token's ▲ to explain it; drag to pan, scroll to zoom (the zoom stays as you click)."
-)
+if root is None:
+    st.caption(
+        f"{len(sub)} edges above {view.threshold:.3f} lead to token {view.token} "
+        f"({ui.token_md(readable_tokens(a)[view.token])}), which predicts {ui.token_md(top.token)} (p={top.score:.2f}){edited}. "
+        "Click a node, an edge's dot, or a token's ▲ to explain it; drag to pan, scroll to zoom (the zoom stays as you click)."
+    )
+else:
+    st.caption(
+        f"{len(sub)} edges above {view.threshold:.3f} lead to the node **{ui.plain(figures.describe_node(a, root))}**{edited}: "
+        "why that state is what it is. Click a token's ▲ or the button to go back to the output."
+    )
+    if st.button(f"Back to the paths to token {view.token}", key="root_back"):
+        ui.ss.root = None
+        st.rerun()
 n_tokens = len(a.tokens)
 every = st.toggle(
     "Every token's column",
@@ -73,4 +83,4 @@ with panel_col:
             else "The panel and the downloads read the **unedited** run; draw the edited graph (in the panel) for the edited one."
         )
     ui.selection_panel(view)
-    ui.download_buttons(shown, view.token, view.threshold)
+    ui.download_buttons(shown, view.token, view.threshold, root)

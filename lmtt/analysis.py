@@ -93,6 +93,12 @@ class Analysis:
     def paths_to(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD) -> Subgraph:
         return self.graph.paths_to(self.position(token), threshold)
 
+    def paths_to_node(self, node: str, threshold: float = DEFAULT_THRESHOLD) -> Subgraph:
+        """The edges above `threshold` that lead to any node ("ffn:12:4": why the residual after layer 12's FFN at
+        token 4 is what it is); paths_to(token) is the same for the token's top node."""
+        kind, layer, pos = self._node(node)
+        return self.graph.paths_to_node(level_of(kind, layer), pos, threshold)
+
     # ---- nodes ---------------------------------------------------------
     def _node(self, node: str) -> tuple[str, int, int]:
         kind, layer, pos = parse_node(node)
@@ -269,13 +275,14 @@ class Analysis:
         return patching_module.patch_prompts(self.runner, self.trace.token_ids, ids, target or self.target())
 
     # ---- export ----------------------------------------------------------
-    def to_dict(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10) -> dict:
-        """The CLI's JSON contract: model, tokens, predictions and the paths_to graph."""
+    def to_dict(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10, node: str | None = None) -> dict:
+        """The CLI's JSON contract: model, tokens, predictions and the paths_to graph (to `node` when one is given)."""
+        sub = self.paths_to(token, threshold) if node is None else self.paths_to_node(node, threshold)
         return {
             "model": self.model_name,
             "tokens": list(self.tokens),
             "predictions": [{"token": p.token, "prob": p.score} for p in self.predictions(token, k)],
-            "graph": self.paths_to(token, threshold).to_dict(),
+            "graph": {**({} if node is None else {"root": node}), **sub.to_dict()},
         }
 
     def to_json(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10) -> str:

@@ -281,6 +281,26 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(browser, server):
     ctx.close()
 
 
+def test_explain_an_intermediate_node(browser, server):
+    """Issue 22: why is the residual after layer 14's FFN at ␣of what it is? The graph of the paths to that node."""
+    ctx, page = new_page(browser, server)
+    page.goto(f"{server}/?prompt={quote(PROMPT)}&node=ffn:14:2")
+    settled(page)
+    page.get_by_role("button", name="Draw the paths to this node").click()
+    settled(page)
+    expect(page.get_by_text("lead to the node layer 14 after FFN, token 2 ␣of")).to_be_visible()
+    assert "root=ffn%3A14%3A2" in page.url
+    nodes = page.locator(".js-plotly-plot .scatterlayer .trace:last-child path.point")
+    expect(nodes).to_have_count(5 * 61 + 1)
+    page.screenshot(path=str(ARTIFACTS / "graph-paths-to-a-node.png"), full_page=True)
+    page.get_by_role("button", name="Back to the paths to token 4").click()
+    settled(page)
+    expect(page.get_by_text("predicts ␣Paris")).to_be_visible()
+    assert "root=" not in page.url
+    assert page.problems == []
+    ctx.close()
+
+
 def test_zoom_survives_clicks(browser, server):
     ctx, page = new_page(browser, server, width=1400, height=1000)
     page.goto(f"{server}/?prompt={quote(PROMPT)}")

@@ -32,6 +32,19 @@ def test_paths_to_equals_backward_search_on_the_full_graph(graph, token, thresho
     assert edge_set(graph.paths_to(token, threshold)) == expected
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.05])
+def test_paths_to_any_node_equal_a_backward_search_on_the_full_graph(graph, threshold):
+    """Any state, not only a token's output: the edges that reach node (level, 3), found by networkx over every edge."""
+    full = graph.edges_above(threshold).to_networkx()
+    levels = range(2, graph.top_level + 1, 2) if graph.parallel else range(1, graph.top_level + 1)  # no mid state in parallel blocks
+    for level in levels:
+        root = node_id(level, 3)
+        keep = (nx.ancestors(full, root) | {root}) if root in full else {root}
+        expected = {(u, v, k) for u, v, k in full.edges(keys=True) if v in keep}
+        assert edge_set(graph.paths_to_node(level, 3, threshold)) == expected, root
+    assert edge_set(graph.paths_to_node(graph.top_level, 3, threshold)) == edge_set(graph.paths_to(3, threshold))
+
+
 def test_threshold_zero_keeps_every_edge(graph):
     sub = graph.paths_to(-1, 0.0)
     t, n_layers = graph.n_tokens, graph.n_layers

@@ -70,3 +70,15 @@ def test_cli_ids_and_chat_template(cli):
     chat = run_json(cli, "--prompt", "What is the capital of France?", "--chat")
     assert chat["chat_prompt"].startswith("<|im_start|>") and chat["chat_prompt"].endswith("<|im_start|>assistant\n")
     assert "".join(chat["tokens"][-3:]) == "assistant\n"
+
+
+@pytest.mark.default_model
+def test_cli_draws_the_paths_to_any_node(cli):
+    """--node: the graph of why an intermediate state is what it is; every edge leads to that node or below it."""
+    r = run_json(cli, "--prompt", "The capital of France is", "--node", "ffn:12:3", "--threshold", "0.05")
+    assert r["graph"]["root"] == "ffn:12:3"
+    targets = {e["target"] for e in r["graph"]["edges"]}
+    assert "ffn:12:3" in targets
+    assert all(t.startswith("emb:") or int(t.split(":")[1]) <= 12 for t in targets)
+    bad = cli("analyze", "--prompt", "The capital of France is", "--node", "ffn:99:0")
+    assert bad.returncode != 0 and "out of range" in bad.stderr

@@ -143,6 +143,12 @@ class ContributionGraph:
         """Edges above `threshold` from which the last node of `token` can be reached."""
         return self._sweep(self.top_level, self._position(token), threshold)
 
+    def paths_to_node(self, level: int, position: int, threshold: float = 0.04) -> Subgraph:
+        """Edges above `threshold` from which node (level, position) can be reached: why any state is what it is."""
+        if not 0 <= level <= self.top_level:
+            raise IndexError(f"level {level} is out of range: the graph has levels 0 to {self.top_level}")
+        return self._sweep(level, self._position(position), threshold)
+
     # ---- what the sweep reads (OnDemandGraph computes it when first asked) ----
     def attn_rows(self, layer: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(R, T) attention edge weights into nodes (layer, rows), and (R,) their residual edges."""

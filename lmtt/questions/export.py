@@ -65,9 +65,9 @@ def predictions_table(analysis: Analysis, token: int = -1, k: int = 20) -> pd.Da
     )
 
 
-def export_files(analysis: Analysis, token: int = -1, threshold: float = 0.04) -> dict[str, bytes]:
-    """File name -> bytes for the paths_to(token, threshold) view."""
-    sub = analysis.paths_to(token, threshold)
+def export_files(analysis: Analysis, token: int = -1, threshold: float = 0.04, node: str | None = None) -> dict[str, bytes]:
+    """File name -> bytes for the paths_to(token, threshold) view, or the paths to `node`."""
+    sub = analysis.paths_to(token, threshold) if node is None else analysis.paths_to_node(node, threshold)
     return {
         "graph.json": graph_json(analysis, sub),
         "graph.graphml": graph_graphml(analysis, sub),

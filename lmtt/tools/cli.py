@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--config", default=None, help="path to config.yaml")
     a.add_argument("--token", type=int, default=-1, help="token index to explain (default: the last)")
     a.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    a.add_argument("--node", default=None, metavar="NODE", help="draw the paths to this node instead (e.g. ffn:12:4, attn:3:2, emb:0)")
     a.add_argument("--top", type=int, default=10, help="how many predictions to list")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--out", default=None, help="also write graph.json, graph.graphml, contributions.csv and predictions.csv here")
@@ -204,7 +205,7 @@ def _analyze(args) -> int:
     if args.generate:
         prompt = runner.generate(prompt, args.generate, args.seed)
     analysis = analyze(runner, ids if ids is not None else prompt, max_tokens=config.max_prompt_tokens)
-    result = analysis.to_dict(args.token, args.threshold, args.top)
+    result = analysis.to_dict(args.token, args.threshold, args.top, node=args.node)
     if args.chat:
         result["chat_prompt"] = prompt
     if args.generate:
@@ -239,7 +240,8 @@ def _analyze(args) -> int:
     for p in result["predictions"]:
         print(f"  {p['prob']:.3f}  {p['token']!r}")
     graph = result["graph"]
-    print(f"paths to token {args.token} at threshold {args.threshold}: {len(graph['nodes'])} nodes, {len(graph['edges'])} edges")
+    root = f"node {args.node}" if args.node else f"token {args.token}"
+    print(f"paths to {root} at threshold {args.threshold}: {len(graph['nodes'])} nodes, {len(graph['edges'])} edges")
     if "intervention" in result:
         i = result["intervention"]
         print(f"with {', '.join(i['edits'])}: p({i['target']!r}) {i['prob_before']:.3f} -> {i['prob_after']:.3f}")

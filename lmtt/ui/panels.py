@@ -95,6 +95,11 @@ def selection_panel(view: View) -> None:
         st.info("Click a node to see its logit lens, or an edge's dot to split it by head.")
         return
     node = view.node
+    if parse_node(node)[0] != "embedding" and node != ss.get("root"):
+        why = "Why is this state what it is? The graph of the edges that lead to it"
+        if st.button("Draw the paths to this node", key="explain_node", help=why):
+            ss.root = node
+            st.rerun()
     st.markdown("**Logit lens**" + ("" if view.final_norm else " (no final norm)"))
     st.dataframe(token_table(a.logit_lens(node, 10, final_norm=view.final_norm), "prob"), hide_index=True, width="stretch")
     kind = parse_node(node)[0]
@@ -199,11 +204,11 @@ def before_after_table(before: list[TokenScore], after: list[TokenScore], k: int
     )
 
 
-def download_buttons(analysis: Analysis, token: int, threshold: float) -> None:
-    """The current view as files: graph (JSON, GraphML), contributions and predictions (CSV)."""
+def download_buttons(analysis: Analysis, token: int, threshold: float, node: str | None = None) -> None:
+    """The current view as files: graph (JSON, GraphML), contributions and predictions (CSV); the paths to `node` if given."""
     with st.expander("Download this view"):
         mime = {"json": "application/json", "graphml": "application/xml", "csv": "text/csv"}
-        for name, data in export_files(analysis, token, threshold).items():
+        for name, data in export_files(analysis, token, threshold, node).items():
             st.download_button(name, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
 
 

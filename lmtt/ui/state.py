@@ -27,7 +27,7 @@ PAGES = (
 THRESHOLD_MAX = 0.5
 # What a share link carries on each page, besides model, prompt, token, threshold, norm, the generation boundary and edits.
 PAGE_PARAMS = {
-    "graph": ("node", "edge", "head"),
+    "graph": ("root", "node", "edge", "head"),
     "contributions": ("node", "head", "neuron"),
     "interpretation": ("node", "head", "neuron"),
     "compare": ("compare",),
@@ -37,7 +37,7 @@ PAGE_PARAMS = {
     "dataset": (),
 }
 # Cleared by a new Run, prompt or model unless the user pins them.
-SELECTIONS = ("node", "edge", "head", "neuron", "compare", "dataset_head")
+SELECTIONS = ("root", "node", "edge", "head", "neuron", "compare", "dataset_head")
 ss = st.session_state
 
 
@@ -114,7 +114,7 @@ def restore_from_url(config: AppConfig) -> None:
             ss.generated_from = int(raw)
         else:
             warnings.append(f"Ignored gen={raw!r} in the URL: expected the number of prompt tokens.")
-    ss.node, ss.edge = qp.get("node"), qp.get("edge")
+    ss.node, ss.edge, ss.root = qp.get("node"), qp.get("edge"), qp.get("root")
     ss.edits = []
     for raw in qp.get_all("edit"):
         try:
@@ -166,6 +166,12 @@ def validate_against(analysis: Analysis) -> None:
         except (ValueError, IndexError) as e:
             warnings.append(f"Ignored the selected node: {e}")
             ss.node = None
+    if ss.get("root"):
+        try:
+            analysis.paths_to_node(ss.root, 0.5)  # a node of this prompt that has paths (not a parallel block's mid state)
+        except (ValueError, IndexError) as e:
+            warnings.append(f"Ignored the graph's root node: {e}")
+            ss.root = None
     if ss.edge and not _edge_fits(ss.edge, analysis):
         warnings.append("Ignored the selected edge: it does not fit this prompt.")
         ss.edge = None
