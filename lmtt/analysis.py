@@ -223,6 +223,21 @@ class Analysis:
         """Direct logit attribution of every component to the target (exact under the frozen final-norm scale)."""
         return dla.direct_effects(self.runner, self.trace, target or self.target())
 
+    def probe_effects(self, direction: torch.Tensor, node: str | None = None) -> dla.ProbeEffects:
+        """A linear probe w (d,) read at a node's residual state (default: the explained token's top node): w . x split
+        exactly over the embedding, every head (and (head, source) part), neuron and bias below that node."""
+        node = node or f"ffn:{self.n_layers - 1}:{self.trace.n_tokens - 1}"
+        kind, layer, pos = self._node(node)
+        w = torch.as_tensor(direction, dtype=torch.float32).reshape(-1)
+        if w.shape != (self.trace.d_model,):
+            raise ValueError(f"a direction must have shape ({self.trace.d_model},), the model's width; got {tuple(direction.shape)}")
+        level = level_of(kind, layer)
+        if self.trace.parallel and kind == "attn":
+            raise ValueError("a parallel block has no state after attention: read the probe at its output (an ffn node)")
+        along = dla.effects_along(self.runner, self.trace, w, pos, level)
+        value = float(self.trace.state(level, pos).float() @ w.to(self.trace.resid[0].device))
+        return dla.ProbeEffects(**vars(along), node=node, value=value)
+
     def target_lens(self, target: dla.Target | None = None) -> dla.LensGrid:
         """Logit lens of A, B and A - B at every node (level, position)."""
         return dla.lens_grid(self.runner, self.trace, target or self.target())

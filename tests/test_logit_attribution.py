@@ -130,3 +130,29 @@ def test_vocabulary_search_finds_exact_tokens_first(tiny_runner):
 @pytest.mark.default_model
 def test_vocabulary_search_prefers_the_word_with_a_leading_space(default_runner):
     assert [default_runner.decode(i) for i in dla.search_vocabulary(default_runner, "Rome", 3)] == [" Rome", "Rome", "rome"]
+
+
+def test_a_probe_at_any_node_splits_over_the_components_below_it(tiny_runner):
+    """Oracle: the model's own pass with one head (or neuron) zeroed. At the state right after that sublayer, nothing
+    downstream can react, so the probe's reading drops by exactly that head's (neuron's) effect."""
+    from lmtt.analysis import _analysis_of
+    from lmtt.engine.edits import Edit
+
+    ids = token_ids(7)
+    a = _analysis_of(tiny_runner, tiny_runner.trace(ids))
+    w = torch.randn(a.trace.d_model, generator=torch.Generator().manual_seed(3))
+    layer = 1
+    node = f"ffn:{layer}:5"
+    effects = a.probe_effects(w, node)
+    assert effects.total == pytest.approx(effects.value, rel=1e-4, abs=1e-4)
+    assert torch.all(effects.heads[layer + 1 :] == 0) and torch.all(effects.ffn[layer + 1 :] == 0)  # nothing above the node
+    post_norm = tiny_runner.adapter.attn_post_norm or tiny_runner.adapter.ffn_post_norm  # a norm after a sublayer reacts
+    if not post_norm and not tiny_runner.parallel:
+        level = 2 * layer + 1  # attn:1:5, the state right after layer 1's attention
+        at_attn = a.probe_effects(w, f"attn:{layer}:5")
+        for h in range(a.n_heads):
+            edited = tiny_runner.trace(ids, (Edit("head", layer, h),))
+            drop = float((a.trace.state(level, 5) - edited.state(level, 5)) @ w)
+            assert float(at_attn.heads[layer, h]) == pytest.approx(drop, rel=1e-3, abs=1e-4)
+    with pytest.raises(ValueError, match="shape"):
+        a.probe_effects(torch.zeros(3), node)

@@ -82,3 +82,24 @@ def test_cli_draws_the_paths_to_any_node(cli):
     assert all(t.startswith("emb:") or int(t.split(":")[1]) <= 12 for t in targets)
     bad = cli("analyze", "--prompt", "The capital of France is", "--node", "ffn:99:0")
     assert bad.returncode != 0 and "out of range" in bad.stderr
+
+
+@pytest.mark.default_model
+def test_cli_reads_a_probe_direction_at_a_node(cli, tmp_path):
+    """--probe FILE: a (576,) direction from .npy or .pt, read at --node; bad files give one clear line."""
+    import numpy as np
+    import torch
+
+    w = np.random.default_rng(0).standard_normal(576).astype(np.float32)
+    np.save(tmp_path / "probe.npy", w)
+    torch.save(torch.from_numpy(w), tmp_path / "probe.pt")
+    a = run_json(cli, "--prompt", "The capital of France is", "--probe", str(tmp_path / "probe.npy"), "--node", "ffn:12:3")
+    b = run_json(cli, "--prompt", "The capital of France is", "--probe", str(tmp_path / "probe.pt"), "--node", "ffn:12:3")
+    assert a["probe"]["node"] == "ffn:12:3" and a["probe"]["value"] == pytest.approx(b["probe"]["value"])
+    assert a["probe"]["sum_of_effects"] == pytest.approx(a["probe"]["value"], rel=1e-4, abs=1e-4)
+    np.save(tmp_path / "wrong.npy", w[:100])
+    bad = cli("analyze", "--prompt", "The capital of France is", "--probe", str(tmp_path / "wrong.npy"))
+    assert bad.returncode != 0 and "shape (576,)" in bad.stderr
+    (tmp_path / "junk.pt").write_bytes(b"not a tensor")
+    junk = cli("analyze", "--prompt", "The capital of France is", "--probe", str(tmp_path / "junk.pt"))
+    assert junk.returncode != 0 and "cannot read a direction" in junk.stderr

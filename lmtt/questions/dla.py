@@ -31,7 +31,7 @@ import torch
 
 from lmtt.engine.adapters import linear_weight
 from lmtt.engine.attribution import head_parts
-from lmtt.engine.levels import level_names
+from lmtt.engine.levels import level_names, level_of
 from lmtt.engine.norms import FrozenNorm, freeze
 from lmtt.engine.runner import ModelRunner, Trace
 from lmtt.questions.lens import over_levels
@@ -244,15 +244,11 @@ class Component:
 
 
 @dataclass(frozen=True)
-class DirectEffects:
-    """Direct effect of every component on the target quantity at one position (exact under the frozen norm scale).
+class EffectsAlong:
+    """Every component's effect d . z along one read-out direction d at one position: the embedding, each head (and
+    each (head, source) part), each attention and FFN update, each neuron and the output biases. Layers past the
+    state that d reads are zero. L layers, H heads, T tokens, N neurons."""
 
-    L layers, H heads, T tokens, N neurons.
-    """
-
-    target: Target
-    value: float  # the model's own logit (difference), before any family logit transform
-    direction: torch.Tensor  # (d,) d = s P(g ⊙ u): a residual vector's direct effect is d . x
     embedding: float
     attention: torch.Tensor  # (L,) each attention update
     heads: torch.Tensor  # (L, H) each head (its parts summed over sources)
@@ -261,6 +257,28 @@ class DirectEffects:
     ffn: torch.Tensor  # (L,) each FFN update
     neurons: torch.Tensor  # (L, N) each neuron
     ffn_bias: torch.Tensor  # (L,) the FFN update minus its neuron parts (the output bias)
+
+    def top_heads(self, k: int = 10) -> list[Component]:
+        """Heads with the largest |effect|: boosters (> 0) and suppressors (< 0)."""
+        flat = self.heads.flatten()
+        idx = flat.abs().topk(min(k, flat.numel())).indices.tolist()
+        h = self.heads.shape[1]
+        return [Component("head", i // h, i % h, float(flat[i])) for i in idx]
+
+    def top_neurons(self, k: int = 10) -> list[Component]:
+        flat = self.neurons.flatten()
+        idx = flat.abs().topk(min(k, flat.numel())).indices.tolist()
+        n = self.neurons.shape[1]
+        return [Component("neuron", i // n, i % n, float(flat[i])) for i in idx]
+
+
+@dataclass(frozen=True)
+class DirectEffects(EffectsAlong):
+    """Direct effect of every component on the target quantity at one position (exact under the frozen norm scale)."""
+
+    target: Target
+    value: float  # the model's own logit (difference), before any family logit transform
+    direction: torch.Tensor  # (d,) d = s P(g ⊙ u): a residual vector's direct effect is d . x
     norm_bias: float  # u . b, the final norm's bias through the unembedding
     unembed_bias: float  # the unembedding's own bias
     scale: float  # the frozen final-norm scale s_i
@@ -282,19 +300,6 @@ class DirectEffects:
             out.append(Component("ffn bias", layer, -1, float(self.ffn_bias[layer])))
         out += [Component("norm bias", -1, -1, self.norm_bias), Component("unembed bias", -1, -1, self.unembed_bias)]
         return out
-
-    def top_heads(self, k: int = 10) -> list[Component]:
-        """Heads with the largest |direct effect|: boosters (> 0) and suppressors (< 0)."""
-        flat = self.heads.flatten()
-        idx = flat.abs().topk(min(k, flat.numel())).indices.tolist()
-        h = self.heads.shape[1]
-        return [Component("head", i // h, i % h, float(flat[i])) for i in idx]
-
-    def top_neurons(self, k: int = 10) -> list[Component]:
-        flat = self.neurons.flatten()
-        idx = flat.abs().topk(min(k, flat.numel())).indices.tolist()
-        n = self.neurons.shape[1]
-        return [Component("neuron", i // n, i % n, float(flat[i])) for i in idx]
 
     def to_dict(self, k: int = 10) -> dict:
         return {
@@ -330,13 +335,31 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
     else:
         direction, scale = frozen.adjoint(u), float(frozen.scale)  # (d,) s P(g ⊙ u)
         norm_bias = 0.0 if frozen.bias is None else float(frozen.bias @ u)
+    along = effects_along(runner, trace, direction, i, 2 * n_layers)
+    summed = trace.resid[0][i] + sum(trace.attn_out[l][i] + trace.ffn_out[l][i] for l in range(n_layers))  # (d,)
+    unexplained = float((trace.resid[n_layers][i] - summed) @ direction.to(summed.device))
+    logits = pre_softcap(runner, trace.logits[i])  # (V,)
+    value = float(target.measure(logits))
+    return DirectEffects(
+        **vars(along), target=target, value=value, direction=direction.cpu(), norm_bias=norm_bias,
+        unembed_bias=r.contrast_const, scale=scale, unexplained=unexplained,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def effects_along(runner: ModelRunner, trace: Trace, direction: torch.Tensor, position: int, level: int) -> EffectsAlong:
+    """Each component's effect d . z on the residual state at (level, position) along d (d,): exact, since the state is
+    the embedding plus every update below it. One pass over the layers up to that level, no model run."""
+    n_layers, i = trace.n_layers, position
     heads = torch.zeros(n_layers, trace.n_heads)
     sources = torch.zeros(n_layers, trace.n_heads, trace.n_tokens)
     attn, ffn, attn_bias, ffn_bias = (torch.zeros(n_layers) for _ in range(4))
     neurons = torch.zeros(n_layers, max(w.w_down.shape[0] for w in runner.layer_weights))  # MoE: virtual neuron ids
     dev = trace.resid[0].device
-    d = direction.to(dev)
+    d = direction.to(dev, torch.float32)
     for layer in range(n_layers):
+        if level_of("attn", layer) > level and not (trace.parallel and level_of("ffn", layer) == level):
+            break  # the state does not contain this layer (a parallel block's output contains its attention)
         w = runner.layer_weights[layer]
         d_attn = _pull_back(_map(trace, "attn", layer), d, i)  # (d,): a raw head output z reaches d . map(z) = d_attn . z
         w_d = w.w_out.to(dev, torch.float32) @ d_attn  # (H, hd): each head's context read along d
@@ -345,20 +368,57 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
         heads[layer] = part.sum(-1).cpu()
         attn[layer] = float(trace.attn_out[layer][i] @ d)
         attn_bias[layer] = attn[layer] - heads[layer].sum()
+        if level_of("ffn", layer) > level:
+            break
         d_ffn = _pull_back(_map(trace, "ffn", layer), d, i)  # (d,)
         ids, acts = _neurons(trace, layer, i)  # (M,), (M,)
         neurons[layer].index_add_(0, ids.cpu(), (acts * (w.w_down[ids].to(dev) @ d_ffn)).cpu())
         ffn[layer] = float(trace.ffn_out[layer][i] @ d)
         ffn_bias[layer] = ffn[layer] - neurons[layer].sum()
     embedding = float(trace.resid[0][i] @ d)
-    summed = trace.resid[0][i] + sum(trace.attn_out[l][i] + trace.ffn_out[l][i] for l in range(n_layers))  # (d,)
-    unexplained = float((trace.resid[n_layers][i] - summed) @ d)
-    logits = pre_softcap(runner, trace.logits[i])  # (V,)
-    value = float(target.measure(logits))
-    return DirectEffects(
-        target, value, direction.cpu(), embedding, attn, heads, sources, attn_bias, ffn, neurons, ffn_bias,
-        norm_bias, r.contrast_const, scale, unexplained,
-    )  # fmt: skip
+    return EffectsAlong(embedding, attn, heads, sources, attn_bias, ffn, neurons, ffn_bias)
+
+
+@dataclass(frozen=True)
+class ProbeEffects(EffectsAlong):
+    """A linear probe's reading w . x of the residual state x at one node, split exactly over the components below it."""
+
+    node: str
+    value: float  # w . x, the probe's reading of the state
+
+    @property
+    def total(self) -> float:
+        return self.embedding + float(self.attention.sum() + self.ffn.sum())
+
+    def to_dict(self, k: int = 10) -> dict:
+        return {
+            "node": self.node,
+            "value": self.value,
+            "sum_of_effects": self.total,
+            "embedding": self.embedding,
+            "attention": self.attention.tolist(),
+            "ffn": self.ffn.tolist(),
+            "top_heads": [{"layer": c.layer, "head": c.index, "effect": c.value} for c in self.top_heads(k)],
+            "top_neurons": [{"layer": c.layer, "neuron": c.index, "effect": c.value} for c in self.top_neurons(k)],
+        }
+
+
+def load_direction(path: str, d_model: int) -> torch.Tensor:
+    """(d,) float32 from a .npy or .pt file holding one vector of the model's width (a linear probe, a steering vector)."""
+    import numpy as np
+
+    try:
+        raw = torch.from_numpy(np.load(path, allow_pickle=False)) if str(path).endswith(".npy") else torch.load(path, weights_only=True)
+    except Exception as e:  # a corrupt, pickled or unreadable file: say which
+        raise ValueError(f"cannot read a direction from {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(raw, torch.Tensor):
+        raise ValueError(f"{path} holds a {type(raw).__name__}, not one tensor")
+    vector = raw.detach().float().squeeze()
+    if vector.shape != (d_model,):
+        raise ValueError(f"a direction must have shape ({d_model},), the model's width; {path} has {tuple(raw.shape)}")
+    if not torch.isfinite(vector).all():
+        raise ValueError(f"{path} holds NaN or infinite values")
+    return vector
 
 
 def pre_softcap(runner: ModelRunner, logits: torch.Tensor) -> torch.Tensor:

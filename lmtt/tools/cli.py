@@ -23,6 +23,7 @@ from lmtt.engine.edits import Edit
 from lmtt.engine.loading import LoadError, load_model
 from lmtt.engine.runner import PromptError, check_prompt
 from lmtt.questions.compare import compare_prompts
+from lmtt.questions.dla import load_direction
 from lmtt.questions.export import write_files
 
 
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--token", type=int, default=-1, help="token index to explain (default: the last)")
     a.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     a.add_argument("--node", default=None, metavar="NODE", help="draw the paths to this node instead (e.g. ffn:12:4, attn:3:2, emb:0)")
+    a.add_argument("--probe", default=None, metavar="FILE", help="a direction (.npy or .pt, shape (d,)) read at --node or the top node")
     a.add_argument("--top", type=int, default=10, help="how many predictions to list")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--out", default=None, help="also write graph.json, graph.graphml, contributions.csv and predictions.csv here")
@@ -206,6 +208,9 @@ def _analyze(args) -> int:
         prompt = runner.generate(prompt, args.generate, args.seed)
     analysis = analyze(runner, ids if ids is not None else prompt, max_tokens=config.max_prompt_tokens)
     result = analysis.to_dict(args.token, args.threshold, args.top, node=args.node)
+    if args.probe is not None:
+        direction = load_direction(args.probe, analysis.trace.d_model)
+        result["probe"] = analysis.probe_effects(direction, args.node).to_dict(args.top)
     if args.chat:
         result["chat_prompt"] = prompt
     if args.generate:
@@ -242,6 +247,10 @@ def _analyze(args) -> int:
     graph = result["graph"]
     root = f"node {args.node}" if args.node else f"token {args.token}"
     print(f"paths to {root} at threshold {args.threshold}: {len(graph['nodes'])} nodes, {len(graph['edges'])} edges")
+    if "probe" in result:
+        p = result["probe"]
+        heads = ", ".join(f"L{h['layer']}.H{h['head']} {h['effect']:+.3f}" for h in p["top_heads"][:5])
+        print(f"probe at {p['node']}: {p['value']:.4f} (components sum to {p['sum_of_effects']:.4f}); top heads: {heads}")
     if "intervention" in result:
         i = result["intervention"]
         print(f"with {', '.join(i['edits'])}: p({i['target']!r}) {i['prob_before']:.3f} -> {i['prob_after']:.3f}")
