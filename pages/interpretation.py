@@ -17,7 +17,19 @@ if view is None:
 
 a = view.analysis
 _, _, position = view.focus()
-head_tab, neuron_tab, lens_tab, edit_tab = st.tabs(["Head", "Neuron", "Logit lens", "Intervene"])
+head_tab, neuron_tab, lens_tab, search_tab, edit_tab = st.tabs(["Head", "Neuron", "Logit lens", "Search by token", "Intervene"])
+
+
+def look_up(projection, key: str) -> None:
+    """Any token's value in a projection: 'what does this head do to ␣Paris?'"""
+    typed = st.text_input("Look up a token's effect", key=key, placeholder="e.g.  Paris (mind the leading space)")
+    if typed:
+        try:
+            token_id = a.target(position, typed).token_id
+        except ValueError as e:
+            st.warning(str(e))
+        else:
+            st.metric(f"Direct effect on logit({a.runner.decode(token_id)!r})", f"{projection.effect_on(token_id):+.3f}")
 
 
 def choose(name: str, limit: int, label: str) -> tuple[int, int] | None:
@@ -47,7 +59,10 @@ with head_tab:
         layer, head = chosen
         st.subheader(f"Layer {layer}, head {head}: its update at token {position} ({ui.token_md(readable_tokens(a)[position])})")
         left, right = st.columns([1.3, 1])
-        left.plotly_chart(figures.projection_figure(a.head_tokens(layer, position, head, k=10)), key="head_projection", width="stretch")
+        head_projection = a.head_tokens(layer, position, head, k=10)
+        left.plotly_chart(figures.projection_figure(head_projection), key="head_projection", width="stretch")
+        with left:
+            look_up(head_projection, "head_lookup")
         with right:
             ui.head_panel(view, layer, head, position, key="interp_head")
         st.markdown("**Attention pattern**")
@@ -66,8 +81,51 @@ with neuron_tab:
         left.plotly_chart(figures.neuron_activation_figure(a, layer, neuron), key="neuron_acts", width="stretch")
         projection = a.neuron_tokens(layer, neuron, position, k=10)
         left.plotly_chart(figures.projection_figure(projection), key="neuron_projection", width="stretch")
+        with left:
+            look_up(projection, "neuron_lookup")
         with right:
             ui.neuron_panel(view, layer, neuron, key="interp_neuron", stacked=True)
+
+with search_tab:
+    c1, c2 = st.columns([1.4, 1])
+    wanted = c1.text_input("Token", key="search_token", placeholder="e.g.  Paris (mind the leading space)")
+    way = c2.radio("Heads and neurons that", ("promote it", "suppress it"), horizontal=True, key="search_way")
+    if not wanted:
+        st.info("Type a token: the heads and neurons that push its logit up (or down), in this prompt and from the weights alone.")
+    else:
+        try:
+            found = a.search_token(wanted, view.token, k=10, promote=way == "promote it")
+        except ValueError as e:
+            st.warning(str(e))
+        else:
+            st.caption(
+                f"{ui.token_md(found.token)} (id {found.token_id}), in {found.seconds:.2f} s. **In this prompt**: direct effects on its "
+                f"logit at token {found.position}, in logits, as on the Target page. **From the weights**: a neuron's value vector "
+                "and a head's copying score (attending to the token itself) read along its unembedding through the final "
+                "norm's gain, per unit, the position's norm scale left out. Select a row to open the head or neuron."
+            )
+            tables = (("In this prompt: heads", found.in_context_heads), ("In this prompt: neurons", found.in_context_neurons),
+                      ("From the weights: heads", found.weight_heads), ("From the weights: neurons", found.weight_neurons))  # fmt: skip
+            columns = st.columns(2) + st.columns(2)
+            for n, (column, (title, hits)) in enumerate(zip(columns, tables)):
+                column.markdown(f"**{title}**")
+                names = [h.name if h.kind == "head" else f"L{h.layer} {a.neuron_label(h.layer, h.index)}" for h in hits]
+                picked = column.dataframe(
+                    {"component": names, "score": [h.score for h in hits]},
+                    hide_index=True,
+                    width="stretch",
+                    on_select="rerun",
+                    selection_mode="single-row",
+                    key=f"search_hits_{n}",
+                    column_config={"score": st.column_config.NumberColumn(format="%+.3g")},
+                )
+                rows = picked.selection.rows if picked else []
+                if rows:
+                    hit = hits[rows[0]]
+                    if (hit.layer, hit.index) != ui.ss.get(hit.kind):
+                        ui.ss[hit.kind] = (hit.layer, hit.index)
+                        st.rerun()
+                    column.caption(f"{hit.name} is selected: open the {'Head' if hit.kind == 'head' else 'Neuron'} tab.")
 
 with lens_tab:
     top = a.predictions(view.token, 1)[0]

@@ -301,6 +301,28 @@ def test_explain_an_intermediate_node(browser, server):
     ctx.close()
 
 
+def test_search_by_token_and_look_up_a_token_in_a_heads_projection(browser, server):
+    """Issue 22: which heads and neurons promote ␣Paris? Issue 20: what does head 23.4 do to ␣Paris?"""
+    ctx, page = new_page(browser, server)
+    page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}&head=23.4")
+    settled(page)
+    page.get_by_role("tab", name="Search by token").click()
+    page.get_by_role("textbox", name="Token").fill(" Paris")
+    page.keyboard.press("Enter")
+    settled(page)
+    expect(page.get_by_text("In this prompt: heads")).to_be_visible()
+    expect(page.get_by_text("From the weights: neurons")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "search-by-token-paris.png"), full_page=True)
+    page.get_by_role("tab", name="Head").click()
+    page.get_by_role("textbox", name="Look up a token's effect").fill(" Paris")
+    page.keyboard.press("Enter")
+    settled(page)
+    expect(page.get_by_text("+2.824")).to_be_visible()  # its direct_effects entry for ' Paris'
+    page.screenshot(path=str(ARTIFACTS / "head-23-4-looks-up-paris.png"), full_page=True)
+    assert page.problems == []
+    ctx.close()
+
+
 def test_zoom_survives_clicks(browser, server):
     ctx, page = new_page(browser, server, width=1400, height=1000)
     page.goto(f"{server}/?prompt={quote(PROMPT)}")

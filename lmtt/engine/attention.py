@@ -23,16 +23,17 @@ NAME = "lmtt"
 
 # Set by the runner while it traces: {"layer_of": {id(module): layer}, "q": [...], "k": [...], "v": [...], ...}
 RECORDER: contextvars.ContextVar[dict | None] = contextvars.ContextVar("lmtt_recorder", default=None)
-# Set by ModelRunner.queries_and_keys: the id of the attention module whose queries and keys end the pass
+# Set by ModelRunner.attention_inputs: the id of the attention module whose queries, keys and values end the pass
 STOP_AT: contextvars.ContextVar[int | None] = contextvars.ContextVar("lmtt_stop_at", default=None)
 
 
 class Captured(Exception):
-    """Ends a forward pass at the attention module named by STOP_AT, carrying its queries and keys (B, H or K, T, hd)."""
+    """Ends a forward pass at the attention module named by STOP_AT, carrying its queries, keys and values
+    (B, H or K, T, hd)."""
 
-    def __init__(self, query: torch.Tensor, key: torch.Tensor):
-        super().__init__("queries and keys captured")
-        self.query, self.key = query, key
+    def __init__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
+        super().__init__("queries, keys and values captured")
+        self.query, self.key, self.value = query, key, value
 
 
 def lmtt_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
@@ -43,7 +44,7 @@ def lmtt_attention(module, query, key, value, attention_mask, scaling=None, drop
     eagerly, exactly as transformers' eager attention does; everything else runs through SDPA.
     """
     if STOP_AT.get() == id(module):
-        raise Captured(query.detach().float(), key.detach().float())
+        raise Captured(query.detach().float(), key.detach().float(), value.detach().float())
     sinks = kwargs.get("s_aux", kwargs.get("sinks"))
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if (rec := RECORDER.get()) is not None and id(module) in rec["layer_of"]:

@@ -404,17 +404,17 @@ class ModelRunner:
             return self.model(input_ids=ids.to(self.device), use_cache=False).logits.float()
 
     @torch.no_grad()
-    def queries_and_keys(
+    def attention_inputs(
         self, ids: torch.Tensor, positions: torch.Tensor, layer: int, patch: hooks.Patch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q (B, H, T, hd), k (B, K, T, hd)) as one layer's attention receives them, in a pass over token ids (B, T)
-        at position ids (B, T) through `patch`. The pass ends there: later layers never run."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(q (B, H, T, hd), k (B, K, T, hd), v (B, K, T, hd)) as one layer's attention function receives them, in a
+        pass over token ids (B, T) at position ids (B, T) through `patch`. The pass ends there: later layers never run."""
         stop = attention.STOP_AT.set(id(resolve(self.blocks[layer], self.adapter.attention)))
         try:
             with hooks.patching(patch, *ids.shape):
                 self.model(input_ids=ids.to(self.device), position_ids=positions.to(self.device), use_cache=False)
         except attention.Captured as done:
-            return done.query, done.key
+            return done.query, done.key, done.value
         finally:
             attention.STOP_AT.reset(stop)
         raise RuntimeError(f"the pass never reached layer {layer}'s attention")

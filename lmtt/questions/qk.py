@@ -18,7 +18,7 @@ and likewise k_j, and s_ij = sum_{a, b} scale * q_i^a . k_j^b exactly.
 lmtt does not re-implement any family's attention to get L_i: it runs the model's own modules on the
 parts. One batched pass over the two positions (key, query), with the attention's input replaced by
 rows [n(x), 0, each part's image, beta] and the q/k norms frozen, ends as soon as that layer's
-queries and keys are known (ModelRunner.queries_and_keys). A part's query is f(part) - f(0). The rows
+queries and keys are known (ModelRunner.attention_inputs). A part's query is f(part) - f(0). The rows
 that rebuild the whole are checked against the queries and keys the trace recorded.
 """
 
@@ -190,7 +190,7 @@ def qk_attribution(runner: ModelRunner, trace: Trace, layer: int, head: int, que
 
     b = rows.shape[0]
     ids = trace.token_ids[positions].expand(b, -1)  # (B, N): the layers below run on the real tokens; their output is replaced
-    q, k = runner.queries_and_keys(ids, positions.expand(b, -1), layer, patch)  # (B, H, N, hd), (B, K, N, hd)
+    q, k, _ = runner.attention_inputs(ids, positions.expand(b, -1), layer, patch)  # (B, H, N, hd), (B, K, N, hd)
     kv = int(trace.kv_index[head])
     sides = []
     for name, got, unit, recorded in (("query", q, head, trace.queries[layer][head, query]), ("key", k, kv, trace.keys[layer][kv, key])):
