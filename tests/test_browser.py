@@ -9,6 +9,7 @@ import json
 import re
 from urllib.parse import quote
 
+import jsonschema
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -22,6 +23,7 @@ from tests.browser import (  # skips the module where Chromium is missing
     point_xy,
     settled,
 )
+from tests.test_export import GRAPH_SCHEMA
 
 pytestmark = pytest.mark.browser(group="shared-server")
 expect.set_options(timeout=60_000)
@@ -222,6 +224,13 @@ def test_generate_then_download_the_graph(browser, server, tmp_path):
     info.value.save_as(path)
     data = json.loads(path.read_text())
     assert data["tokens"][:6] == ["The", " capital", " of", " France", " is", " Paris"] and data["edges"]
+    with page.expect_download() as info:  # issue 22: the same route for circuit-tracer's and Neuronpedia's viewers
+        page.get_by_role("button", name="graph for circuit-tracer / Neuronpedia (JSON)").click()
+    path = tmp_path / "graph-neuronpedia.json"
+    info.value.save_as(path)
+    np_graph = json.loads(path.read_text())
+    jsonschema.validate(np_graph, GRAPH_SCHEMA)
+    assert np_graph["metadata"]["prompt_tokens"][:6] == data["tokens"][:6]
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "generate-download.png"), full_page=True)
     assert page.problems == []

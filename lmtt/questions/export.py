@@ -16,6 +16,9 @@ import pandas as pd
 
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
 from lmtt.engine.levels import kind_of, layer_of
+from lmtt.questions.neuronpedia import neuronpedia_json
+
+NEURONPEDIA_FILE = "graph-neuronpedia.json"  # for Neuronpedia's graph viewer and circuit-tracer's local UI
 
 if TYPE_CHECKING:  # questions take an Analysis; they never import the facade
     from lmtt.analysis import Analysis
@@ -73,14 +76,20 @@ def export_files(analysis: Analysis, token: int = -1, threshold: float = 0.04, n
         "graph.graphml": graph_graphml(analysis, sub),
         "contributions.csv": contributions_table(analysis, sub).to_csv(index=False).encode(),
         "predictions.csv": predictions_table(analysis, token).to_csv(index=False).encode(),
+        NEURONPEDIA_FILE: neuronpedia_json(analysis, sub, clicked=node),
     }
 
 
-def write_files(analysis: Analysis, out_dir: str | Path, token: int = -1, threshold: float = 0.04) -> list[Path]:
+def write_files(
+    analysis: Analysis, out_dir: str | Path, token: int = -1, threshold: float = 0.04, node: str | None = None, only: str | None = None
+) -> list[Path]:
+    """Write the view's files (or only the one named `only`) into out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, data in export_files(analysis, token, threshold).items():
+    for name, data in export_files(analysis, token, threshold, node).items():
+        if only is not None and name != only:
+            continue
         (out / name).write_bytes(data)
         written.append(out / name)
     return written

@@ -24,7 +24,7 @@ from lmtt.engine.loading import LoadError, load_model
 from lmtt.engine.runner import PromptError, check_prompt
 from lmtt.questions.compare import compare_prompts
 from lmtt.questions.dla import load_direction
-from lmtt.questions.export import write_files
+from lmtt.questions.export import NEURONPEDIA_FILE, write_files
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--probe", default=None, metavar="FILE", help="a direction (.npy or .pt, shape (d,)) read at --node or the top node")
     a.add_argument("--top", type=int, default=10, help="how many predictions to list")
     a.add_argument("--json", action="store_true", help="print one JSON object")
-    a.add_argument("--out", default=None, help="also write graph.json, graph.graphml, contributions.csv and predictions.csv here")
+    a.add_argument(
+        "--out", default=None, help="also write graph.json, graph.graphml, contributions.csv, predictions.csv, graph-neuronpedia.json here"
+    )
+    a.add_argument(
+        "--format", choices=("all", "neuronpedia"), default="all", help="with --out: every file, or only graph-neuronpedia.json"
+    )
     a.add_argument("--generate", type=int, default=0, metavar="N", help="first extend the prompt by N generated tokens")
     a.add_argument("--seed", type=int, default=None, help="sample the generated tokens with this seed (default: greedy)")
     a.add_argument("--edit", action="append", default=[], metavar="EDIT", help="an intervention, e.g. head:20.3:zero (repeatable)")
@@ -237,7 +242,7 @@ def _analyze(args) -> int:
         }
     result.update(_target_questions(args, analysis, runner, config))
     if args.out:
-        write_files(analysis, args.out, args.token, args.threshold)
+        write_files(analysis, args.out, args.token, args.threshold, args.node, NEURONPEDIA_FILE if args.format == "neuronpedia" else None)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0

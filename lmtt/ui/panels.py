@@ -13,7 +13,7 @@ from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import layer_of
 from lmtt.engine.tokens import readable_tokens
-from lmtt.questions.export import export_files
+from lmtt.questions.export import NEURONPEDIA_FILE, export_files
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import View, describe_edit, parse_edge, remove_edit, set_edit, ss, start_run
@@ -209,7 +209,8 @@ def download_buttons(analysis: Analysis, token: int, threshold: float, node: str
     with st.expander("Download this view"):
         mime = {"json": "application/json", "graphml": "application/xml", "csv": "text/csv"}
         for name, data in export_files(analysis, token, threshold, node).items():
-            st.download_button(name, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
+            label = "graph for circuit-tracer / Neuronpedia (JSON)" if name == NEURONPEDIA_FILE else name
+            st.download_button(label, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
 
 
 def intervention_panel(view: View) -> None:
