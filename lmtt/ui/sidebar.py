@@ -37,8 +37,10 @@ INTRO = (
 
 
 def _use_sample() -> None:
+    """A chosen sample prompt fills the box and runs, as if Run were pressed."""
     if ss._w_sample:
         ss.prompt = ss._w_sample
+        ss._run_now = True
 
 
 def _navigation() -> None:
@@ -62,11 +64,18 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
         st.selectbox("Model", list(config.models), **bound("model"))
         if config.sample_prompts:
             st.selectbox("Sample prompts", [""] + list(config.sample_prompts), key="_w_sample", on_change=_use_sample)
-        st.text_area("Prompt", max_chars=config.max_prompt_chars, height=100, **bound("prompt"))
+        # no max_chars: a browser would cut (or drop) an over-long paste silently; Run says what is wrong instead
+        st.text_area("Prompt", height=100, **bound("prompt"))
         chat = st.toggle("Chat template", key="chat", help="Wrap the prompt in the tokenizer's chat template (instruct models)")
-        if st.button("Run", type="primary", width="stretch"):
+        if st.button("Run", type="primary", width="stretch") or ss.pop("_run_now", False):
             ss.intro = False
-            start_run(ss.model, chat_wrapped(config, ss.model, ss.prompt) if chat else ss.prompt)
+            if len(ss.prompt) > config.max_prompt_chars:
+                st.error(
+                    f"The prompt has {len(ss.prompt):,} characters; this server analyses at most {config.max_prompt_chars:,}. "
+                    "Shorten it and press Run again: your text stays in the box, and the graph below is still the last run's."
+                )
+            else:
+                start_run(ss.model, chat_wrapped(config, ss.model, ss.prompt) if chat else ss.prompt)
         st.toggle(
             "Pin edits and selections",
             key="pin",
