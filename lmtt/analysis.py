@@ -22,7 +22,7 @@ from lmtt.engine.memory import held_bytes, release_freed_memory
 from lmtt.engine.norms import FrozenNorm
 from lmtt.engine.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
 from lmtt.engine.runner import ModelRunner, PromptError, Trace
-from lmtt.questions import dla, lens, neurons, qk, search, shares, vocabulary
+from lmtt.questions import dla, groups, lens, neurons, qk, search, shares, vocabulary
 from lmtt.questions import faithfulness as faithfulness_module
 from lmtt.questions import patching as patching_module
 from lmtt.questions.shares import ExpertContributions, HeadContributions, NeuronContributions
@@ -222,6 +222,11 @@ class Analysis:
     def direct_effects(self, target: dla.Target | None = None) -> dla.DirectEffects:
         """Direct logit attribution of every component to the target (exact under the frozen final-norm scale)."""
         return dla.direct_effects(self.runner, self.trace, target or self.target())
+
+    def suggest_groups(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, node: str | None = None) -> list[groups.SuggestedGroup]:
+        """Supernodes to propose among the route's states (to `token`, or to `node`), each with its reason."""
+        sub = self.paths_to(token, threshold) if node is None else self.paths_to_node(node, threshold)
+        return groups.suggest_groups(self, sub)
 
     def search_token(self, token: int | str, position: int = -1, k: int = 10, promote: bool = True) -> search.TokenSearch:
         """Which heads and neurons promote (or suppress) a token: in this prompt at `position`, and from the weights."""

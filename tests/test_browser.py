@@ -290,48 +290,6 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(browser, server):
     ctx.close()
 
 
-def test_explain_an_intermediate_node(browser, server):
-    """Issue 22: why is the residual after layer 14's FFN at ␣of what it is? The graph of the paths to that node."""
-    ctx, page = new_page(browser, server)
-    page.goto(f"{server}/?prompt={quote(PROMPT)}&node=ffn:14:2")
-    settled(page)
-    page.get_by_role("button", name="Draw the paths to this node").click()
-    settled(page)
-    expect(page.get_by_text("lead to the node layer 14 after FFN, token 2 ␣of")).to_be_visible()
-    assert "root=ffn%3A14%3A2" in page.url
-    nodes = page.locator(".js-plotly-plot .scatterlayer .trace:last-child path.point")
-    expect(nodes).to_have_count(5 * 61 + 1)
-    page.screenshot(path=str(ARTIFACTS / "graph-paths-to-a-node.png"), full_page=True)
-    page.get_by_role("button", name="Back to the paths to token 4").click()
-    settled(page)
-    expect(page.get_by_text("predicts ␣Paris")).to_be_visible()
-    assert "root=" not in page.url
-    assert page.problems == []
-    ctx.close()
-
-
-def test_search_by_token_and_look_up_a_token_in_a_heads_projection(browser, server):
-    """Issue 22: which heads and neurons promote ␣Paris? Issue 20: what does head 23.4 do to ␣Paris?"""
-    ctx, page = new_page(browser, server)
-    page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}&head=23.4")
-    settled(page)
-    page.get_by_role("tab", name="Search by token").click()
-    page.get_by_role("textbox", name="Token").fill(" Paris")
-    page.keyboard.press("Enter")
-    settled(page)
-    expect(page.get_by_text("In this prompt: heads")).to_be_visible()
-    expect(page.get_by_text("From the weights: neurons")).to_be_visible()
-    page.screenshot(path=str(ARTIFACTS / "search-by-token-paris.png"), full_page=True)
-    page.get_by_role("tab", name="Head").click()
-    page.get_by_role("textbox", name="Look up a token's effect").fill(" Paris")
-    page.keyboard.press("Enter")
-    settled(page)
-    expect(page.get_by_text("+2.824")).to_be_visible()  # its direct_effects entry for ' Paris'
-    page.screenshot(path=str(ARTIFACTS / "head-23-4-looks-up-paris.png"), full_page=True)
-    assert page.problems == []
-    ctx.close()
-
-
 def test_zoom_survives_clicks(browser, server):
     ctx, page = new_page(browser, server, width=1400, height=1000)
     page.goto(f"{server}/?prompt={quote(PROMPT)}")
@@ -351,6 +309,16 @@ def test_zoom_survives_clicks(browser, server):
             break
         page.wait_for_timeout(250)
     assert graph_ranges(page) == zoomed
+    # issue 22: why is the residual after layer 14's FFN at ␣of what it is? The graph of the paths to that node.
+    page.get_by_role("button", name="Draw the paths to this node").click()
+    settled(page)
+    expect(page.get_by_text("lead to the node layer 14 after FFN, token 2 ␣of")).to_be_visible()
+    assert "root=ffn%3A14%3A2" in page.url
+    page.screenshot(path=str(ARTIFACTS / "graph-paths-to-a-node.png"), full_page=True)
+    page.get_by_role("button", name="Back to the paths to token 4").click()
+    settled(page)
+    expect(page.get_by_text("predicts ␣Paris")).to_be_visible()
+    assert "root=" not in page.url
     assert page.problems == []
     ctx.close()
 
@@ -418,9 +386,11 @@ def test_byte_tokens_and_quotes_are_readable(browser, server):
     ctx.close()
 
 
-def test_logit_lens_top_tokens_and_a_followed_token(browser, server):
+def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server):
+    """The Interpretation page: the logit lens; which heads and neurons promote ␣Paris (issue 22); what head 23.4
+    does to ␣Paris (issue 20)."""
     ctx, page = new_page(browser, server, width=1500, height=1200)
-    page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}")
+    page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}&head=23.4")
     settled(page)
     page.get_by_role("tab", name="Logit lens").click()
     lens = page.locator(".js-plotly-plot").filter(has_text="Top token of every state")
@@ -434,6 +404,19 @@ def test_logit_lens_top_tokens_and_a_followed_token(browser, server):
     page.keyboard.press("Enter")
     expect(page.locator(".js-plotly-plot").filter(has_text="probability of ␣Rome (followed")).to_be_visible()
     settled(page)
+    page.get_by_role("tab", name="Search by token").click()
+    page.get_by_role("textbox", name="Token", exact=True).fill(" Paris")
+    page.keyboard.press("Enter")
+    settled(page)
+    expect(page.get_by_text("In this prompt: heads")).to_be_visible()
+    expect(page.get_by_text("From the weights: neurons")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "search-by-token-paris.png"), full_page=True)
+    page.get_by_role("tab", name="Head", exact=True).click()
+    page.get_by_role("textbox", name="Look up a token's effect").fill(" Paris")
+    page.keyboard.press("Enter")
+    settled(page)
+    expect(page.get_by_text("+2.824")).to_be_visible()  # its direct_effects entry for ' Paris'
+    page.screenshot(path=str(ARTIFACTS / "head-23-4-looks-up-paris.png"), full_page=True)
     assert page.problems == []
     ctx.close()
 

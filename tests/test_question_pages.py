@@ -101,18 +101,15 @@ def test_a_new_run_resets_target_and_contrast_to_the_new_prompts_defaults():
 
 
 def test_the_qk_tab_starts_at_the_head_the_user_came_from(default_runner):
-    """A head selected elsewhere (here from the link, head=20.5) is the QK tab's head; without one, the strongest head."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params["prompt"] = MARY_JOHN
-    at.query_params["head"] = "20.5"
+    """Without a head chosen elsewhere, the strongest head for the target; with one (head 20.5 clicked), that head."""
+    import lmtt
+
+    at = opened("pages/target.py", MARY_JOHN)
+    strongest = lmtt.analyze(default_runner, MARY_JOHN).direct_effects().top_heads(1)[0]  # for the top prediction
+    assert [n.value for n in at.number_input if n.label in ("Layer", "Head")] == [strongest.layer, strongest.index]
+    at.session_state["head"] = (20, 5)
     at.run()
-    at.switch_page("pages/target.py").run()
     assert not at.exception, at.exception
     assert [n.value for n in at.number_input if n.label in ("Layer", "Head")] == [20, 5]
     titles = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("the score of every key for query 13" in t for t in titles)
-    plain = opened("pages/target.py", MARY_JOHN)
-    import lmtt
-
-    strongest = lmtt.analyze(default_runner, MARY_JOHN).direct_effects().top_heads(1)[0]  # for the top prediction
-    assert [n.value for n in plain.number_input if n.label in ("Layer", "Head")] == [strongest.layer, strongest.index]
