@@ -5,6 +5,7 @@ import streamlit as st
 from lmtt import ui
 from lmtt.engine.levels import layer_of
 from lmtt.engine.tokens import readable_tokens
+from lmtt.ui.workbench import workbench
 from lmtt.viz import figures
 from lmtt.viz.columns import EVERY_COLUMN_MAX_TOKENS, PACK_ABOVE_TOKENS, columns_for
 
@@ -68,7 +69,10 @@ with graph_col:
     ui.keep_zoom()
     with st.container(key="graph_box"):
         st.plotly_chart(
-            figures.graph_figure(shown, sub, selected=view.node, explained=view.token, columns=columns),
+            figures.graph_figure(
+                shown, sub, selected=view.node, explained=view.token, columns=columns,
+                curation=ui.ss.get("curation"), subgraph_only=bool(ui.ss.get("subgraph_only")),
+            ),  # fmt: skip
             key="graph_chart",
             on_select="rerun",
             selection_mode="points",
@@ -83,4 +87,5 @@ with panel_col:
             else "The panel and the downloads read the **unedited** run; draw the edited graph (in the panel) for the edited one."
         )
     ui.selection_panel(view)
+    workbench(shown, sub, view.node)
     ui.download_buttons(shown, view.token, view.threshold, root)

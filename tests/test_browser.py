@@ -290,6 +290,43 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(browser, server):
     ctx.close()
 
 
+def test_pin_label_group_and_share_a_route(browser, server):
+    """Issue 22: pin a node, label it, accept a suggested group, draw only the pinned subgraph, and open the link in a
+    fresh browser: the pins, the group and the label come back."""
+    ctx, page = new_page(browser, server, width=1500, height=1200)
+    page.goto(f"{server}/?prompt={quote(PROMPT)}&node=attn:23:4")
+    settled(page)
+    page.get_by_role("button", name="Pin this node").click()
+    settled(page)
+    page.get_by_role("textbox", name="Label").fill("moves the country")
+    page.keyboard.press("Enter")
+    settled(page)
+    page.get_by_role("button", name="Suggest groups").click()
+    settled(page)
+    expect(page.get_by_text("edge profiles alike").first).to_be_visible()
+    page.get_by_role("button", name="Accept").first.click()
+    settled(page)
+    page.get_by_text("Show only the pinned subgraph").click()
+    settled(page)
+    graph = page.locator(".js-plotly-plot").first
+    expect(graph.get_by_text("moves the country")).to_be_visible()
+    graph.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "workbench-pinned-subgraph.png"), full_page=True)
+    link = page.url
+    assert "pin=" in link and "grp=" in link and "lbl=" in link
+    fresh = browser.new_context(viewport={"width": 1500, "height": 1200})
+    other = fresh.new_page()
+    other.goto(link)
+    settled(other)
+    expect(other.get_by_text("Pinned:")).to_be_visible()
+    expect(other.locator(".js-plotly-plot").first.get_by_text("moves the country")).to_be_visible()
+    expect(other.get_by_role("textbox", name="Group of", exact=False).first).to_be_visible()
+    print(f"shared link: {len(link)} characters")
+    fresh.close()
+    assert page.problems == []
+    ctx.close()
+
+
 def test_zoom_survives_clicks(browser, server):
     ctx, page = new_page(browser, server, width=1400, height=1000)
     page.goto(f"{server}/?prompt={quote(PROMPT)}")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
 from lmtt.engine.levels import kind_of, layer_of
+from lmtt.questions.curation import Curation
 from lmtt.questions.neuronpedia import neuronpedia_json
 
 NEURONPEDIA_FILE = "graph-neuronpedia.json"  # for Neuronpedia's graph viewer and circuit-tracer's local UI
@@ -68,15 +69,26 @@ def predictions_table(analysis: Analysis, token: int = -1, k: int = 20) -> pd.Da
     )
 
 
-def export_files(analysis: Analysis, token: int = -1, threshold: float = 0.04, node: str | None = None) -> dict[str, bytes]:
-    """File name -> bytes for the paths_to(token, threshold) view, or the paths to `node`."""
+def export_files(
+    analysis: Analysis, token: int = -1, threshold: float = 0.04, node: str | None = None, curation: Curation | None = None
+) -> dict[str, bytes]:
+    """File name -> bytes for the paths_to(token, threshold) view, or the paths to `node`; the Neuronpedia file carries
+    the curation's pins, groups and labels that are on that route."""
     sub = analysis.paths_to(token, threshold) if node is None else analysis.paths_to_node(node, threshold)
+    on_route = {n["id"] for n in sub.nodes()}
+    c = curation or Curation()
+    groups = {k: list(m) for k, v in c.groups.items() if len(m := [x for x in v if x in on_route]) >= 2}
+    curated = {
+        "pinned": tuple(p for p in c.pins if p in on_route),
+        "groups": groups,
+        "labels": {k: v for k, v in c.labels.items() if k in on_route},
+    }
     return {
         "graph.json": graph_json(analysis, sub),
         "graph.graphml": graph_graphml(analysis, sub),
         "contributions.csv": contributions_table(analysis, sub).to_csv(index=False).encode(),
         "predictions.csv": predictions_table(analysis, token).to_csv(index=False).encode(),
-        NEURONPEDIA_FILE: neuronpedia_json(analysis, sub, clicked=node),
+        NEURONPEDIA_FILE: neuronpedia_json(analysis, sub, clicked=node, **curated),
     }
 
 

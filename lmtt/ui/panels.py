@@ -205,10 +205,11 @@ def before_after_table(before: list[TokenScore], after: list[TokenScore], k: int
 
 
 def download_buttons(analysis: Analysis, token: int, threshold: float, node: str | None = None) -> None:
-    """The current view as files: graph (JSON, GraphML), contributions and predictions (CSV); the paths to `node` if given."""
+    """The current view as files: graph (JSON, GraphML), contributions and predictions (CSV); the paths to `node` if given.
+    The Neuronpedia file carries the workbench's pins, groups and labels."""
     with st.expander("Download this view"):
         mime = {"json": "application/json", "graphml": "application/xml", "csv": "text/csv"}
-        for name, data in export_files(analysis, token, threshold, node).items():
+        for name, data in export_files(analysis, token, threshold, node, ss.get("curation")).items():
             label = "graph for circuit-tracer / Neuronpedia (JSON)" if name == NEURONPEDIA_FILE else name
             st.download_button(label, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
 

@@ -13,6 +13,7 @@ from lmtt.engine.config import AppConfig
 from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import kind_of, layer_of, n_levels
+from lmtt.questions.curation import Curation
 
 PAGES = (
     ("app.py", "Graph"),
@@ -37,7 +38,7 @@ PAGE_PARAMS = {
     "dataset": (),
 }
 # Cleared by a new Run, prompt or model unless the user pins them.
-SELECTIONS = ("root", "node", "edge", "head", "neuron", "compare", "dataset_head")
+SELECTIONS = ("root", "node", "edge", "head", "neuron", "compare", "dataset_head", "curation")
 ss = st.session_state
 
 
@@ -121,6 +122,7 @@ def restore_from_url(config: AppConfig) -> None:
             ss.edits.append(str(Edit.parse(raw)))
         except ValueError as e:
             warnings.append(f"Ignored edit={raw!r} in the URL: {e}")
+    ss.curation = Curation.from_params(qp.get("pin"), qp.get_all("grp"), qp.get_all("lbl"))
     ss.head = _parse_pair(qp.get("head"), "head", warnings)
     ss.neuron = _parse_pair(qp.get("neuron"), "neuron", warnings)
     ss._warnings = warnings
@@ -141,7 +143,7 @@ def start_run(model: str, prompt: str, generated_from: int | None = None) -> Non
 def clear_selections() -> None:
     """Selections, edits and the questions' choices (target A, contrast B, the corrupted prompt, the QK head and key)."""
     for name in SELECTIONS:
-        ss[name] = "" if name == "compare" else None
+        ss[name] = "" if name == "compare" else Curation() if name == "curation" else None
     ss.edits = []
     for name in [k for k in ss if isinstance(k, str) and k.startswith(QUESTION_CHOICES)]:
         del ss[name]
@@ -172,6 +174,9 @@ def validate_against(analysis: Analysis) -> None:
         except (ValueError, IndexError) as e:
             warnings.append(f"Ignored the graph's root node: {e}")
             ss.root = None
+    if ss.get("curation"):
+        ss.curation, dropped = ss.curation.checked(analysis)
+        warnings.extend(f"Ignored a pinned, grouped or labelled node: {d}" for d in dropped)
     if ss.edge and not _edge_fits(ss.edge, analysis):
         warnings.append("Ignored the selected edge: it does not fit this prompt.")
         ss.edge = None
@@ -223,6 +228,8 @@ def share_params(page: str) -> list[tuple[str, str]]:
             value = f"{value[0]}.{value[1]}"
         if value:
             params.append((name, value))
+    if page == "graph" and ss.get("curation"):
+        params += ss.curation.to_params()
     return params + [("edit", e) for e in ss.get("edits", [])]
 
 

@@ -18,6 +18,7 @@ from lmtt.analysis import Analysis
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
 from lmtt.engine.levels import kind_of, layer_of, level_of, n_levels
 from lmtt.engine.tokens import readable_tokens
+from lmtt.questions.curation import Curation, group_edges, pinned_subgraph
 from lmtt.questions.shares import HeadContributions, NeuronContributions
 from lmtt.questions.vocabulary import Projection
 from lmtt.viz.columns import Columns, columns_for
@@ -95,7 +96,13 @@ def graph_min_width(n_columns: int) -> int:
 
 
 def graph_figure(
-    analysis: Analysis, sub: Subgraph, selected: str | None = None, explained: int | None = None, columns: Columns | None = None
+    analysis: Analysis,
+    sub: Subgraph,
+    selected: str | None = None,
+    explained: int | None = None,
+    columns: Columns | None = None,
+    curation: Curation | None = None,
+    subgraph_only: bool = False,
 ) -> go.Figure:
     """Tokens are columns and node levels rows (embeddings at the bottom, output at the top).
 
@@ -103,11 +110,18 @@ def graph_figure(
     the tokens the paths touch, packed, with a "⋯ N tokens" gap column per skipped run).
     Clickable traces carry the node id, the edge description or `token|P` (the ▲/▼ handles by the token labels) in customdata.
     The token labels are drawn above and below the plot; zoom and pan survive reruns of the same prompt and columns (uirevision).
+    A curation marks its pins (★) and labels; with `subgraph_only`, only its nodes are drawn with the route's edges
+    between them, and each group is one node (■) whose edges are its members' summed.
     """
     tokens = readable_tokens(analysis)
     cols = columns or columns_for(len(tokens), sub, also=() if explained is None else (explained,))
     top_level = n_levels(analysis.n_layers) - 1
     fig = go.Figure()
+    overlay: list[go.Scatter] = []
+    if curation:
+        if subgraph_only:
+            sub = pinned_subgraph(sub, curation)
+        sub, overlay = _curation_traces(sub, cols, curation, subgraph_only)
     for trace in _edge_traces(sub, cols):
         fig.add_trace(trace)
     handles = _edge_handle_trace(sub, cols, tokens)
@@ -119,9 +133,57 @@ def graph_figure(
         fig.add_trace(_gap_trace(cols, top_level))
     # the top token labels and the right-hand layer labels are axes x2 and y2: plotly draws an axis only with a trace on it
     fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
-    fig.add_trace(_node_trace(analysis, sub, cols, tokens, selected))
+    for trace in overlay:
+        fig.add_trace(trace)
+    fig.add_trace(_node_trace(analysis, sub, cols, tokens, selected))  # last: the clicks and the tests read it
     _graph_layout(fig, cols, tokens, top_level, analysis.n_layers, analysis.trace.parallel)
     return fig
+
+
+def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse: bool) -> tuple[Subgraph, list[go.Scatter]]:
+    """(the edges still drawn one by one, traces): pins (★) with their labels; with `collapse`, each group as one node
+    at its members' centre (■) with its summed edges, which replace its members' own."""
+
+    def xy(node: str) -> tuple[float, float]:
+        kind, layer, pos = parse_node(node)
+        return float(cols.x_of(np.array([pos]))[0]), float(level_of(kind, layer))
+
+    traces = []
+    if collapse and curation.groups:
+        centre = {name: tuple(np.mean([xy(m) for m in members], axis=0)) for name, members in curation.groups.items()}
+        members = {m for ms in curation.groups.values() for m in ms}
+        ends = zip(sub.source_level.tolist(), sub.source.tolist(), sub.level.tolist(), sub.target.tolist())
+        inside = np.array([node_id(sl, s) in members or node_id(lv, t) in members for sl, s, lv, t in ends], dtype=bool)
+        for a, b, w in group_edges(pinned_subgraph(sub, curation), curation):
+            if a in centre or b in centre:
+                (x0, y0), (x1, y1) = centre.get(a) or xy(a), centre.get(b) or xy(b)
+                line = {"color": "#9467bd", "width": 1 + 6 * min(w, 1)}
+                traces.append(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", line=line, hovertext=f"{a} → {b}: {w:.3f}",
+                                         hoverinfo="text", showlegend=False, name="group edge"))  # fmt: skip
+        traces.append(
+            go.Scatter(
+                x=[c[0] for c in centre.values()], y=[c[1] for c in centre.values()], mode="markers+text",
+                marker={"symbol": "square", "size": 18, "color": "#9467bd"}, text=[curation.labels.get(n, n) for n in centre],
+                textposition="middle right", hovertext=[f"group {n}: {', '.join(m)}" for n, m in curation.groups.items()],
+                hoverinfo="text", showlegend=False, name="groups", cliponaxis=False,
+            )
+        )  # fmt: skip
+        arrays = (sub.kind, sub.level, sub.source_level, sub.source, sub.target, sub.weight)
+        sub = Subgraph(*(x[~inside] for x in arrays), sub.root, sub.threshold)
+    grouped = {m for ms in curation.groups.values() for m in ms} if collapse else set()  # drawn as their group's ■
+    marked = [n for n in dict.fromkeys((*curation.pins, *curation.labels)) if n not in curation.groups and n not in grouped]
+    if marked:
+        points = [xy(n) for n in marked]
+        traces.append(
+            go.Scatter(
+                x=[p[0] for p in points], y=[p[1] for p in points], mode="markers+text",
+                marker={"symbol": "star", "size": 14, "color": "#9467bd", "line": {"width": 1, "color": "white"}},
+                text=[curation.labels.get(n, "") for n in marked], textposition="middle right",
+                hovertext=[f"pinned {n}" + (f": {curation.labels[n]}" if n in curation.labels else "") for n in marked],
+                hoverinfo="text", showlegend=False, name="pins", cliponaxis=False,
+            )
+        )  # fmt: skip
+    return sub, traces
 
 
 def _edge_x(sub: Subgraph, cols: Columns) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,91 @@
+"""The route workbench on the Graph page: pin nodes, group them, label them, accept suggested groups, draw only the
+pinned subgraph, and save, load, download or upload it. The state is one Curation (lmtt.questions.curation) in the
+session and in the link."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lmtt.analysis import Analysis
+from lmtt.engine.graph import Subgraph
+from lmtt.questions.curation import Curation
+from lmtt.questions.groups import suggest_groups
+from lmtt.ui.state import ss
+from lmtt.viz.figures import describe_node
+
+
+def curation() -> Curation:
+    return ss.get("curation") or Curation()
+
+
+def _set(value: Curation) -> None:
+    ss.curation = value
+    st.rerun()
+
+
+def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
+    """The panel: the selected node's pin and label, the pins, the groups, suggestions, and saving."""
+    c = curation()
+    with st.expander("Route workbench: pin, group, label", expanded=bool(c) or node is not None):
+        if node is not None:
+            st.caption(describe_node(analysis, node))
+            if node in c.pins:
+                if st.button("Unpin this node", key="wb_unpin", width="stretch"):
+                    _set(c.unpin(node))
+            elif st.button("Pin this node", key="wb_pin", width="stretch", help="Pinned nodes form the subgraph view"):
+                _set(c.pin(node))
+            text = st.text_input("Label", value=c.labels.get(node, ""), key=f"wb_label_{node}", placeholder="e.g. country mover")
+            if text != c.labels.get(node, ""):
+                _set(c.label(node, text))
+        if c.pins:
+            st.markdown("**Pinned**: " + ", ".join(f"`{p}`" for p in c.pins))
+            name = st.text_input("Group the pinned nodes as", key="wb_group_name", placeholder="a name, e.g. name movers")
+            if st.button("Group them", key="wb_group", width="stretch", disabled=len(c.pins) < 2 or not name.strip()):
+                _set(c.group(name, c.pins))
+        for n, (name, members) in enumerate(c.groups.items()):
+            cols = st.columns([3, 1], vertical_alignment="bottom")
+            renamed = cols[0].text_input(f"Group of {len(members)}", value=name, key=f"wb_rename_{n}_{name}")
+            if renamed != name:
+                _set(c.rename(name, renamed))
+            if cols[1].button("Dissolve", key=f"wb_dissolve_{n}"):
+                _set(c.dissolve(name))
+        if st.button("Suggest groups", key="wb_suggest", width="stretch", help="Cluster the route's states by the edges they share"):
+            ss._suggested = [g.to_dict() for g in suggest_groups(analysis, sub)[:8]]
+        for n, g in enumerate(ss.get("_suggested") or []):
+            st.markdown(f"**{g['label']}** ({len(g['members'])} nodes)")
+            st.caption(g["reason"])
+            if st.button("Accept", key=f"wb_accept_{n}"):
+                ss._suggested = [x for x in ss._suggested if x is not g]
+                accepted = c.group(g["label"], tuple(g["members"]))
+                _set(Curation(tuple(dict.fromkeys((*accepted.pins, *g["members"]))), accepted.groups, accepted.labels))
+        if c:
+            st.toggle("Show only the pinned subgraph", key="subgraph_only", help="Pins and groups, with the route's edges between them")
+        _saving(analysis, c)
+
+
+def _saving(analysis: Analysis, c: Curation) -> None:
+    """Named subgraphs in this session; a JSON file to download or upload."""
+    saved: dict[str, str] = ss.setdefault("_saved_subgraphs", {})
+    cols = st.columns([3, 1], vertical_alignment="bottom")
+    name = cols[0].text_input("Save as", key="wb_save_name", placeholder="a name")
+    if cols[1].button("Save", key="wb_save", disabled=not (c and name.strip())):
+        saved[name.strip()] = c.to_json(analysis, name.strip())
+    if saved:
+        cols = st.columns([3, 1], vertical_alignment="bottom")
+        chosen = cols[0].selectbox("Saved subgraphs", list(saved), key="wb_saved")
+        if cols[1].button("Load", key="wb_load"):
+            _set(Curation.from_json(saved[chosen]))
+    if c:
+        st.download_button("Download the subgraph (JSON)", c.to_json(analysis), file_name="subgraph.json", mime="application/json",
+                           key="wb_download", width="stretch")  # fmt: skip
+    upload = st.file_uploader("Upload a subgraph (JSON)", type=["json"], key="wb_upload")
+    if upload is not None and ss.get("_uploaded") != upload.file_id:
+        ss._uploaded = upload.file_id
+        try:
+            loaded, dropped = Curation.from_json(upload.getvalue()).checked(analysis)
+        except ValueError as e:
+            st.error(str(e))
+        else:
+            for d in dropped:
+                st.warning(f"Ignored {d}")
+            _set(loaded)

@@ -1,0 +1,63 @@
+"""Pins, groups and labels: their URL and JSON forms, the subgraph view's summed group edges, and the Graph page."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lmtt.engine.graph import ATTENTION, FFN, RESIDUAL, Subgraph
+from lmtt.questions.curation import Curation, group_edges, pinned_subgraph
+
+ROOT = Path(__file__).resolve().parent.parent
+CURATED = Curation(
+    pins=("ffn:29:4", "attn:23:4", "ffn:22:3"),
+    groups={"country mover": ("attn:23:4", "ffn:22:3")},
+    labels={"attn:23:4": "moves ␣France to ␣is", "emb:3": "the country"},
+)
+
+
+def test_a_curation_survives_its_url_and_json_forms():
+    params = CURATED.to_params()
+    back = Curation.from_params(
+        next(v for k, v in params if k == "pin"), [v for k, v in params if k == "grp"], [v for k, v in params if k == "lbl"]
+    )
+    assert back == CURATED
+    assert Curation.from_json(CURATED.to_json()) == CURATED
+    with pytest.raises(ValueError, match="not a saved subgraph"):
+        Curation.from_json("[1, 2]")
+    with pytest.raises(ValueError, match="at least two"):
+        CURATED.group("solo", ("ffn:1:1",))
+    assert len(CURATED.to_params()) == 4 and sum(len(v) for _, v in CURATED.to_params()) < 200  # compact
+
+
+def test_a_group_is_one_node_whose_edges_are_its_members_summed():
+    """Hand-built: a and b (grouped as G) both feed c, 0.3 and 0.2; a feeds b (inside G, dropped); d is not shown."""
+    # nodes: a = attn:0:1 (level 1, pos 1), b = ffn:0:1 (level 2, pos 1), c = attn:1:2 (level 3, pos 2), d = attn:1:0
+    edges = [
+        (ATTENTION, 3, 1, 1, 2, 0.3), (ATTENTION, 3, 2, 1, 2, 0.2), (FFN, 2, 1, 1, 1, 0.5), (RESIDUAL, 3, 2, 0, 0, 0.9),
+    ]  # fmt: skip
+    kind, level, source_level, source, target, weight = (np.array(x) for x in zip(*edges))
+    sub = Subgraph(kind.astype(np.int8), level, source_level, source, target, weight.astype(np.float32), (3, 2), 0.0)
+    c = Curation(pins=("attn:1:2",), groups={"G": ("attn:0:1", "ffn:0:1")})
+    shown = pinned_subgraph(sub, c)
+    assert len(shown) == 3  # the edge from ffn:0:0 is not between shown nodes
+    assert group_edges(shown, c) == [("G", "attn:1:2", pytest.approx(0.5))]
+
+
+def test_the_graph_page_draws_restores_and_exports_a_curated_route():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.query_params["prompt"] = "The capital of France is"
+    for key in ("pin", "grp", "lbl"):  # repeated keys travel as lists
+        at.query_params[key] = [v for k, v in CURATED.to_params() if k == key]
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["curation"] == CURATED
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "pinned attn:23:4: moves" in spec and '"name":"pins"' in spec
+    at.toggle(key="subgraph_only").set_value(True).run()
+    assert not at.exception, at.exception
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert '"name":"groups"' in spec and "country mover" in spec
+    link = dict(at.query_params)
+    assert link["pin"] == "ffn:29:4,attn:23:4,ffn:22:3" and "country mover~attn:23:4,ffn:22:3" in str(link["grp"])
