@@ -5,6 +5,7 @@ import streamlit as st
 from lmtt import ui
 from lmtt.engine.runner import PromptError
 from lmtt.engine.tokens import readable_tokens
+from lmtt.questions import dla
 from lmtt.questions.lens import follow_token, top_token_grid
 from lmtt.questions.vocabulary import TokenScore
 from lmtt.viz import figures
@@ -17,7 +18,9 @@ if view is None:
 
 a = view.analysis
 _, _, position = view.focus()
-head_tab, neuron_tab, lens_tab, search_tab, edit_tab = st.tabs(["Head", "Neuron", "Logit lens", "Search by token", "Intervene"])
+head_tab, neuron_tab, lens_tab, search_tab, probe_tab, edit_tab = st.tabs(
+    ["Head", "Neuron", "Logit lens", "Search by token", "Probe", "Intervene"]
+)
 
 
 def look_up(projection, key: str) -> None:
@@ -126,6 +129,33 @@ with search_tab:
                         ui.ss[hit.kind] = (hit.layer, hit.index)
                         st.rerun()
                     column.caption(f"{hit.name} is selected: open the {'Head' if hit.kind == 'head' else 'Neuron'} tab.")
+
+with probe_tab:
+    st.caption(
+        "A direction w of the model's width (a linear probe, a steering vector), read at a node's residual state x: "
+        "w · x splits exactly over the embedding, every head, neuron and bias below that node."
+    )
+    c1, c2 = st.columns([1.4, 1])
+    upload = c1.file_uploader("Direction (.npy or .pt, shape (d,))", type=["npy", "pt"], key="probe_file")
+    top_node = f"ffn:{a.n_layers - 1}:{view.token}"
+    probe_node = c2.text_input("Read at node", value=view.node or top_node, key="probe_node", help="e.g. ffn:12:3, attn:5:2")
+    if upload is not None:
+        try:
+            w = dla.load_direction(upload.getvalue(), a.trace.d_model, upload.name)
+            read = a.probe_effects(w, probe_node.strip())
+        except (ValueError, IndexError) as e:
+            st.warning(str(e))
+        else:
+            st.metric(f"w · x at {read.node}", f"{read.value:+.4f}", help=f"components sum to {read.total:+.4f}")
+            left, right = st.columns(2)
+            left.markdown("**Heads**")
+            left.dataframe({"head": [c.name for c in read.top_heads(10)], "effect": [c.value for c in read.top_heads(10)]},
+                           hide_index=True, width="stretch")  # fmt: skip
+            right.markdown("**Neurons**")
+            right.dataframe({"neuron": [c.name for c in read.top_neurons(10)], "effect": [c.value for c in read.top_neurons(10)]},
+                            hide_index=True, width="stretch")  # fmt: skip
+            st.caption(f"Embedding {read.embedding:+.4f}. Each layer's attention and FFN update along w (zero above the node):")
+            st.bar_chart({"attention": read.attention.numpy(), "FFN": read.ffn.numpy()}, x_label="layer", y_label="w · update", stack=False)
 
 with lens_tab:
     top = a.predictions(view.token, 1)[0]

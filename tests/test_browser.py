@@ -10,6 +10,7 @@ import re
 from urllib.parse import quote
 
 import jsonschema
+import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -423,7 +424,7 @@ def test_byte_tokens_and_quotes_are_readable(browser, server):
     ctx.close()
 
 
-def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server):
+def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, tmp_path):
     """The Interpretation page: the logit lens; which heads and neurons promote ␣Paris (issue 22); what head 23.4
     does to ␣Paris (issue 20)."""
     ctx, page = new_page(browser, server, width=1500, height=1200)
@@ -454,6 +455,17 @@ def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server):
     settled(page)
     expect(page.get_by_text("+2.824")).to_be_visible()  # its direct_effects entry for ' Paris'
     page.screenshot(path=str(ARTIFACTS / "head-23-4-looks-up-paris.png"), full_page=True)
+    # issue 22: a probe direction (a random (576,) vector saved as .npy) read at a node
+    probe = tmp_path / "probe.npy"
+    np.save(probe, np.random.default_rng(0).standard_normal(576).astype(np.float32))
+    page.get_by_role("tab", name="Probe").click()
+    page.get_by_role("textbox", name="Read at node").fill("ffn:12:3")
+    page.keyboard.press("Enter")
+    settled(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(probe))
+    settled(page)
+    expect(page.get_by_text("w · x at ffn:12:3")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "probe-at-a-node.png"), full_page=True)
     assert page.problems == []
     ctx.close()
 

@@ -403,21 +403,26 @@ class ProbeEffects(EffectsAlong):
         }
 
 
-def load_direction(path: str, d_model: int) -> torch.Tensor:
-    """(d,) float32 from a .npy or .pt file holding one vector of the model's width (a linear probe, a steering vector)."""
+def load_direction(source: str | bytes, d_model: int, name: str | None = None) -> torch.Tensor:
+    """(d,) float32 from a .npy or .pt file (a path, or its bytes with its `name`) holding one vector of the model's width:
+    a linear probe, a steering vector. No pickles: a file that needs one is refused."""
+    import io
+
     import numpy as np
 
+    name = name or str(source)
+    data = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        raw = torch.from_numpy(np.load(path, allow_pickle=False)) if str(path).endswith(".npy") else torch.load(path, weights_only=True)
+        raw = torch.from_numpy(np.load(data, allow_pickle=False)) if name.endswith(".npy") else torch.load(data, weights_only=True)
     except Exception as e:  # a corrupt, pickled or unreadable file: say which
-        raise ValueError(f"cannot read a direction from {path}: {type(e).__name__}: {e}") from None
+        raise ValueError(f"cannot read a direction from {name}: {type(e).__name__}: {e}") from None
     if not isinstance(raw, torch.Tensor):
-        raise ValueError(f"{path} holds a {type(raw).__name__}, not one tensor")
+        raise ValueError(f"{name} holds a {type(raw).__name__}, not one tensor")
     vector = raw.detach().float().squeeze()
     if vector.shape != (d_model,):
-        raise ValueError(f"a direction must have shape ({d_model},), the model's width; {path} has {tuple(raw.shape)}")
+        raise ValueError(f"a direction must have shape ({d_model},), the model's width; {name} has {tuple(raw.shape)}")
     if not torch.isfinite(vector).all():
-        raise ValueError(f"{path} holds NaN or infinite values")
+        raise ValueError(f"{name} holds NaN or infinite values")
     return vector
 
 
