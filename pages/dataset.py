@@ -5,7 +5,8 @@ import streamlit as st
 
 from lmtt import ui
 from lmtt.questions import batch
-from lmtt.ui.runs import dataset_limit, run_dataset
+from lmtt.questions.neurons import glu_quadrants
+from lmtt.ui.runs import dataset_limit, dataset_neuron, run_dataset
 from lmtt.viz import figures
 
 st.set_page_config(page_title="Dataset · lmtt", layout="wide")
@@ -85,6 +86,32 @@ c3.dataframe(
     width="stretch",
     column_config={"mean effect": THREE},
 )
+
+st.subheader("A neuron over the dataset: GLU sign quadrants")
+st.caption(
+    "GLUScope's four cases of a gated neuron, act(gate) × up, by the signs of the gate's pre-activation and of the up "
+    "projection, at every position of every prompt: how often each occurs, its mean activation, and its largest examples."
+)
+top_neuron = agg["frequent_neurons"][0] if agg["frequent_neurons"] else (0, 0, 0, 0.0)
+n1, n2 = st.columns(2)
+glu_layer = int(n1.number_input("Layer", 0, 10_000, int(top_neuron[0]), key="dataset_glu_layer"))
+glu_neuron = int(n2.number_input("Neuron", 0, 10**6, int(top_neuron[1]), key="dataset_glu_neuron"))
+try:
+    prompts = [s["prompt"] for s in summaries]
+    stats = glu_quadrants(dataset_neuron(config, ui.ss.model, prompts, glu_layer, glu_neuron))
+except (ValueError, IndexError) as e:
+    st.info(str(e))
+else:
+    st.dataframe(
+        pd.DataFrame([{"quadrant (gate, up)": q.quadrant, "positions": q.count, "share": q.share, "mean activation": q.mean_activation}
+                      for q in stats]),
+        hide_index=True, width="stretch", column_config={"share": THREE, "mean activation": THREE},
+    )  # fmt: skip
+    examples = [
+        {"quadrant": q.quadrant, "activation": a, "token": figures.visible(t), "position": i, "prompt": prompts[p]}
+        for q in stats for a, p, i, t in q.examples
+    ]  # fmt: skip
+    st.dataframe(pd.DataFrame(examples), hide_index=True, width="stretch", column_config={"activation": THREE})
 
 if click and "customdata" in click:
     layer, head = click["customdata"]

@@ -195,6 +195,8 @@ def test_dataset_page_without_a_terminal(browser, server):
     assert sorted(heads, key=lambda h: int(h[1:])) == [f"H{h}" for h in range(9)]  # every label (head 0 on top)
     assert layers == [f"L{layer}" for layer in range(30)]
     assert heatmap.bounding_box()["height"] >= 300
+    expect(page.get_by_text("A neuron over the dataset: GLU sign quadrants")).to_be_visible()  # issue 22
+    expect(page.locator('[data-testid="stDataFrame"]')).to_have_count(5)  # 3 rankings, the quadrants, their examples
     click_point(page, [23, 4])
     expect(page.get_by_text("Layer 23, head 4: the prompts where it mattered most")).to_be_visible()
     settled(page)

@@ -66,3 +66,20 @@ def test_profile_on_the_default_model(default_runner):
     top = a.direct_effects().top_neurons(1)[0]
     p = a.neuron_profile(top.layer, top.index)
     assert p.product.shape == (5,) and 0 <= p.active_share <= 1 and p.mean_abs > 0
+
+
+def test_glu_quadrants_over_prompts_hand_built():
+    """Two prompts, five positions: the counts, shares, means and the largest examples of each sign quadrant."""
+    from lmtt.questions.neurons import NeuronProfile, glu_quadrants
+
+    def profile(gate, up):
+        g, u = torch.tensor(gate), torch.tensor(up)
+        return NeuronProfile(0, 0, g, g.clamp_min(0), u, g.clamp_min(0) * u)  # a ReLU gate: act(g) = max(g, 0)
+
+    first = (("a", "b", "c"), profile([1.0, 2.0, -1.0], [3.0, -1.0, 2.0]))  # + +: 3.0; + -: -2.0; - +: 0
+    second = (("d", "e"), profile([0.5, -2.0], [4.0, -1.0]))  # + +: 2.0; - -: 0
+    stats = {s.quadrant: s for s in glu_quadrants([first, second], k=2)}
+    assert [stats[q].count for q in ("+ +", "+ -", "- +", "- -")] == [2, 1, 1, 1]
+    assert stats["+ +"].share == pytest.approx(0.4) and stats["+ +"].mean_activation == pytest.approx(2.5)
+    assert stats["+ +"].examples == [(3.0, 0, 0, "a"), (2.0, 1, 0, "d")]
+    assert stats["+ -"].mean_activation == pytest.approx(-2.0) and stats["- +"].mean_activation == 0.0

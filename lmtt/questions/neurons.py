@@ -106,3 +106,39 @@ def neuron_profile(runner: ModelRunner, trace: Trace, layer: int, neuron: int) -
     if float((product.cpu() - recorded.cpu()).abs().max()) > TOLERANCE * scale:
         raise NeuronError(f"the recomputed activation of neuron {layer}.{neuron} differs from the model's: not a plain GLU")
     return NeuronProfile(layer, neuron, g.cpu(), act.cpu(), u.cpu(), product.cpu())
+
+
+QUADRANTS = ("+ +", "+ -", "- +", "- -")
+
+
+@dataclass(frozen=True)
+class QuadrantStats:
+    """One GLUScope sign quadrant (gate, up) of a neuron over a dataset: how often, its mean activation, its examples."""
+
+    quadrant: str  # "+ +", "+ -", "- +" or "- -"
+    count: int  # positions, over every prompt
+    share: float  # of all positions
+    mean_activation: float  # mean act(gate) * up over those positions (NaN where none)
+    examples: list[tuple[float, int, int, str]]  # (activation, prompt index, position, token), largest |activation| first
+
+    def to_dict(self) -> dict:
+        rows = [{"activation": a, "prompt": p, "position": i, "token": t} for a, p, i, t in self.examples]
+        return {"quadrant": self.quadrant, "count": self.count, "share": self.share, "mean_activation": self.mean_activation,
+                "examples": rows}  # fmt: skip
+
+
+def glu_quadrants(profiles: list[tuple[tuple[str, ...], NeuronProfile]], k: int = 5) -> list[QuadrantStats]:
+    """The four quadrants of one neuron over prompts given as (tokens, profile): GLUScope's view of a dataset."""
+    rows = [
+        (q, float(a), p, i, tokens[i])
+        for p, (tokens, profile) in enumerate(profiles)
+        for i, (q, a) in enumerate(zip(profile.quadrants, profile.product.tolist()))
+    ]
+    total = max(len(rows), 1)
+    out = []
+    for quadrant in QUADRANTS:
+        mine = [r for r in rows if r[0] == quadrant]
+        mean = sum(r[1] for r in mine) / len(mine) if mine else float("nan")
+        top = sorted(mine, key=lambda r: -abs(r[1]))[:k]
+        out.append(QuadrantStats(quadrant, len(mine), len(mine) / total, mean, [(a, p, i, t) for _q, a, p, i, t in top]))
+    return out

@@ -186,23 +186,36 @@ def dataset_limit(config: AppConfig) -> int:
     return 20 if config.demo_mode else 200
 
 
+def dataset_neuron(config: AppConfig, model: str, prompts: list[str], layer: int, neuron: int) -> list:
+    """(tokens, NeuronProfile) of one GLU neuron in each prompt, from the analyses the Dataset run cached."""
+    out = []
+    for prompt in prompts:
+        analysis = _dataset_analysis(config, config.models[model], prompt)
+        out.append((analysis.tokens, analysis.neuron_profile(layer, neuron)))
+    return out
+
+
+def _dataset_analysis(config: AppConfig, entry, prompt: str):
+    """One Dataset prompt's analysis, cached like the app's."""
+    runner = cached_runner(entry)
+    with analysis_gate(config.max_concurrent_analyses).slot():
+        analysis, _ = analysis_cache(config).get_or_compute(
+            (entry, prompt), lambda: lmtt.analyze(runner, prompt, max_tokens=config.max_prompt_tokens)
+        )
+    return analysis
+
+
 def run_dataset(config: AppConfig, model: str, prompts: list[str], bar) -> tuple[list[dict], list[str]]:
     """Summaries of every prompt for the Dataset page (each analysis cached like the app's), and what failed."""
     from lmtt.questions.batch import summarize
 
     entry = config.models[model]
-    cache = analysis_cache(config)
-    runner = cached_runner(entry)
     summaries, errors = [], []
     for i, prompt in enumerate(prompts):
         bar.progress(i / len(prompts), text=f"Prompt {i + 1} of {len(prompts)}")
         try:
             check_prompt(prompt, config.max_prompt_chars)
-            with analysis_gate(config.max_concurrent_analyses).slot():
-                analysis, _ = cache.get_or_compute(
-                    (entry, prompt), lambda p=prompt: lmtt.analyze(runner, p, max_tokens=config.max_prompt_tokens)
-                )
-            summaries.append(summarize(analysis, prompt))
+            summaries.append(summarize(_dataset_analysis(config, entry, prompt), prompt))
         except PromptError as e:
             errors.append(f"line {i + 1}: {e}")
     bar.progress(1.0, text=f"{len(summaries)} prompts analysed")
