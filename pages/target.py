@@ -6,10 +6,14 @@ import streamlit as st
 from lmtt import ui
 from lmtt.analysis import DEFAULT_MIN_EFFECT
 from lmtt.ui.questions import answered_on, target_picker
+from lmtt.ui.workbench import workbench
 from lmtt.viz import figures
 from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Target · lmtt", layout="wide")
+click = ui.chart_click("target_graph")  # before the sidebar, so the link shows the new selection
+if click and isinstance(click.get("customdata"), str) and not click["customdata"].startswith(("edge|", "token|")):
+    ui.select_node(click["customdata"])
 view = ui.sidebar("target")
 st.title("Target")
 if view is None:
@@ -34,8 +38,13 @@ with graph_tab:
     min_effect = c2.slider("Direct effect at least (logits)", 0.0, 10.0, DEFAULT_MIN_EFFECT, 0.1, key="q_min_effect")
     direct = a.direct_edges(target, min_effect) if show else []
     sub = a.paths_to(target.position, view.threshold)
-    fig = qf.target_graph_figure(a, sub, a.target_lens(target), direct, selected=view.node)
-    st.plotly_chart(fig, key="target_graph", width="stretch", config={"scrollZoom": True, "displaylogo": False})
+    curated = {"curation": ui.ss.get("curation"), "subgraph_only": bool(ui.ss.get("subgraph_only"))}
+    fig = qf.target_graph_figure(a, sub, a.target_lens(target), direct, selected=view.node, **curated)
+    st.plotly_chart(
+        fig, key="target_graph", width="stretch", on_select="rerun", selection_mode="points",
+        config={"scrollZoom": True, "displaylogo": False},
+    )  # fmt: skip
+    workbench(a, sub, view.node)
     st.caption(
         "Nodes on the route are coloured by the logit lens of the quantity at their state. "
         "Dashed edges: direct effects (green boosts, purple suppresses), drawn whatever their flow weight."

@@ -113,3 +113,17 @@ def test_the_qk_tab_starts_at_the_head_the_user_came_from(default_runner):
     assert [n.value for n in at.number_input if n.label in ("Layer", "Head")] == [20, 5]
     titles = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("the score of every key for query 13" in t for t in titles)
+
+
+def test_the_target_pages_graph_pins_a_clicked_node():
+    """Issue 22: the Target page's graph takes a node click, and its workbench pins it; the pin is drawn and linked."""
+    from tests.test_app import click
+
+    at = opened("pages/target.py", "The capital of France is")
+    click(at, "target_graph", "ffn:22:3")
+    assert not at.exception, at.exception
+    at.button(key="wb_pin").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["curation"].pins == ("ffn:22:3",)
+    assert '"name":"pins"' in at.get("plotly_chart")[0].proto.spec
+    assert "ffn:22:3" in str(at.query_params["pin"])

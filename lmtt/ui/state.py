@@ -228,7 +228,7 @@ def share_params(page: str) -> list[tuple[str, str]]:
             value = f"{value[0]}.{value[1]}"
         if value:
             params.append((name, value))
-    if page == "graph" and ss.get("curation"):
+    if page in ("graph", "target") and ss.get("curation"):
         params += ss.curation.to_params()
     return params + [("edit", e) for e in ss.get("edits", [])]
 

@@ -16,6 +16,7 @@ from plotly.colors import sample_colorscale
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import Subgraph, parse_node
 from lmtt.engine.levels import level_of
+from lmtt.questions.curation import Curation
 from lmtt.questions.dla import DirectEdge, DirectEffects, LensGrid
 from lmtt.questions.faithfulness import FaithfulnessCurve
 from lmtt.questions.patching import PatchingResult
@@ -107,14 +108,21 @@ def _node_level_position(node: str) -> tuple[int, int]:
 
 
 def target_graph_figure(
-    analysis: Analysis, sub: Subgraph, lens: LensGrid, direct: list[DirectEdge] | None = None, selected: str | None = None
+    analysis: Analysis,
+    sub: Subgraph,
+    lens: LensGrid,
+    direct: list[DirectEdge] | None = None,
+    selected: str | None = None,
+    curation: Curation | None = None,
+    subgraph_only: bool = False,
 ) -> go.Figure:
     """The flow graph with its nodes coloured by the quantity (logit lens of A - B) of their state,
-    and, when `direct` is given, boosters and suppressors drawn as dashed direct-effect edges."""
+    and, when `direct` is given, boosters and suppressors drawn as dashed direct-effect edges; a curation's pins,
+    labels and groups as on the Graph page."""
     direct = direct or []
     ends = [_node_level_position(node) for edge in direct for node in (edge.from_node, edge.into)]
     cols = columns_for(len(analysis.tokens), sub, also=[pos for _level, pos in ends])  # direct edges may leave the flow graph
-    fig = figures.graph_figure(analysis, sub, selected, columns=cols)
+    fig = figures.graph_figure(analysis, sub, selected, columns=cols, curation=curation, subgraph_only=subgraph_only)
     q = lens.quantity.numpy()  # (2L+1, T)
     lim = _symmetric(q)
     on_route = {(lv, p) for lv, p in sub.node_keys()}
