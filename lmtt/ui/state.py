@@ -14,6 +14,7 @@ from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import kind_of, layer_of, n_levels
 from lmtt.questions.curation import Curation
+from lmtt.ui.links import prompt_from, prompt_params
 
 PAGES = (
     ("app.py", "Graph"),
@@ -88,7 +89,10 @@ def restore_from_url(config: AppConfig) -> None:
         warnings.append(f"Unknown model {model!r} in the URL; using {config.default_model!r}.")
         model = config.default_model
     ss.model = model
-    prompt = qp.get("prompt")
+    prompt, problem = prompt_from(qp, config.max_prompt_chars)
+    if problem:  # the link named a prompt that cannot be read: say so, and run nothing in its place
+        warnings.append(problem)
+        prompt = ""
     ss.prompt = prompt if prompt is not None else (config.sample_prompts[0] if config.sample_prompts else "")
     ss.intro = prompt is None and bool(ss.prompt)  # a first visit: the default prompt's graph, with a word on what to do
     ss.run = (model, ss.prompt) if ss.prompt else None
@@ -215,7 +219,7 @@ def share_params(page: str) -> list[tuple[str, str]]:
     """Exactly the state of the open view, as URL parameters (never a server path)."""
     params = [("model", ss.model), ("threshold", f"{ss.threshold:g}"), ("norm", "1" if ss.norm else "0")]
     if ss.get("run"):
-        params.append(("prompt", ss.run[1]))
+        params += prompt_params(ss.run[1])
         if ss.get("generated_from"):
             params.append(("gen", str(ss.generated_from)))
         if ss.get("token") is not None:

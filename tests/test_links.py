@@ -1,0 +1,45 @@
+"""Share links carry long prompts compactly: text, compressed, or a reference the server resolves."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lmtt.tools.bench import natural_text
+from lmtt.ui import links
+from tests.test_app import ROOT
+
+
+def test_short_prompts_stay_text_and_long_ones_round_trip_compressed():
+    assert links.prompt_params("The capital of France is") == [("prompt", "The capital of France is")]
+    text = natural_text()[:16_779]  # about 4,000 tokens of English prose
+    (key, packed), = links.prompt_params(text)
+    assert key == "pz" and len(packed) < 7_800
+    assert links.prompt_from({"pz": packed}, 20_000) == (text, None)
+    damaged, problem = links.prompt_from({"pz": packed[:-40] + "!!"}, 20_000)
+    assert damaged is None and "damaged" in problem
+    bomb = links.prompt_params("a" * 1_000_000)  # compresses to almost nothing: the inflate stops at the limit
+    assert links.prompt_from(dict(bomb), 20_000) == (None, "The link's prompt is longer than this server's limit of 20,000 characters.")
+
+
+def test_a_very_long_prompt_travels_as_a_reference_until_the_server_forgets_it():
+    text = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(9000))  # CJK text barely compresses
+    (key, ref), = links.prompt_params(text)
+    assert key == "ph" and len(ref) == 24
+    assert links.prompt_from({"ph": ref}, 50_000) == (text, None)
+    links._store().clear()  # what a restart does
+    gone, problem = links.prompt_from({"ph": ref}, 50_000)
+    assert gone is None and "restarted" in problem
+
+
+@pytest.mark.default_model
+def test_a_long_prompts_link_opens_it_in_a_fresh_session():
+    text = natural_text()[:1_600]  # just over the plain-text limit: compressed
+    first = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    first.query_params["prompt"] = text
+    first.run()
+    assert not first.exception, first.exception
+    assert "pz" in first.query_params and "prompt" not in first.query_params
+    second = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    second.query_params["pz"] = first.query_params["pz"]
+    second.run()
+    assert not second.exception, second.exception
+    assert second.session_state["run"][1] == text
