@@ -43,3 +43,33 @@ def test_a_long_prompts_link_opens_it_in_a_fresh_session():
     second.run()
     assert not second.exception, second.exception
     assert second.session_state["run"][1] == text
+
+
+@pytest.mark.default_model
+def test_a_question_pages_link_reproduces_its_choices():
+    """Issue 20: the Faithfulness page's target, contrast and ablation, and the Interpretation page's lens mode and
+    followed token, come back in a fresh session from the link alone."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.query_params["prompt"] = "The capital of France is"
+    at.run()
+    at.switch_page("pages/faithfulness.py").run()
+    at.selectbox(key="_w_q_contrast").select(-3).run()  # the runner-up
+    at.radio(key="q_ablation").set_value("zero").run()
+    assert not at.exception, at.exception
+    link = {k: at.query_params[k] for k in at.query_params}
+    assert link["b"] == "-3" and link["ablation"] == "zero"
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    for k, v in link.items():
+        fresh.query_params[k] = v
+    fresh.run()
+    fresh.switch_page("pages/faithfulness.py").run()
+    assert not fresh.exception, fresh.exception
+    assert fresh.radio(key="q_ablation").value == "zero" and fresh.selectbox(key="_w_q_contrast").value == -3
+    assert "logit(&#x27; Paris&#x27;) - logit" in fresh.get("plotly_chart")[0].proto.spec  # A against the runner-up
+    fresh.query_params.clear()
+    interp = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    interp.query_params.update({"prompt": "The capital of France is", "lens": "probability", "follow": " Rome"})
+    interp.run()
+    interp.switch_page("pages/interpretation.py").run()
+    assert not interp.exception, interp.exception
+    assert interp.radio(key="lens_mode").value == "probability" and interp.text_input(key="lens_follow").value == " Rome"

@@ -38,6 +38,15 @@ PAGE_PARAMS = {
     "patching": (),
     "dataset": (),
 }
+# A question page's choices in its link: (URL name, session key, kind). Widget keys are set before the widget is drawn,
+# so a fresh browser opens with them. Target A and contrast B are token ids (ui.questions' sentinels for the defaults).
+CHOICE_PARAMS = {
+    "target": (("a", "q_target", int), ("b", "q_contrast", int)),
+    "faithfulness": (("a", "q_target", int), ("b", "q_contrast", int), ("ablation", "q_ablation", ("mean", "zero"))),
+    "patching": (("a", "q_target", int), ("b", "q_contrast", int), ("corrupt", "patch", str)),
+    "interpretation": (("lens", "lens_mode", ("top token", "probability", "rank")), ("follow", "lens_follow", str)),
+}
+DEFAULT_CHOICES = {"q_target": -1, "q_contrast": -5, "q_ablation": "mean", "lens_mode": "top token", "patch": "", "lens_follow": ""}
 # Cleared by a new Run, prompt or model unless the user pins them.
 SELECTIONS = ("root", "node", "edge", "head", "neuron", "compare", "dataset_head", "curation")
 ss = st.session_state
@@ -127,6 +136,20 @@ def restore_from_url(config: AppConfig) -> None:
         except ValueError as e:
             warnings.append(f"Ignored edit={raw!r} in the URL: {e}")
     ss.curation = Curation.from_params(qp.get("pin"), qp.get_all("grp"), qp.get_all("lbl"))
+    for name, key, kind in {c for choices in CHOICE_PARAMS.values() for c in choices}:
+        if (raw := qp.get(name)) is None:
+            continue
+        if kind is int:
+            if re.fullmatch(r"-?\d{1,9}", raw):
+                ss[key] = int(raw)
+            else:
+                warnings.append(f"Ignored {name}={raw!r} in the URL: expected a token id.")
+        elif kind is str:
+            ss[key] = raw
+        elif raw in kind:
+            ss[key] = raw
+        else:
+            warnings.append(f"Ignored {name}={raw!r} in the URL: expected one of {', '.join(kind)}.")
     ss.head = _parse_pair(qp.get("head"), "head", warnings)
     ss.neuron = _parse_pair(qp.get("neuron"), "neuron", warnings)
     ss._warnings = warnings
@@ -234,6 +257,10 @@ def share_params(page: str) -> list[tuple[str, str]]:
             params.append((name, value))
     if page in ("graph", "target") and ss.get("curation"):
         params += ss.curation.to_params()
+    for name, key, _kind in CHOICE_PARAMS.get(page, ()):
+        value = ss.get(key)
+        if value is not None and value != DEFAULT_CHOICES.get(key):
+            params.append((name, str(value)))
     return params + [("edit", e) for e in ss.get("edits", [])]
 
 
