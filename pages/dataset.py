@@ -6,6 +6,7 @@ import streamlit as st
 from lmtt import ui
 from lmtt.questions import batch
 from lmtt.questions.neurons import glu_quadrants
+from lmtt.ui.questions import memo
 from lmtt.ui.runs import dataset_limit, dataset_neuron, run_dataset
 from lmtt.viz import figures
 
@@ -98,7 +99,10 @@ glu_layer = int(n1.number_input("Layer", 0, 10_000, int(top_neuron[0]), key="dat
 glu_neuron = int(n2.number_input("Neuron", 0, 10**6, int(top_neuron[1]), key="dataset_glu_neuron"))
 try:
     prompts = [s["prompt"] for s in summaries]
-    stats = glu_quadrants(dataset_neuron(config, ui.ss.model, prompts, glu_layer, glu_neuron))
+    model = summaries[0].get("model") if summaries else None
+    model = model if model in config.models else ui.ss.model  # the model the dataset ran on
+    key = ("glu", model, tuple(prompts), glu_layer, glu_neuron)  # once per choice, not on every rerun of the page
+    stats = memo(key, lambda: glu_quadrants(dataset_neuron(config, model, prompts, glu_layer, glu_neuron)))
 except (ValueError, IndexError) as e:
     st.info(str(e))
 else:

@@ -8,6 +8,7 @@ from lmtt.engine.tokens import readable_tokens
 from lmtt.questions import dla
 from lmtt.questions.lens import follow_token, top_token_grid
 from lmtt.questions.vocabulary import TokenScore
+from lmtt.ui.questions import memo
 from lmtt.viz import figures
 
 st.set_page_config(page_title="Interpretation · lmtt", layout="wide")
@@ -97,7 +98,9 @@ with search_tab:
         st.info("Type a token: the heads and neurons that push its logit up (or down), in this prompt and from the weights alone.")
     else:
         try:
-            found = a.search_token(wanted, view.token, k=10, promote=way == "promote it")
+            promote = way == "promote it"
+            key = ("search", a.model_name, a.tokens, view.token, wanted, promote)
+            found = memo(key, lambda: a.search_token(wanted, view.token, 10, promote))
         except ValueError as e:
             st.warning(str(e))
         else:
@@ -122,12 +125,16 @@ with search_tab:
                     key=f"search_hits_{n}",
                     column_config={"score": st.column_config.NumberColumn(format="%+.3g")},
                 )
-                rows = picked.selection.rows if picked else []
-                if rows:
-                    hit = hits[rows[0]]
-                    if (hit.layer, hit.index) != ui.ss.get(hit.kind):
+                rows = tuple(picked.selection.rows) if picked else ()
+                seen = f"_search_seen_{n}"
+                if rows != ui.ss.get(seen):  # act on a new selection only: the Head and Neuron tabs may choose others since
+                    ui.ss[seen] = rows
+                    if rows:
+                        hit = hits[rows[0]]
                         ui.ss[hit.kind] = (hit.layer, hit.index)
                         st.rerun()
+                if rows:
+                    hit = hits[rows[0]]
                     column.caption(f"{hit.name} is selected: open the {'Head' if hit.kind == 'head' else 'Neuron'} tab.")
 
 with probe_tab:

@@ -145,3 +145,17 @@ def test_qk_figures_add_up_to_the_score(default_runner):
     assert list(heat.layout.yaxis.ticktext) == list(heat.data[0].y)  # every row labelled
     keys = question_figures.key_scores_figure(a.key_scores(23, 3, -1), a.tokens, selected=9)
     assert keys.data[0].marker.color[9] == "#ff7f0e" and len(keys.data[0].y) == 14
+
+
+def test_a_pin_on_a_token_the_long_graph_does_not_draw_is_left_out_not_a_crash(hundred):
+    """Pins made at one threshold, then a threshold whose route skips their token: the packed graph draws without them."""
+    from lmtt.questions.curation import Curation
+
+    sub = hundred.paths_to(-1, 0.2)
+    cols = columns_for(100, sub, also=(99,))
+    hidden = next(p for p in range(100) if p not in set(cols.positions.tolist()))
+    c = Curation(pins=(f"ffn:3:{hidden}", "ffn:29:99"), groups={"g": (f"ffn:2:{hidden}", f"ffn:3:{hidden}")}, labels={"ffn:29:99": "out"})
+    for only in (False, True):
+        fig = figures.graph_figure(hundred, sub, explained=99, columns=cols, curation=c, subgraph_only=only)
+        pins = [t for t in fig.data if t.name == "pins"]
+        assert len(pins) == 1 and list(pins[0].text) == ["out"]  # the drawn pin only

@@ -21,7 +21,7 @@ TOP_NEURONS = 20  # the neurons with the largest |direct effect|, in each summar
 
 def summarize(analysis: Analysis, prompt: str) -> dict:
     """What one prompt's prediction owes to each head and to its top neurons: their direct effects, in logits, on
-    logit(A) - logit(B) at the last token, A the top prediction and B the runner-up)."""
+    logit(A) - logit(B) at the last token, A the top prediction and B the runner-up."""
     target = analysis.contrast_target()
     effects = analysis.direct_effects(target)
     return {

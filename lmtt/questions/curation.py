@@ -54,8 +54,9 @@ class Curation:
         return Curation(self.pins, {k: v for k, v in self.groups.items() if k != name}, self.labels)
 
     def rename(self, old: str, new: str) -> Curation:
+        """The group `old` named `new`; unchanged when `new` is empty or already another group's name."""
         new = new.strip()[:MAX_LABEL]
-        if not new or new == old:
+        if not new or new == old or new in self.groups:
             return self
         return Curation(self.pins, {(new if k == old else k): v for k, v in self.groups.items()}, self.labels)
 

@@ -93,7 +93,7 @@ class Target:
         }
 
 
-UNDEFINED_BELOW = 1e-3  # logits: a difference m(full) - m(baseline) this small makes a fraction of it noise
+UNDEFINED_BELOW = 1e-3  # logits (or nats, for log p): a difference m(full) - m(baseline) this small makes a fraction noise
 
 
 def fraction_restored(value: float | torch.Tensor, baseline: float, full: float) -> float | torch.Tensor:
@@ -358,8 +358,8 @@ def effects_along(runner: ModelRunner, trace: Trace, direction: torch.Tensor, po
     dev = trace.resid[0].device
     d = direction.to(dev, torch.float32)
     for layer in range(n_layers):
-        if level_of("attn", layer) > level and not (trace.parallel and level_of("ffn", layer) == level):
-            break  # the state does not contain this layer (a parallel block's output contains its attention)
+        if level_of("attn", layer) > level:
+            break  # the state does not contain this layer
         w = runner.layer_weights[layer]
         d_attn = _pull_back(_map(trace, "attn", layer), d, i)  # (d,): a raw head output z reaches d . map(z) = d_attn . z
         w_d = w.w_out.to(dev, torch.float32) @ d_attn  # (H, hd): each head's context read along d

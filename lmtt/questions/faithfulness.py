@@ -21,7 +21,7 @@ more, with exact interventions inside that one forward pass:
   a route decides which *updates* reach the residual stream, not the stream itself.
 
 Nodes outside S get every part knocked out. With m the target quantity
-(logit(A), or logit(A) - logit(B)):
+(log p(A) by default, which moves with p(A); or logit(A), or logit(A) - logit(B)):
 
     faithfulness = (m(S) - m(empty)) / (m(full) - m(empty))
 

@@ -8,8 +8,8 @@ similarity of their edge profiles. lmtt does the same on its own graph, where no
   and FFN edges stay at one token: they would make every token's chain of states one group, which says nothing;
 - two nodes may join when they are of one kind (attention or FFN state) and either neighbours in depth at one
   token (layer l and l+1) or at one depth on different tokens (the same layer reading the same sources);
-- pairs are merged greedily, most similar first, while their cosine is at least `min_cosine` and both carry at
-  least `min_flow` of the route's busiest node's flow, so that small nodes do not fill the groups.
+- pairs are merged greedily, in the order of cosine times the smaller node's flow, while their cosine is at least
+  `min_cosine` and both carry at least `min_flow` of the route's busiest node's flow, so small nodes do not fill the groups.
 
 Each group says why: its members, the cosine that joined its weakest pair, and where its flow comes from and goes.
 """

@@ -190,7 +190,10 @@ def qk_attribution(runner: ModelRunner, trace: Trace, layer: int, head: int, que
 
     b = rows.shape[0]
     ids = trace.token_ids[positions].expand(b, -1)  # (B, N): the layers below run on the real tokens; their output is replaced
-    q, k, _ = runner.attention_inputs(ids, positions.expand(b, -1), layer, patch)  # (B, H, N, hd), (B, K, N, hd)
+    try:
+        q, k, _ = runner.attention_inputs(ids, positions.expand(b, -1), layer, patch)  # (B, H, N, hd), (B, K, N, hd)
+    except RuntimeError as e:  # the pass never reached the attention function: an attention lmtt cannot follow
+        raise QKError(f"QK attribution cannot follow this model's attention at layer {layer}: {e}") from None
     kv = int(trace.kv_index[head])
     sides = []
     for name, got, unit, recorded in (("query", q, head, trace.queries[layer][head, query]), ("key", k, kv, trace.keys[layer][kv, key])):

@@ -7,12 +7,12 @@ Two answers, as LM-Debugger and the logit-lens literature ask them:
   layer, ranked by effect.
 - **From the weights alone** (context-free, whatever the prompt): the direction d_A = P(g ⊙ W_U[A]) is A's
   unembedding read back through the final norm's gain and centring, with the per-position scale left out (it is
-  positive, so it changes magnitudes, never signs or a layer's ranking). A neuron's score is its value vector read
-  along d_A, through any post-norm gain or residual multiplier on the way: its effect per unit of activation. A
-  head's score is its copying score: the head attends to token A itself (the layer's input norm of A's embedding),
-  its value and output projections write W_O^h W_V^h n(E[A]), and the score is that update read along d_A. The
-  values come from the model's own attention module (ModelRunner.attention_inputs), so fused projections and every
-  family work alike.
+  positive: it changes magnitudes, never signs; a post-norm's per-layer scale, also left out, can reorder layers).
+  A neuron's score is its value vector read along d_A, through any post-norm gain or residual multiplier on the
+  way: its effect per unit of activation. A head's score is its copying score: the head attends to token A itself
+  (the layer's input norm of A's embedding), its value and output projections write W_O^h W_V^h n(E[A]), and the
+  score is that update read along d_A. The values come from the model's own attention module
+  (ModelRunner.attention_inputs), so fused projections and every family work alike.
 """
 
 from __future__ import annotations

@@ -19,8 +19,15 @@ def curation() -> Curation:
 
 
 def _set(value: Curation) -> None:
+    """Replace the curation and redraw; the text boxes start afresh (a loaded subgraph brings its own labels)."""
     ss.curation = value
+    ss._wb_version = ss.get("_wb_version", 0) + 1
     st.rerun()
+
+
+def _update(change) -> None:
+    """An on_change callback's edit of the curation (it runs before the page, so no extra rerun)."""
+    ss.curation = change(curation())
 
 
 def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
@@ -34,9 +41,9 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
                     _set(c.unpin(node))
             elif st.button("Pin this node", key="wb_pin", width="stretch", help="Pinned nodes form the subgraph view"):
                 _set(c.pin(node))
-            text = st.text_input("Label", value=c.labels.get(node, ""), key=f"wb_label_{node}", placeholder="e.g. country mover")
-            if text != c.labels.get(node, ""):
-                _set(c.label(node, text))
+            key = f"wb_label_{node}_{ss.get('_wb_version', 0)}"
+            st.text_input("Label", value=c.labels.get(node, ""), key=key, placeholder="e.g. country mover",
+                          on_change=lambda: _update(lambda cur: cur.label(node, ss[key])))  # fmt: skip
         if c.pins:
             st.markdown("**Pinned**: " + ", ".join(f"`{p}`" for p in c.pins))
             name = st.text_input("Group the pinned nodes as", key="wb_group_name", placeholder="a name, e.g. name movers")
@@ -44,18 +51,20 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
                 _set(c.group(name, c.pins))
         for n, (name, members) in enumerate(c.groups.items()):
             cols = st.columns([3, 1], vertical_alignment="bottom")
-            renamed = cols[0].text_input(f"Group of {len(members)}", value=name, key=f"wb_rename_{n}_{name}")
-            if renamed != name:
-                _set(c.rename(name, renamed))
+            key = f"wb_rename_{n}_{name}_{ss.get('_wb_version', 0)}"
+            cols[0].text_input(f"Group of {len(members)}", value=name, key=key,
+                               on_change=lambda name=name, key=key: _update(lambda cur: cur.rename(name, ss[key])))  # fmt: skip
             if cols[1].button("Dissolve", key=f"wb_dissolve_{n}"):
                 _set(c.dissolve(name))
+        route = (analysis.tokens, sub.root, sub.threshold)  # suggestions belong to the route they were made for
         if st.button("Suggest groups", key="wb_suggest", width="stretch", help="Cluster the route's states by the edges they share"):
-            ss._suggested = [g.to_dict() for g in suggest_groups(analysis, sub)[:8]]
-        for n, g in enumerate(ss.get("_suggested") or []):
+            ss._suggested = (route, [g.to_dict() for g in suggest_groups(analysis, sub)[:8]])
+        suggested = ss.get("_suggested")
+        for n, g in enumerate(suggested[1] if suggested and suggested[0] == route else []):
             st.markdown(f"**{g['label']}** ({len(g['members'])} nodes)")
             st.caption(g["reason"])
             if st.button("Accept", key=f"wb_accept_{n}"):
-                ss._suggested = [x for x in ss._suggested if x is not g]
+                ss._suggested = (route, [x for x in suggested[1] if x is not g])
                 accepted = c.group(g["label"], tuple(g["members"]))
                 _set(Curation(tuple(dict.fromkeys((*accepted.pins, *g["members"]))), accepted.groups, accepted.labels))
         if c:

@@ -148,13 +148,26 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
         kind, layer, pos = parse_node(node)
         return float(cols.x_of(np.array([pos]))[0]), float(level_of(kind, layer))
 
+    drawn = set(cols.positions.tolist())
+
+    def shown(node: str) -> bool:
+        try:
+            return parse_node(node)[2] in drawn
+        except ValueError:  # a label of something that is not a node
+            return False
+
+    curation = Curation(  # only what has a column here (a long prompt draws the route's tokens)
+        tuple(p for p in curation.pins if shown(p)),
+        {k: v for k, v in curation.groups.items() if all(shown(m) for m in v)},
+        {k: v for k, v in curation.labels.items() if shown(k)},
+    )
     traces = []
     if collapse and curation.groups:
         centre = {name: tuple(np.mean([xy(m) for m in members], axis=0)) for name, members in curation.groups.items()}
         members = {m for ms in curation.groups.values() for m in ms}
         ends = zip(sub.source_level.tolist(), sub.source.tolist(), sub.level.tolist(), sub.target.tolist())
         inside = np.array([node_id(sl, s) in members or node_id(lv, t) in members for sl, s, lv, t in ends], dtype=bool)
-        for a, b, w in group_edges(pinned_subgraph(sub, curation), curation):
+        for a, b, w in group_edges(sub, curation):
             if a in centre or b in centre:
                 (x0, y0), (x1, y1) = centre.get(a) or xy(a), centre.get(b) or xy(b)
                 line = {"color": "#9467bd", "width": 1 + 6 * min(w, 1)}
@@ -302,7 +315,7 @@ def _node_trace(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[
     draw; a few thousand draw faster as SVG (measured in Chromium with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL)."""
     levels = np.arange(n_levels(analysis.n_layers))
     if analysis.trace.parallel:  # a parallel block has no state after attention: embeddings and block outputs only
-        levels = levels[(levels == 0) | (levels % 2 == 0)]
+        levels = levels[levels % 2 == 0]
     gx, gy = np.meshgrid(cols.x, levels)  # (levels, C) each
     gp = np.broadcast_to(cols.positions, gx.shape)  # (levels, C) token position of each node
     level_list, pos_list = gy.ravel().tolist(), gp.ravel().tolist()
