@@ -201,6 +201,8 @@ def test_dataset_page_without_a_terminal(browser, server):
     expect(page.get_by_text("Layer 23, head 4: the prompts where it mattered most")).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "dataset.png"), full_page=True)
+    page.get_by_text("A neuron over the dataset: GLU sign quadrants").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "dataset-glu-quadrants.png"))
     assert page.problems == []
     ctx.close()
 

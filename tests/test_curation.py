@@ -61,3 +61,9 @@ def test_the_graph_page_draws_restores_and_exports_a_curated_route():
     assert '"name":"groups"' in spec and "country mover" in spec
     link = dict(at.query_params)
     assert link["pin"] == "ffn:29:4,attn:23:4,ffn:22:3" and "country mover~attn:23:4,ffn:22:3" in str(link["grp"])
+    at.text_input(key="wb_group_name").input("the output").run()  # group the pins by hand, then dissolve it
+    at.button(key="wb_group").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["curation"].groups["the output"] == CURATED.pins
+    at.button(key="wb_dissolve_1").click().run()
+    assert "the output" not in at.session_state["curation"].groups
