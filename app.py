@@ -3,7 +3,6 @@
 import streamlit as st
 
 from lmtt import ui
-from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import layer_of
 from lmtt.engine.tokens import readable_tokens
 from lmtt.ui.workbench import workbench
@@ -62,8 +61,8 @@ every = st.toggle(
     help=f"Off: only the tokens that the paths touch, side by side, with a gap column (⋯) for the tokens skipped. "
     f"Prompts over {EVERY_COLUMN_MAX_TOKENS} tokens always draw only those.",
 )
-pinned = ui.ss.get("curation").nodes if ui.ss.get("curation") else set()
-columns = columns_for(n_tokens, sub, every, also=(view.token, *(parse_node(n)[2] for n in pinned)))  # pins keep their columns
+pinned = ui.ss.get("curation").positions if ui.ss.get("curation") else set()
+columns = columns_for(n_tokens, sub, every, also=(view.token, *pinned))  # pins keep their columns
 graph_col, panel_col = st.columns([3, 1.1])
 with graph_col:
     # at least 32 px per column: wide graphs scroll sideways inside this box instead of squeezing the labels

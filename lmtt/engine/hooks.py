@@ -31,7 +31,6 @@ import torch
 
 Patch = Callable[[str, int, torch.Tensor], "torch.Tensor | None"]
 SITES = ("resid", "head_context", "neuron_acts", "attn_update", "ffn_update")  # what activation patching records
-ATTENTION_SITES = ("attn_in", "q_norm", "k_norm")  # inside the attention: QK attribution's linearisation
 _ACTIVE: contextvars.ContextVar[tuple[Patch, int, int] | None] = contextvars.ContextVar("lmtt_patch", default=None)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lmtt.engine.graph import Subgraph, node_id
+from lmtt.engine.graph import Subgraph, node_id, parse_node
 
 if TYPE_CHECKING:
     from lmtt.analysis import Analysis
@@ -37,6 +37,11 @@ class Curation:
     def nodes(self) -> set[str]:
         """Every node the subgraph view shows: the pins and every group's members."""
         return set(self.pins).union(*self.groups.values())
+
+    @property
+    def positions(self) -> set[int]:
+        """The token positions of the shown nodes: a packed graph keeps their columns."""
+        return {parse_node(n)[2] for n in self.nodes}
 
     def pin(self, node: str) -> Curation:
         return self if node in self.pins else Curation((*self.pins, node), self.groups, self.labels)

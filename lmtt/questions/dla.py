@@ -271,6 +271,13 @@ class EffectsAlong:
         n = self.neurons.shape[1]
         return [Component("neuron", i // n, i % n, float(flat[i])) for i in idx]
 
+    def tops(self, k: int = 10) -> dict:
+        """The JSON of the k largest heads and neurons."""
+        return {
+            "top_heads": [{"layer": c.layer, "head": c.index, "effect": c.value} for c in self.top_heads(k)],
+            "top_neurons": [{"layer": c.layer, "neuron": c.index, "effect": c.value} for c in self.top_neurons(k)],
+        }
+
 
 @dataclass(frozen=True)
 class DirectEffects(EffectsAlong):
@@ -316,8 +323,7 @@ class DirectEffects(EffectsAlong):
             "ffn_bias": self.ffn_bias.tolist(),
             "norm_bias": self.norm_bias,
             "unembed_bias": self.unembed_bias,
-            "top_heads": [{"layer": c.layer, "head": c.index, "effect": c.value} for c in self.top_heads(k)],
-            "top_neurons": [{"layer": c.layer, "neuron": c.index, "effect": c.value} for c in self.top_neurons(k)],
+            **self.tops(k),
         }
 
 
@@ -398,8 +404,7 @@ class ProbeEffects(EffectsAlong):
             "embedding": self.embedding,
             "attention": self.attention.tolist(),
             "ffn": self.ffn.tolist(),
-            "top_heads": [{"layer": c.layer, "head": c.index, "effect": c.value} for c in self.top_heads(k)],
-            "top_neurons": [{"layer": c.layer, "neuron": c.index, "effect": c.value} for c in self.top_neurons(k)],
+            **self.tops(k),
         }
 
 

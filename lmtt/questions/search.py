@@ -82,19 +82,20 @@ def _ranked(scores: torch.Tensor, kind: str, k: int, promote: bool) -> list[Hit]
 def unembedding_direction(runner: ModelRunner, token_id: int) -> torch.Tensor:
     """(d,) d_A: the token's unembedding row read back through the final norm's gain and centring, scale left out."""
     u = readout(runner, [token_id]).rows[0]  # (d,)
-    if runner.final_norm is None:
-        return u
-    gain, _bias = gain_and_bias(runner.final_norm, runner.adapter.norm)
-    unit = FrozenNorm(torch.ones(()), None if gain is None else gain.cpu(), None, runner.adapter.norm.kind == "layer")
-    return unit.adjoint(u)
+    return u if runner.final_norm is None else _gain_adjoint(runner, runner.final_norm, u)
+
+
+def _gain_adjoint(runner: ModelRunner, norm: torch.nn.Module, d: torch.Tensor) -> torch.Tensor:
+    """(d,) d read back through a norm's gain and centring, its per-position scale left out (taken as 1)."""
+    gain, _bias = gain_and_bias(norm, runner.adapter.norm)
+    return FrozenNorm(torch.ones(()), None if gain is None else gain.cpu(), None, runner.adapter.norm.kind == "layer").adjoint(d)
 
 
 def _through_post_map(runner: ModelRunner, kind: str, layer: int, d: torch.Tensor) -> torch.Tensor:
     """(d,) the read-out of a raw sublayer output: d pulled back through a post-norm's gain (scale 1) and any multiplier."""
     path = getattr(runner.adapter, f"{kind}_post_norm")
     if path:
-        gain, _bias = gain_and_bias(resolve(runner.blocks[layer], path), runner.adapter.norm)
-        d = FrozenNorm(torch.ones(()), None if gain is None else gain.cpu(), None, runner.adapter.norm.kind == "layer").adjoint(d)
+        d = _gain_adjoint(runner, resolve(runner.blocks[layer], path), d)
     return d * (runner.residual_multiplier or 1.0)
 
 

@@ -121,7 +121,7 @@ def target_graph_figure(
     labels and groups as on the Graph page."""
     direct = direct or []
     ends = [_node_level_position(node) for edge in direct for node in (edge.from_node, edge.into)]
-    pinned = [parse_node(n)[2] for n in curation.nodes] if curation else []  # pins keep their columns
+    pinned = sorted(curation.positions) if curation else []  # pins keep their columns
     cols = columns_for(len(analysis.tokens), sub, also=[*(pos for _level, pos in ends), *pinned])  # direct edges may leave the graph
     fig = figures.graph_figure(analysis, sub, selected, columns=cols, curation=curation, subgraph_only=subgraph_only)
     q = lens.quantity.numpy()  # (2L+1, T)
