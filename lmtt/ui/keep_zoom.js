@@ -6,14 +6,25 @@
   window.__lmttKeepZoom = true;
   const saved = new Map();  // uirevision -> {"xaxis.range": [a, b], "yaxis.range": [c, d]}
   const revision = (gd) => String((gd.layout && gd.layout.uirevision) || "");
+  const ranges = (gd) => gd._fullLayout ? [gd._fullLayout.xaxis.range, gd._fullLayout.yaxis.range].map(String) : null;
+  const restore = (gd) => {
+    const view = saved.get(revision(gd));
+    const now = ranges(gd);
+    if (!view || gd.__lmttRestoring || !now || (now[0] === String(view["xaxis.range"]) && now[1] === String(view["yaxis.range"]))) return;
+    gd.__lmttRestoring = true;
+    (window.Plotly._guiRelayout || window.Plotly.relayout)(gd, view).finally(() => {
+      gd.__lmttRestoring = false;
+      // Keep what plotly made of the view (it may round or constrain the ranges), so that the next check finds them equal.
+      if (gd._fullLayout) saved.set(revision(gd), { "xaxis.range": [...gd._fullLayout.xaxis.range], "yaxis.range": [...gd._fullLayout.yaxis.range] });
+    });
+  };
   const watch = (gd) => {
     if (gd.__lmttWatched || !gd.on) return;
     gd.__lmttWatched = true;
-    const view = saved.get(revision(gd));
-    if (view) {
-      gd.__lmttRestoring = true;
-      (window.Plotly._guiRelayout || window.Plotly.relayout)(gd, view).finally(() => { gd.__lmttRestoring = false; });
-    }
+    restore(gd);
+    // Streamlit may redraw the same element with the figure's own ranges (a resize, a late second render): put the view
+    // back after each draw. Checked a moment later, so that a zoom by the user has been saved first and is not undone.
+    gd.on("plotly_afterplot", () => setTimeout(() => restore(gd), 120));
     gd.on("plotly_relayout", (event) => {
       if (gd.__lmttRestoring || !gd._fullLayout) return;
       if (Object.keys(event).some((k) => k.endsWith("autorange"))) { saved.delete(revision(gd)); return; }
