@@ -128,6 +128,7 @@ def test_hostile_tokens_render_as_text(browser, server):
     expect(page.get_by_text("which predicts")).to_be_visible()
     settled(page)
     # the markup is shown as text in the tick labels and no element was created from it
+    expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()  # the graph has drawn its axes
     ticks = " ".join(page.locator(".js-plotly-plot .xtick text").all_text_contents())
     assert "<" in ticks and "img" in ticks and "script" in ticks
     assert page.locator("img[src=x]").count() == 0
@@ -437,8 +438,7 @@ def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, t
     page.get_by_role("tab", name="Logit lens").click()
     lens = page.locator(".js-plotly-plot").filter(has_text="Top token of every state")
     expect(lens).to_be_visible()
-    cells = lens.locator("text").all_text_contents()
-    assert "␣Paris" in cells  # a token written in its cell
+    expect(lens.locator("text", has_text=re.compile("^␣Paris$")).first).to_be_attached()  # a token written in its cell
     page.screenshot(path=str(ARTIFACTS / "logit-lens-top-tokens.png"))
     page.get_by_test_id("stRadioGroup").get_by_text("probability").click()
     settled(page)
