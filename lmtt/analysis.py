@@ -271,11 +271,13 @@ class Analysis:
         thresholds: tuple[float, ...] = faithfulness_module.DEFAULT_THRESHOLDS,
         target: dla.Target | None = None,
         ablation: str = "mean",
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> faithfulness_module.FaithfulnessCurve:
-        """Faithfulness against edges kept, one forward pass per threshold (default target as `faithfulness`)."""
+        """Faithfulness against edges kept, one forward pass per threshold (default target as `faithfulness`).
+        `on_progress(done, total)` counts the forward passes."""
         target = target or self.log_prob_target()
         subs = [self.paths_to(target.position, th) for th in thresholds]
-        return faithfulness_module.faithfulness_curve(self.runner, self.trace, subs, target, ablation)
+        return faithfulness_module.faithfulness_curve(self.runner, self.trace, subs, target, ablation, on_progress)
 
     def qk_attribution(self, layer: int, head: int, query: int = -1, key: int = 0) -> qk.QKAttribution:
         """Why head (layer, head) attends from `query` to `key`: (query part x key part) pairs that sum to the score."""
@@ -293,10 +295,13 @@ class Analysis:
         """A GLU neuron's gate, act(gate), up and product at every position, with GLUScope's sign quadrants."""
         return neurons.neuron_profile(self.runner, self.trace, layer, neuron)
 
-    def patching(self, corrupted: str | TokenIds, target: dla.Target | None = None) -> patching_module.PatchingResult:
-        """Activation patching: this prompt is the clean run, `corrupted` (same token count) the corrupted one."""
+    def patching(
+        self, corrupted: str | TokenIds, target: dla.Target | None = None, on_progress: Callable[[int, int], None] | None = None
+    ) -> patching_module.PatchingResult:
+        """Activation patching: this prompt is the clean run, `corrupted` (same token count) the corrupted one.
+        `on_progress(done, total)` counts the batched forward passes."""
         ids = _token_ids(self.runner, corrupted)
-        return patching_module.patch_prompts(self.runner, self.trace.token_ids, ids, target or self.target())
+        return patching_module.patch_prompts(self.runner, self.trace.token_ids, ids, target or self.target(), on_progress=on_progress)
 
     # ---- export ----------------------------------------------------------
     def to_dict(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10, node: str | None = None) -> dict:

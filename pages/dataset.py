@@ -6,6 +6,7 @@ import streamlit as st
 from lmtt import ui
 from lmtt.questions import batch
 from lmtt.questions.neurons import glu_quadrants
+from lmtt.ui.progress import Steps, cancelled
 from lmtt.ui.questions import memo
 from lmtt.ui.runs import dataset_limit, dataset_neuron, run_dataset
 from lmtt.viz import figures
@@ -37,9 +38,13 @@ if upload is not None:
 if len(lines) > limit:
     st.warning(f"{len(lines)} prompts: only the first {limit} are run.")
     lines = lines[:limit]
+if note := cancelled("dataset"):
+    st.warning(f"{note} The prompts that finished are below.")
 if right.button(f"Run {len(lines)} prompt{'s' * (len(lines) != 1)}", type="primary", disabled=not lines, key="dataset_run"):
-    summaries, errors = run_dataset(config, ui.ss.model, lines, st.progress(0.0, text="Starting…"))
-    ui.ss.dataset_results, ui.ss.dataset_head = summaries, None
+    ui.ss.dataset_results, ui.ss.dataset_head, errors = [], None, []  # filled as prompts finish: Cancel keeps them
+    steps = Steps("dataset", "Dataset", "prompts")
+    run_dataset(config, ui.ss.model, lines, ui.ss.dataset_results, errors, steps)
+    steps.close()
     for message in errors:
         st.warning(f"Skipped {message}")
 

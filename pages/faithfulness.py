@@ -4,7 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from lmtt import ui
-from lmtt.ui.questions import LOG_PROB, answered_on, memo, target_picker
+from lmtt.questions.faithfulness import DEFAULT_THRESHOLDS
+from lmtt.ui.questions import LOG_PROB, answered_on, memo, on_button, target_picker
 from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Faithfulness · lmtt", layout="wide")
@@ -30,7 +31,16 @@ c1, c2, c3 = st.columns(3)
 c1.metric(f"Faithfulness at threshold {view.threshold:.3f}", qf.number(f.faithfulness), help=f"{f.edges} edges")
 c2.metric("p(A) kept", qf.number(f.prob_kept), help=f"p(A) {f.prob_route:.3g} of {f.prob_full:.3g}")
 c3.metric("Route's top prediction", ui.plain(repr(f.top_route)))
-curve = memo(("curve", *key), lambda: a.faithfulness_curve(target=target, ablation=ablation))
+curve = on_button(
+    ("curve", *key),
+    "curve",
+    "Draw the faithfulness curve",
+    "Faithfulness curve",
+    lambda steps: a.faithfulness_curve(target=target, ablation=ablation, on_progress=steps),
+)
+if curve is None:
+    st.info(f"The curve runs the model once per threshold ({len(DEFAULT_THRESHOLDS)} thresholds): press Draw the faithfulness curve.")
+    st.stop()
 st.plotly_chart(qf.faithfulness_curve_figure(curve), key="faithfulness_curve", width="stretch")
 table = pd.DataFrame([p.to_dict() for p in curve.points])  # faithfulness / p kept: None where undefined
 fraction, logit, prob = (st.column_config.NumberColumn(format=f) for f in ("%.3f", "%.3f", "%.3g"))

@@ -4,7 +4,7 @@ import streamlit as st
 
 from lmtt import ui
 from lmtt.engine.runner import PromptError
-from lmtt.ui.questions import answered_on, memo, target_picker
+from lmtt.ui.questions import answered_on, on_button, target_picker
 from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Patching · lmtt", layout="wide")
@@ -27,9 +27,24 @@ if not corrupted.strip():
     st.info("The sidebar's prompt is the clean run. Enter a corrupted prompt of the same token length, e.g. 'The capital of Italy is'.")
     st.stop()
 try:
-    result = memo(("patching", a.model_name, a.tokens, corrupted, target), lambda: a.patching(corrupted, target))
+    n_corrupted = a.runner.tokenize(corrupted).numel()
+    if n_corrupted != len(a.tokens):  # said before the button, not after a press
+        raise PromptError(
+            f"the clean prompt has {len(a.tokens)} tokens and the corrupted one {n_corrupted}: patching needs the same length "
+            "(change a word for one of the same token length)"
+        )
+    result = on_button(
+        ("patching", a.model_name, a.tokens, corrupted, target),
+        "patching",
+        "Run patching",
+        "Patching",
+        lambda steps: a.patching(corrupted, target, on_progress=steps),
+    )
 except PromptError as e:
     st.error(str(e))
+    st.stop()
+if result is None:
+    st.info("Press Run patching: it patches every layer at every position, and every head (a batched pass per 128 cells).")
     st.stop()
 st.markdown(
     f"{ui.plain(target.describe())}: clean **{result.clean_value:.3f}**, corrupted **{result.corrupted_value:.3f}**. "

@@ -5,6 +5,7 @@ Screenshots go to test-artifacts/ (look at them: an error or an empty chart is a
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 import pytest
@@ -12,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser import ARTIFACTS, settled  # skips the module where Chromium is missing
 
-pytestmark = [pytest.mark.browser(group="shared-server"), pytest.mark.default_model]
+pytestmark = [pytest.mark.browser(group="second-server"), pytest.mark.default_model]
 expect.set_options(timeout=90_000)
 MARY_JOHN = "When Mary and John went to the store, John gave a drink to"
 FRANCE = "The capital of France is"
@@ -66,6 +67,7 @@ def test_target_page_draws_the_suppressor_of_john(page, server):
     expect(page.get_by_text("John")).to_have_count(0)
     page.get_by_role("link", name="Faithfulness").click()
     settled(page)
+    page.get_by_role("button", name="Draw the faithfulness curve").click()
     expect(page.get_by_text("log p(' Paris')").first).to_be_visible()
     expect(page.get_by_text("John")).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "faithfulness-after-new-prompt.png"), full_page=True)
@@ -75,9 +77,28 @@ def test_faithfulness_page_draws_the_curve(page, server):
     page.goto(f"{server}/faithfulness?prompt={quote(FRANCE)}")
     settled(page)
     expect(page.get_by_text("Faithfulness at threshold")).to_be_visible()
+    page.get_by_role("button", name="Draw the faithfulness curve").click()  # issue 20: a long question runs on a button
     expect(page.locator(".js-plotly-plot .scatterlayer").first).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "faithfulness-curve-france.png"), full_page=True)
+
+
+def test_patching_shows_progress_and_cancels(page, server):
+    """Issue 20: a long patching run shows its passes and an estimate, and Cancel stops it and says where."""
+    clean = "When Mary and John went to the store, John gave a drink to Mary because she was thirsty after the long walk home. " * 2
+    clean = clean.strip()  # 48 tokens: about 50 batched passes, many seconds, so that Cancel lands while it runs
+    corrupt = clean.replace("Mary", "Anna")
+    page.goto(f"{server}/patching?prompt={quote(clean)}&corrupt={quote(corrupt)}")
+    settled(page)
+    expect(page.get_by_text("Press Run patching")).to_be_visible()  # nothing runs before the button
+    page.get_by_role("button", name="Run patching").click()
+    expect(page.get_by_text(re.compile(r"forward passes done · \d+ s · about \d+ s left"))).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "patching-progress.png"), full_page=True)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_text(re.compile(r"Patching cancelled with \d+ of \d+ forward passes done"))).to_be_visible()
+    settled(page)
+    expect(page.get_by_text("batched passes")).to_have_count(0)  # no result from the cancelled run
+    page.screenshot(path=str(ARTIFACTS / "patching-cancelled.png"), full_page=True)
 
 
 def test_patching_page_france_italy(page, server):
@@ -89,6 +110,8 @@ def test_patching_page_france_italy(page, server):
     choose(page, "Contrast B", "␣Rome ")
     page.get_by_label("Corrupted prompt").fill("The capital of Italy is")
     page.keyboard.press("Enter")
+    settled(page)
+    page.get_by_role("button", name="Run patching").click()
     expect(page.get_by_text("batched passes")).to_be_visible()
     expect(page.get_by_text("logit(' Paris') - logit(' Rome'): clean")).to_be_visible()
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()

@@ -58,7 +58,9 @@ def test_dropping_one_source_equals_recomputing_that_heads_context(analysis):
 
 
 def test_curve_runs_threshold_by_threshold(analysis):
-    curve = analysis.faithfulness_curve((0.3, 0.05, 0.0))
+    seen: list[tuple[int, int]] = []
+    curve = analysis.faithfulness_curve((0.3, 0.05, 0.0), on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(k, 5) for k in range(6)]  # the means, the empty route, then each threshold: every step reported once
     assert [p.threshold for p in curve.points] == [0.3, 0.05, 0.0]
     assert list(curve.edges) == sorted(curve.edges)
     assert curve.values[-1] == pytest.approx(1.0, abs=1e-6)

@@ -63,6 +63,7 @@ def test_a_question_pages_link_reproduces_its_choices():
         fresh.query_params[k] = v
     fresh.run()
     fresh.switch_page("pages/faithfulness.py").run()
+    fresh.button(key="run_curve").click().run()
     assert not fresh.exception, fresh.exception
     assert fresh.radio(key="q_ablation").value == "zero" and fresh.selectbox(key="_w_q_contrast").value == -3
     assert "logit(&#x27; Paris&#x27;) - logit" in fresh.get("plotly_chart")[0].proto.spec  # A against the runner-up

@@ -20,7 +20,9 @@ def test_patching_the_one_changed_embedding_restores_everything(tiny_runner):
     clean = token_ids(7)
     corrupted = corrupt(clean, 2)
     a = _analysis_of(tiny_runner, tiny_runner.trace(clean))
-    result = a.patching(corrupted, a.target(-1, None, a.predictions(-1, 2)[1].token_id))
+    seen: list[tuple[int, int]] = []
+    result = a.patching(corrupted, a.target(-1, None, a.predictions(-1, 2)[1].token_id), on_progress=lambda d, n: seen.append((d, n)))
+    assert seen == [(k, result.passes + 2) for k in [0, *range(2, result.passes + 3)]]  # clean + corrupted, then each batched pass
     assert result.resid.shape == (a.n_layers, 7) and result.heads.shape == (a.n_layers, a.n_heads)
     # fractions of a small random-model difference: float error of a batched pass, in units of it
     tol = 1e-4 * (1 + abs(result.clean_value) + abs(result.corrupted_value)) / abs(result.clean_value - result.corrupted_value)

@@ -58,6 +58,9 @@ def test_faithfulness_page_shows_the_curve():
     at = opened("pages/faithfulness.py", "The capital of France is")
     assert [t.value for t in at.title] == ["Faithfulness"]
     assert at.metric[0].label.startswith("Faithfulness at threshold")
+    assert not at.main.dataframe and "press Draw the faithfulness curve" in at.info[0].value  # issue 20: on a button
+    at.button(key="run_curve").click().run()
+    assert not at.exception, at.exception
     curve = at.main.dataframe[0].value
     assert curve["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-6)  # threshold 0: the full graph
     at.radio(key="q_ablation").set_value("zero").run()
@@ -69,9 +72,15 @@ def test_patching_page_france_italy_and_a_length_mismatch():
     assert "corrupted prompt" in at.info[0].value
     at.text_input(key="_w_patch").input("The capital of Italy is").run()
     assert not at.exception, at.exception
-    assert "batched passes" in text(at)
+    assert "batched passes" not in text(at) and "Press Run patching" in at.info[0].value  # issue 20: heavy, so on a button
+    at.button(key="run_patching").click().run()
+    assert not at.exception, at.exception
+    shown = text(at)
+    assert "batched passes" in shown
+    at.text_input(key="q_search").input("Rome").run()  # a keystroke in the token search box does not patch again
+    assert text(at) == shown and "run_patching" not in [b.key for b in at.button]  # the remembered result, to the 0.1 s
     at.text_input(key="_w_patch").input("The capital city of Italy is").run()
-    assert "same length" in at.error[0].value
+    assert "same length" in at.error[0].value and "has 5 tokens and the corrupted one 6" in at.error[0].value
 
 
 def test_chat_template_toggle_wraps_the_prompt():
@@ -95,6 +104,7 @@ def test_a_new_run_resets_target_and_contrast_to_the_new_prompts_defaults():
     assert not at.exception, at.exception
     assert "logit\\(' Paris'\\)" in text(at) and "John" not in text(at)
     at.switch_page("pages/faithfulness.py").run()  # log p(A) of the top prediction by default
+    at.button(key="run_curve").click().run()
     assert not at.exception, at.exception
     quantity = at.get("plotly_chart")[0].proto.spec
     assert "Paris" in quantity and "John" not in quantity and "log p" in quantity

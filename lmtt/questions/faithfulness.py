@@ -34,6 +34,7 @@ so faithfulness 1 (tested).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,10 +244,26 @@ class FaithfulnessCurve:
 
 
 def faithfulness_curve(
-    runner: ModelRunner, trace: Trace, subgraphs: list[Subgraph], target: Target, ablation: str = "mean"
+    runner: ModelRunner,
+    trace: Trace,
+    subgraphs: list[Subgraph],
+    target: Target,
+    ablation: str = "mean",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> FaithfulnessCurve:
-    """One route run per subgraph, sharing the empty route's run and, for mean ablation, the means."""
+    """One route run per subgraph, sharing the empty route's run and, for mean ablation, the means.
+
+    `on_progress(done, total)` counts the runs: the means, the empty route, then one per subgraph."""
     _check_ablation(ablation)
+    report = on_progress or (lambda _done, _total: None)
+    total = len(subgraphs) + 2
+    report(0, total)
     means = AblationMeans.of(runner, trace) if ablation == "mean" else None
+    report(1, total)
     empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation, means).logits, target)[0]
-    return FaithfulnessCurve([faithfulness(runner, trace, s, target, ablation, empty, means) for s in subgraphs])
+    report(2, total)
+    points = []
+    for s in subgraphs:
+        points.append(faithfulness(runner, trace, s, target, ablation, empty, means))
+        report(2 + len(points), total)
+    return FaithfulnessCurve(points)

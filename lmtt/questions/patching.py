@@ -13,7 +13,9 @@ or (layer, head) patched, and one forward pass covers up to `max_batch` cells.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -90,12 +92,13 @@ def patch_prompts(
     target: Target,
     max_batch: int = 128,
     sites: tuple[str, ...] = ("resid", "attn", "ffn", "heads"),
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PatchingResult:
     """Patch clean activations into the corrupted run, one at a time, and measure what each restores.
 
     The prompts must have the same number of tokens. Copies of the corrupted prompt run in batches of
     `max_batch`, each copy patching one cell of a grid (copies of one batch may patch different layers),
-    so a grid of L x T cells costs ceil(L T / max_batch) passes.
+    so a grid of L x T cells costs ceil(L T / max_batch) passes. `on_progress(done, total)` follows the passes.
     """
     clean_ids, corrupted_ids = clean_ids.reshape(-1), corrupted_ids.reshape(-1)
     t = clean_ids.numel()
@@ -107,17 +110,22 @@ def patch_prompts(
     if not 0 <= target.position < t:
         raise IndexError(f"target position {target.position} is out of range for {t} tokens")
     start = time.perf_counter()
-    clean, clean_logits = record(runner, clean_ids, ("resid", "head_context", "attn_update", "ffn_update"))
-    corrupted_logits = runner.run_patched(corrupted_ids[None], lambda *_: None)
-    m_clean = float(target.measure(clean_logits[target.position]))
-    m_corr = float(target.measure(corrupted_logits[0, target.position]))
     n_layers, n_heads, hd = len(runner.blocks), runner.n_heads, runner.head_dim
-    grids = {name: torch.full((n_layers, n_heads if name == "heads" else t), float("nan")) for name in ("resid", "attn", "ffn", "heads")}
-    passes = 0
     site_of = {"resid": "resid", "attn": "attn_update", "ffn": "ffn_update", "heads": "head_context"}
     for name in sites:
         if name not in site_of:
             raise ValueError(f"unknown patching site {name!r}; choose from {', '.join(site_of)}")
+    total = 2 + sum(math.ceil(n_layers * (n_heads if name == "heads" else t) / max_batch) for name in sites)
+    report = on_progress or (lambda _done, _total: None)
+    report(0, total)
+    clean, clean_logits = record(runner, clean_ids, ("resid", "head_context", "attn_update", "ffn_update"))
+    corrupted_logits = runner.run_patched(corrupted_ids[None], lambda *_: None)
+    passes = 0  # the grid's batched passes (the clean and corrupted runs are the first two of `total`)
+    report(2, total)
+    m_clean = float(target.measure(clean_logits[target.position]))
+    m_corr = float(target.measure(corrupted_logits[0, target.position]))
+    grids = {name: torch.full((n_layers, n_heads if name == "heads" else t), float("nan")) for name in ("resid", "attn", "ffn", "heads")}
+    for name in sites:
         width = n_heads if name == "heads" else t
         cells = [(layer, unit) for layer in range(n_layers) for unit in range(width)]  # the whole grid, row by row
         for lo in range(0, len(cells), max_batch):
@@ -140,6 +148,7 @@ def patch_prompts(
 
             logits = runner.run_patched(corrupted_ids[None].expand(len(chunk), t), patch)
             passes += 1
+            report(2 + passes, total)
             m = target.measure(logits[:, target.position]).cpu()  # (B,)
             restored = fraction_restored(m, m_corr, m_clean)  # NaN (undefined) when clean and corrupted m nearly agree
             for b, (layer, unit) in enumerate(chunk):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import streamlit as st
 
@@ -12,6 +13,7 @@ from lmtt.engine.config import AppConfig
 from lmtt.engine.loading import LoadError
 from lmtt.engine.runner import PromptError
 from lmtt.questions.dla import Target, TargetError, search_vocabulary
+from lmtt.ui.progress import Steps, cancelled
 from lmtt.ui.runs import cached_runner, intervention
 from lmtt.ui.state import View, describe_edit, ss
 from lmtt.viz.figures import visible
@@ -22,6 +24,7 @@ RUNNER_UP = -3  # "the most likely token other than A"
 LOG_PROB = -4  # "explain log p(A)" (routes only: it has no direct effects)
 PAGE_DEFAULT = -5  # stored for B when the user left it at the page's default, so each page keeps its own default
 MEMO_ENTRIES = 8
+T = TypeVar("T")
 
 
 def _name(analysis, token_id: int, probs) -> str:
@@ -117,3 +120,19 @@ def memo(key: tuple, compute: Callable):
             cache.pop(next(iter(cache)))
         cache[key] = compute()
     return cache[key]
+
+
+def on_button(key: tuple, name: str, label: str, what: str, compute: Callable[[Steps], T]) -> T | None:
+    """A long question's result: remembered (see memo), or computed when the user presses `label`, with progress
+    and Cancel. None until then: a keystroke elsewhere on the page never starts it."""
+    if key in ss.get("_q_memo", {}):
+        return ss["_q_memo"][key]
+    if note := cancelled(name):
+        st.warning(f"{note} Nothing was kept: press {label!r} to run it again.")
+    if not st.button(label, type="primary", key=f"run_{name}"):
+        return None
+    steps = Steps(name, what, "forward passes")
+    try:
+        return memo(key, lambda: compute(steps))
+    finally:
+        steps.close()

@@ -7,6 +7,7 @@ import math
 import sys
 import time
 import uuid
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -205,18 +206,19 @@ def _dataset_analysis(config: AppConfig, entry, prompt: str):
     return analysis
 
 
-def run_dataset(config: AppConfig, model: str, prompts: list[str], bar) -> tuple[list[dict], list[str]]:
-    """Summaries of every prompt for the Dataset page (each analysis cached like the app's), and what failed."""
+def run_dataset(
+    config: AppConfig, model: str, prompts: list[str], summaries: list[dict], errors: list[str], on_progress: Callable[[int, int], None]
+) -> None:
+    """Summarise every prompt for the Dataset page (each analysis cached like the app's) into `summaries`, and what
+    failed into `errors`, as they finish: a cancelled run keeps the prompts already done."""
     from lmtt.questions.batch import summarize
 
     entry = config.models[model]
-    summaries, errors = [], []
     for i, prompt in enumerate(prompts):
-        bar.progress(i / len(prompts), text=f"Prompt {i + 1} of {len(prompts)}")
+        on_progress(i, len(prompts))
         try:
             check_prompt(prompt, config.max_prompt_chars)
             summaries.append(summarize(_dataset_analysis(config, entry, prompt), prompt))
         except PromptError as e:
             errors.append(f"line {i + 1}: {e}")
-    bar.progress(1.0, text=f"{len(summaries)} prompts analysed")
-    return summaries, errors
+    on_progress(len(prompts), len(prompts))
