@@ -99,10 +99,10 @@ def cli(default_runner, monkeypatch) -> Callable[..., CliRun]:
 def pytest_collection_modifyitems(config, items):
     """Browser tests first, in xdist groups: `make test` runs two workers (pytest-xdist, --dist loadgroup).
 
-    A group (`pytest.mark.browser(group=...)`) runs on one worker: "shared-server" and "second-server" each share
-    one server on their worker (one model load, one analysis cache), "own-servers" starts its own. The two shared
-    groups take about as long: run one after the other, they were the longest chain (410 s of a 500 s run). The
-    browser tests go first, and a worker that finishes its groups takes what is left of the other tests.
+    A group (`pytest.mark.browser(group=...)`) runs on one worker: "shared-server" shares one server (one model
+    load, one analysis cache), "own-servers" starts its own. The browser tests are the longest chain, so they go
+    first, and a worker that finishes its group takes what is left of the other tests. (Two shared servers, one per
+    worker, were slower on 2 cores: 572 s against 500 s, as two Chromiums and two servers competed for them.)
 
     The group is written into the node id as `@browser-GROUP`, which is what xdist's scheduler reads: xdist 3.8
     writes it to `_nodeid`, which pytest 9 no longer reads (it keeps `_id`), so its own xdist_group marks do

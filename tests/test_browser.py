@@ -296,7 +296,6 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(browser, server):
     ctx.close()
 
 
-@pytest.mark.browser(group="second-server")  # the two shared servers' groups take about the same time
 def test_pin_label_group_and_share_a_route(browser, server):
     """Issue 22: pin a node, label it, accept a suggested group, draw only the pinned subgraph, and open the link in a
     fresh browser: the pins, the group and the label come back."""
@@ -430,7 +429,6 @@ def test_byte_tokens_and_quotes_are_readable(browser, server):
     ctx.close()
 
 
-@pytest.mark.browser(group="second-server")  # the two shared servers' groups take about the same time
 def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, tmp_path):
     """The Interpretation page: the logit lens; which heads and neurons promote ␣Paris (issue 22); what head 23.4
     does to ␣Paris (issue 20)."""

@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 from lmtt.viz.figures import visible
 from tests.browser import ARTIFACTS, click_point, new_page, settled  # skips the module where Chromium is missing
 
-pytestmark = [pytest.mark.browser(group="second-server"), pytest.mark.default_model]
+pytestmark = [pytest.mark.browser(group="shared-server"), pytest.mark.default_model]
 expect.set_options(timeout=90_000)
 N_TOKENS = 2100
 MAX_DRAWN_COLUMNS = 200  # legible: a few screens at 32 px, not 2,100 columns

@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser import ARTIFACTS, settled  # skips the module where Chromium is missing
 
-pytestmark = [pytest.mark.browser(group="second-server"), pytest.mark.default_model]
+pytestmark = [pytest.mark.browser(group="shared-server"), pytest.mark.default_model]
 expect.set_options(timeout=90_000)
 MARY_JOHN = "When Mary and John went to the store, John gave a drink to"
 FRANCE = "The capital of France is"
