@@ -43,7 +43,7 @@ if root is None:
     st.caption(
         f"{len(sub)} edges above {view.threshold:.3f} lead to token {view.token} "
         f"({ui.token_md(readable_tokens(a)[view.token])}), which predicts {ui.token_md(top.token)} (p={top.score:.2f}){edited}. "
-        "Click a node, an edge's dot, or a token's ▲ to explain it; drag to pan, scroll to zoom (the zoom stays as you click)."
+        "Click a node, an edge's dot, or a token's ▲ to explain it; drag to pan, Ctrl + scroll to zoom (the zoom stays as you click)."
     )
 else:
     st.caption(
@@ -67,7 +67,6 @@ graph_col, panel_col = st.columns([3, 1.1])
 with graph_col:
     # at least 32 px per column: wide graphs scroll sideways inside this box instead of squeezing the labels
     ui.scroll_box("graph_box", figures.graph_min_width(columns.width))
-    ui.keep_zoom()
     with st.container(key="graph_box"):
         st.plotly_chart(
             figures.graph_figure(

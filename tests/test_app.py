@@ -387,7 +387,8 @@ def test_a_long_prompt_draws_the_touched_columns_and_the_toggle_draws_every_one(
 
     def columns() -> list[str]:
         spec = json.loads(next(c for c in at.get("plotly_chart") if c.key == "graph_chart").proto.spec)
-        return [n for n in spec["data"][-1]["customdata"] if n.startswith("emb:")]  # one embedding node per drawn column
+        nodes = [n for t in spec["data"] if t.get("name") == "nodes" for n in t["customdata"]]
+        return sorted((n for n in nodes if n.startswith("emb:")), key=lambda n: int(n[4:]))  # an embedding node per drawn column
 
     packed = columns()
     assert packed[-1] == "emb:99" and len(packed) < 100

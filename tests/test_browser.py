@@ -340,7 +340,15 @@ def test_zoom_survives_clicks(browser, server):
     before = graph_ranges(page)
     box = page.locator(".js-plotly-plot").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 200)  # issue 20: a plain wheel over the graph scrolls the page and leaves the graph's view alone
+    page.wait_for_timeout(800)
+    assert graph_ranges(page) == before
+    assert page.locator(".js-plotly-plot").first.bounding_box()["y"] < box["y"] - 100  # the page moved
+    box = page.locator(".js-plotly-plot").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.keyboard.down("Control")  # Ctrl + wheel zooms the graph
     page.mouse.wheel(0, -400)
+    page.keyboard.up("Control")
     page.wait_for_timeout(800)
     zoomed = graph_ranges(page)
     assert zoomed != before

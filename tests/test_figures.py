@@ -4,13 +4,20 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+from plotly.colors import sample_colorscale
 
 import lmtt
+from lmtt.engine.graph import node_id
 from lmtt.questions.shares import NeuronContributions
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.viz import figures
 from lmtt.viz import questions as question_figures
 from lmtt.viz.columns import columns_for, every_column
+
+
+def node_traces(fig) -> list:
+    """The graph's node traces (faint, the route's by kind, the selected node), in drawing order."""
+    return [t for t in fig.data if t.name == "nodes"]
 
 
 def test_labels_escape_markup_but_not_quotes():
@@ -57,8 +64,11 @@ def test_graph_labels_tokens_above_and_below_and_keeps_a_revision(default_runner
     residual = [t for t in fig.data if t.name == "residual edge"]
     assert all(t.line.width <= 3.5 and t.line.color == figures.KIND_COLOURS["residual"] for t in residual)
     assert figures.graph_min_width(120) == 120 * figures.COLUMN_PX + 100
-    nodes = fig.data[-1]
-    assert all(h == figures.describe_node(a, n) for h, n in zip(nodes.hovertext, nodes.customdata))
+    hovers, ids = zip(*[(h, n) for t in node_traces(fig) for h, n in zip(t.hovertext, t.customdata)])
+    assert len(ids) == 5 * 61 and all(h == figures.describe_node(a, n) for h, n in zip(hovers, ids))
+    route = {node_id(lv, p) for lv, p in a.paths_to(-1, 0.04).node_keys()}
+    coloured = {n for t in node_traces(fig) if t.marker.size == 9 for n in t.customdata}
+    assert coloured == route  # the route's nodes large and coloured by kind, every other one faint
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +89,9 @@ def test_a_long_prompts_graph_draws_only_the_touched_columns(hundred, monkeypatc
     assert ticks[cols.x_of([99])[0]] == "99: ."  # position and token
     assert [ticks[g.x] for g in cols.gaps] == [f'<span style="color:{figures.GAP_TEXT}">⋯ {len(g):,} tokens</span>' for g in cols.gaps]
     assert len(fig.layout.shapes) == len(cols.gaps) and fig.layout.xaxis.range[1] == cols.width - 0.4
-    nodes = fig.data[-1]
-    assert {int(n.rsplit(":", 1)[1]) for n in nodes.customdata} == set(cols.positions.tolist())
-    assert sorted(set(nodes.x)) == cols.x.tolist()
+    drawn = [n for t in node_traces(fig) for n in t.customdata]
+    assert {int(n.rsplit(":", 1)[1]) for n in drawn} == set(cols.positions.tolist())
+    assert sorted({x for t in node_traces(fig) for x in t.x}) == cols.x.tolist()
     # every edge ends on a drawn column (FFN edges beside it)
     lines = [t for t in fig.data if t.mode == "lines"]
     xs = np.concatenate([np.asarray(t.x, float) for t in lines])
@@ -91,9 +101,9 @@ def test_a_long_prompts_graph_draws_only_the_touched_columns(hundred, monkeypatc
     assert list(handles[0].customdata) == [f"token|{p}" for p in cols.positions.tolist()]
     every = figures.graph_figure(a, sub, explained=99, columns=every_column(100))
     assert len(every.layout.xaxis.tickvals) == 100 and every.layout.uirevision != fig.layout.uirevision
-    assert type(fig.data[-1]) is go.Scatter  # a few thousand nodes: SVG
+    assert type(node_traces(fig)[0]) is go.Scatter  # a few thousand faint nodes: SVG
     monkeypatch.setattr(figures, "GL_ABOVE_NODES", 1000)
-    assert type(figures.graph_figure(a, sub, explained=99).data[-1]) is go.Scattergl  # many: WebGL
+    assert type(node_traces(figures.graph_figure(a, sub, explained=99))[0]) is go.Scattergl  # many: WebGL
 
 
 def test_a_direct_edge_off_the_flow_graph_gets_its_column(hundred):
@@ -121,10 +131,10 @@ def test_a_parallel_graph_draws_no_state_after_attention(family):
     a = _analysis_of(runner, runner.trace(token_ids(6)))
     sub = a.paths_to(-1, 0.0)
     fig = figures.graph_figure(a, sub, explained=5)
-    nodes = fig.data[-1]
+    drawn = [n for t in node_traces(fig) for n in t.customdata]
     per_token = (a.n_layers + 1) if runner.parallel else (2 * a.n_layers + 1)
-    assert len(nodes.customdata) == per_token * 6
-    assert any(str(n).startswith("attn:") for n in nodes.customdata) != runner.parallel
+    assert len(drawn) == len(set(drawn)) == per_token * 6
+    assert any(str(n).startswith("attn:") for n in drawn) != runner.parallel
     lines = [t for t in fig.data if t.mode == "lines" and t.name == "attention edge"]
     sources, targets = ({y for t in lines for y in list(t.y)[k::3]} for k in (0, 1))
     assert sources == {2 * layer for layer in range(a.n_layers)}  # the block input, in both layouts
@@ -159,3 +169,40 @@ def test_a_pin_on_a_token_the_long_graph_does_not_draw_is_left_out_not_a_crash(h
         fig = figures.graph_figure(hundred, sub, explained=99, columns=cols, curation=c, subgraph_only=only)
         pins = [t for t in fig.data if t.name == "pins"]
         assert len(pins) == 1 and list(pins[0].text) == ["out"]  # the drawn pin only
+
+
+def test_stacked_labels_keep_their_gap_and_stay_inside():
+    """Hand-worked: labels move up from the lowest until `gap` apart; a stack past the top moves down as a whole."""
+    assert question_figures.stacked([5, 5, 5.5, 0], -1, 10, 1.6) == pytest.approx([5, 6.6, 8.2, 0])
+    assert question_figures.stacked([9, 9, 9], 0, 10, 1.6) == pytest.approx([6.8, 8.4, 10.0])
+    assert question_figures.stacked([], 0, 10, 1.6) == []
+
+
+def test_the_target_graph_labels_boosters_in_the_margin_and_colours_by_the_routes_percentile(hundred):
+    """Issue 20: labels never overlap or sit on the plot (right margin, a gap apart, leaders to the plot's edge); node
+    colours saturate at the route's 90th percentile of |lens|, so the route is not washed out by a few extremes."""
+    a = hundred
+    sub = a.paths_to(99, 0.04)
+    target = a.target(99)
+    direct = a.direct_edges(target, 0.3)
+    assert len(direct) >= 3
+    lens = a.target_lens(target)
+    fig = question_figures.target_graph_figure(a, sub, lens, direct)
+    notes = [n for n in fig.layout.annotations if n.xref == "paper" and n.x == 1]
+    assert len(notes) == len(direct) and all(n.xanchor == "left" and n.xshift > 0 for n in notes)
+    heights = sorted(n.y for n in notes)
+    assert all(b - a_ >= question_figures.LABEL_GAP_LEVELS - 1e-9 for a_, b in zip(heights, heights[1:]))
+    right = fig.layout.xaxis.range[1]
+    leaders = [t for t in fig.data if t.mode == "lines" and t.line.dash == "dot"]
+    assert sorted(t.y[1] for t in leaders) == heights and all(t.x[1] == right for t in leaders)
+    widest = max(len(n.text) for n in notes) * question_figures.LABEL_CHAR_PX
+    assert fig.layout.margin.r >= widest + question_figures.LAYER_LABELS_PX + question_figures.COLOUR_BAR_PX
+    q = lens.quantity.numpy()
+    values = np.abs([q[lv, p] for lv, p in set(sub.node_keys())])
+    lim = float(np.percentile(values, 90))
+    assert f"±{lim:.3g}" in next(t for t in fig.data if t.marker.showscale).marker.colorbar.title.text
+    coloured = [c for t in node_traces(fig) if isinstance(t.marker.color, tuple) for c in t.marker.color]
+    ends = set(sample_colorscale(question_figures.SCALE, [0.0, 1.0]))
+    assert len(coloured) == len(values)
+    saturated = sum(c in ends for c in coloured)  # the route's top 10% (and, by 8-bit rounding, a few just under)
+    assert np.sum(values >= lim) <= saturated <= np.sum(values >= 0.97 * lim) < len(values) // 5

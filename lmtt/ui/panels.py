@@ -13,7 +13,7 @@ from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import layer_of
 from lmtt.engine.tokens import readable_tokens
-from lmtt.questions.export import NEURONPEDIA_FILE, export_files
+from lmtt.questions.export import NEURONPEDIA_FILE, export_makers
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import View, describe_edit, parse_edge, remove_edit, set_edit, ss, start_run
@@ -70,12 +70,13 @@ def scroll_box(key: str, min_width: int) -> None:
     )
 
 
-KEEP_ZOOM_JS = (Path(__file__).parent / "keep_zoom.js").read_text()
+GRAPH_VIEW_JS = (Path(__file__).parent / "graph_view.js").read_text()
 
 
-def keep_zoom() -> None:
-    """The graph keeps the user's zoom and pan when a click redraws it (see keep_zoom.js; our own code, no user input)."""
-    st.html(f"<script>{KEEP_ZOOM_JS}</script>", unsafe_allow_javascript=True)
+def graph_view() -> None:
+    """On every page: the wheel scrolls the page (Ctrl + wheel zooms a chart), and the graph keeps the user's zoom and
+    pan when a click redraws it (see graph_view.js; our own code, no user input)."""
+    st.html(f"<script>{GRAPH_VIEW_JS}</script>", unsafe_allow_javascript=True)
 
 
 # ---- the selection panel (Graph page) ----------------------------------------------
@@ -209,9 +210,9 @@ def download_buttons(analysis: Analysis, token: int, threshold: float, node: str
     The Neuronpedia file carries the workbench's pins, groups and labels."""
     with st.expander("Download this view"):
         mime = {"json": "application/json", "graphml": "application/xml", "csv": "text/csv"}
-        for name, data in export_files(analysis, token, threshold, node, ss.get("curation")).items():
+        for name, make in export_makers(analysis, token, threshold, node, ss.get("curation")).items():  # made on a click
             label = "graph for circuit-tracer / Neuronpedia (JSON)" if name == NEURONPEDIA_FILE else name
-            st.download_button(label, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
+            st.download_button(label, make, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
 
 
 def intervention_panel(view: View) -> None:

@@ -10,6 +10,7 @@ from lmtt.analysis import Analysis
 from lmtt.engine.config import AppConfig
 from lmtt.engine.edits import Edit
 from lmtt.engine.tokens import readable_tokens
+from lmtt.ui.panels import graph_view
 from lmtt.ui.questions import chat_wrapped
 from lmtt.ui.runs import fetch_analysis, generate_continuation, read_config
 from lmtt.ui.state import (
@@ -56,6 +57,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
     with st.sidebar:
         _navigation()
         st.divider()
+    graph_view()
     config = read_config()
     if config is None:
         return None

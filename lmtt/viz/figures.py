@@ -29,7 +29,7 @@ WEIGHT_BINS = (0.0, 0.1, 0.25, 0.5, 1.01)  # edges are drawn in a few width/opac
 FFN_OFFSET = 0.18  # FFN edges run beside the residual edge of the same token
 COLUMN_PX = 32  # the narrowest a token's column gets (LM-TT's cell); wider prompts scroll sideways
 ROW_PX = 13  # per node level
-GRAPH_MARGIN_PX = {"l": 50, "r": 50, "t": 110, "b": 110}  # room for the token labels above and below
+GRAPH_MARGIN_PX = {"l": 50, "r": 50, "t": 110, "b": 140}  # room for the token labels above and below, and the legend
 GL_ABOVE_NODES = 12_000  # more nodes go to WebGL (200 columns of a 30-layer model); fewer draw faster as SVG, measured in Chromium
 GAP_FILL, GAP_TEXT = "#f2f2f2", "#9a9a9a"  # a column that stands for skipped tokens
 
@@ -135,7 +135,8 @@ def graph_figure(
     fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
     for trace in overlay:
         fig.add_trace(trace)
-    fig.add_trace(_node_trace(analysis, sub, cols, tokens, selected))  # last: the clicks and the tests read it
+    for trace in _node_traces(analysis, sub, cols, tokens, selected):  # last, so that a click finds a node first
+        fig.add_trace(trace)
     _graph_layout(fig, cols, tokens, top_level, analysis.n_layers, analysis.trace.parallel)
     return fig
 
@@ -251,9 +252,13 @@ def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) ->
             sub.weight[handles].tolist(),
         )
     )
+    what = {  # what a click on the dot shows
+        "attention": "click to split it by head",
+        "ffn": "click for its weight (its neurons: the Contributions page)",
+    }
     hover = [
         f"{EDGE_KINDS[k]} edge, layer {layer_of(lv)}<br>"
-        f"{label(tokens[s])} ({s}) → {label(tokens[d])} ({d})<br>weight {w:.3f}<br>click to split it by head"
+        f"{label(tokens[s])} ({s}) → {label(tokens[d])} ({d})<br>weight {w:.3f}<br>{what.get(EDGE_KINDS[k], 'click for its weight')}"
         for k, lv, _sl, s, d, w in rows
     ]
     return go.Scatter(
@@ -308,39 +313,56 @@ def _gap_trace(cols: Columns, top_level: int) -> go.Scatter:
     )
 
 
-def _node_trace(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...], selected: str | None) -> go.Scatter:
+def _node_traces(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...], selected: str | None) -> list[go.Scatter]:
     """Every node of the drawn columns, faint; the nodes on a route coloured and larger; the selected one ringed.
 
-    Tens of thousands of points (every column of a long prompt) go to WebGL (Scattergl), where SVG markers take seconds to
-    draw; a few thousand draw faster as SVG (measured in Chromium with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL)."""
+    All are named "nodes" and carry their ids in customdata. Each trace has one marker style: per-point sizes, colours and
+    outlines made Chromium draw 4,575 nodes (500 tokens) in 1.0-1.3 s against 0.2-0.45 s for uniform markers.
+    Tens of thousands of faint points (every column of a long prompt) go to WebGL (Scattergl), where SVG markers take
+    seconds to draw; a few thousand draw faster as SVG (with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL)."""
     levels = np.arange(n_levels(analysis.n_layers))
     if analysis.trace.parallel:  # a parallel block has no state after attention: embeddings and block outputs only
         levels = levels[levels % 2 == 0]
     gx, gy = np.meshgrid(cols.x, levels)  # (levels, C) each
     gp = np.broadcast_to(cols.positions, gx.shape)  # (levels, C) token position of each node
-    level_list, pos_list = gy.ravel().tolist(), gp.ravel().tolist()
+    xs, level_list, pos_list = gx.ravel().tolist(), gy.ravel().tolist(), gp.ravel().tolist()
     on_route = {node_id(lv, p) for lv, p in sub.node_keys()}
     ids = [node_id(lv, p) for lv, p in zip(level_list, pos_list)]
-    colours = [NODE_COLOURS[kind_of(lv)] if i in on_route else "#d9d9d9" for i, lv in zip(ids, level_list)]
     # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
     where = ["embedding"] + [_where(k, layer, analysis.trace.parallel) for layer in range(analysis.n_layers) for k in ("attn", "ffn")]
     texts = {p: html.escape(visible(tokens[p])) for p in cols.positions.tolist()}
-    scatter = go.Scattergl if len(ids) > GL_ABOVE_NODES else go.Scatter
-    return scatter(
-        x=gx.ravel(),
-        y=gy.ravel(),
-        mode="markers",
-        marker={
-            "size": [9 if i in on_route else 3 for i in ids],
-            "color": colours,
-            "line": {"width": [3 if i == selected else 0 for i in ids], "color": "#000000"},
-        },
-        customdata=ids,
-        hovertext=[f"{where[lv]}, token {p} {texts[p]}" for lv, p in zip(level_list, pos_list)],
-        hoverinfo="text",
-        showlegend=False,
-        name="nodes",
-    )
+    groups: dict[str, list[int]] = {}  # style -> node indices: "faint", a kind's colour, "selected"
+    for k, (i, lv) in enumerate(zip(ids, level_list)):
+        style = "selected" if i == selected else (NODE_COLOURS[kind_of(lv)] if i in on_route else "faint")
+        groups.setdefault(style, []).append(k)
+    traces = []
+    for style in ["faint", *NODE_COLOURS.values(), "selected"]:
+        members = groups.get(style)
+        if not members:
+            continue
+        if style == "faint":
+            marker = {"size": 3, "color": "#d9d9d9"}
+        elif style == "selected":
+            lv = level_list[members[0]]
+            colour = NODE_COLOURS[kind_of(lv)] if ids[members[0]] in on_route else "#d9d9d9"
+            marker = {"size": 9 if ids[members[0]] in on_route else 5, "color": colour, "line": {"width": 3, "color": "#000000"}}
+        else:
+            marker = {"size": 9, "color": style}
+        scatter = go.Scattergl if len(members) > GL_ABOVE_NODES else go.Scatter
+        traces.append(
+            scatter(
+                x=[xs[k] for k in members],
+                y=[level_list[k] for k in members],
+                mode="markers",
+                marker=marker,
+                customdata=[ids[k] for k in members],
+                hovertext=[f"{where[level_list[k]]}, token {pos_list[k]} {texts[pos_list[k]]}" for k in members],
+                hoverinfo="text",
+                showlegend=False,
+                name="nodes",
+            )
+        )
+    return traces
 
 
 def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_level: int, n_layers: int, parallel: bool = False) -> None:
@@ -384,7 +406,8 @@ def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_le
         yaxis=level_axis,
         yaxis2={**level_axis, "overlaying": "y", "side": "right", "matches": "y"},  # layer labels on both sides
         shapes=bands,
-        legend={"orientation": "h", "y": 0, "x": 1, "xanchor": "right", "yanchor": "bottom", "bgcolor": "rgba(255,255,255,0.8)"},
+        # under the bottom token labels, not over the embedding row of the last columns
+        legend={"orientation": "h", "yref": "container", "y": 0, "x": 1, "xanchor": "right", "yanchor": "bottom"},
         dragmode="pan",
         clickmode="event+select",
         hovermode="closest",
@@ -479,6 +502,8 @@ def neuron_bar_figure(nc: NeuronContributions) -> go.Figure:
             customdata=nc.neurons.tolist(),
             marker_color=[POSITIVE if a > 0 else NEGATIVE for a in acts],
             hovertext=[f"activation {a:+.3g} ({'positive' if a > 0 else 'negative'})" for a in acts],
+            # named fields, not plotly's default "(N1005, 0.2034263)"
+            hovertemplate="neuron %{customdata}: contribution %{y:.3g}<br>%{hovertext}<br>click to inspect or edit it<extra></extra>",
         )
     )
     fig.update_layout(

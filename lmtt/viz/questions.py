@@ -15,7 +15,7 @@ from plotly.colors import sample_colorscale
 
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import Subgraph, parse_node
-from lmtt.engine.levels import level_of
+from lmtt.engine.levels import level_of, n_levels
 from lmtt.questions.curation import Curation
 from lmtt.questions.dla import DirectEdge, DirectEffects, LensGrid
 from lmtt.questions.faithfulness import FaithfulnessCurve
@@ -27,6 +27,26 @@ from lmtt.viz.columns import columns_for
 SCALE = "RdBu_r"  # red: raises the quantity, blue: lowers it
 COLOUR_BAR_PX = 110  # the right margin a colour bar and its tick labels need beside the graph's layer labels
 BOOSTER, SUPPRESSOR = "#2ca02c", "#9467bd"
+LABEL_GAP_LEVELS = 1.6  # rows between the margin's labels: about 19 px at ROW_PX, an 11 px line with its border
+LABEL_CHAR_PX = 7  # the width of a character of 11 px text: the margin that holds the labels
+LAYER_LABELS_PX = 48  # the right-hand layer labels ("L29 FFN") between the plot's edge and the direct-effect labels
+ROUTE_PERCENTILE = 90  # the Target graph's colours saturate at this percentile of |value| over the route's nodes
+
+
+def stacked(wanted: list[float], low: float, high: float, gap: float) -> list[float]:
+    """Heights for labels that want `wanted`, each at least `gap` from the others, kept inside [low, high] where they
+    fit: up from the lowest, then the whole stack down if it ran past `high` (never below `low`)."""
+    order = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    placed: list[float] = []
+    for i in order:
+        placed.append(max(wanted[i], placed[-1] + gap if placed else low))
+    overflow = placed[-1] - high if placed else 0.0
+    if overflow > 0:
+        placed = [max(low + k * gap, y - overflow) for k, y in enumerate(placed)]
+    out = [0.0] * len(wanted)
+    for i, y in zip(order, placed):
+        out[i] = y
+    return out
 
 
 def _symmetric(values: np.ndarray) -> float:
@@ -125,19 +145,21 @@ def target_graph_figure(
     cols = columns_for(len(analysis.tokens), sub, also=[*(pos for _level, pos in ends), *pinned])  # direct edges may leave the graph
     fig = figures.graph_figure(analysis, sub, selected, columns=cols, curation=curation, subgraph_only=subgraph_only)
     q = lens.quantity.numpy()  # (2L+1, T)
-    lim = _symmetric(q)
     on_route = {(lv, p) for lv, p in sub.node_keys()}
+    # robust limits: the route's 90th percentile of |value|, beyond which colours saturate (the extremes, often the
+    # last layers, made every other node of the route nearly white)
+    route = np.abs(np.array([q[lv, p] for lv, p in on_route], dtype=float))
+    route = route[np.isfinite(route)]
+    lim = float(np.percentile(route, ROUTE_PERCENTILE)) if route.size else 0.0
+    lim = lim if lim > 0 else _symmetric(q)
     for trace in fig.data:
         if trace.name != "nodes":
             continue
-        colours, hover = list(trace.marker.color), list(trace.hovertext)
-        for k, node in enumerate(trace.customdata):
-            level, pos = _node_level_position(node)
-            value = float(q[level, pos])
-            if (level, pos) in on_route:
-                colours[k] = sample_colorscale(SCALE, [(value / lim + 1) / 2])[0]
-            hover[k] = f"{hover[k]}<br>{html.escape(lens.target.describe())} = {value:.2f}"
-        trace.marker.color, trace.hovertext = colours, hover
+        at = [_node_level_position(node) for node in trace.customdata]
+        values = [float(q[level, pos]) for level, pos in at]
+        if at and at[0] in on_route:  # a route's trace (one kind) or the selected node on it: coloured by the quantity
+            trace.marker.color = [sample_colorscale(SCALE, [(min(max(v / lim, -1.0), 1.0) + 1) / 2])[0] for v in values]
+        trace.hovertext = [f"{h}<br>{html.escape(lens.target.describe())} = {v:.2f}" for h, v in zip(trace.hovertext, values)]
     # a colour bar for the node colours (an invisible trace carries it)
     fig.add_trace(
         go.Scatter(
@@ -151,13 +173,16 @@ def target_graph_figure(
                 "color": [0],
                 "showscale": True,
                 # in a margin of its own, right of the layer labels (paper x=1.02 would cover them)
-                "colorbar": {"title": "lens of target", "len": 0.5, "xref": "container", "x": 1, "xanchor": "right", "thickness": 18},
+                "colorbar": {
+                    "title": f"lens of target<br>(±{lim:.3g}: route's<br>{ROUTE_PERCENTILE}th pct.)",
+                    **{"len": 0.5, "xref": "container", "x": 1, "xanchor": "right", "thickness": 18},
+                },
             },
             hoverinfo="skip",
             showlegend=False,
         )
     )
-    fig.update_layout(margin={"r": figures.GRAPH_MARGIN_PX["r"] + COLOUR_BAR_PX})
+    labels = []  # (text, colour, the diamond's x and y): written in the right margin, one per line, never overlapping
     for edge in direct:
         (y0, p0), (y1, p1) = _node_level_position(edge.from_node), _node_level_position(edge.into)
         x0, x1 = cols.x_of([p0, p1]).tolist()
@@ -180,11 +205,8 @@ def target_graph_figure(
             go.Scatter(
                 x=[(x0 + x1) / 2],
                 y=[(y0 + y1) / 2],
-                mode="markers+text",
+                mode="markers",
                 marker={"symbol": "diamond", "size": 11, "color": colour, "line": {"width": 1, "color": "#000"}},
-                text=[f"{edge.name} {edge.effect:+.2f}"],
-                textposition="middle right",
-                textfont={"color": colour, "size": 11},
                 customdata=[edge.into],
                 hovertext=[f"{kind} {edge.name}: direct effect {edge.effect:+.3f} logits<br>{edge.from_node} → {edge.into}"],
                 hoverinfo="text",
@@ -193,6 +215,19 @@ def target_graph_figure(
                 showlegend=kind not in {t.legendgroup for t in fig.data if t.showlegend},
             )
         )
+        labels.append((f"{edge.name} {edge.effect:+.2f}", colour, (x0 + x1) / 2, (y0 + y1) / 2))
+    heights = stacked([y for *_, y in labels], -1.0, n_levels(analysis.n_layers), LABEL_GAP_LEVELS)
+    right = cols.width - 0.4  # the plot's right edge (the end of the x range)
+    for (text, colour, x, y), height in zip(labels, heights):
+        # a dotted leader from the diamond to the plot's edge, level with its label
+        leader = {"color": colour, "width": 1, "dash": "dot"}
+        fig.add_trace(go.Scatter(x=[x, right], y=[y, height], mode="lines", line=leader, hoverinfo="skip", showlegend=False))
+        fig.add_annotation(
+            text=html.escape(text), xref="paper", x=1, xanchor="left", xshift=LAYER_LABELS_PX, yref="y", y=height,
+            showarrow=False, font={"color": colour, "size": 11}, bordercolor=colour, borderwidth=1, borderpad=1, bgcolor="white",
+        )  # fmt: skip
+    label_px = max((len(text) for text, *_ in labels), default=0) * LABEL_CHAR_PX + LAYER_LABELS_PX + 10
+    fig.update_layout(margin={"r": figures.GRAPH_MARGIN_PX["r"] + COLOUR_BAR_PX + (label_px if labels else 0)})
     return fig
 
 

@@ -1,9 +1,17 @@
-// Keep the user's zoom and pan on the graph across reruns.
-// Streamlit gives a chart a new element (a fresh plot) whenever its figure changes, so plotly's uirevision alone
+// The charts' view: the page scrolls under the wheel, and the graph keeps the user's zoom and pan across reruns.
+//
+// Wheel: over a chart, a plain wheel scrolls the page (it zoomed the chart, and a tall graph trapped the page);
+// Ctrl/⌘ + wheel zooms the chart under the pointer. Caught on the way down, before plotly's own listener sees it.
+//
+// Zoom: Streamlit gives a chart a new element (a fresh plot) whenever its figure changes, so plotly's uirevision alone
 // cannot keep the view: remember the axis ranges per uirevision (one prompt) and put them back on each new plot.
 (() => {
   if (window.__lmttKeepZoom) return;
   window.__lmttKeepZoom = true;
+  document.addEventListener("wheel", (event) => {
+    if (event.ctrlKey || event.metaKey) return;
+    if (event.target instanceof Element && event.target.closest(".js-plotly-plot")) event.stopPropagation();
+  }, { capture: true });
   const saved = new Map();  // uirevision -> {"xaxis.range": [a, b], "yaxis.range": [c, d]}
   const revision = (gd) => String((gd.layout && gd.layout.uirevision) || "");
   const ranges = (gd) => gd._fullLayout ? [gd._fullLayout.xaxis.range, gd._fullLayout.yaxis.range].map(String) : null;

@@ -1,0 +1,184 @@
+"""`python -m lmtt.bench --dashboard`: the dashboard's own speed, measured in Debian's Chromium on a fresh server.
+
+For prompts of 30, 500 and 4,000 tokens of English prose (default model): the time from pressing Run to a drawn graph,
+the engine's time for the same analysis, and the time from a node click to the redrawn page. Then the two long
+questions, patching and the faithfulness curve, from their button to the drawn result, against the library's time.
+The browser needs Playwright (a dev requirement) and /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+SIZES = (30, 500, 4000)
+CLICKS = 3  # node clicks per size (their median is reported)
+QUESTION_PROMPT = ("The capital of France is", "The capital of Italy is")
+
+
+@dataclass(frozen=True)
+class GraphTiming:
+    tokens: int
+    engine_s: float  # lmtt.analyze in this process, warm model
+    first_graph_s: float  # Run pressed -> the graph drawn in the browser
+    node_click_s: float  # a node clicked -> the page redrawn with its panel (median)
+
+
+@dataclass(frozen=True)
+class QuestionTiming:
+    question: str
+    library_s: float
+    app_s: float  # its button pressed -> the result drawn
+
+
+def prompt_of(tokenizer, n_tokens: int) -> str:
+    """Exactly n_tokens tokens of the Python reference topics (English prose)."""
+    from lmtt.tools.bench import natural_text
+
+    ids = tokenizer(natural_text(), add_special_tokens=False)["input_ids"][:n_tokens]
+    return tokenizer.decode(ids)
+
+
+def _settled(page, timeout_ms: int) -> None:
+    from playwright.sync_api import expect
+
+    app = page.locator('[data-testid="stApp"]')
+    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED", timeout=timeout_ms)
+    page.wait_for_timeout(100)
+    expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=timeout_ms)
+
+
+def _graph_drawn(page, text: str, timeout_ms: int = 600_000) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text(text).first).to_be_visible(timeout=timeout_ms)
+    expect(page.locator(".st-key-graph_box .js-plotly-plot .x2tick").first).to_be_attached(timeout=timeout_ms)
+    _settled(page, timeout_ms)
+
+
+NODE_XY_JS = """(node) => {
+  const gd = document.querySelector('.st-key-graph_box .js-plotly-plot');
+  const trace = gd._fullData.filter((t) => t.name === 'nodes').find((t) => t.customdata.includes(node));
+  if (!trace) return null;
+  const i = trace.customdata.indexOf(node);
+  if (i < 0) return null;
+  const l = gd._fullLayout, box = gd.getBoundingClientRect();
+  return [box.left + l.xaxis._offset + l.xaxis.d2p(trace.x[i]), box.top + l.yaxis._offset + l.yaxis.d2p(trace.y[i])];
+}"""
+
+
+def _click_node(page, node: str) -> None:
+    xy = page.evaluate(NODE_XY_JS, node)
+    if xy is None:
+        raise RuntimeError(f"node {node} is not drawn")
+    page.mouse.move(xy[0], xy[1])
+    page.locator(".js-plotly-plot .hoverlayer .hovertext").first.wait_for(state="attached", timeout=10_000)
+    page.mouse.click(xy[0], xy[1])
+
+
+def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES) -> list[GraphTiming]:
+    import lmtt
+
+    out = []
+    for n in sizes:
+        prompt = prompt_of(tokenizer, n)
+        start = time.perf_counter()
+        lmtt.analyze(runner, prompt)
+        engine_s = time.perf_counter() - start
+        page.goto(base)
+        _settled(page, 120_000)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_role("textbox", name="Prompt").fill(prompt)
+        page.keyboard.press("Control+Enter")
+        _settled(page, 120_000)
+        start = time.perf_counter()
+        sidebar.get_by_role("button", name="Run").click()
+        _graph_drawn(page, f"lead to token {n - 1} ")
+        first = time.perf_counter() - start
+        clicks = []
+        for k in range(CLICKS):
+            node = f"ffn:{28 - k}:{n - 1}"  # nodes of the explained token, always drawn
+            start = time.perf_counter()
+            _click_node(page, node)
+            layer = 28 - k
+            _graph_drawn(page, f"layer {layer} after FFN, token {n - 1} ")
+            clicks.append(time.perf_counter() - start)
+        out.append(GraphTiming(n, round(engine_s, 2), round(first, 2), round(statistics.median(clicks), 2)))
+        print(out[-1], flush=True)
+    return out
+
+
+def question_timings(page, base: str, runner) -> list[QuestionTiming]:
+    from playwright.sync_api import expect
+
+    import lmtt
+
+    clean, corrupt = QUESTION_PROMPT
+    a = lmtt.analyze(runner, clean)
+    start = time.perf_counter()
+    a.patching(corrupt)
+    patch_lib = time.perf_counter() - start
+    start = time.perf_counter()
+    a.faithfulness_curve()
+    curve_lib = time.perf_counter() - start
+
+    page.goto(f"{base}/patching?prompt={quote(clean)}&corrupt={quote(corrupt)}")
+    _settled(page, 120_000)
+    start = time.perf_counter()
+    page.get_by_role("button", name="Run patching").click()
+    expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible(timeout=600_000)
+    _settled(page, 600_000)
+    patch_app = time.perf_counter() - start
+
+    page.goto(f"{base}/faithfulness?prompt={quote(clean)}")
+    _settled(page, 120_000)
+    start = time.perf_counter()
+    page.get_by_role("button", name="Draw the faithfulness curve").click()
+    expect(page.locator(".js-plotly-plot .scatterlayer").first).to_be_visible(timeout=600_000)
+    _settled(page, 600_000)
+    curve_app = time.perf_counter() - start
+    out = [
+        QuestionTiming("patching", round(patch_lib, 2), round(patch_app, 2)),
+        QuestionTiming("faithfulness curve", round(curve_lib, 2), round(curve_app, 2)),
+    ]
+    for q in out:
+        print(q, flush=True)
+    return out
+
+
+def run(sizes=SIZES) -> dict:
+    """Every dashboard timing, on one fresh server and one browser (nothing else should run on the machine)."""
+    from playwright.sync_api import sync_playwright
+
+    import lmtt
+    from lmtt.tools.serve import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+
+    runner = lmtt.load_model()
+    tokenizer = runner.tokenizer
+    with tempfile.TemporaryDirectory() as tmp, streamlit_server(Path(tmp) / "server.log") as (base, _pid), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
+        page.goto(base)  # the server loads its model on the first visit: not part of any timing
+        _graph_drawn(page, "lead to token", 300_000)
+        graphs = graph_timings(page, base, runner, tokenizer, sizes)
+        questions = question_timings(page, base, runner)
+        browser.close()
+    return {"graphs": [asdict(g) for g in graphs], "questions": [asdict(q) for q in questions]}
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "| tokens | engine (library) s | Run → graph drawn s | over the engine s | node click → redrawn s |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for g in result["graphs"]:
+        over = g["first_graph_s"] - g["engine_s"]
+        lines.append(f"| {g['tokens']:,} | {g['engine_s']:.2f} | {g['first_graph_s']:.2f} | {over:+.2f} | {g['node_click_s']:.2f} |")
+    lines += ["", "| question | library s | app (button → drawn) s | app / library |", "|---|---:|---:|---:|"]
+    for q in result["questions"]:
+        lines.append(f"| {q['question']} | {q['library_s']:.2f} | {q['app_s']:.2f} | {q['app_s'] / q['library_s']:.2f}× |")
+    return "\n".join(lines)
