@@ -19,9 +19,7 @@ if view is None:
 
 a = view.analysis
 _, _, position = view.focus()
-head_tab, neuron_tab, lens_tab, search_tab, probe_tab, edit_tab = st.tabs(
-    ["Head", "Neuron", "Logit lens", "Search by token", "Probe", "Intervene"]
-)
+head_tab, neuron_tab, lens_tab, search_tab, probe_tab, edit_tab = ui.page_tabs("interpretation")
 
 
 def look_up(projection, key: str) -> None:

@@ -51,7 +51,7 @@ st.markdown(
     f"Each cell: the fraction of that difference restored by patching one clean activation "
     f"({result.passes} batched passes, {result.seconds:.1f} s)."
 )
-tabs = st.tabs(["Residual stream", "Attention output", "FFN output", "Heads"])
+tabs = ui.page_tabs("patching")
 for tab, grid in zip(tabs, ("resid", "attn", "ffn", "heads")):
     with tab:
         st.plotly_chart(qf.patching_heatmap(result, grid), key=f"patch_{grid}", width="stretch")

@@ -29,7 +29,7 @@ st.markdown(
     f"= **{effects.value:.3f}**; the direct effects below sum to {effects.total:.3f} "
     f"(final-norm scale frozen at {effects.scale:.4g}; the logit before any softcapping)."
 )
-graph_tab, heads_tab, neurons_tab, lens_tab, qk_tab = st.tabs(["Graph", "Heads", "Neurons", "Logit lens", "Why a head attends"])
+graph_tab, heads_tab, neurons_tab, lens_tab, qk_tab = ui.page_tabs("target")
 
 with graph_tab:
     c1, c2 = st.columns([1, 2])

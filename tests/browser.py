@@ -121,3 +121,21 @@ def settled(page) -> None:
     page.wait_for_timeout(300)
     expect(app).to_have_attribute("data-test-script-state", "notRunning")
     expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+
+
+def share_link(page: Page) -> str:
+    """The text of the sidebar's "Copy link to this view"."""
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    code = sidebar.locator('[data-testid="stCode"]')
+    if not code.is_visible():
+        sidebar.get_by_text("Copy link to this view").click()
+    return code.inner_text()
+
+
+def open_fresh(browser, link: str, width: int = 1500, height: int = 1200):
+    """(context, page) of a fresh browser context on `link`, settled: what a colleague sees from a shared link."""
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    page = ctx.new_page()
+    page.goto(link)
+    settled(page)
+    return ctx, page

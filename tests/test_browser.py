@@ -21,8 +21,10 @@ from tests.browser import (  # skips the module where Chromium is missing
     click_point,
     click_point_until,
     new_page,
+    open_fresh,
     point_xy,
     settled,
+    share_link,
 )
 from tests.test_export import GRAPH_SCHEMA
 
@@ -56,15 +58,6 @@ def graph_ranges(page: Page) -> list:
     expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()
     js = "() => { const l = document.querySelector('.js-plotly-plot')._fullLayout; return [l.xaxis.range, l.yaxis.range]; }"
     return page.evaluate(js)
-
-
-def share_link(page: Page) -> str:
-    """The text of the sidebar's "Copy link to this view"."""
-    sidebar = page.locator('[data-testid="stSidebar"]')
-    code = sidebar.locator('[data-testid="stCode"]')
-    if not code.is_visible():
-        sidebar.get_by_text("Copy link to this view").click()
-    return code.inner_text()
 
 
 def sentences(n_tokens: int) -> str:
@@ -115,6 +108,7 @@ def test_run_click_a_node_and_visit_every_page(browser, server):
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "interpretation.png"), full_page=True)
     page.get_by_role("tab", name="Logit lens").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     expect(page.locator(".js-plotly-plot .heatmaplayer").last).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "logit-lens.png"), full_page=True)
     assert page.problems == []
@@ -156,6 +150,7 @@ def test_interventions_render_side_by_side(browser, server):
     page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}&{edits}")
     settled(page)
     page.get_by_role("tab", name="Intervene").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     expect(page.get_by_text("Graph with the edits")).to_be_visible()
     expect(page.get_by_text("p of ␣Paris")).to_be_visible()
     expect(page.get_by_text("9 edits active")).to_be_visible()
@@ -444,6 +439,7 @@ def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, t
     page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}&head=23.4")
     settled(page)
     page.get_by_role("tab", name="Logit lens").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     lens = page.locator(".js-plotly-plot").filter(has_text="Top token of every state")
     expect(lens).to_be_visible()
     expect(lens.locator("text", has_text=re.compile("^␣Paris$")).first).to_be_attached()  # a token written in its cell
@@ -454,7 +450,15 @@ def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, t
     page.keyboard.press("Enter")
     expect(page.locator(".js-plotly-plot").filter(has_text="probability of ␣Rome (followed")).to_be_visible()
     settled(page)
+    # issue 20: the link reproduces the open tab, the lens's mode and the followed token in a fresh browser
+    fresh, other = open_fresh(browser, share_link(page))
+    expect(other.get_by_role("tab", name="Logit lens")).to_have_attribute("aria-selected", "true")
+    expect(other.get_by_role("radio", name="probability")).to_be_checked()
+    expect(other.get_by_role("textbox", name="Token to follow")).to_have_value(" Rome")
+    expect(other.locator(".js-plotly-plot").filter(has_text="probability of ␣Rome (followed")).to_be_visible()
+    fresh.close()
     page.get_by_role("tab", name="Search by token").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     page.get_by_role("textbox", name="Token", exact=True).fill(" Paris")
     page.keyboard.press("Enter")
     settled(page)
@@ -462,6 +466,7 @@ def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, t
     expect(page.get_by_text("From the weights: neurons")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "search-by-token-paris.png"), full_page=True)
     page.get_by_role("tab", name="Head", exact=True).click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     page.get_by_role("textbox", name="Look up a token's effect").fill(" Paris")
     page.keyboard.press("Enter")
     settled(page)
@@ -471,6 +476,7 @@ def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, t
     probe = tmp_path / "probe.npy"
     np.save(probe, np.random.default_rng(0).standard_normal(576).astype(np.float32))
     page.get_by_role("tab", name="Probe").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     page.get_by_role("textbox", name="Read at node").fill("ffn:12:3")
     page.keyboard.press("Enter")
     settled(page)
@@ -495,6 +501,7 @@ def test_neuron_bars_follow_the_sign_and_no_edit_before_a_choice(browser, server
     page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Interpretation").click()
     settled(page)
     page.get_by_role("tab", name="Neuron").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     expect(page.get_by_text("Choose a layer and a neuron")).to_be_visible()
     assert page.get_by_role("button", name=re.compile("^(Add|Zero|Mean|Scale)")).count() == 0
     assert page.problems == []

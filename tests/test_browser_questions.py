@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import ARTIFACTS, settled  # skips the module where Chromium is missing
+from tests.browser import ARTIFACTS, open_fresh, settled, share_link  # skips the module where Chromium is missing
 
 pytestmark = [pytest.mark.browser(group="shared-server"), pytest.mark.default_model]
 expect.set_options(timeout=90_000)
@@ -39,7 +39,7 @@ def choose(page: Page, label: str, typed: str) -> None:
     settled(page)
 
 
-def test_target_page_draws_the_suppressor_of_john(page, server):
+def test_target_page_draws_the_suppressor_of_john(page, server, browser):
     page.goto(f"{server}/target?prompt={quote(MARY_JOHN)}")
     settled(page)
     expect(page.get_by_role("heading", name="Target")).to_be_visible()
@@ -50,15 +50,27 @@ def test_target_page_draws_the_suppressor_of_john(page, server):
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "target-suppressor-john.png"), full_page=True)
     page.get_by_role("tab", name="Heads").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-head-effects-john.png"), full_page=True)
     page.get_by_role("tab", name="Logit lens").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     expect(page.get_by_text("Logit lens of logit(' John')")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-lens-john.png"), full_page=True)
     page.get_by_role("tab", name="Why a head attends").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     expect(page.get_by_text("Head 23.3, query 13 → key 9")).to_be_visible()
     expect(page.get_by_text("the score of every key for query 13")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-qk-23-3.png"), full_page=True)
+    # issue 20: the link reproduces the target and the open tab in a fresh browser
+    link = share_link(page)
+    assert "tab=Why+a+head+attends" in link and "a=" in link, link
+    fresh, other = open_fresh(browser, link)
+    expect(other.get_by_role("tab", name="Why a head attends")).to_have_attribute("aria-selected", "true")
+    expect(other.get_by_text("logit(' John') at token 13")).to_be_visible()
+    expect(other.get_by_text("Head 23.3, query 13 → key 9")).to_be_visible()
+    other.screenshot(path=str(ARTIFACTS / "link-target-qk-fresh.png"), full_page=True)
+    fresh.close()
     # issue 19: A = ' John' belongs to this prompt. A new prompt's Target and Faithfulness pages explain ' Paris'.
     page.locator('[data-testid="stSidebar"]').get_by_role("textbox", name="Prompt").fill(FRANCE)
     page.get_by_role("button", name="Run").click()
@@ -101,7 +113,7 @@ def test_patching_shows_progress_and_cancels(page, server):
     page.screenshot(path=str(ARTIFACTS / "patching-cancelled.png"), full_page=True)
 
 
-def test_patching_page_france_italy(page, server):
+def test_patching_page_france_italy(page, server, browser):
     page.goto(f"{server}/patching?prompt={quote(FRANCE)}")
     settled(page)
     page.get_by_label("Find a vocabulary token").fill("Rome")
@@ -118,4 +130,15 @@ def test_patching_page_france_italy(page, server):
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "patching-france-italy.png"), full_page=True)
     page.get_by_role("tab", name="Heads").click()
+    settled(page)  # a tab change reruns the page (the open tab is in the link)
     page.screenshot(path=str(ARTIFACTS / "patching-france-italy-heads.png"), full_page=True)
+    # issue 20: the link carries the corrupted prompt, B and the tab; the fresh browser runs the same patching on its button
+    summary = page.get_by_text("logit(' Paris') - logit(' Rome'): clean").inner_text()
+    fresh, other = open_fresh(browser, share_link(page))
+    expect(other.get_by_label("Corrupted prompt")).to_have_value("The capital of Italy is")
+    other.get_by_role("button", name="Run patching").click()
+    expect(other.get_by_text("logit(' Paris') - logit(' Rome'): clean")).to_be_visible()
+    expect(other.get_by_role("tab", name="Heads")).to_have_attribute("aria-selected", "true")
+    shown = other.get_by_text("logit(' Paris') - logit(' Rome'): clean").inner_text()
+    assert shown.split(" (")[0] == summary.split(" (")[0]  # the same clean and corrupted values (the timing may differ)
+    fresh.close()

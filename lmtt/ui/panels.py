@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from lmtt.analysis import Analysis
 from lmtt.engine.edits import Edit
@@ -16,7 +18,7 @@ from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.export import NEURONPEDIA_FILE, export_makers
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.ui.runs import intervention
-from lmtt.ui.state import View, describe_edit, parse_edge, remove_edit, set_edit, ss, start_run
+from lmtt.ui.state import TABS, View, describe_edit, parse_edge, remove_edit, set_edit, ss, start_run
 from lmtt.viz import figures
 from lmtt.viz.figures import describe_node, visible
 
@@ -246,3 +248,8 @@ def open_prompt(prompt: str) -> None:
     """Make `prompt` the analysed prompt (used by the Dataset page's links)."""
     ss.prompt = prompt
     start_run(ss.model, prompt)
+
+
+def page_tabs(page: str) -> Sequence[DeltaGenerator]:
+    """The page's tabs (state.TABS); the open one is kept in session state and in the link (tab=)."""
+    return st.tabs(list(TABS[page]), key=f"{page}_tab", on_change="rerun")

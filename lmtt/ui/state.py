@@ -40,13 +40,23 @@ PAGE_PARAMS = {
 }
 # A question page's choices in its link: (URL name, session key, kind). Widget keys are set before the widget is drawn,
 # so a fresh browser opens with them. Target A and contrast B are token ids (ui.questions' sentinels for the defaults).
+TABS = {  # each page's tabs, first the default: the open one is in the link as tab=
+    "target": ("Graph", "Heads", "Neurons", "Logit lens", "Why a head attends"),
+    "interpretation": ("Head", "Neuron", "Logit lens", "Search by token", "Probe", "Intervene"),
+    "patching": ("Residual stream", "Attention output", "FFN output", "Heads"),
+}
 CHOICE_PARAMS = {
-    "target": (("a", "q_target", int), ("b", "q_contrast", int)),
+    "target": (("a", "q_target", int), ("b", "q_contrast", int), ("tab", "target_tab", TABS["target"])),
     "faithfulness": (("a", "q_target", int), ("b", "q_contrast", int), ("ablation", "q_ablation", ("mean", "zero"))),
-    "patching": (("a", "q_target", int), ("b", "q_contrast", int), ("corrupt", "patch", str)),
-    "interpretation": (("lens", "lens_mode", ("top token", "probability", "rank")), ("follow", "lens_follow", str)),
+    "patching": (("a", "q_target", int), ("b", "q_contrast", int), ("corrupt", "patch", str), ("tab", "patching_tab", TABS["patching"])),
+    "interpretation": (
+        ("lens", "lens_mode", ("top token", "probability", "rank")),
+        ("follow", "lens_follow", str),
+        ("tab", "interpretation_tab", TABS["interpretation"]),
+    ),
 }
 DEFAULT_CHOICES = {"q_target": -1, "q_contrast": -5, "q_ablation": "mean", "lens_mode": "top token", "patch": "", "lens_follow": ""}
+DEFAULT_CHOICES |= {f"{page}_tab": labels[0] for page, labels in TABS.items()}
 # Cleared by a new Run, prompt or model unless the user pins them.
 SELECTIONS = ("root", "node", "edge", "head", "neuron", "compare", "dataset_head", "curation")
 ss = st.session_state
@@ -87,8 +97,8 @@ def _parse_pair(raw: str | None, name: str, warnings: list[str]) -> tuple[int, i
     return int(m.group(1)), int(m.group(2))
 
 
-def restore_from_url(config: AppConfig) -> None:
-    """Once per session: the view the URL describes, with every bad value named and dropped."""
+def restore_from_url(config: AppConfig, page: str) -> None:
+    """Once per session: the view the URL describes (on `page`, the page it opened), with every bad value named and dropped."""
     if ss.get("_restored"):
         return
     qp, warnings = st.query_params, []
@@ -136,7 +146,7 @@ def restore_from_url(config: AppConfig) -> None:
         except ValueError as e:
             warnings.append(f"Ignored edit={raw!r} in the URL: {e}")
     ss.curation = Curation.from_params(qp.get("pin"), qp.get_all("grp"), qp.get_all("lbl"))
-    for name, key, kind in {c for choices in CHOICE_PARAMS.values() for c in choices}:
+    for name, key, kind in CHOICE_PARAMS.get(page, ()):  # a link carries the choices of its own page
         if (raw := qp.get(name)) is None:
             continue
         if kind is int:
