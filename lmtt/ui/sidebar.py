@@ -61,7 +61,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
     config = read_config()
     if config is None:
         return None
-    restore_from_url(config, page)
+    restore_from_url(config)
     with st.sidebar:
         st.selectbox("Model", list(config.models), **bound("model"))
         if config.sample_prompts:

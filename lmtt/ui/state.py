@@ -97,8 +97,17 @@ def _parse_pair(raw: str | None, name: str, warnings: list[str]) -> tuple[int, i
     return int(m.group(1)), int(m.group(2))
 
 
-def restore_from_url(config: AppConfig, page: str) -> None:
-    """Once per session: the view the URL describes (on `page`, the page it opened), with every bad value named and dropped."""
+def _choice(raw: str, kind) -> object | None:
+    """A link's value for a choice of `kind` (int: a token id; str: any text; a tuple: one of its values), or None."""
+    if kind is int:
+        return int(raw) if re.fullmatch(r"-?\d{1,9}", raw) else None
+    if kind is str:
+        return raw
+    return raw if raw in kind else None
+
+
+def restore_from_url(config: AppConfig) -> None:
+    """Once per session: the view the URL describes, with every bad value named and dropped."""
     if ss.get("_restored"):
         return
     qp, warnings = st.query_params, []
@@ -146,20 +155,19 @@ def restore_from_url(config: AppConfig, page: str) -> None:
         except ValueError as e:
             warnings.append(f"Ignored edit={raw!r} in the URL: {e}")
     ss.curation = Curation.from_params(qp.get("pin"), qp.get_all("grp"), qp.get_all("lbl"))
-    for name, key, kind in CHOICE_PARAMS.get(page, ()):  # a link carries the choices of its own page
+    by_name: dict[str, list[tuple[str, object]]] = {}  # a name may belong to several pages (tab=): each takes what it can
+    for name, key, kind in {c for choices in CHOICE_PARAMS.values() for c in choices}:
+        by_name.setdefault(name, []).append((key, kind))
+    for name, options in sorted(by_name.items()):
         if (raw := qp.get(name)) is None:
             continue
-        if kind is int:
-            if re.fullmatch(r"-?\d{1,9}", raw):
-                ss[key] = int(raw)
-            else:
-                warnings.append(f"Ignored {name}={raw!r} in the URL: expected a token id.")
-        elif kind is str:
-            ss[key] = raw
-        elif raw in kind:
-            ss[key] = raw
-        else:
-            warnings.append(f"Ignored {name}={raw!r} in the URL: expected one of {', '.join(kind)}.")
+        taken = [(key, value) for key, kind in options if (value := _choice(raw, kind)) is not None]
+        for key, value in taken:
+            ss[key] = value
+        if not taken:
+            kinds = {kind for _key, kind in options}
+            expected = "a token id" if int in kinds else "one of " + ", ".join(sorted({v for k in kinds for v in k}))
+            warnings.append(f"Ignored {name}={raw!r} in the URL: expected {expected}.")
     ss.head = _parse_pair(qp.get("head"), "head", warnings)
     ss.neuron = _parse_pair(qp.get("neuron"), "neuron", warnings)
     ss._warnings = warnings
