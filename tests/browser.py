@@ -139,3 +139,13 @@ def open_fresh(browser, link: str, width: int = 1500, height: int = 1200):
     page.goto(link)
     settled(page)
     return ctx, page
+
+
+NODES_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map((gd) =>
+  (gd._fullData || []).filter((t) => t.name === 'nodes').reduce((n, t) => n + t.x.length, 0)).find((n) => n > 0) || 0"""
+
+
+def drawn_nodes(page: Page) -> int:
+    """How many graph nodes the page's graph has drawn (its "nodes" traces: faint, the route's, the selected one)."""
+    expect(page.locator(".js-plotly-plot .scatterlayer .trace path.point").first).to_be_attached()
+    return page.evaluate(NODES_JS)

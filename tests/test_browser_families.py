@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from lmtt.tools.serve import streamlit_server
-from tests.browser import ARTIFACTS  # skips the module where Chromium is missing
+from tests.browser import ARTIFACTS, drawn_nodes  # skips the module where Chromium is missing
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.browser(group="own-servers")
@@ -54,8 +54,7 @@ def test_a_saved_gemma2_and_a_moe_open_from_config_yaml(browser, tmp_path):
             expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
             n_layers = 3  # the three tiny configs have 3 layers: (2L + 1) node levels per token, L + 1 for parallel blocks
             levels = n_layers + 1 if model == "tiny-neox-parallel" else 2 * n_layers + 1
-            nodes = page.locator(".js-plotly-plot .scatterlayer .trace:last-child path.point")
-            expect(nodes).to_have_count(levels * 6 + 1, timeout=30_000)  # every node, and the point that carries the top axis
+            assert drawn_nodes(page) == levels * 6  # every node
             expect(page.locator('[data-testid="stException"]')).to_have_count(0)
             expect(page.get_by_text("does not add up")).to_have_count(0)  # the load-time check passed
             page.screenshot(path=str(ARTIFACTS / shot), full_page=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,12 +69,11 @@ def predictions_table(analysis: Analysis, token: int = -1, k: int = 20) -> pd.Da
     )
 
 
-def export_makers(
+def export_files(
     analysis: Analysis, token: int = -1, threshold: float = 0.04, node: str | None = None, curation: Curation | None = None
-) -> dict[str, Callable[[], bytes]]:
-    """File name -> a maker of its bytes for the paths_to(token, threshold) view, or the paths to `node`; the Neuronpedia
-    file carries the curation's pins, groups and labels that are on that route. Makers, so that the app writes a file
-    only when it is downloaded (writing all five took a quarter of a node click's rerun at 500 tokens)."""
+) -> dict[str, bytes]:
+    """File name -> bytes for the paths_to(token, threshold) view, or the paths to `node`; the Neuronpedia file carries
+    the curation's pins, groups and labels that are on that route."""
     sub = analysis.paths_to(token, threshold) if node is None else analysis.paths_to_node(node, threshold)
     on_route = {n["id"] for n in sub.nodes()}
     c = curation or Curation()
@@ -86,19 +84,12 @@ def export_makers(
         "labels": {k: v for k, v in c.labels.items() if k in on_route},
     }
     return {
-        "graph.json": lambda: graph_json(analysis, sub),
-        "graph.graphml": lambda: graph_graphml(analysis, sub),
-        "contributions.csv": lambda: contributions_table(analysis, sub).to_csv(index=False).encode(),
-        "predictions.csv": lambda: predictions_table(analysis, token).to_csv(index=False).encode(),
-        NEURONPEDIA_FILE: lambda: neuronpedia_json(analysis, sub, clicked=node, **curated),
+        "graph.json": graph_json(analysis, sub),
+        "graph.graphml": graph_graphml(analysis, sub),
+        "contributions.csv": contributions_table(analysis, sub).to_csv(index=False).encode(),
+        "predictions.csv": predictions_table(analysis, token).to_csv(index=False).encode(),
+        NEURONPEDIA_FILE: neuronpedia_json(analysis, sub, clicked=node, **curated),
     }
-
-
-def export_files(
-    analysis: Analysis, token: int = -1, threshold: float = 0.04, node: str | None = None, curation: Curation | None = None
-) -> dict[str, bytes]:
-    """File name -> bytes of every file of the view (see export_makers)."""
-    return {name: make() for name, make in export_makers(analysis, token, threshold, node, curation).items()}
 
 
 def write_files(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import layer_of
 from lmtt.engine.tokens import readable_tokens
-from lmtt.questions.export import NEURONPEDIA_FILE, export_makers
+from lmtt.questions.export import NEURONPEDIA_FILE, export_files
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import TABS, View, describe_edit, parse_edge, remove_edit, set_edit, ss, start_run
@@ -210,11 +211,17 @@ def before_after_table(before: list[TokenScore], after: list[TokenScore], k: int
 def download_buttons(analysis: Analysis, token: int, threshold: float, node: str | None = None) -> None:
     """The current view as files: graph (JSON, GraphML), contributions and predictions (CSV); the paths to `node` if given.
     The Neuronpedia file carries the workbench's pins, groups and labels."""
+    curation = ss.get("curation")
+    view = (token, threshold, node, tuple(curation.to_params()) if curation else ())
+    of, written, files = ss.get("_exports", (None, None, {}))
+    if of is None or of() is not analysis or written != view:  # written once per view: a node click reuses them
+        files = export_files(analysis, token, threshold, node, curation)
+        ss._exports = (weakref.ref(analysis), view, files)
     with st.expander("Download this view"):
         mime = {"json": "application/json", "graphml": "application/xml", "csv": "text/csv"}
-        for name, make in export_makers(analysis, token, threshold, node, ss.get("curation")).items():  # made on a click
+        for name, data in files.items():
             label = "graph for circuit-tracer / Neuronpedia (JSON)" if name == NEURONPEDIA_FILE else name
-            st.download_button(label, make, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
+            st.download_button(label, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
 
 
 def intervention_panel(view: View) -> None:
