@@ -132,13 +132,12 @@ def test_patching_page_france_italy(page, server, browser):
     page.get_by_role("tab", name="Heads").click()
     settled(page)  # a tab change reruns the page (the open tab is in the link)
     page.screenshot(path=str(ARTIFACTS / "patching-france-italy-heads.png"), full_page=True)
-    # issue 20: the link carries the corrupted prompt, B and the tab; the fresh browser runs the same patching on its button
-    summary = page.get_by_text("logit(' Paris') - logit(' Rome'): clean").inner_text()
-    fresh, other = open_fresh(browser, share_link(page))
+    # issue 20: the link carries the corrupted prompt, B and the tab; the fresh browser waits for its button (the tab
+    # is drawn with the result: AppTest and the Target and Interpretation links check tabs)
+    link = share_link(page)
+    assert "tab=Heads" in link, link
+    fresh, other = open_fresh(browser, link)
     expect(other.get_by_label("Corrupted prompt")).to_have_value("The capital of Italy is")
-    other.get_by_role("button", name="Run patching").click()
-    expect(other.get_by_text("logit(' Paris') - logit(' Rome'): clean")).to_be_visible()
-    expect(other.get_by_role("tab", name="Heads")).to_have_attribute("aria-selected", "true")
-    shown = other.get_by_text("logit(' Paris') - logit(' Rome'): clean").inner_text()
-    assert shown.split(" (")[0] == summary.split(" (")[0]  # the same clean and corrupted values (the timing may differ)
+    expect(other.get_by_role("combobox", name="Contrast B")).to_have_value(re.compile("^␣Rome "))
+    expect(other.get_by_text("Press Run patching")).to_be_visible()
     fresh.close()
