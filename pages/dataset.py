@@ -43,8 +43,10 @@ if note := cancelled("dataset"):
 if right.button(f"Run {len(lines)} prompt{'s' * (len(lines) != 1)}", type="primary", disabled=not lines, key="dataset_run"):
     ui.ss.dataset_results, ui.ss.dataset_head, errors = [], None, []  # filled as prompts finish: Cancel keeps them
     steps = Steps("dataset", "Dataset", "prompts")
-    run_dataset(config, ui.ss.model, lines, ui.ss.dataset_results, errors, steps)
-    steps.close()
+    try:
+        run_dataset(config, ui.ss.model, lines, ui.ss.dataset_results, errors, steps)
+    finally:
+        steps.close()
     for message in errors:
         st.warning(f"Skipped {message}")
 

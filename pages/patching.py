@@ -4,6 +4,7 @@ import streamlit as st
 
 from lmtt import ui
 from lmtt.engine.runner import PromptError
+from lmtt.questions.patching import check_lengths
 from lmtt.ui.questions import answered_on, on_button, target_picker
 from lmtt.viz import questions as qf
 
@@ -27,12 +28,7 @@ if not corrupted.strip():
     st.info("The sidebar's prompt is the clean run. Enter a corrupted prompt of the same token length, e.g. 'The capital of Italy is'.")
     st.stop()
 try:
-    n_corrupted = a.runner.tokenize(corrupted).numel()
-    if n_corrupted != len(a.tokens):  # said before the button, not after a press
-        raise PromptError(
-            f"the clean prompt has {len(a.tokens)} tokens and the corrupted one {n_corrupted}: patching needs the same length "
-            "(change a word for one of the same token length)"
-        )
+    check_lengths(len(a.tokens), a.runner.tokenize(corrupted).numel())  # said before the button, not after a press
     result = on_button(
         ("patching", a.model_name, a.tokens, corrupted, target),
         "patching",

@@ -84,6 +84,15 @@ def _json_grid(grid: torch.Tensor) -> list[list[float | None]]:
     return [[json_number(x) for x in row] for row in grid.tolist()]
 
 
+def check_lengths(clean: int, corrupted: int) -> None:
+    """Patching pairs positions: a PromptError that says so when the prompts' token counts differ."""
+    if corrupted != clean:
+        raise PromptError(
+            f"the clean prompt has {clean} tokens and the corrupted one {corrupted}: patching needs the same length "
+            "(change a word for one of the same token length)"
+        )
+
+
 @torch.no_grad()
 def patch_prompts(
     runner: ModelRunner,
@@ -102,11 +111,7 @@ def patch_prompts(
     """
     clean_ids, corrupted_ids = clean_ids.reshape(-1), corrupted_ids.reshape(-1)
     t = clean_ids.numel()
-    if corrupted_ids.numel() != t:
-        raise PromptError(
-            f"the clean prompt has {t} tokens and the corrupted one {corrupted_ids.numel()}: patching needs the same length "
-            "(change a word for one of the same token length)"
-        )
+    check_lengths(t, corrupted_ids.numel())
     if not 0 <= target.position < t:
         raise IndexError(f"target position {target.position} is out of range for {t} tokens")
     start = time.perf_counter()
