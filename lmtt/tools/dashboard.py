@@ -83,13 +83,13 @@ def _click_node(page, node: str) -> None:
 def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES) -> list[GraphTiming]:
     import lmtt
     from lmtt.analysis import DEFAULT_THRESHOLD
+    from lmtt.tools.bench import _timed
 
     out = []
     for n in sizes:
         prompt = prompt_of(tokenizer, n)
-        start = time.perf_counter()
-        lmtt.analyze(runner, prompt).paths_to(-1, DEFAULT_THRESHOLD)  # what the app draws first (an on-demand graph builds it here)
-        engine_s = time.perf_counter() - start
+        # what the app draws first (an on-demand graph builds it here)
+        engine_s, _ = _timed(lambda prompt=prompt: lmtt.analyze(runner, prompt).paths_to(-1, DEFAULT_THRESHOLD))
         page.goto(base)
         _settled(page, 120_000)
         sidebar = page.locator('[data-testid="stSidebar"]')
@@ -101,11 +101,9 @@ def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES) -> list[Graph
         _graph_drawn(page, f"lead to token {n - 1} ")
         first = time.perf_counter() - start
         clicks = []
-        for k in range(CLICKS):
-            node = f"ffn:{28 - k}:{n - 1}"  # nodes of the explained token, always drawn
+        for layer in range(28, 28 - CLICKS, -1):  # FFN nodes of the explained token, always drawn
             start = time.perf_counter()
-            _click_node(page, node)
-            layer = 28 - k
+            _click_node(page, f"ffn:{layer}:{n - 1}")
             _graph_drawn(page, f"layer {layer} after FFN, token {n - 1} ")
             clicks.append(time.perf_counter() - start)
         out.append(GraphTiming(n, round(engine_s, 2), round(first, 2), round(statistics.median(clicks), 2)))
@@ -113,35 +111,31 @@ def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES) -> list[Graph
     return out
 
 
-def question_timings(page, base: str, runner) -> list[QuestionTiming]:
+def _app_seconds(page, url: str, button: str, drawn: str) -> float:
+    """From pressing a page's `button` until the chart `drawn` (a CSS selector) is visible and the page has settled."""
     from playwright.sync_api import expect
 
+    page.goto(url)
+    _settled(page, 120_000)
+    start = time.perf_counter()
+    page.get_by_role("button", name=button).click()
+    expect(page.locator(drawn).first).to_be_visible(timeout=600_000)
+    _settled(page, 600_000)
+    return time.perf_counter() - start
+
+
+def question_timings(page, base: str, runner) -> list[QuestionTiming]:
     import lmtt
+    from lmtt.tools.bench import _timed
 
     clean, corrupt = QUESTION_PROMPT
     a = lmtt.analyze(runner, clean)
-    start = time.perf_counter()
-    a.patching(corrupt)
-    patch_lib = time.perf_counter() - start
-    start = time.perf_counter()
-    a.faithfulness_curve()
-    curve_lib = time.perf_counter() - start
-
-    page.goto(f"{base}/patching?prompt={quote(clean)}&corrupt={quote(corrupt)}")
-    _settled(page, 120_000)
-    start = time.perf_counter()
-    page.get_by_role("button", name="Run patching").click()
-    expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible(timeout=600_000)
-    _settled(page, 600_000)
-    patch_app = time.perf_counter() - start
-
-    page.goto(f"{base}/faithfulness?prompt={quote(clean)}")
-    _settled(page, 120_000)
-    start = time.perf_counter()
-    page.get_by_role("button", name="Draw the faithfulness curve").click()
-    expect(page.locator(".js-plotly-plot .scatterlayer").first).to_be_visible(timeout=600_000)
-    _settled(page, 600_000)
-    curve_app = time.perf_counter() - start
+    patch_lib, _ = _timed(lambda: a.patching(corrupt))
+    curve_lib, _ = _timed(a.faithfulness_curve)
+    patching_url = f"{base}/patching?prompt={quote(clean)}&corrupt={quote(corrupt)}"
+    patch_app = _app_seconds(page, patching_url, "Run patching", ".js-plotly-plot .heatmaplayer")
+    curve_url = f"{base}/faithfulness?prompt={quote(clean)}"
+    curve_app = _app_seconds(page, curve_url, "Draw the faithfulness curve", ".js-plotly-plot .scatterlayer")
     out = [
         QuestionTiming("patching", round(patch_lib, 2), round(patch_app, 2)),
         QuestionTiming("faithfulness curve", round(curve_lib, 2), round(curve_app, 2)),
