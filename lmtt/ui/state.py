@@ -38,13 +38,13 @@ PAGE_PARAMS = {
     "patching": (),
     "dataset": (),
 }
-# A question page's choices in its link: (URL name, session key, kind). Widget keys are set before the widget is drawn,
-# so a fresh browser opens with them. Target A and contrast B are token ids (ui.questions' sentinels for the defaults).
 TABS = {  # each page's tabs, first the default: the open one is in the link as tab=
     "target": ("Graph", "Heads", "Neurons", "Logit lens", "Why a head attends"),
     "interpretation": ("Head", "Neuron", "Logit lens", "Search by token", "Probe", "Intervene"),
     "patching": ("Residual stream", "Attention output", "FFN output", "Heads"),
 }
+# A question page's choices in its link: (URL name, session key, kind). Widget keys are set before the widget is drawn,
+# so a fresh browser opens with them. Target A and contrast B are token ids (ui.questions' sentinels for the defaults).
 CHOICE_PARAMS = {
     "target": (("a", "q_target", int), ("b", "q_contrast", int), ("tab", "target_tab", TABS["target"])),
     "faithfulness": (("a", "q_target", int), ("b", "q_contrast", int), ("ablation", "q_ablation", ("mean", "zero"))),
