@@ -8,9 +8,12 @@ shares) reuses that one trace and never runs the model again.
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import torch
 
@@ -32,6 +35,8 @@ TokenIds = torch.Tensor | list[int] | tuple[int, ...]
 
 DEFAULT_THRESHOLD = 0.04
 DEFAULT_MIN_EFFECT = 1.0  # logits: direct effects at least this large are drawn into the graph
+MEMO_ENTRIES = 64  # answers kept per analysis (lens grids, direct effects, QK pairs): a page's rerun reuses them
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,6 +51,22 @@ class Analysis:
     _contributions: Contributions | None
     graph: ContributionGraph
     timings: dict[str, float] = field(default_factory=dict)
+    _memo: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def _memoised(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The answer for `key`, computed once: the trace never changes, and a dashboard reruns its page on every click
+        (the Interpretation page's lens grid was 1.4 s of each rerun). The least recently used are dropped."""
+        with self._memo_lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        value = compute()  # outside the lock: another thread may compute the same answer meanwhile, never a wrong one
+        with self._memo_lock:
+            self._memo[key] = value
+            while len(self._memo) > MEMO_ENTRIES:
+                self._memo.popitem(last=False)
+        return value
 
     @property
     def contributions(self) -> Contributions:
@@ -134,7 +155,11 @@ class Analysis:
 
     def lens_grid(self, token_id: int, final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(probability, rank) of one vocabulary token at every node level and position: (2L+1, T) each."""
-        return lens.token_grid(self.runner, self.trace, token_id, final_norm)
+        return self._memoised(("lens_grid", token_id, final_norm), lambda: lens.token_grid(self.runner, self.trace, token_id, final_norm))
+
+    def top_lens_grid(self, final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token id, probability) of the most likely token at every node level and position: (2L+1, T) each."""
+        return self._memoised(("top_lens_grid", final_norm), lambda: lens.top_token_grid(self, final_norm))
 
     # ---- heads and neurons ---------------------------------------------
     def head_contributions(self, layer: int, token: int) -> HeadContributions:
@@ -221,7 +246,8 @@ class Analysis:
 
     def direct_effects(self, target: dla.Target | None = None) -> dla.DirectEffects:
         """Direct logit attribution of every component to the target (exact under the frozen final-norm scale)."""
-        return dla.direct_effects(self.runner, self.trace, target or self.target())
+        target = target or self.target()
+        return self._memoised(("direct_effects", target), lambda: dla.direct_effects(self.runner, self.trace, target))
 
     def suggest_groups(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, node: str | None = None) -> list[groups.SuggestedGroup]:
         """Supernodes to propose among the route's states (to `token`, or to `node`), each with its reason."""
@@ -249,7 +275,8 @@ class Analysis:
 
     def target_lens(self, target: dla.Target | None = None) -> dla.LensGrid:
         """Logit lens of A, B and A - B at every node (level, position)."""
-        return dla.lens_grid(self.runner, self.trace, target or self.target())
+        target = target or self.target()
+        return self._memoised(("target_lens", target), lambda: dla.lens_grid(self.runner, self.trace, target))
 
     def direct_edges(self, target: dla.Target | None = None, min_effect: float = DEFAULT_MIN_EFFECT) -> list[dla.DirectEdge]:
         """Boosters and suppressors: heads and FFNs whose |direct effect| >= min_effect logits, whatever their flow weight."""
@@ -282,7 +309,8 @@ class Analysis:
     def qk_attribution(self, layer: int, head: int, query: int = -1, key: int = 0) -> qk.QKAttribution:
         """Why head (layer, head) attends from `query` to `key`: (query part x key part) pairs that sum to the score."""
         self._check_head(head)
-        return qk.qk_attribution(self.runner, self.trace, layer, head, self.position(query), self.position(key))
+        query, key = self.position(query), self.position(key)
+        return self._memoised(("qk", layer, head, query, key), lambda: qk.qk_attribution(self.runner, self.trace, layer, head, query, key))
 
     def key_scores(self, layer: int, head: int, query: int = -1) -> qk.KeyScores:
         """The score of every key for one query of head (layer, head), and the attention weight each key got."""

@@ -6,7 +6,7 @@ from lmtt import ui
 from lmtt.engine.runner import PromptError
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions import dla
-from lmtt.questions.lens import follow_token, top_token_grid
+from lmtt.questions.lens import follow_token
 from lmtt.questions.vocabulary import TokenScore
 from lmtt.ui.questions import memo
 from lmtt.viz import figures
@@ -177,7 +177,7 @@ with lens_tab:
     ui.scroll_box("lens_box", figures.lens_min_width(len(lens_ticks), mode == "top token"))
     box = st.container(key="lens_box")
     if mode == "top token":
-        ids, probs = top_token_grid(a, final_norm=view.final_norm)
+        ids, probs = a.top_lens_grid(final_norm=view.final_norm)
         texts = [[a.runner.decode(int(i)) for i in row] for row in ids.tolist()]
         box.plotly_chart(figures.lens_top_heatmap(a, texts, probs.numpy()), key="lens", width="stretch")
     else:

@@ -28,3 +28,28 @@ def test_the_followed_token_is_the_texts_own_not_bos():
     assert runner.tokenize("w5 w7").tolist() == [1, 5, 7]  # a prompt does get its BOS
     assert follow_token(runner, "w5") == 5
     assert follow_token(runner, "w42 w7") == 42  # text of several tokens follows the first one
+
+
+def test_an_analysis_answers_a_repeated_question_from_its_memo(monkeypatch):
+    """A dashboard reruns its page on every click: the same lens grid, direct effects or QK pairs are computed once,
+    and the memo stays bounded."""
+    import lmtt.analysis as analysis_module
+    from lmtt.analysis import analyze
+    from lmtt.engine.runner import ModelRunner
+    from lmtt.questions import lens
+    from tests.tiny_models import tiny_model, token_ids
+
+    a = analyze(ModelRunner(tiny_model("llama_gqa_bias"), tokenizer=None, name="llama"), token_ids(6))
+    calls = []
+    real = lens.top_token_grid
+    monkeypatch.setattr(lens, "top_token_grid", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    first = a.top_lens_grid()
+    assert a.top_lens_grid() is first and len(calls) == 1
+    assert torch.equal(first[0], real(a)[0])  # the memo holds the plain function's answer
+    assert a.top_lens_grid(final_norm=False) is not first and len(calls) == 2  # another question, another entry
+    target = a.target(-1, 3)
+    assert a.direct_effects(target) is a.direct_effects(a.target(-1, 3))  # equal targets share an entry
+    monkeypatch.setattr(analysis_module, "MEMO_ENTRIES", 4)
+    for key in range(6):
+        a.qk_attribution(1, 0, 5, key)
+    assert len(a._memo) == 4  # the least recently used answers went

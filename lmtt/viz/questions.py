@@ -158,7 +158,8 @@ def target_graph_figure(
         at = [_node_level_position(node) for node in trace.customdata]
         values = [float(q[level, pos]) for level, pos in at]
         if at and at[0] in on_route:  # a route's trace (one kind) or the selected node on it: coloured by the quantity
-            trace.marker.color = [sample_colorscale(SCALE, [(min(max(v / lim, -1.0), 1.0) + 1) / 2])[0] for v in values]
+            # one colour-scale call per trace (one call per value was slow)
+            trace.marker.color = sample_colorscale(SCALE, [(min(max(v / lim, -1.0), 1.0) + 1) / 2 for v in values])
         trace.hovertext = [f"{h}<br>{html.escape(lens.target.describe())} = {v:.2f}" for h, v in zip(trace.hovertext, values)]
     # a colour bar for the node colours (an invisible trace carries it)
     fig.add_trace(
