@@ -64,6 +64,17 @@ def test_hooks_do_nothing_outside_a_patch(tiny_runner):
     assert torch.equal(tiny_runner.trace(ids).logits, before)
 
 
+def test_logits_at_one_position_are_the_models_own_there(tiny_runner):
+    """run_patched(at=k) unembeds position k only: the model's own logits there, with the hook gone afterwards."""
+    ids = token_ids(6)
+    own = tiny_runner.model(input_ids=ids[None]).logits.float()  # (1, T, V): the model's own pass, no lmtt hooks
+    for k in (0, 3, 5):
+        one = tiny_runner.run_patched(ids[None], lambda *_: None, at=k)
+        assert one.shape == (1, 1, own.shape[-1])
+        assert torch.allclose(one[0, 0], own[0, k], rtol=1e-4, atol=1e-5)
+    assert tiny_runner.run_patched(ids[None], lambda *_: None).shape == own.shape  # no slicing left behind
+
+
 def test_prompts_of_different_length_are_refused(tiny_runner):
     a = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(5)))
     with pytest.raises(PromptError, match="same length"):

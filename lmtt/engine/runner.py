@@ -398,10 +398,20 @@ class ModelRunner:
         )
 
     @torch.no_grad()
-    def run_patched(self, ids: torch.Tensor, patch: hooks.Patch) -> torch.Tensor:
-        """(B, T, V) logits of token ids (B, T) with the patch applied at its sites (lmtt.engine.hooks); nothing recorded."""
-        with hooks.patching(patch, *ids.shape):
-            return self.model(input_ids=ids.to(self.device), use_cache=False).logits.float()
+    def run_patched(self, ids: torch.Tensor, patch: hooks.Patch, at: int | None = None) -> torch.Tensor:
+        """(B, T, V) logits of token ids (B, T) with the patch applied at its sites (lmtt.engine.hooks); nothing recorded.
+
+        With `at`, (B, 1, V): only that position is unembedded (a question that reads one position skips the rest of
+        the unembedding, a fifth of a small model's pass)."""
+        only_at = None
+        if at is not None:
+            only_at = self.unembed_modules[0].register_forward_pre_hook(lambda _m, args: (args[0][:, at : at + 1], *args[1:]))
+        try:
+            with hooks.patching(patch, *ids.shape):
+                return self.model(input_ids=ids.to(self.device), use_cache=False).logits.float()
+        finally:
+            if only_at is not None:
+                only_at.remove()
 
     @torch.no_grad()
     def attention_inputs(

@@ -124,11 +124,11 @@ def patch_prompts(
     report = on_progress or (lambda _done, _total: None)
     report(0, total)
     clean, clean_logits = record(runner, clean_ids, ("resid", "head_context", "attn_update", "ffn_update"))
-    corrupted_logits = runner.run_patched(corrupted_ids[None], lambda *_: None)
+    corrupted_logits = runner.run_patched(corrupted_ids[None], lambda *_: None, at=target.position)  # (1, 1, V)
     passes = 0  # the grid's batched passes (the clean and corrupted runs are the first two of `total`)
     report(2, total)
     m_clean = float(target.measure(clean_logits[target.position]))
-    m_corr = float(target.measure(corrupted_logits[0, target.position]))
+    m_corr = float(target.measure(corrupted_logits[0, 0]))
     grids = {name: torch.full((n_layers, n_heads if name == "heads" else t), float("nan")) for name in ("resid", "attn", "ffn", "heads")}
     for name in sites:
         width = n_heads if name == "heads" else t
@@ -151,10 +151,10 @@ def patch_prompts(
                         x[b, unit] = source[unit]
                 return x
 
-            logits = runner.run_patched(corrupted_ids[None].expand(len(chunk), t), patch)
+            logits = runner.run_patched(corrupted_ids[None].expand(len(chunk), t), patch, at=target.position)  # (B, 1, V)
             passes += 1
             report(2 + passes, total)
-            m = target.measure(logits[:, target.position]).cpu()  # (B,)
+            m = target.measure(logits[:, 0]).cpu()  # (B,)
             restored = fraction_restored(m, m_corr, m_clean)  # NaN (undefined) when clean and corrupted m nearly agree
             for b, (layer, unit) in enumerate(chunk):
                 grids[name][layer, unit] = restored[b]
