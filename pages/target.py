@@ -5,7 +5,7 @@ import streamlit as st
 
 from lmtt import ui
 from lmtt.analysis import DEFAULT_MIN_EFFECT
-from lmtt.ui.questions import answered_on, target_picker
+from lmtt.ui.questions import answered_on, qk_picker, target_picker
 from lmtt.ui.workbench import workbench
 from lmtt.viz import figures
 from lmtt.viz import questions as qf
@@ -114,26 +114,7 @@ with lens_tab:
 with qk_tab:
     # the head the user came from (clicked on the Graph or Contributions page), else the strongest head for the target
     top = effects.top_heads(1)[0]
-    start = view.head or (top.layer, top.index)
-    suffix = f"{target.token_id}_{target.contrast_id}_{start[0]}_{start[1]}"  # a new target or head starts afresh
-    c1, c2, c3, c4 = st.columns(4)
-    layer = int(c1.number_input("Layer", 0, a.n_layers - 1, start[0], key=f"q_qk_layer_{suffix}"))
-    head = int(c2.number_input("Head", 0, a.n_heads - 1, start[1], key=f"q_qk_head_{suffix}"))
-    strongest = int(effects.head_sources[layer, head].abs().argmax())
-    keys = range(target.position + 1)
-    key_pos = c3.selectbox(
-        "Key (source) token",
-        keys,
-        index=strongest,
-        format_func=lambda p: f"{p}: {figures.visible(a.tokens[p])}",
-        key=f"q_qk_key_{suffix}_{layer}_{head}",
-    )
-    other_pos = c4.selectbox(
-        "Compare with key",
-        [None, *keys],
-        format_func=lambda p: "none" if p is None else f"{p}: {figures.visible(a.tokens[p])}",
-        key=f"q_qk_other_{suffix}_{layer}_{head}",
-    )
+    layer, head, key_pos, other_pos = qk_picker(a, target, effects, view.head or (top.layer, top.index))
     st.plotly_chart(
         qf.key_scores_figure(a.key_scores(layer, head, target.position), a.tokens, key_pos), key="qk_keys", width="stretch"
     )

@@ -54,6 +54,7 @@ def test_a_question_pages_link_reproduces_its_choices():
     at.run()
     at.switch_page("pages/faithfulness.py").run()
     at.selectbox(key="_w_q_contrast").select(-3).run()  # the runner-up
+    assert at.query_params["b"] == "-3"  # in the link of this very rerun (the body sets it after the sidebar wrote the link)
     at.radio(key="q_ablation").set_value("zero").run()
     assert not at.exception, at.exception
     link = {k: at.query_params[k] for k in at.query_params}
@@ -74,3 +75,43 @@ def test_a_question_pages_link_reproduces_its_choices():
     interp.switch_page("pages/interpretation.py").run()
     assert not interp.exception, interp.exception
     assert interp.radio(key="lens_mode").value == "probability" and interp.text_input(key="lens_follow").value == " Rome"
+
+
+@pytest.mark.default_model
+def test_the_target_pages_link_carries_its_qk_head_and_keys_at_once():
+    """Issue 20: the Target page's QK head, key and compared key travel in the link, and a changed choice (target A,
+    the head) is in the link of the same rerun, not one click later. Out-of-range values are named and dropped."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.query_params["prompt"] = "The capital of France is"
+    at.run()
+    at.switch_page("pages/target.py").run()
+    at.text_input(key="q_search").input("Rome").run()
+    rome = next(o for o in at.selectbox(key="_w_q_target").options if o.startswith("␣Rome "))
+    at.selectbox(key="_w_q_target").select(rome).run()
+    assert not at.exception, at.exception
+    rome_id = at.session_state["q_target"]
+    assert at.query_params["a"] == str(rome_id)  # this rerun's link, before any other click
+    at.number_input(key="q_qk_layer").set_value(20).run()
+    at.number_input(key="q_qk_head").set_value(5).run()
+    at.selectbox(key="q_qk_key").select(2).run()
+    at.selectbox(key="q_qk_other").select(0).run()
+    assert not at.exception, at.exception
+    link = {k: at.query_params[k] for k in at.query_params}
+    assert (link["qk_layer"], link["qk_head"], link["qk_key"], link["qk_vs"]) == ("20", "5", "2", "0")
+    said = [m.value for m in at.markdown if "Score of head" in m.value]
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    fresh.query_params.update(link)
+    fresh.run()
+    fresh.switch_page("pages/target.py").run()
+    assert not fresh.exception, fresh.exception
+    assert [fresh.number_input(key=k).value for k in ("q_qk_layer", "q_qk_head")] == [20, 5]
+    assert fresh.selectbox(key="q_qk_key").value == 2 and fresh.selectbox(key="q_qk_other").value == 0
+    assert [m.value for m in fresh.markdown if "Score of head" in m.value] == said  # the same score, against the same key
+    assert said and "Score of head 20.5 from token 4 to token 2" in said[0] and "Against token 0" in said[0]
+    bad = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    bad.query_params.update({"prompt": "The capital of France is", "qk_layer": "99", "qk_key": "3"})
+    bad.run()
+    bad.switch_page("pages/target.py").run()
+    assert not bad.exception, bad.exception
+    assert any("Ignored qk_layer=99 in the link" in w.value for w in bad.warning)
+    assert bad.selectbox(key="q_qk_key").value == 3  # what fits is kept

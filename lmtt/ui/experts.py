@@ -7,7 +7,7 @@ import streamlit as st
 
 from lmtt.engine.edits import Edit
 from lmtt.ui.panels import effect_readout
-from lmtt.ui.state import View, set_edit
+from lmtt.ui.state import View, set_edit, ss
 
 
 def experts_panel(view: View, layer: int, position: int) -> None:
@@ -32,10 +32,13 @@ def experts_panel(view: View, layer: int, position: int) -> None:
     st.dataframe(table, hide_index=True, width="stretch")
     c1, c2, c3 = st.columns([2, 1, 1])
     expert = c1.selectbox("Expert to edit", ec.experts.tolist(), key="expert_pick", format_func=lambda e: f"expert {e}")
-    factor = c2.number_input("scale", value=0.0, step=0.1, key="expert_factor", help="0 removes the expert wherever it was chosen")
-    if c3.button(f"Edit expert {layer}.{expert}", key="expert_add", width="stretch"):
-        set_edit(Edit("expert", layer, int(expert), "scale", float(factor)) if factor else Edit("expert", layer, int(expert)))
-        st.rerun()
+    c2.number_input("scale", value=0.0, step=0.1, key="expert_factor", help="0 removes the expert wherever it was chosen")
+
+    def add() -> None:  # a callback, before the rerun (the widgets' values as the user left them): no jump
+        chosen, scale = int(ss["expert_pick"]), float(ss["expert_factor"])
+        set_edit(Edit("expert", layer, chosen, "scale", scale) if scale else Edit("expert", layer, chosen))
+
+    c3.button(f"Edit expert {layer}.{expert}", key="expert_add", width="stretch", on_click=add)
     neuron_panel_shown = view.neuron is not None and view.neuron[0] == layer  # it shows the same readout below
     if any(e.kind == "expert" and e.layer == layer for e in view.edits) and not neuron_panel_shown:
         effect_readout(view, key="experts")

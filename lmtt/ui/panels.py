@@ -161,17 +161,16 @@ def intervene_controls(view: View, kind: str, layer: int, index: int, key: str) 
     """Zero, mean-ablate or scale this head or neuron in one click; then the effect on the prediction, right here."""
     c1, c2 = st.columns(2)  # two rows of two: the panel beside the graph is narrow
     c3, c4 = st.columns(2, vertical_alignment="bottom")
-    factor = c3.number_input("factor", value=0.5, step=0.1, key=f"{key}_factor", label_visibility="collapsed")
-    chosen = None
-    if c1.button("Zero", key=f"{key}_zero", width="stretch", help=f"Set {kind} {layer}.{index}'s output to 0"):
-        chosen = Edit(kind, layer, index, "zero")
-    if c2.button("Mean", key=f"{key}_mean", width="stretch", help="At each token, its mean output over that token and the ones before"):
-        chosen = Edit(kind, layer, index, "mean")
-    if c4.button("Scale", key=f"{key}_scale", width="stretch", help="Multiply its output by the factor on the left"):
-        chosen = Edit(kind, layer, index, "scale", float(factor))
-    if chosen is not None:
-        set_edit(chosen)
-        st.rerun()
+    c3.number_input("factor", value=0.5, step=0.1, key=f"{key}_factor", label_visibility="collapsed")
+
+    def add(mode: str) -> None:  # a callback, before the rerun: the page is drawn once, where the user was (no jump)
+        set_edit(Edit(kind, layer, index, mode, float(ss[f"{key}_factor"]) if mode == "scale" else 0.0))
+
+    c1.button("Zero", key=f"{key}_zero", width="stretch", help=f"Set {kind} {layer}.{index}'s output to 0", on_click=add, args=("zero",))
+    c2.button("Mean", key=f"{key}_mean", width="stretch", help="At each token, its mean output over that token and the ones before",
+              on_click=add, args=("mean",))  # fmt: skip
+    c4.button("Scale", key=f"{key}_scale", width="stretch", help="Multiply its output by the factor on the left",
+              on_click=add, args=("scale",))  # fmt: skip
     effect_readout(view, key=key)
 
 
@@ -233,9 +232,7 @@ def intervention_panel(view: View) -> None:
     for e in view.edits:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
         c1.text(describe_edit(e))
-        if c2.button("Remove", key=f"remove_{e}"):
-            remove_edit(str(e))
-            st.rerun()
+        c2.button("Remove", key=f"remove_{e}", on_click=remove_edit, args=(str(e),))
     result = intervention(view)
     if result is None:
         return

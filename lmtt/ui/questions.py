@@ -1,4 +1,5 @@
-"""Shared controls of the Target, Faithfulness and Patching pages: the target/contrast picker and a small result memo."""
+"""Controls of the question pages (Target, Faithfulness, Patching): the target/contrast picker, the QK tab's head and keys,
+and a small result memo."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from lmtt.engine.chat import chat_prompt
 from lmtt.engine.config import AppConfig
 from lmtt.engine.loading import LoadError
 from lmtt.engine.runner import PromptError
-from lmtt.questions.dla import Target, TargetError, search_vocabulary
+from lmtt.questions.dla import DirectEffects, Target, TargetError, search_vocabulary
 from lmtt.ui.progress import Steps, cancelled
 from lmtt.ui.runs import cached_runner, intervention
-from lmtt.ui.state import View, describe_edit, ss
+from lmtt.ui.state import CHOICE_PARAMS, View, describe_edit, link_default, rewrite_link, ss
 from lmtt.viz.figures import visible
 
 TOP = -1  # "the model's top prediction"
@@ -71,6 +72,7 @@ def target_picker(view: View, a: Analysis | None = None, default_contrast: int =
             "Contrast B", b_options, index=b_options.index(chosen[1]), format_func=lambda i: _name(a, i, probs), key="_w_q_contrast"
         )
     ss.q_target, ss.q_contrast = target_id, PAGE_DEFAULT if contrast_id == default_contrast else contrast_id
+    rewrite_link()
     answer = None if target_id == TOP else target_id
     try:
         if contrast_id == RUNNER_UP:
@@ -81,6 +83,59 @@ def target_picker(view: View, a: Analysis | None = None, default_contrast: int =
     except TargetError as e:
         st.error(str(e))
         return None
+
+
+QK_CHOICES = ("q_qk_layer", "q_qk_head", "q_qk_key", "q_qk_other")
+
+
+def qk_picker(a: Analysis, target: Target, effects: DirectEffects, start: tuple[int, int]) -> tuple[int, int, int, int | None]:
+    """(layer, head, key position, compared key or None) of the QK tab, from its four widgets.
+
+    They start at `start` (the head the user came from, else the target's strongest head) and its strongest key; a
+    new target or start head starts them afresh. A link's choices are kept on the first draw, when they fit."""
+    scope = (target, start)
+    keys = range(target.position + 1)
+
+    def strongest(layer: int, head: int) -> int:
+        return int(effects.head_sources[layer, head].abs().argmax())
+
+    fits = {
+        "q_qk_layer": lambda v: 0 <= v < a.n_layers,
+        "q_qk_head": lambda v: 0 <= v < a.n_heads,
+        "q_qk_key": lambda v: v in keys,
+        "q_qk_other": lambda v: v is None or v in keys,
+    }
+    if ss.get("q_qk_scope") != scope:  # a link restores them before the first draw; a later scope change resets them
+        first = "q_qk_scope" not in ss
+        for name in QK_CHOICES:
+            if first and name in ss and not fits[name](ss[name]):
+                in_link = next(param for param, key, _kind in CHOICE_PARAMS["target"] if key == name)
+                st.warning(f"Ignored {in_link}={ss[name]} in the link: out of range for this model and target.")
+            if not first or (name in ss and not fits[name](ss[name])):
+                ss.pop(name, None)
+        ss.q_qk_scope = scope
+    ss.setdefault("q_qk_layer", start[0])
+    ss.setdefault("q_qk_head", start[1])
+
+    def new_head() -> None:  # another head: its own strongest key, nothing to compare yet
+        ss.pop("q_qk_key", None)
+        ss.pop("q_qk_other", None)
+
+    c1, c2, c3, c4 = st.columns(4)
+    layer = int(c1.number_input("Layer", 0, a.n_layers - 1, key="q_qk_layer", on_change=new_head))
+    head = int(c2.number_input("Head", 0, a.n_heads - 1, key="q_qk_head", on_change=new_head))
+    ss.setdefault("q_qk_key", strongest(layer, head))
+    ss.setdefault("q_qk_other", None)
+    link_default(q_qk_layer=start[0], q_qk_head=start[1], q_qk_key=strongest(layer, head), q_qk_other=None)
+    key_pos = c3.selectbox("Key (source) token", keys, format_func=lambda p: f"{p}: {visible(a.tokens[p])}", key="q_qk_key")
+    other_pos = c4.selectbox(
+        "Compare with key",
+        [None, *keys],
+        format_func=lambda p: "none" if p is None else f"{p}: {visible(a.tokens[p])}",
+        key="q_qk_other",
+    )
+    rewrite_link()
+    return layer, head, int(key_pos), other_pos
 
 
 def answered_on(view: View, follows_edits: bool = True) -> Analysis:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import streamlit as st
 
 from lmtt.analysis import Analysis
@@ -21,6 +19,7 @@ from lmtt.ui.state import (
     clear_edits,
     describe_edit,
     restore_from_url,
+    show_link,
     ss,
     start_run,
     validate_against,
@@ -54,6 +53,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
 
     Pages that work without an analysis (Dataset) pass require_analysis=False: no empty-state message.
     """
+    ss._link_at = None  # set again where the link is shown (a page without an analysis has none)
     with st.sidebar:
         _navigation()
         st.divider()
@@ -117,10 +117,8 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
         )
         st.slider("Contribution threshold", 0.0, THRESHOLD_MAX, step=0.005, format="%.3f", **bound("threshold"))
         st.toggle("Final norm before unembedding", help="Apply the model's final norm in the logit lens.", **bound("norm"))
-        write_url(page)
         with st.expander("Copy link to this view"):
-            base = (st.context.url or "").split("?")[0]
-            st.code(f"{base}?{urlencode(st.query_params.to_dict(), doseq=False)}", language=None)
+            show_link(page)
     edits = tuple(Edit.parse(e) for e in ss.get("edits", []))
     edits_chip(edits)
     return View(config, analysis, ss.token, ss.threshold, ss.norm, ss.node, ss.edge, ss.get("head"), ss.get("neuron"), edits)
@@ -134,9 +132,7 @@ def edits_chip(edits: tuple[Edit, ...]) -> None:
     text = f"✎ {n} edit{'s' if n > 1 else ''} active: " + ", ".join(describe_edit(e) for e in edits)
     with st.container(horizontal=True, vertical_alignment="center", key="edits_chip"):
         st.markdown(f":orange-badge[{text}]")
-        if st.button("Clear edits", key="chip_clear", type="tertiary", icon=":material/close:"):
-            clear_edits()
-            st.rerun()
+        st.button("Clear edits", key="chip_clear", type="tertiary", icon=":material/close:", on_click=clear_edits)
 
 
 def _current_analysis(config: AppConfig) -> Analysis | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -46,7 +47,15 @@ TABS = {  # each page's tabs, first the default: the open one is in the link as 
 # A question page's choices in its link: (URL name, session key, kind). Widget keys are set before the widget is drawn,
 # so a fresh browser opens with them. Target A and contrast B are token ids (ui.questions' sentinels for the defaults).
 CHOICE_PARAMS = {
-    "target": (("a", "q_target", int), ("b", "q_contrast", int), ("tab", "target_tab", TABS["target"])),
+    "target": (
+        ("a", "q_target", int),
+        ("b", "q_contrast", int),
+        ("tab", "target_tab", TABS["target"]),
+        ("qk_layer", "q_qk_layer", int),
+        ("qk_head", "q_qk_head", int),
+        ("qk_key", "q_qk_key", int),
+        ("qk_vs", "q_qk_other", int),
+    ),
     "faithfulness": (("a", "q_target", int), ("b", "q_contrast", int), ("ablation", "q_ablation", ("mean", "zero"))),
     "patching": (("a", "q_target", int), ("b", "q_contrast", int), ("corrupt", "patch", str), ("tab", "patching_tab", TABS["patching"])),
     "interpretation": (
@@ -174,7 +183,7 @@ def restore_from_url(config: AppConfig) -> None:
 
 
 # session keys of choices that belong to one prompt's questions (their widgets' keys start with _w_ + these)
-QUESTION_CHOICES = ("q_target", "q_contrast", "q_qk_", "patch", "_w_q_target", "_w_q_contrast", "_w_q_qk_", "_w_patch")
+QUESTION_CHOICES = ("q_target", "q_contrast", "q_qk_", "patch", "_w_q_target", "_w_q_contrast", "_w_patch")
 
 
 def start_run(model: str, prompt: str, generated_from: int | None = None) -> None:
@@ -275,9 +284,10 @@ def share_params(page: str) -> list[tuple[str, str]]:
             params.append((name, value))
     if page in ("graph", "target") and ss.get("curation"):
         params += ss.curation.to_params()
+    defaults = {**DEFAULT_CHOICES, **ss.get("_link_defaults", {})}
     for name, key, _kind in CHOICE_PARAMS.get(page, ()):
         value = ss.get(key)
-        if value is not None and value != DEFAULT_CHOICES.get(key):
+        if value is not None and value != defaults.get(key):
             params.append((name, str(value)))
     return params + [("edit", e) for e in ss.get("edits", [])]
 
@@ -287,6 +297,32 @@ def write_url(page: str) -> None:
     current = [(k, v) for k in st.query_params for v in st.query_params.get_all(k)]
     if sorted(current) != sorted(items):
         st.query_params.from_dict({k: [v for kk, v in items if kk == k] for k in dict(items)})
+
+
+def share_link() -> str:
+    """The address of the open view, every value of a repeated parameter (edit=, grp=, lbl=) included."""
+    base = (st.context.url or "").split("?")[0]
+    return f"{base}?{urlencode([(k, v) for k in st.query_params for v in st.query_params.get_all(k)])}"
+
+
+def show_link(page: str) -> None:
+    """Write the URL and show it to copy; the page's body can rewrite both (rewrite_link)."""
+    write_url(page)
+    ss._link_at = (page, st.empty())
+    ss._link_at[1].code(share_link(), language=None)
+
+
+def rewrite_link() -> None:
+    """The URL and the shown link again, after the page's body changed a choice they carry (the sidebar wrote them
+    before the body ran: a changed target would otherwise reach the link one click late)."""
+    if (at := ss.get("_link_at")) is not None:
+        write_url(at[0])
+        at[1].code(share_link(), language=None)
+
+
+def link_default(**defaults: object) -> None:
+    """Choices whose default the page works out (the QK tab's start head): at these values the link leaves them out."""
+    ss.setdefault("_link_defaults", {}).update(defaults)
 
 
 def select_node(node: str | None) -> None:
