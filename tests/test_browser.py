@@ -283,6 +283,10 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(browser, server):
     expect(page.get_by_text("logit of ␣Paris")).to_be_visible()
     expect(page.get_by_text("1 edit active: head 23.4 zeroed")).to_be_visible()
     settled(page)
+    # issue 20: the effect is on screen (the edits' notes above the panel pushed it below the fold), the buttons too
+    expect(page.get_by_text("Show the edited graph")).to_be_in_viewport()
+    expect(page.get_by_text("p of ␣Paris")).to_be_in_viewport()
+    expect(page.get_by_role("button", name="Zero", exact=True)).to_be_in_viewport()
     page.screenshot(path=str(ARTIFACTS / "edge-head-ablation.png"))
     page.get_by_text("Show the edited graph").click()
     expect(page.get_by_text("with the edits").first).to_be_visible()

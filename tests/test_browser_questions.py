@@ -61,14 +61,17 @@ def test_target_page_draws_the_suppressor_of_john(page, server, browser):
     settled(page)  # a tab change reruns the page (the open tab is in the link)
     expect(page.get_by_text("Head 23.3, query 13 → key 9")).to_be_visible()
     expect(page.get_by_text("the score of every key for query 13")).to_be_visible()
+    choose(page, "Compare with key", "Mary")
+    expect(page.get_by_text("Against token 1:")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-qk-23-3.png"), full_page=True)
-    # issue 20: the link reproduces the target and the open tab in a fresh browser
+    # issue 20: the link reproduces the target, the open tab and the QK keys in a fresh browser
     link = share_link(page)
-    assert "tab=Why+a+head+attends" in link and "a=" in link, link
+    assert "tab=Why+a+head+attends" in link and "a=" in link and "qk_vs=1" in link, link
     fresh, other = open_fresh(browser, link)
     expect(other.get_by_role("tab", name="Why a head attends")).to_have_attribute("aria-selected", "true")
     expect(other.get_by_text("logit(' John') at token 13")).to_be_visible()
     expect(other.get_by_text("Head 23.3, query 13 → key 9")).to_be_visible()
+    expect(other.get_by_text("Against token 1:")).to_be_visible()
     other.screenshot(path=str(ARTIFACTS / "link-target-qk-fresh.png"), full_page=True)
     fresh.close()
     # issue 19: A = ' John' belongs to this prompt. A new prompt's Target and Faithfulness pages explain ' Paris'.

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from lmtt.analysis import Analysis
+from lmtt.analysis import Analysis, InterventionResult
 from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import layer_of
@@ -80,6 +80,22 @@ def graph_view() -> None:
     """On every page: the wheel scrolls the page (Ctrl + wheel zooms a chart), and the graph keeps the user's zoom and
     pan when a click redraws it (see graph_view.js; our own code, no user input)."""
     st.html(f"<script>{GRAPH_VIEW_JS}</script>", unsafe_allow_javascript=True)
+
+
+REVEAL_JS = """(() => {{
+  const find = (tries) => {{
+    const el = document.querySelector(".st-key-{key}");
+    if (el) el.scrollIntoView({{block: "nearest", behavior: "instant"}});
+    else if (tries > 0) setTimeout(() => find(tries - 1), 100);
+  }};
+  setTimeout(() => find(50), 50);  // {nonce}
+}})();"""
+
+
+def reveal(key: str) -> None:
+    """Scroll the container `key` into view once it is drawn: the result of a click that may land below the fold."""
+    ss._reveals = ss.get("_reveals", 0) + 1  # a new script each time, so the browser runs it again
+    st.html(f"<script>{REVEAL_JS.format(key=key, nonce=ss._reveals)}</script>", unsafe_allow_javascript=True)
 
 
 # ---- the selection panel (Graph page) ----------------------------------------------
@@ -165,6 +181,7 @@ def intervene_controls(view: View, kind: str, layer: int, index: int, key: str) 
 
     def add(mode: str) -> None:  # a callback, before the rerun: the page is drawn once, where the user was (no jump)
         set_edit(Edit(kind, layer, index, mode, float(ss[f"{key}_factor"]) if mode == "scale" else 0.0))
+        ss._reveal = key  # and its effect is scrolled into view (the edits' notes above may push it below the fold)
 
     c1.button("Zero", key=f"{key}_zero", width="stretch", help=f"Set {kind} {layer}.{index}'s output to 0", on_click=add, args=("zero",))
     c2.button("Mean", key=f"{key}_mean", width="stretch", help="At each token, its mean output over that token and the ones before",
@@ -179,6 +196,14 @@ def effect_readout(view: View, key: str) -> None:
     result = intervention(view)
     if result is None:
         return
+    if ss.get("_reveal") == key:
+        reveal(f"{key}_readout")
+        del ss._reveal
+    with st.container(key=f"{key}_readout"):
+        _readout(result, key)
+
+
+def _readout(result: InterventionResult, key: str) -> None:
     target = visible(result.target.token)
     st.caption("With the edits (" + ", ".join(describe_edit(e) for e in result.edits) + f"), at token {result.token}:")
     c1, c2 = st.columns(2)
