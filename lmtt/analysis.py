@@ -324,12 +324,18 @@ class Analysis:
         return neurons.neuron_profile(self.runner, self.trace, layer, neuron)
 
     def patching(
-        self, corrupted: str | TokenIds, target: dla.Target | None = None, on_progress: Callable[[int, int], None] | None = None
+        self,
+        corrupted: str | TokenIds,
+        target: dla.Target | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        sites: tuple[str, ...] = patching_module.GRIDS,
     ) -> patching_module.PatchingResult:
         """Activation patching: this prompt is the clean run, `corrupted` (same token count) the corrupted one.
-        `on_progress(done, total)` counts the batched forward passes."""
+        `sites` chooses the grids (resid, attn, ffn, heads; the others stay NaN); `on_progress(done, total)` counts the
+        batched forward passes."""
         ids = _token_ids(self.runner, corrupted)
-        return patching_module.patch_prompts(self.runner, self.trace.token_ids, ids, target or self.target(), on_progress=on_progress)
+        target = target or self.target()
+        return patching_module.patch_prompts(self.runner, self.trace.token_ids, ids, target, sites=sites, on_progress=on_progress)
 
     # ---- export ----------------------------------------------------------
     def to_dict(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD, k: int = 10, node: str | None = None) -> dict:

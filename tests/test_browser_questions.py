@@ -110,7 +110,7 @@ def test_patching_shows_progress_and_cancels(page, server):
     expect(page.get_by_text(re.compile(r"forward passes done · \d+ s · about \d+ s left"))).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "patching-progress.png"), full_page=True)
     page.get_by_role("button", name="Cancel").click()
-    expect(page.get_by_text(re.compile(r"Patching cancelled with \d+ of \d+ forward passes done"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Patching \(residual stream\) cancelled with \d+ of \d+ forward passes done"))).to_be_visible()
     settled(page)
     expect(page.get_by_text("batched passes")).to_have_count(0)  # no result from the cancelled run
     page.screenshot(path=str(ARTIFACTS / "patching-cancelled.png"), full_page=True)
@@ -133,8 +133,18 @@ def test_patching_page_france_italy(page, server, browser):
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "patching-france-italy.png"), full_page=True)
     page.get_by_role("tab", name="Heads").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    settled(page)  # a tab change reruns the page (the open tab is in the link); each tab's grid is its own run
+    expect(page.get_by_text("Press Run patching: it patches the heads")).to_be_visible()
+    page.get_by_role("button", name="Run patching").click()
+    expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
+    settled(page)
     page.screenshot(path=str(ARTIFACTS / "patching-france-italy-heads.png"), full_page=True)
+    page.get_by_role("tab", name="Residual stream").click()
+    settled(page)  # the residual stream's result is remembered: no second run
+    expect(page.get_by_role("button", name="Run patching")).to_have_count(0)
+    expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
+    page.get_by_role("tab", name="Heads").click()
+    settled(page)
     # issue 20: the link carries the corrupted prompt, B and the tab; the fresh browser waits for its button (the tab
     # is drawn with the result: AppTest and the Target and Interpretation links check tabs)
     link = share_link(page)

@@ -75,6 +75,29 @@ def test_logits_at_one_position_are_the_models_own_there(tiny_runner):
     assert tiny_runner.run_patched(ids[None], lambda *_: None).shape == own.shape  # no slicing left behind
 
 
+def test_one_threads_single_position_pass_leaves_another_threads_pass_whole(tiny_runner):
+    """Sessions share a model: while one thread's run_patched(at=) is inside the model, another thread's pass still
+    unembeds every position (a hook on the shared module once sliced it, and a cached analysis lost its logits)."""
+    import threading
+
+    ids, inside, finish, out = token_ids(6), threading.Event(), threading.Event(), []
+
+    def wait_inside(site, layer, x):
+        if site == "resid" and layer == 0 and not inside.is_set():
+            inside.set()
+            finish.wait(60)
+
+    other = threading.Thread(target=lambda: out.append(tiny_runner.run_patched(ids[None], wait_inside, at=4)))
+    other.start()
+    assert inside.wait(60)
+    whole = tiny_runner.run_patched(ids[None], lambda *_: None)  # the other pass is paused inside the model meanwhile
+    traced = tiny_runner.trace(ids).logits
+    finish.set()
+    other.join(60)
+    assert whole.shape[1] == 6 and traced.shape[0] == 6 and out[0].shape[1] == 1
+    assert torch.allclose(out[0][0, 0], whole[0, 4], rtol=1e-4, atol=1e-5)
+
+
 def test_prompts_of_different_length_are_refused(tiny_runner):
     a = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(5)))
     with pytest.raises(PromptError, match="same length"):

@@ -73,12 +73,12 @@ def test_patching_page_france_italy_and_a_length_mismatch():
     at.text_input(key="_w_patch").input("The capital of Italy is").run()
     assert not at.exception, at.exception
     assert "batched passes" not in text(at) and "Press Run patching" in at.info[0].value  # issue 20: heavy, so on a button
-    at.button(key="run_patching").click().run()
+    at.button(key="run_patching_resid").click().run()  # the open tab's grid: the residual stream
     assert not at.exception, at.exception
     shown = text(at)
     assert "batched passes" in shown
     at.text_input(key="q_search").input("Rome").run()  # a keystroke in the token search box does not patch again
-    assert text(at) == shown and "run_patching" not in [b.key for b in at.button]  # the remembered result, to the 0.1 s
+    assert text(at) == shown and "run_patching_resid" not in [b.key for b in at.button]  # the remembered result, to the 0.1 s
     at.text_input(key="_w_patch").input("The capital city of Italy is").run()
     assert "same length" in at.error[0].value and "has 5 tokens and the corrupted one 6" in at.error[0].value
 

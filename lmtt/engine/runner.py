@@ -9,6 +9,7 @@ their own recorder: nothing about a call is stored on the shared modules.
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
 
 import torch
@@ -184,6 +185,8 @@ class ModelRunner:
         self.blocks = list(resolve(model, self.adapter.blocks))
         self.final_norm = resolve(model, self.adapter.final_norm)
         self.unembed_modules = [m for p in self.adapter.unembed if (m := resolve(model, p)) is not None]
+        if self.unembed_modules:  # installed once, like the patch hooks: a no-op unless this thread's pass asks (run_patched)
+            self.unembed_modules[0].register_forward_pre_hook(_unembed_only_at)
         self.n_heads = config.num_attention_heads
         self.n_kv = getattr(config, "num_key_value_heads", None) or self.n_heads  # GQA: fewer key/value heads
         self.device = next(model.parameters()).device
@@ -403,15 +406,12 @@ class ModelRunner:
 
         With `at`, (B, 1, V): only that position is unembedded (a question that reads one position skips the rest of
         the unembedding, a fifth of a small model's pass)."""
-        only_at = None
-        if at is not None:
-            only_at = self.unembed_modules[0].register_forward_pre_hook(lambda _m, args: (args[0][:, at : at + 1], *args[1:]))
+        only_at = _UNEMBED_AT.set(at)  # this thread's pass only: another session's pass on the same model is untouched
         try:
             with hooks.patching(patch, *ids.shape):
                 return self.model(input_ids=ids.to(self.device), use_cache=False).logits.float()
         finally:
-            if only_at is not None:
-                only_at.remove()
+            _UNEMBED_AT.reset(only_at)
 
     @torch.no_grad()
     def attention_inputs(
@@ -542,6 +542,15 @@ class ModelRunner:
         for module in self.unembed_modules:
             x = times_transposed(x, linear_weight(module, False).detach())  # (..., out), W (out, in) upcast in slices
         return self.scale_logits(x)
+
+
+_UNEMBED_AT: contextvars.ContextVar[int | None] = contextvars.ContextVar("lmtt_unembed_at", default=None)
+
+
+def _unembed_only_at(_module: nn.Module, args: tuple) -> tuple | None:
+    """The unembedding's pre-hook: hidden states (B, T, d) -> (B, 1, d) at the position run_patched asked for."""
+    at = _UNEMBED_AT.get()
+    return None if at is None else (args[0][:, at : at + 1], *args[1:])
 
 
 def check_prompt(prompt: str, max_chars: int | None = None) -> str:

@@ -42,6 +42,8 @@ def record(
 
 # ---- activation patching between a clean and a corrupted prompt ----------------------------
 
+GRIDS = ("resid", "attn", "ffn", "heads")  # the grids: block inputs, attention and FFN outputs, head contexts
+
 
 @dataclass(frozen=True)
 class PatchingResult:
@@ -100,7 +102,7 @@ def patch_prompts(
     corrupted_ids: torch.Tensor,
     target: Target,
     max_batch: int = 128,
-    sites: tuple[str, ...] = ("resid", "attn", "ffn", "heads"),
+    sites: tuple[str, ...] = GRIDS,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PatchingResult:
     """Patch clean activations into the corrupted run, one at a time, and measure what each restores.
