@@ -184,8 +184,10 @@ def on_button(key: tuple, name: str, label: str, what: str, compute: Callable[[S
         return ss["_q_memo"][key]
     if note := cancelled(name):
         st.warning(f"{note} Nothing was kept: press {label!r} to run it again.")
-    if not st.button(label, type="primary", key=f"run_{name}"):
+    slot = st.empty()
+    if not slot.button(label, type="primary", key=f"run_{name}"):
         return None
+    slot.empty()  # pressed: the result replaces the button (a later rerun finds the result remembered)
     steps = Steps(name, what, "forward passes")
     try:
         return memo(key, lambda: compute(steps))
