@@ -338,6 +338,8 @@ def test_url_restores_interventions(at):
     assert not at.exception, at.exception
     assert at.session_state["edits"] == ["head:20.1:zero", "neuron:3.5:x0.5"]
     assert any("bogus" in w.value for w in at.warning)
+    shown = [c.value for c in at.sidebar.code]  # "Copy link to this view": every edit, not the last one alone
+    assert len(shown) == 1 and "edit=head%3A20.1%3Azero" in shown[0] and "edit=neuron%3A3.5%3Ax0.5" in shown[0], shown
 
 
 def test_compare_page(at, traces):
