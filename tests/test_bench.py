@@ -80,3 +80,17 @@ def test_bad_flags_are_refused_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main([*argv, "--sizes", "8", "--out", ""])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_dashboard_table_reports_what_was_measured():
+    """`python -m lmtt.tools.dashboard`'s RESULTS table: the app's time over the engine and the app / library ratio,
+    from hand-made timings (the browser run itself is a tool, not a test)."""
+    from lmtt.tools import dashboard
+
+    result = {
+        "graphs": [{"tokens": 4000, "engine_s": 25.0, "first_graph_s": 35.75, "node_click_s": 5.33}],
+        "questions": [{"question": "faithfulness curve", "library_s": 2.0, "app_s": 3.0}],
+    }
+    table = dashboard.markdown(result).splitlines()
+    assert "| 4,000 | 25.00 | 35.75 | +10.75 | 5.33 |" in table
+    assert "| faithfulness curve | 2.00 | 3.00 | 1.50× |" in table
