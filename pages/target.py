@@ -119,8 +119,8 @@ with qk_tab:
         qf.key_scores_figure(a.key_scores(layer, head, target.position), a.tokens, key_pos), key="qk_keys", width="stretch"
     )
     try:
-        result = a.qk_attribution(layer, head, target.position, int(key_pos))
-        other = None if other_pos is None else a.qk_attribution(layer, head, target.position, int(other_pos))
+        result = a.qk_attribution(layer, head, target.position, key_pos)
+        other = None if other_pos is None else a.qk_attribution(layer, head, target.position, other_pos)
     except ValueError as e:
         st.info(str(e))
     else:

@@ -42,7 +42,9 @@ def record(
 
 # ---- activation patching between a clean and a corrupted prompt ----------------------------
 
-GRIDS = ("resid", "attn", "ffn", "heads")  # the grids: block inputs, attention and FFN outputs, head contexts
+# each grid and the hook site it patches: block inputs, attention and FFN outputs, head contexts
+SITE_OF = {"resid": "resid", "attn": "attn_update", "ffn": "ffn_update", "heads": "head_context"}
+GRIDS = tuple(SITE_OF)
 
 
 @dataclass(frozen=True)
@@ -118,20 +120,19 @@ def patch_prompts(
         raise IndexError(f"target position {target.position} is out of range for {t} tokens")
     start = time.perf_counter()
     n_layers, n_heads, hd = len(runner.blocks), runner.n_heads, runner.head_dim
-    site_of = {"resid": "resid", "attn": "attn_update", "ffn": "ffn_update", "heads": "head_context"}
     for name in sites:
-        if name not in site_of:
-            raise ValueError(f"unknown patching site {name!r}; choose from {', '.join(site_of)}")
+        if name not in SITE_OF:
+            raise ValueError(f"unknown patching site {name!r}; choose from {', '.join(GRIDS)}")
     total = 2 + sum(math.ceil(n_layers * (n_heads if name == "heads" else t) / max_batch) for name in sites)
     report = on_progress or (lambda _done, _total: None)
     report(0, total)
-    clean, clean_logits = record(runner, clean_ids, ("resid", "head_context", "attn_update", "ffn_update"))
+    clean, clean_logits = record(runner, clean_ids, tuple(SITE_OF[name] for name in sites))  # only what the grids put back
     corrupted_logits = runner.run_patched(corrupted_ids[None], lambda *_: None, at=target.position)  # (1, 1, V)
     passes = 0  # the grid's batched passes (the clean and corrupted runs are the first two of `total`)
     report(2, total)
     m_clean = float(target.measure(clean_logits[target.position]))
     m_corr = float(target.measure(corrupted_logits[0, 0]))
-    grids = {name: torch.full((n_layers, n_heads if name == "heads" else t), float("nan")) for name in ("resid", "attn", "ffn", "heads")}
+    grids = {name: torch.full((n_layers, n_heads if name == "heads" else t), float("nan")) for name in GRIDS}
     for name in sites:
         width = n_heads if name == "heads" else t
         cells = [(layer, unit) for layer in range(n_layers) for unit in range(width)]  # the whole grid, row by row
@@ -142,7 +143,7 @@ def patch_prompts(
                 by_layer.setdefault(layer, []).append((b, unit))
 
             def patch(site, layer, x, name=name, by_layer=by_layer):
-                if site != site_of[name] or layer not in by_layer:
+                if site != SITE_OF[name] or layer not in by_layer:
                     return None
                 source = clean[site, layer]  # (T, .)
                 x = x.clone()
