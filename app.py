@@ -70,7 +70,7 @@ with graph_col:
     with st.container(key="graph_box"):
         st.plotly_chart(
             figures.graph_figure(
-                shown, sub, selected=view.node, explained=view.token, columns=columns,
+                shown, sub, explained=view.token, columns=columns,
                 curation=ui.ss.get("curation"), subgraph_only=bool(ui.ss.get("subgraph_only")),
             ),  # fmt: skip
             key="graph_chart",
@@ -79,6 +79,7 @@ with graph_col:
             width="stretch",
             config={"scrollZoom": True, "displaylogo": False},
         )
+        ui.mark_node("graph_chart", view.node)
 with panel_col:
     if view.edits:  # say which run each number belongs to
         st.caption(

@@ -39,11 +39,12 @@ with graph_tab:
     direct = a.direct_edges(target, min_effect) if show else []
     sub = a.paths_to(target.position, view.threshold)
     curated = {"curation": ui.ss.get("curation"), "subgraph_only": bool(ui.ss.get("subgraph_only"))}
-    fig = qf.target_graph_figure(a, sub, a.target_lens(target), direct, selected=view.node, **curated)
+    fig = qf.target_graph_figure(a, sub, a.target_lens(target), direct, **curated)
     st.plotly_chart(
         fig, key="target_graph", width="stretch", on_select="rerun", selection_mode="points",
         config={"scrollZoom": True, "displaylogo": False},
     )  # fmt: skip
+    ui.mark_node("target_graph", view.node)
     workbench(a, sub, view.node)
     st.caption(
         "Nodes on the route are coloured by the logit lens of the quantity at their state. "

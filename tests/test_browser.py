@@ -61,6 +61,9 @@ def graph_ranges(page: Page) -> list:
     return page.evaluate(js)
 
 
+KEEP_PLOT_JS = "() => { window.__drawnBefore = document.querySelector('.js-plotly-plot').calcdata; }"
+
+
 def sentences(n_tokens: int) -> str:
     """A prompt of exactly n_tokens SmolLM2 tokens (the sentence is 10 tokens; 5 is its first half)."""
     if n_tokens == 5:
@@ -88,11 +91,19 @@ def test_run_click_a_node_and_visit_every_page(browser, server):
     settled(page)
     expect(page.get_by_text("predicts ␣Paris")).to_have_count(1)
     assert drawn_nodes(page) == 5 * 61  # every node
-    click_point(page, "ffn:29:4")  # the top node of the last token
-    expect(page.get_by_text("layer 29 after FFN, token 4 ␣is")).to_be_visible()
+    page.evaluate(KEEP_PLOT_JS)
+    # a click changes no figure: the plot on screen stays the one drawn before it, and the selected node is ringed
+    for node, text in (("ffn:20:4", "layer 20 after FFN, token 4 ␣is"), ("ffn:29:4", "layer 29 after FFN, token 4 ␣is")):
+        click_point(page, node)
+        expect(page.get_by_text(text)).to_be_visible()
+        settled(page)
+        assert page.evaluate("() => document.querySelector('.js-plotly-plot').calcdata === window.__drawnBefore")
+        expect(page.locator(".js-plotly-plot .shapelayer path")).to_have_count(1)  # the ring (this prompt has no gap bands)
+        ring = page.locator(".js-plotly-plot .shapelayer path").bounding_box()
+        x, y = point_xy(page, node)
+        assert abs(ring["x"] + ring["width"] / 2 - x) < 2 and abs(ring["y"] + ring["height"] / 2 - y) < 2, (ring, x, y)
     expect(page.get_by_text("Logit lens")).to_be_visible()
     expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
-    settled(page)
     assert "node=ffn%3A29%3A4" in page.url
     page.screenshot(path=str(ARTIFACTS / "graph-node-selected.png"), full_page=True)
 

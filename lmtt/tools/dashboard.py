@@ -25,7 +25,7 @@ class GraphTiming:
     tokens: int
     engine_s: float  # lmtt.analyze and the paths to the last token, in this process, warm model
     first_graph_s: float  # Run pressed -> the graph drawn in the browser
-    node_click_s: float  # a node clicked -> the page redrawn with its panel (median)
+    node_click_s: float  # a node clicked (after the hover that precedes a click) -> the page redrawn with its panel (median)
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,16 @@ NODE_XY_JS = """(node) => {
 }"""
 
 
-def _click_node(page, node: str) -> None:
+def _click_node(page, node: str) -> float:
+    """Hover the node, as a hand does (plotly clicks the point it last hovered), then click it: the click's time."""
     xy = page.evaluate(NODE_XY_JS, node)
     if xy is None:
         raise RuntimeError(f"node {node} is not drawn")
     page.mouse.move(xy[0], xy[1])
     page.locator(".js-plotly-plot .hoverlayer .hovertext").first.wait_for(state="attached", timeout=10_000)
+    start = time.perf_counter()
     page.mouse.click(xy[0], xy[1])
+    return start
 
 
 def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES) -> list[GraphTiming]:
@@ -104,8 +107,7 @@ def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES) -> list[Graph
         first = time.perf_counter() - start
         clicks = []
         for layer in range(28, 28 - CLICKS, -1):  # FFN nodes of the explained token, always drawn
-            start = time.perf_counter()
-            _click_node(page, f"ffn:{layer}:{n - 1}")
+            start = _click_node(page, f"ffn:{layer}:{n - 1}")
             _graph_drawn(page, f"layer {layer} after FFN, token {n - 1} ")
             clicks.append(time.perf_counter() - start)
         out.append(GraphTiming(n, round(engine_s, 2), round(first, 2), round(statistics.median(clicks), 2)))

@@ -5,6 +5,10 @@
 //
 // Zoom: Streamlit gives a chart a new element (a fresh plot) whenever its figure changes, so plotly's uirevision alone
 // cannot keep the view: remember the axis ranges per uirevision (one prompt) and put them back on each new plot.
+//
+// Selection: the figure leaves the selected node out, so that a click changes no figure and Streamlit keeps the plot
+// (a redraw took over a second per draw at 500 tokens). The page names the node per chart key (ui.mark_node), and a
+// ring is drawn here as a layout shape, anchored at the node in data units and sized in pixels: it follows zoom and pan.
 (() => {
   if (window.__lmttKeepZoom) return;
   window.__lmttKeepZoom = true;
@@ -41,9 +45,44 @@
       saved.set(revision(gd), { "xaxis.range": [...layout.xaxis.range], "yaxis.range": [...layout.yaxis.range] });
     });
   };
-  const scan = () => document.querySelectorAll(".st-key-graph_box .js-plotly-plot").forEach((gd) => {
-    if (gd._fullLayout) watch(gd);
+  const RING = "lmtt-selected";
+  const nodeXY = (gd, node) => {
+    for (const trace of gd.data || []) {
+      const i = trace.name === "nodes" && trace.customdata ? Array.prototype.indexOf.call(trace.customdata, node) : -1;
+      if (i >= 0) return [trace.x[i], trace.y[i]];
+    }
+    return null;
+  };
+  const mark = (gd, node) => {
+    if (!gd._fullLayout || !gd.layout || gd.__lmttMarking) return;
+    const shapes = gd.layout.shapes || [];
+    const ringed = shapes.some((s) => s.name === RING);
+    if (gd.__lmttRing === node && ringed === !!gd.__lmttRinged) return;  // drawn already (the common case: a hover)
+    const xy = node ? nodeXY(gd, node) : null;
+    gd.__lmttRing = node;
+    gd.__lmttRinged = !!xy;
+    if (!xy && !ringed) return;
+    const kept = shapes.filter((s) => s.name !== RING);
+    const ring = { name: RING, type: "circle", xref: "x", yref: "y", xsizemode: "pixel", ysizemode: "pixel", layer: "above",
+                   xanchor: xy && xy[0], yanchor: xy && xy[1], x0: -8, x1: 8, y0: -8, y1: 8, line: { color: "#000000", width: 3 } };
+    gd.__lmttMarking = true;
+    window.Plotly.relayout(gd, { shapes: xy ? [...kept, ring] : kept }).finally(() => { gd.__lmttMarking = false; });
+  };
+  window.lmttMark = () => (window.__lmttMarks || new Map()).forEach((node, chart) => {
+    document.querySelectorAll(`.st-key-${chart} .js-plotly-plot`).forEach((gd) => {
+      if (!gd.__lmttMarkWatched && gd.on) {
+        gd.__lmttMarkWatched = true;
+        gd.on("plotly_afterplot", () => mark(gd, window.__lmttMarks.get(chart)));  // a redraw with the figure's own shapes
+      }
+      mark(gd, node);
+    });
   });
+  const scan = () => {
+    document.querySelectorAll(".st-key-graph_box .js-plotly-plot").forEach((gd) => {
+      if (gd._fullLayout) watch(gd);
+    });
+    window.lmttMark();
+  };
   new MutationObserver(scan).observe(document.body, { childList: true, subtree: true });
   scan();
 })();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import weakref
 from collections.abc import Sequence
@@ -80,6 +81,16 @@ def graph_view() -> None:
     """On every page: the wheel scrolls the page (Ctrl + wheel zooms a chart), and the graph keeps the user's zoom and
     pan when a click redraws it (see graph_view.js; our own code, no user input)."""
     st.html(f"<script>{GRAPH_VIEW_JS}</script>", unsafe_allow_javascript=True)
+
+
+def mark_node(chart: str, node: str | None) -> None:
+    """Ring the selected node of the graph chart keyed `chart` (graph_view.js draws the ring in the browser).
+
+    The figure leaves the selection out, so a click changes no figure and Streamlit keeps the graph on screen instead
+    of drawing it again: at 500 tokens a click took 3.5-3.9 s with two draws of the graph, and 0.5-1.2 s without."""
+    args = json.dumps([chart, node]).replace("<", "\\u003c")  # inside a <script>: no "</script>" can close it
+    st.html(f"<script>(window.__lmttMarks ||= new Map()).set(...{args}); window.lmttMark && window.lmttMark();</script>",
+            unsafe_allow_javascript=True)  # fmt: skip
 
 
 REVEAL_JS = """(() => {{

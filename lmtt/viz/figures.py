@@ -98,7 +98,6 @@ def graph_min_width(n_columns: int) -> int:
 def graph_figure(
     analysis: Analysis,
     sub: Subgraph,
-    selected: str | None = None,
     explained: int | None = None,
     columns: Columns | None = None,
     curation: Curation | None = None,
@@ -112,6 +111,8 @@ def graph_figure(
     The token labels are drawn above and below the plot; zoom and pan survive reruns of the same prompt and columns (uirevision).
     A curation marks its pins (★) and labels; with `subgraph_only`, only its nodes are drawn with the route's edges
     between them, and each group is one node (■) whose edges are its members' summed.
+    The selected node is not part of the figure: the browser rings it (ui.mark_node), so a click changes no figure and
+    Streamlit does not draw the graph again (two draws of about 1.2 s each at 500 tokens).
     """
     tokens = readable_tokens(analysis)
     cols = columns or columns_for(len(tokens), sub, also=() if explained is None else (explained,))
@@ -135,10 +136,22 @@ def graph_figure(
     fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
     for trace in overlay:
         fig.add_trace(trace)
-    for trace in _node_traces(analysis, sub, cols, tokens, selected):  # last, so that a click finds a node first
+    for trace in _node_traces(analysis, sub, cols, tokens):  # last, so that a click finds a node first
         fig.add_trace(trace)
     _graph_layout(fig, cols, tokens, top_level, analysis.n_layers, analysis.trace.parallel)
+    keep_look_when_selected(fig)
     return fig
+
+
+def keep_look_when_selected(fig: go.Figure) -> None:
+    """A click selects its point in plotly (clickmode "event+select"), which fades every other marker. The graph stays
+    on screen across clicks (the selection is ringed in the browser), so each marker keeps its own opacity."""
+    for trace in fig.data:
+        if "markers" in (trace.mode or "") or "text" in (trace.mode or ""):
+            look = {"marker": {"opacity": trace.marker.opacity if trace.marker.opacity is not None else 1}}
+            if trace.textfont.color:
+                look["textfont"] = {"color": trace.textfont.color}
+            trace.unselected = look
 
 
 def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse: bool) -> tuple[Subgraph, list[go.Scatter]]:
@@ -313,13 +326,14 @@ def _gap_trace(cols: Columns, top_level: int) -> go.Scatter:
     )
 
 
-def _node_traces(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...], selected: str | None) -> list[go.Scatter]:
-    """Every node of the drawn columns, faint; the nodes on a route coloured and larger; the selected one ringed.
+def _node_traces(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) -> list[go.Scatter]:
+    """Every node of the drawn columns, faint; the nodes on a route coloured and larger.
 
     All are named "nodes" and carry their ids in customdata. Each trace has one marker style: per-point sizes, colours and
     outlines made Chromium draw 4,575 nodes (500 tokens) in 1.0-1.3 s against 0.2-0.45 s for uniform markers.
     Tens of thousands of faint points (every column of a long prompt) go to WebGL (Scattergl), where SVG markers take
-    seconds to draw; a few thousand draw faster as SVG (with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL)."""
+    seconds to draw; a few thousand draw faster as SVG (with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL).
+    """
     levels = np.arange(n_levels(analysis.n_layers))
     if analysis.trace.parallel:  # a parallel block has no state after attention: embeddings and block outputs only
         levels = levels[levels % 2 == 0]
@@ -331,23 +345,15 @@ def _node_traces(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple
     # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
     where = ["embedding"] + [_where(k, layer, analysis.trace.parallel) for layer in range(analysis.n_layers) for k in ("attn", "ffn")]
     texts = {p: html.escape(visible(tokens[p])) for p in cols.positions.tolist()}
-    groups: dict[str, list[int]] = {}  # style -> node indices: "faint", a kind's colour, "selected"
+    groups: dict[str, list[int]] = {}  # style -> node indices: "faint" or a kind's colour
     for k, (i, lv) in enumerate(zip(ids, level_list)):
-        style = "selected" if i == selected else (NODE_COLOURS[kind_of(lv)] if i in on_route else "faint")
-        groups.setdefault(style, []).append(k)
+        groups.setdefault(NODE_COLOURS[kind_of(lv)] if i in on_route else "faint", []).append(k)
     traces = []
-    for style in ["faint", *NODE_COLOURS.values(), "selected"]:
+    for style in ["faint", *NODE_COLOURS.values()]:
         members = groups.get(style)
         if not members:
             continue
-        if style == "faint":
-            marker = {"size": 3, "color": "#d9d9d9"}
-        elif style == "selected":
-            lv = level_list[members[0]]
-            colour = NODE_COLOURS[kind_of(lv)] if ids[members[0]] in on_route else "#d9d9d9"
-            marker = {"size": 9 if ids[members[0]] in on_route else 5, "color": colour, "line": {"width": 3, "color": "#000000"}}
-        else:
-            marker = {"size": 9, "color": style}
+        marker = {"size": 3, "color": "#d9d9d9"} if style == "faint" else {"size": 9, "color": style}
         scatter = go.Scattergl if len(members) > GL_ABOVE_NODES else go.Scatter
         traces.append(
             scatter(

@@ -132,7 +132,6 @@ def target_graph_figure(
     sub: Subgraph,
     lens: LensGrid,
     direct: list[DirectEdge] | None = None,
-    selected: str | None = None,
     curation: Curation | None = None,
     subgraph_only: bool = False,
 ) -> go.Figure:
@@ -143,7 +142,7 @@ def target_graph_figure(
     ends = [_node_level_position(node) for edge in direct for node in (edge.from_node, edge.into)]
     pinned = sorted(curation.positions) if curation else []  # pins keep their columns
     cols = columns_for(len(analysis.tokens), sub, also=[*(pos for _level, pos in ends), *pinned])  # direct edges may leave the graph
-    fig = figures.graph_figure(analysis, sub, selected, columns=cols, curation=curation, subgraph_only=subgraph_only)
+    fig = figures.graph_figure(analysis, sub, columns=cols, curation=curation, subgraph_only=subgraph_only)
     q = lens.quantity.numpy()  # (2L+1, T)
     on_route = {(lv, p) for lv, p in sub.node_keys()}
     # robust limits: the route's 90th percentile of |value|, beyond which colours saturate (the extremes, often the
@@ -157,7 +156,7 @@ def target_graph_figure(
             continue
         at = [_node_level_position(node) for node in trace.customdata]
         values = [float(q[level, pos]) for level, pos in at]
-        if at and at[0] in on_route:  # a route's trace (one kind) or the selected node on it: coloured by the quantity
+        if at and at[0] in on_route:  # a route's trace (one kind): coloured by the quantity
             # one colour-scale call per trace (one call per value was slow)
             trace.marker.color = sample_colorscale(SCALE, [(min(max(v / lim, -1.0), 1.0) + 1) / 2 for v in values])
         trace.hovertext = [f"{h}<br>{html.escape(lens.target.describe())} = {v:.2f}" for h, v in zip(trace.hovertext, values)]
@@ -229,6 +228,7 @@ def target_graph_figure(
         )  # fmt: skip
     label_px = max((len(text) for text, *_ in labels), default=0) * LABEL_CHAR_PX + LAYER_LABELS_PX + 10
     fig.update_layout(margin={"r": figures.GRAPH_MARGIN_PX["r"] + COLOUR_BAR_PX + (label_px if labels else 0)})
+    figures.keep_look_when_selected(fig)
     return fig
 
 
