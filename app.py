@@ -68,11 +68,13 @@ with graph_col:
     # at least 32 px per column: wide graphs scroll sideways inside this box instead of squeezing the labels
     ui.scroll_box("graph_box", figures.graph_min_width(columns.width))
     with st.container(key="graph_box"):
+        only = bool(ui.ss.get("subgraph_only"))
+        drawn = (view.token, root, view.threshold, columns.key(), ui.curation_key(), only)  # what the figure shows
+        figure = ui.kept("graph", shown, drawn, lambda: figures.graph_figure(
+            shown, sub, explained=view.token, columns=columns, curation=ui.ss.get("curation"), subgraph_only=only,
+        ))  # fmt: skip
         st.plotly_chart(
-            figures.graph_figure(
-                shown, sub, explained=view.token, columns=columns,
-                curation=ui.ss.get("curation"), subgraph_only=bool(ui.ss.get("subgraph_only")),
-            ),  # fmt: skip
+            figure,
             key="graph_chart",
             on_select="rerun",
             selection_mode="points",

@@ -39,7 +39,8 @@ with graph_tab:
     direct = a.direct_edges(target, min_effect) if show else []
     sub = a.paths_to(target.position, view.threshold)
     curated = {"curation": ui.ss.get("curation"), "subgraph_only": bool(ui.ss.get("subgraph_only"))}
-    fig = qf.target_graph_figure(a, sub, a.target_lens(target), direct, **curated)
+    drawn = (target, show, min_effect, view.threshold, ui.curation_key(), curated["subgraph_only"])  # what it shows
+    fig = ui.kept("target_graph", a, drawn, lambda: qf.target_graph_figure(a, sub, a.target_lens(target), direct, **curated))
     st.plotly_chart(
         fig, key="target_graph", width="stretch", on_select="rerun", selection_mode="points",
         config={"scrollZoom": True, "displaylogo": False},

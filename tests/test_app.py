@@ -98,6 +98,28 @@ def test_clicking_a_node_shows_its_logit_lens(at, traces):
     assert len(traces) == n
 
 
+def test_a_node_click_keeps_the_figure_and_names_the_node_to_ring(at, monkeypatch):
+    """The selection is not in the figure (the browser rings it): a click builds no new figure and sends the same
+    spec, so Streamlit does not draw the graph again. A new threshold builds one."""
+    from lmtt.viz import figures
+
+    built = []
+    real = figures.graph_figure
+    monkeypatch.setattr(figures, "graph_figure", lambda *a, **k: built.append(1) or real(*a, **k))
+    ran(at)
+    spec = next(c for c in at.get("plotly_chart") if c.key == "graph_chart").proto.spec
+    assert len(built) == 1
+    for node in ("ffn:29:4", "attn:3:1"):
+        click(at, "graph_chart", node)
+        assert not at.exception
+        assert next(c for c in at.get("plotly_chart") if c.key == "graph_chart").proto.spec == spec
+        scripts = [h.proto.body for h in at.main.get("html")]
+        assert any(f'["graph_chart", "{node}"]' in body for body in scripts), scripts
+    assert len(built) == 1
+    at.sidebar.slider(key="_w_threshold").set_value(0.1).run()
+    assert not at.exception and len(built) == 2
+
+
 def test_clicking_an_attention_edge_shows_its_heads(at):
     ran(at)
     click(at, "graph_chart", "edge|attention|45|3|4")  # layer 22, " France" -> " is"

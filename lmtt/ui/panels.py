@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.export import NEURONPEDIA_FILE, export_files
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.ui.runs import intervention
-from lmtt.ui.state import TABS, View, describe_edit, parse_edge, remove_edit, set_edit, ss, start_run
+from lmtt.ui.state import TABS, View, curation_key, describe_edit, kept, parse_edge, remove_edit, set_edit, ss, start_run
 from lmtt.viz import figures
 from lmtt.viz.figures import describe_node, visible
 
@@ -246,12 +245,8 @@ def before_after_table(before: list[TokenScore], after: list[TokenScore], k: int
 def download_buttons(analysis: Analysis, token: int, threshold: float, node: str | None = None) -> None:
     """The current view as files: graph (JSON, GraphML), contributions and predictions (CSV); the paths to `node` if given.
     The Neuronpedia file carries the workbench's pins, groups and labels."""
-    curation = ss.get("curation")
-    view = (token, threshold, node, tuple(curation.to_params()) if curation else ())
-    of, written, files = ss.get("_exports", (None, None, {}))
-    if of is None or of() is not analysis or written != view:  # written once per view: a node click reuses them
-        files = export_files(analysis, token, threshold, node, curation)
-        ss._exports = (weakref.ref(analysis), view, files)
+    view = (token, threshold, node, curation_key())  # written once per view: a node click reuses them
+    files = kept("exports", analysis, view, lambda: export_files(analysis, token, threshold, node, ss.get("curation")))
     with st.expander("Download this view"):
         mime = {"json": "application/json", "graphml": "application/xml", "csv": "text/csv"}
         for name, data in files.items():

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlencode
 
 import streamlit as st
@@ -373,6 +376,26 @@ def select_neuron(layer: int, neuron: int) -> None:
 def focus_layer() -> int:
     """The layer of the selected node (0 for an embedding)."""
     return max(parse_node(ss.node)[1], 0)
+
+
+T = TypeVar("T")
+
+
+def kept(name: str, analysis: Analysis, key: Hashable, build: Callable[[], T]) -> T:
+    """What `build` makes of `analysis` for `key`, kept in the session until either changes: a rerun that shows the same
+    view (a node click) reuses it. The analysis is held weakly, so that the analysis cache can still free it."""
+    held = ss.get("_kept", {}).get(name)
+    if held is not None and held[0]() is analysis and held[1] == key:
+        return held[2]
+    value = build()
+    ss.setdefault("_kept", {})[name] = (weakref.ref(analysis), key, value)
+    return value
+
+
+def curation_key() -> tuple:
+    """The session's curation as a value (a key for `kept`): pins, groups and labels as the link writes them."""
+    curation = ss.get("curation")
+    return tuple(curation.to_params()) if curation else ()
 
 
 def chart_click(key: str) -> dict | None:
