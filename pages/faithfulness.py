@@ -37,9 +37,13 @@ curve = on_button(
     "Draw the faithfulness curve",
     "Faithfulness curve",
     lambda steps: a.faithfulness_curve(target=target, ablation=ablation, on_progress=steps),
+    units="steps (the means, then the routes)",
 )
 if curve is None:
-    st.info(f"The curve runs the model once per threshold ({len(DEFAULT_THRESHOLDS)} thresholds): press Draw the faithfulness curve.")
+    st.info(
+        f"The curve runs the model once per threshold ({len(DEFAULT_THRESHOLDS)} thresholds, as the rows of batched passes): "
+        "press Draw the faithfulness curve."
+    )
     st.stop()
 st.plotly_chart(qf.faithfulness_curve_figure(curve), key="faithfulness_curve", width="stretch")
 table = pd.DataFrame([p.to_dict() for p in curve.points])  # faithfulness / p kept: None where undefined

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 NAME = "lmtt"
 
-# Set by the runner while it traces: {"layer_of": {id(module): layer}, "q": [...], "k": [...], "v": [...], ...}
+# Set by the runner while it traces: {"layer_of": {id(module): layer}, "whole_batch": bool, "q": [...], "k": [...], ...}
 RECORDER: contextvars.ContextVar[dict | None] = contextvars.ContextVar("lmtt_recorder", default=None)
 # Set by ModelRunner.attention_inputs: the id of the attention module whose queries, keys and values end the pass
 STOP_AT: contextvars.ContextVar[int | None] = contextvars.ContextVar("lmtt_stop_at", default=None)
@@ -49,9 +49,10 @@ def lmtt_attention(module, query, key, value, attention_mask, scaling=None, drop
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if (rec := RECORDER.get()) is not None and id(module) in rec["layer_of"]:
         layer = rec["layer_of"][id(module)]
-        rec["q"][layer] = query[0].detach().float()  # (H, T, hd)
-        rec["k"][layer] = key[0].detach().float()  # (K, T, hd)
-        rec["v"][layer] = value[0].detach().float().transpose(0, 1)  # (T, K, hd)
+        rows = slice(None) if rec["whole_batch"] else 0  # a trace keeps its one prompt's; a batch of routes every row's
+        rec["q"][layer] = query[rows].detach().float()  # (H, T, hd), or (B, H, T, hd) for the whole batch
+        rec["k"][layer] = key[rows].detach().float()  # (K, T, hd) / (B, K, T, hd)
+        rec["v"][layer] = value[rows].detach().float().transpose(-3, -2)  # (T, K, hd) / (B, T, K, hd)
         rec["mask"][layer] = additive(attention_mask)  # (T, T) or None for plain causal
         rec["scale"][layer] = float(scale)
         rec["softcap"][layer] = None if softcap is None else float(softcap)

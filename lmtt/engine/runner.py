@@ -254,8 +254,10 @@ class ModelRunner:
                 x = args[0]
                 rec = _RECORDER.get()
                 mine = [e for e in rec["edits"].get(("neuron", layer), ()) if e.index >= offset] if rec is not None else []
-                if mine:
-                    x = edits_module.apply(x, [Edit(e.kind, e.layer, e.index - offset, e.mode, e.factor) for e in mine], 1)
+                if mine:  # (B, T, N) for the causal means: OPT's FFN flattens a batch to (B * T, N)
+                    rows = x.reshape(-1, rec["n_tokens"], x.shape[-1])
+                    local = [Edit(e.kind, e.layer, e.index - offset, e.mode, e.factor) for e in mine]
+                    x = edits_module.apply(rows, local, 1).reshape(x.shape)
                 if offset == 0 and (new := hooks.apply("neuron_acts", layer, x)) is not None:
                     x = new
                 if rec is not None:
@@ -348,18 +350,7 @@ class ModelRunner:
         """Run one forward pass and record the residual stream and its parts, with optional edits or patches."""
         ids = self.tokenize(prompt) if isinstance(prompt, str) else prompt.reshape(-1)
         n = len(self.blocks)
-        head_scale = [torch.ones(self.n_heads) for _ in range(n)]
-        grouped: dict[tuple[str, int], list[Edit]] = {}
-        for e in edits:
-            self.check_edit(e)
-            grouped.setdefault((e.kind, e.layer), []).append(e)
-            if e.kind == "head":
-                head_scale[e.layer][e.index] *= e.part_scale
-        per_layer = ("q", "k", "v", "mask", "scale", "softcap", "sinks", "attn_out", "ffn_out", "attn_raw", "ffn_raw")
-        optional = ("dense_acts", "expert_acts", "expert_index", "expert_weight", "shared_gate")
-        rec = {k: [None] * n for k in per_layer + optional}
-        rec.update(layer_of=self._layer_of, experts_of=self._experts_of, resid=[None] * (n + 1))
-        rec.update(n_tokens=ids.numel(), edits=grouped, replaced=[])
+        rec, head_scale = self._recorder(ids.numel(), edits)
         token = _RECORDER.set(rec)
         try:
             with hooks.patching(patch, 1, ids.numel()):
@@ -400,17 +391,42 @@ class ModelRunner:
             replaced=tuple(rec["replaced"]),
         )
 
+    def _recorder(self, n_tokens: int, edits: tuple[Edit, ...], whole_batch: bool = False) -> tuple[dict, list[torch.Tensor]]:
+        """(what the hooks record into, each layer's (H,) head scales): the edits checked and grouped by unit.
+        With `whole_batch`, attention keeps every row's queries, keys and values (lmtt.engine.attention)."""
+        n = len(self.blocks)
+        head_scale = [torch.ones(self.n_heads) for _ in range(n)]
+        grouped: dict[tuple[str, int], list[Edit]] = {}
+        for e in edits:
+            self.check_edit(e)
+            grouped.setdefault((e.kind, e.layer), []).append(e)
+            if e.kind == "head":
+                head_scale[e.layer][e.index] *= e.part_scale
+        per_layer = ("q", "k", "v", "mask", "scale", "softcap", "sinks", "attn_out", "ffn_out", "attn_raw", "ffn_raw")
+        optional = ("dense_acts", "expert_acts", "expert_index", "expert_weight", "shared_gate")
+        rec = {k: [None] * n for k in per_layer + optional}
+        rec.update(layer_of=self._layer_of, experts_of=self._experts_of, resid=[None] * (n + 1))
+        rec.update(n_tokens=n_tokens, edits=grouped, replaced=[], whole_batch=whole_batch)
+        return rec, head_scale
+
     @torch.no_grad()
-    def run_patched(self, ids: torch.Tensor, patch: hooks.Patch, at: int | None = None) -> torch.Tensor:
-        """(B, T, V) logits of token ids (B, T) with the patch applied at its sites (lmtt.engine.hooks); nothing recorded.
+    def run_patched(
+        self, ids: torch.Tensor, patch: hooks.Patch, at: int | None = None, edits: tuple[Edit, ...] = (), read_attention: bool = False
+    ) -> torch.Tensor:
+        """(B, T, V) logits of token ids (B, T) with the patch applied at its sites (lmtt.engine.hooks).
 
         With `at`, (B, 1, V): only that position is unembedded (a question that reads one position skips the rest of
-        the unembedding, a fifth of a small model's pass)."""
+        the unembedding, a fifth of a small model's pass). With `edits` or `read_attention`, the pass applies the edits
+        and records each row's attention inputs, which the patch may read (attention.RECORDER: "q" (B, H, T, hd),
+        "k" (B, K, T, hd), "v" (B, T, K, hd), "mask", "scale"); otherwise nothing is recorded."""
         only_at = _UNEMBED_AT.set(at)  # this thread's pass only: another session's pass on the same model is untouched
+        recording = _RECORDER.set(self._recorder(ids.shape[1], edits, whole_batch=True)[0]) if edits or read_attention else None
         try:
             with hooks.patching(patch, *ids.shape):
                 return self.model(input_ids=ids.to(self.device), use_cache=False).logits.float()
         finally:
+            if recording is not None:
+                _RECORDER.reset(recording)
             _UNEMBED_AT.reset(only_at)
 
     @torch.no_grad()

@@ -138,6 +138,45 @@ class AblationMeans:
 @torch.no_grad()
 def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "mean", means: AblationMeans | None = None) -> Trace:
     """The trace of the prompt with everything outside `route` knocked out, in one forward pass (`means`: see AblationMeans)."""
+    return runner.trace(trace.token_ids, trace.edits, patch=_route_patch(runner, trace, [route], ablation, means))
+
+
+# A batch of routes holds at most this many token rows (beyond, a pass is bound by its arithmetic and batching gains
+# little; smaller batches also report progress more often) and this many bytes of attention weights, (B, H, T, T) float32.
+ROUTE_BATCH_TOKENS = 512
+ROUTE_BATCH_BYTES = 256 * 2**20
+
+
+@torch.no_grad()
+def route_logits(
+    runner: ModelRunner,
+    trace: Trace,
+    routes: list[Route],
+    ablation: str = "mean",
+    means: AblationMeans | None = None,
+    at: int | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """(R, V) logits at position `at` (default: the last) of the prompt run once per route, many routes to a pass.
+
+    The passes of run_route, as the rows of a batch: at 5 tokens one pass took 0.18 s and a batch of 13 took 0.26 s.
+    `on_rows(done)` is told how many routes have run after each batch."""
+    at = trace.n_tokens - 1 if at is None else at
+    size = max(1, min(ROUTE_BATCH_TOKENS // trace.n_tokens, ROUTE_BATCH_BYTES // (trace.n_heads * trace.n_tokens**2 * 4)))
+    out = []
+    for start in range(0, len(routes), size):
+        chunk = routes[start : start + size]
+        ids = trace.token_ids[None].expand(len(chunk), -1)  # (B, T)
+        patch = _route_patch(runner, trace, chunk, ablation, means)
+        out.append(runner.run_patched(ids, patch, at=at, edits=trace.edits, read_attention=True)[:, 0])  # (B, V)
+        if on_rows is not None:
+            on_rows(start + len(chunk))
+    return torch.cat(out)
+
+
+def _route_patch(runner: ModelRunner, trace: Trace, routes: list[Route], ablation: str, means: AblationMeans | None) -> Callable:
+    """The patch that runs row b of a pass with only routes[b] (see the module docstring), for a trace (one row, whose
+    attention inputs the recorder keeps without a batch axis) or a batched pass (every row's)."""
     _check_ablation(ablation)
     t, kv_index = trace.n_tokens, trace.kv_index
     causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T) [query, source]
@@ -145,37 +184,41 @@ def run_route(runner: ModelRunner, trace: Trace, route: Route, ablation: str = "
     if mean and means is None:
         means = AblationMeans.of(runner, trace)
     v_mean, ffn_mean = (means.values, means.ffn) if mean else (None, None)
+    attn_kept = torch.stack([r.attn for r in routes])  # (B, L, T, T)
+    ffn_kept = torch.stack([r.ffn for r in routes])  # (B, L, T)
 
-    def patch(site: str, layer: int, x: torch.Tensor) -> torch.Tensor | None:  # x: (1, T, .)
+    def patch(site: str, layer: int, x: torch.Tensor) -> torch.Tensor | None:  # x: (B, T, .)
         if site == "head_context":
-            keep = route.attn[layer].to(x.device) & causal.to(x.device)  # (T, T)
-            lost = causal.to(x.device) & ~keep  # (T, T) the sources each query loses
+            on = causal.to(x.device)
+            keep = attn_kept[:, layer].to(x.device) & on  # (B, T, T)
+            lost = on & ~keep  # (B, T, T) the sources each query loses
             if not lost.any():
                 return None
             rec = attention.RECORDER.get()  # this pass's queries, keys and values at this layer
-            a = trace_attention(rec, layer, kv_index, t)  # (H, T, T)
-            v = rec["v"][layer][:, kv_index.to(x.device)]  # (T, H, hd)
-            ctx = torch.einsum("hqj,jhc->qhc", a * keep[None], v)  # (T, H, hd) the kept parts, summed exactly
+            a = trace_attention(rec, layer, kv_index, t)  # (B, H, T, T)
+            v = rec["v"][layer]
+            v = (v if v.dim() == 4 else v[None])[:, :, kv_index.to(x.device)]  # (B, T, H, hd)
+            ctx = torch.einsum("bhqj,bjhc->bqhc", a * keep[:, None], v)  # (B, T, H, hd) the kept parts, summed exactly
             if mean:  # removed mass (sinks keep theirs) x the head's causal mean value
-                mass = (a * lost[None]).sum(-1).T  # (T, H)
-                ctx = ctx + mass[:, :, None] * v_mean[layer].to(x.device)
-            scale = trace.head_scale[layer].to(x.device) if trace.edits else torch.ones(ctx.shape[1], device=x.device)  # (H,)
-            rows = lost.any(-1)  # (T,) queries that lose a source; the others stay exactly as computed
-            out = x.clone().reshape(t, -1, ctx.shape[-1])  # (T, H, hd)
+                mass = (a * lost[:, None]).sum(-1).transpose(1, 2)  # (B, T, H)
+                ctx = ctx + mass[..., None] * v_mean[layer].to(x.device)
+            scale = trace.head_scale[layer].to(x.device) if trace.edits else torch.ones(ctx.shape[2], device=x.device)  # (H,)
+            rows = lost.any(-1)  # (B, T) queries that lose a source; the others stay exactly as computed
+            out = x.clone().reshape(*ctx.shape)  # (B, T, H, hd)
             # an edited head writes its kept parts scaled; a zeroed or mean-ablated one (scale 0) keeps what the edit wrote
-            new = torch.where(scale[None, :, None] == 0, out, scale[None, :, None] * ctx.to(x.dtype))  # (T, H, hd)
+            new = torch.where(scale[:, None] == 0, out, scale[:, None] * ctx.to(x.dtype))  # (B, T, H, hd)
             out[rows] = new[rows]
             return out.reshape(x.shape)
         if site == "ffn_update":
-            drop = ~route.ffn[layer].to(x.device)  # (T,)
+            drop = ~ffn_kept[:, layer].to(x.device)  # (B, T)
             if not drop.any():
                 return None
             x = x.clone()
-            x[0, drop] = ffn_mean[layer].to(x.device, x.dtype)[drop] if mean else 0
+            x[drop] = ffn_mean[layer].to(x.device, x.dtype).expand(len(drop), -1, -1)[drop] if mean else 0
             return x
         return None
 
-    return runner.trace(trace.token_ids, trace.edits, patch=patch)  # a traced pass: its own q, k, v reach the patch
+    return patch
 
 
 def site_values(runner: ModelRunner, trace: Trace, site: str) -> list[torch.Tensor]:
@@ -191,14 +234,16 @@ def site_values(runner: ModelRunner, trace: Trace, site: str) -> list[torch.Tens
 
 
 def trace_attention(rec: dict, layer: int, kv_index: torch.Tensor, t: int) -> torch.Tensor:
-    """(H, T, T) attention weights of the running pass at `layer`, from what lmtt's attention recorded."""
+    """(B, H, T, T) attention weights of the running pass at `layer`, per row, from what lmtt's attention recorded."""
     q, k = rec["q"][layer], rec["k"][layer]
+    q, k = (q, k) if q.dim() == 4 else (q[None], k[None])  # a trace records its one row without a batch axis
     extra = [rec[name][layer] for name in ("softcap", "sinks") if name in rec]  # softcapped or sink attention
-    return attention.attention_weights(q, k, rec["mask"][layer], rec["scale"][layer], kv_index.to(q.device), slice(0, t), t, *extra)
+    mask, scale, kv = rec["mask"][layer], rec["scale"][layer], kv_index.to(q.device)
+    return torch.stack([attention.attention_weights(qb, kb, mask, scale, kv, slice(0, t), t, *extra) for qb, kb in zip(q, k)])
 
 
-def _measure(logits: torch.Tensor, target: Target) -> tuple[float, float, int]:
-    row = logits[target.position]  # (V,)
+def _measure(row: torch.Tensor, target: Target) -> tuple[float, float, int]:
+    """(m, p(A), the top token) of one position's logits (V,)."""
     return float(target.measure(row)), float(row.softmax(-1)[target.token_id]), int(row.argmax())
 
 
@@ -211,18 +256,39 @@ def faithfulness(
     empty: float | None = None,
     means: AblationMeans | None = None,
 ) -> Faithfulness:
-    """Faithfulness of the subgraph `sub` for the target (one forward pass; two when `empty` is not given)."""
-    if sub.root[1] != target.position:
-        raise ValueError(f"the subgraph leads to position {sub.root[1]}, the target is at {target.position}")
+    """Faithfulness of the subgraph `sub` for the target (one batched pass: the route, and the empty one unless given)."""
+    return _faithfulness_of(runner, trace, [sub], target, ablation, means, empty)[0]
+
+
+def _faithfulness_of(
+    runner: ModelRunner,
+    trace: Trace,
+    subs: list[Subgraph],
+    target: Target,
+    ablation: str,
+    means: AblationMeans | None,
+    empty: float | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> list[Faithfulness]:
+    """One Faithfulness per subgraph; their routes and the empty one (unless `empty` is given) run as rows of a batch."""
+    for sub in subs:
+        if sub.root[1] != target.position:
+            raise ValueError(f"the subgraph leads to position {sub.root[1]}, the target is at {target.position}")
     _check_ablation(ablation)
     if ablation == "mean" and means is None:
-        means = AblationMeans.of(runner, trace)  # once for this route and the empty one
-    route = Route.of(sub, trace.n_layers, trace.n_tokens)
-    m_full, p_full, _ = _measure(trace.logits, target)
-    m_route, p_route, top = _measure(run_route(runner, trace, route, ablation, means).logits, target)
+        means = AblationMeans.of(runner, trace)  # once for every route and the empty one
+    routes = [Route.of(sub, trace.n_layers, trace.n_tokens) for sub in subs]
     if empty is None:
-        empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation, means).logits, target)[0]
-    return Faithfulness(target, sub.threshold, ablation, len(sub), m_full, m_route, empty, p_full, p_route, runner.decode(top))
+        routes.append(Route.empty(trace.n_layers, trace.n_tokens))
+    rows = route_logits(runner, trace, routes, ablation, means, target.position, on_rows)  # (R, V)
+    if empty is None:
+        empty = _measure(rows[-1], target)[0]
+    m_full, p_full, _ = _measure(trace.logits[target.position], target)
+    out = []
+    for sub, row in zip(subs, rows):
+        m_route, p_route, top = _measure(row, target)
+        out.append(Faithfulness(target, sub.threshold, ablation, len(sub), m_full, m_route, empty, p_full, p_route, runner.decode(top)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -251,19 +317,14 @@ def faithfulness_curve(
     ablation: str = "mean",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> FaithfulnessCurve:
-    """One route run per subgraph, sharing the empty route's run and, for mean ablation, the means.
+    """One route per subgraph and the empty route, as rows of batched passes, sharing the means for mean ablation.
 
-    `on_progress(done, total)` counts the runs: the means, the empty route, then one per subgraph."""
+    `on_progress(done, total)` counts the steps: the means, then the routes, the empty one last (a batch at a time)."""
     _check_ablation(ablation)
     report = on_progress or (lambda _done, _total: None)
     total = len(subgraphs) + 2
     report(0, total)
     means = AblationMeans.of(runner, trace) if ablation == "mean" else None
     report(1, total)
-    empty = _measure(run_route(runner, trace, Route.empty(trace.n_layers, trace.n_tokens), ablation, means).logits, target)[0]
-    report(2, total)
-    points = []
-    for s in subgraphs:
-        points.append(faithfulness(runner, trace, s, target, ablation, empty, means))
-        report(2 + len(points), total)
+    points = _faithfulness_of(runner, trace, subgraphs, target, ablation, means, on_rows=lambda done: report(1 + done, total))
     return FaithfulnessCurve(points)

@@ -177,9 +177,9 @@ def memo(key: tuple, compute: Callable):
     return cache[key]
 
 
-def on_button(key: tuple, name: str, label: str, what: str, compute: Callable[[Steps], T]) -> T | None:
+def on_button(key: tuple, name: str, label: str, what: str, compute: Callable[[Steps], T], units: str = "forward passes") -> T | None:
     """A long question's result: remembered (see memo), or computed when the user presses `label`, with progress
-    and Cancel. None until then: a keystroke elsewhere on the page never starts it."""
+    in `units` and Cancel. None until then: a keystroke elsewhere on the page never starts it."""
     if key in ss.get("_q_memo", {}):
         return ss["_q_memo"][key]
     if note := cancelled(name):
@@ -188,7 +188,7 @@ def on_button(key: tuple, name: str, label: str, what: str, compute: Callable[[S
     if not slot.button(label, type="primary", key=f"run_{name}"):
         return None
     slot.empty()  # pressed: the result replaces the button (a later rerun finds the result remembered)
-    steps = Steps(name, what, "forward passes")
+    steps = Steps(name, what, units)
     try:
         return memo(key, lambda: compute(steps))
     finally:
