@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from lmtt.tools.dashboard import SETTLED_JS
 from lmtt.tools.serve import CHROMIUM, ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -115,11 +116,13 @@ def click_point_until(page: Page, customdata, text: str, tries: int = 3) -> None
 
 
 def settled(page) -> None:
-    """Wait until the app is connected and its script has finished, with no exception shown."""
-    app = page.locator('[data-testid="stApp"]')
-    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED")
+    """Wait until the app is connected and its script has finished, with no exception shown.
+
+    The script starts a moment after a click, hence the pause first. Then the state is checked every 50 ms (the
+    dashboard tool's check): expect() retries at 100, 250 and 500 ms and then every second, which added up to a second
+    to each of the suite's hundred waits."""
     page.wait_for_timeout(300)
-    expect(app).to_have_attribute("data-test-script-state", "notRunning")
+    page.wait_for_function(SETTLED_JS, polling=50, timeout=120_000)
     expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 

@@ -29,12 +29,12 @@ def long_prompt(n_tokens: int) -> tuple[str, str]:
 
     from lmtt.engine.config import EMBEDDED_GGUF
     from lmtt.engine.loading import converted_gguf, embedded_dir
-    from lmtt.tools.bench import natural_text
+    from lmtt.tools.dashboard import prompt_of
 
     tokenizer = AutoTokenizer.from_pretrained(converted_gguf(embedded_dir(), EMBEDDED_GGUF))
-    ids = tokenizer(natural_text(), add_special_tokens=False)["input_ids"][:n_tokens]
-    prompt = tokenizer.decode(ids)
-    assert len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) == n_tokens
+    prompt = prompt_of(tokenizer, n_tokens)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert len(ids) == n_tokens
     return prompt, tokenizer.decode(ids[-1:])
 
 
