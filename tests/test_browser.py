@@ -5,6 +5,7 @@ Screenshots go to test-artifacts/ (look at them: an error or an empty chart is a
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from urllib.parse import quote
@@ -12,6 +13,7 @@ from urllib.parse import quote
 import jsonschema
 import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 from lmtt.tools.serve import streamlit_server
@@ -61,6 +63,12 @@ def graph_ranges(page: Page) -> list:
     return page.evaluate(js)
 
 
+ROUTE_NODE_JS = """(position) => {
+  const gd = document.querySelector('.js-plotly-plot');
+  const mine = (c) => c.startsWith('attn:') && c.endsWith(':' + position);  // the highest is near the top of the page
+  const trace = gd._fullData.find((t) => t.name === 'nodes' && t.marker.size === 9 && t.customdata.some(mine));
+  return [trace.customdata.findLast(mine), trace.marker.color];
+}"""
 KEEP_PLOT_JS = "() => { window.__drawnBefore = document.querySelector('.js-plotly-plot').calcdata; }"
 
 
@@ -420,8 +428,17 @@ def test_hovering_highlights_the_column_and_clicking_a_token_explains_it(browser
     ctx, page = new_page(browser, server, width=1400, height=1000)
     page.goto(f"{server}/?prompt={quote(PROMPT)}")
     settled(page)
-    page.mouse.move(*point_xy(page, "attn:10:3"))
+    # a node on the route in the ␣France column, and its colour
+    expect(page.locator(".js-plotly-plot .xtick").first).to_be_attached()
+    node, colour = page.evaluate(ROUTE_NODE_JS, 3)
+    x, y = point_xy(page, node)
+    page.mouse.move(x, y)
     expect(page.locator(".js-plotly-plot .spikeline").first).to_be_attached()
+    page.wait_for_timeout(300)
+    # the highlight tints the column: the hovered node still shows its colour (an opaque line under the tint hid it)
+    pixel = np.asarray(Image.open(io.BytesIO(page.screenshot(clip={"x": x - 1, "y": y - 1, "width": 3, "height": 3}))))[1, 1, :3]
+    want = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+    assert np.abs(pixel.astype(int) - want).max() < 60, (node, pixel, colour)
     click_point(page, "token|3")
     expect(page.get_by_text("lead to token 3 (␣France)")).to_be_visible()
     expect(page.get_by_role("combobox", name="Token to explain")).to_have_value("3: ␣France")

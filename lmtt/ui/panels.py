@@ -76,10 +76,15 @@ def scroll_box(key: str, min_width: int) -> None:
 GRAPH_VIEW_JS = (Path(__file__).parent / "graph_view.js").read_text()
 
 
+# plotly draws a spike line over an opaque line of the background's colour, which hid every node of the hovered
+# column; multiplied, that line leaves what is under it as it is, and the highlight only tints the column
+SPIKE_CSS = ".js-plotly-plot .spikeline {mix-blend-mode: multiply;}"
+
+
 def graph_view() -> None:
-    """On every page: the wheel scrolls the page (Ctrl + wheel zooms a chart), and the graph keeps the user's zoom and
-    pan when a click redraws it (see graph_view.js; our own code, no user input)."""
-    st.html(f"<script>{GRAPH_VIEW_JS}</script>", unsafe_allow_javascript=True)
+    """On every page: the wheel scrolls the page (Ctrl + wheel zooms a chart), the graph keeps the user's zoom and
+    pan when a click redraws it (see graph_view.js; our own code, no user input), and a hovered column stays legible."""
+    st.html(f"<style>{SPIKE_CSS}</style><script>{GRAPH_VIEW_JS}</script>", unsafe_allow_javascript=True)
 
 
 def mark_node(chart: str, node: str | None) -> None:
