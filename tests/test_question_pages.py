@@ -132,6 +132,9 @@ def test_the_target_pages_graph_pins_a_clicked_node():
     at = opened("pages/target.py", "The capital of France is")
     click(at, "target_graph", "ffn:22:3")
     assert not at.exception, at.exception
+    # the clicked node is ringed in the browser (named to graph_view.js) and travels in the link
+    assert any('["target_graph", "ffn:22:3"]' in h.proto.body for h in at.main.get("html"))
+    assert at.query_params["node"] == "ffn:22:3"
     at.button(key="wb_pin").click().run()
     assert not at.exception, at.exception
     assert at.session_state["curation"].pins == ("ffn:22:3",)

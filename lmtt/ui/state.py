@@ -37,7 +37,7 @@ PAGE_PARAMS = {
     "contributions": ("node", "head", "neuron"),
     "interpretation": ("node", "head", "neuron"),
     "compare": ("compare",),
-    "target": (),
+    "target": ("node",),  # the node its graph rings (and its workbench acts on)
     "faithfulness": (),
     "patching": (),
     "dataset": (),
