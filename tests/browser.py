@@ -115,12 +115,17 @@ def click_point_until(page: Page, customdata, text: str, tries: int = 3) -> None
     expect(page.get_by_text(text).first).to_be_visible()
 
 
+CONNECTED_JS = "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testConnectionState === 'CONNECTED'"
+
+
 def settled(page) -> None:
     """Wait until the app is connected and its script has finished, with no exception shown.
 
-    The script starts a moment after a click, hence the pause first. Then the state is checked every 50 ms (the
-    dashboard tool's check): expect() retries at 100, 250 and 500 ms and then every second, which added up to a second
-    to each of the suite's hundred waits."""
+    A fresh page is "not running" until its first run starts, so the connection comes first; the script starts a
+    moment after a click, hence the pause. Then the state is checked every 50 ms (the dashboard tool's check):
+    expect() retries at 100, 250 and 500 ms and then every second, which added up to a second to each of the suite's
+    hundred waits."""
+    page.wait_for_function(CONNECTED_JS, polling=50, timeout=120_000)
     page.wait_for_timeout(300)
     page.wait_for_function(SETTLED_JS, polling=50, timeout=120_000)
     expect(page.locator('[data-testid="stException"]')).to_have_count(0)
