@@ -332,8 +332,7 @@ def _node_traces(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple
     All are named "nodes" and carry their ids in customdata. Each trace has one marker style: per-point sizes, colours and
     outlines made Chromium draw 4,575 nodes (500 tokens) in 1.0-1.3 s against 0.2-0.45 s for uniform markers.
     Tens of thousands of faint points (every column of a long prompt) go to WebGL (Scattergl), where SVG markers take
-    seconds to draw; a few thousand draw faster as SVG (with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL).
-    """
+    seconds to draw; a few thousand draw faster as SVG (with software GL: 5,400 nodes 1.0 s as SVG, 2.2 s as GL)."""
     levels = np.arange(n_levels(analysis.n_layers))
     if analysis.trace.parallel:  # a parallel block has no state after attention: embeddings and block outputs only
         levels = levels[levels % 2 == 0]
