@@ -101,18 +101,25 @@ def click_point(page: Page, customdata, bar: bool = False) -> None:
     page.mouse.click(xy[0] + dx, xy[1])
 
 
+def outside_plots(page: Page, text: str):
+    """`text` in the page but not in a chart: a node's hover label says what its panel says, so a click that selected
+    nothing still showed the text (a CI run waited for a button of the panel that never came)."""
+    return page.get_by_text(text).and_(page.locator(":not(.js-plotly-plot *)"))
+
+
 def click_point_until(page: Page, customdata, text: str, tries: int = 3) -> None:
-    """Click a plotly point until `text` shows: on a loaded 2-core machine a click now and then selects nothing
-    (two CI runs lost the edge click even after the hover label showed). The last try waits the full timeout."""
+    """Click a plotly point until `text` shows outside the charts: on a loaded 2-core machine a click now and then
+    selects nothing (two CI runs lost the edge click even after the hover label showed). The last try waits the full
+    timeout."""
     for _ in range(tries - 1):
         click_point(page, customdata)
         try:
-            page.get_by_text(text).first.wait_for(state="visible", timeout=15_000)
+            outside_plots(page, text).first.wait_for(state="visible", timeout=15_000)
             return
         except PlaywrightTimeout:
             settled(page)
     click_point(page, customdata)
-    expect(page.get_by_text(text).first).to_be_visible()
+    expect(outside_plots(page, text).first).to_be_visible()
 
 
 CONNECTED_JS = "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testConnectionState === 'CONNECTED'"

@@ -102,8 +102,7 @@ def test_run_click_a_node_and_visit_every_page(browser, server):
     page.evaluate(KEEP_PLOT_JS)
     # a click changes no figure: the plot on screen stays the one drawn before it, and the selected node is ringed
     for node, text in (("ffn:20:4", "layer 20 after FFN, token 4 ␣is"), ("ffn:29:4", "layer 29 after FFN, token 4 ␣is")):
-        click_point(page, node)
-        expect(page.get_by_text(text)).to_be_visible()
+        click_point_until(page, node, text)
         settled(page)
         assert page.evaluate("() => document.querySelector('.js-plotly-plot').calcdata === window.__drawnBefore")
         expect(page.locator(".js-plotly-plot .shapelayer path")).to_have_count(1)  # the ring (this prompt has no gap bands)
@@ -370,8 +369,7 @@ def test_zoom_survives_clicks(browser, server):
     page.wait_for_timeout(800)
     zoomed = graph_ranges(page)
     assert zoomed != before
-    click_point(page, "ffn:14:2")  # a node near the centre, still in view: the click reruns the page and redraws the graph
-    expect(page.get_by_text("layer 14 after FFN, token 2 ␣of")).to_be_visible()
+    click_point_until(page, "ffn:14:2", "layer 14 after FFN, token 2 ␣of")  # a node near the centre, still in view
     settled(page)
     for _ in range(40):  # the inline script restores the ranges once the new figure has drawn: give it a busy machine's time
         if graph_ranges(page) == zoomed:

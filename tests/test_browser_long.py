@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from lmtt.viz.figures import visible
-from tests.browser import ARTIFACTS, click_point, new_page, settled  # skips the module where Chromium is missing
+from tests.browser import ARTIFACTS, click_point, click_point_until, new_page, settled  # skips the module where Chromium is missing
 
 pytestmark = [pytest.mark.browser(group="shared-server"), pytest.mark.default_model]
 expect.set_options(timeout=90_000)
@@ -80,8 +80,7 @@ def test_a_long_prompt_gets_a_legible_graph(browser, server):
     assert 0 < label["x"] < 1600 and 0 < label["y"] < 1500, "the explained token's label is off the first screen"
 
     start = time.perf_counter()
-    click_point(page, f"ffn:29:{N_TOKENS - 1}")  # the top node of the explained token
-    expect(page.get_by_text(f"layer 29 after FFN, token {N_TOKENS - 1} ")).to_be_visible()
+    click_point_until(page, f"ffn:29:{N_TOKENS - 1}", f"layer 29 after FFN, token {N_TOKENS - 1} ")  # the explained token's top node
     graph_drawn(page)
     node_click_s = time.perf_counter() - start
     expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()  # its logit lens
