@@ -117,6 +117,27 @@ def test_the_fused_kernel_is_used_where_a_compiler_exists():
         assert kernel.mode == ("fused" if has_compiler() else "eager")
 
 
+def test_a_warmed_up_kernel_compiles_nothing_more():
+    """warm_up compiles the kernel once, and an analysis's calls (other sizes, one query row, J equal to the layout's
+    sources) reuse it. Each recompile cost 2-5 s: the first 4,000-token graph compiled twice more, once for a guard on
+    warm_up's `with torch.device(...)` and once for a chunk of one row. (The layouts have a padding column, so J < T.)"""
+    if not has_compiler():
+        pytest.skip("no C++ compiler here: the kernels run eagerly, nothing compiles")
+    attribution.warm_up(576)
+    k = attribution.small_coords(576)
+    gen = torch.Generator().manual_seed(0)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for c, j, t in ((1, 700, 701), (2, 900, 1000), (64, 333, 334), (5, 4000, 4001)):
+            args = (torch.randn(c, k, generator=gen), torch.randint(0, 20, (c, k), generator=gen),
+                    torch.rand(c, j, 9, generator=gen), torch.randn(20, t, 9, generator=gen))  # fmt: skip
+            expected = torch.zeros(c, j, 9)
+            for q in range(c):  # the plain sum over the K coordinates, one query at a time
+                y, u = args[0][q], args[3][args[1][q], :j]  # (K,), (K, J, H)
+                expected[q] = (y.abs()[:, None, None] - (y[:, None, None] - args[2][q] * u).abs()).sum(0)
+            got = attribution.small_coords_correction(*args)
+            assert (got - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max())), (c, j, t)
+
+
 def test_proximity_and_renormalize_on_known_numbers():
     y = torch.tensor([3.0, -1.0])
     parts = torch.tensor([[3.0, 0.0], [0.0, -1.0], [-5.0, 0.0]])

@@ -246,17 +246,21 @@ class _Kernel:
         self.mode = "eager" if self._forced_eager else "untried"  # the mode of the last device type used
 
     def __call__(self, *args) -> torch.Tensor:
-        if self._work(*args) < EAGER_BELOW:
+        if self._work(*args) < EAGER_BELOW or _has_size_one(args):
             return self._eager(*args)
         with self._lock:
             if self._mode(*args) == "fused":
-                return self._fused(*args)
+                with _distinct_symbols():
+                    return self._fused(*args)
         return self._eager(*args)
 
     def warm_up(self, *args) -> None:
-        """Compile once, for inputs whose sizes are distinct and > 1 so that nothing specialises on them."""
+        """Compile for inputs whose sizes are distinct and > 1, so that nothing specialises on them. The first call on
+        a device type tries the compiler; a later one compiles for its own loop bound (another model's width)."""
         with self._lock:
-            self._mode(*args)
+            if self._mode(*args) == "fused":
+                with _distinct_symbols():
+                    self._fused(*args)
 
     def _mode(self, *args) -> str:
         device = args[0].device.type
@@ -270,7 +274,8 @@ class _Kernel:
     def _try_compile(self, *args) -> str:
         try:
             self._fused = self._fused or torch.compile(self._eager, dynamic=True)
-            expected, got = self._eager(*args), self._fused(*args)
+            with _distinct_symbols():
+                expected, got = self._eager(*args), self._fused(*args)
             scale = max(1.0, float(args[0].abs().sum(-1).max()))  # results are differences of L1 norms of y (the first argument)
             if not (got - expected).abs().max() <= 1e-5 * scale:
                 raise RuntimeError(f"fused kernel disagrees with eager by {(got - expected).abs().max():.3g}")
@@ -284,13 +289,33 @@ small_coords_correction = _Kernel(_small_coords_eager, lambda y_small, small, a,
 loose_exact = _Kernel(_loose_exact_eager, lambda y, a, u, ci, ji, hi: ci.numel() * y.shape[1])
 
 
+def _distinct_symbols():
+    """Compile with a symbol per size: by default two sizes that happen to be equal share one, and a loop bound (K, the
+    small coordinates) is a constant, so a first call with C == K queries fixed C too (it then compiled again for every
+    other C; a test saw it)."""
+    import torch.fx.experimental._config as shapes
+
+    return shapes.patch(use_duck_shape=False)
+
+
+def _has_size_one(args: tuple) -> bool:
+    """torch.compile specialises a size of 1: such a call (one query row, one triple) would compile a second kernel,
+    2-5 s, for a few microseconds of work, so it runs eagerly."""
+    return any(isinstance(t, torch.Tensor) and 1 in t.shape for t in args)
+
+
 def warm_up(d_model: int, device: torch.device | str = "cpu") -> None:
-    """Compile both kernels for a model width on a device (done at model load in the app, and before timing in the bench)."""
+    """Compile both kernels for a model width on a device (done at model load in the app, and before timing in the bench).
+
+    The inputs are made on the device, not under `with torch.device(device)`: that context is a torch function mode,
+    the compiled kernel would guard on it, and the first real call (outside it) compiled again (5 s at 4,000 tokens)."""
     k = small_coords(d_model)
-    with torch.device(device):
-        small_coords_correction.warm_up(torch.randn(3, k), torch.randint(0, 11, (3, k)), torch.rand(3, 5, 7), torch.randn(11, 13, 7))
-        idx = (torch.tensor([0, 2, 1, 2]), torch.tensor([4, 1, 3, 0]), torch.tensor([6, 0, 2, 5]))
-        loose_exact.warm_up(torch.randn(3, 11), torch.rand(3, 5, 7), torch.randn(5, 7, 11), *idx)
+    on = {"device": device}
+    small_coords_correction.warm_up(
+        torch.randn(3, k, **on), torch.randint(0, 11, (3, k), **on), torch.rand(3, 5, 7, **on), torch.randn(11, 13, 7, **on)
+    )
+    idx = (torch.tensor([0, 2, 1, 2], **on), torch.tensor([4, 1, 3, 0], **on), torch.tensor([6, 0, 2, 5], **on))
+    loose_exact.warm_up(torch.randn(3, 11, **on), torch.rand(3, 5, 7, **on), torch.randn(5, 7, 11, **on), *idx)
 
 
 def small_coords(d_model: int) -> int:
