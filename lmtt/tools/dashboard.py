@@ -156,9 +156,11 @@ def run(sizes=SIZES) -> dict:
     from playwright.sync_api import sync_playwright
 
     import lmtt
+    from lmtt.engine import attribution
     from lmtt.tools.serve import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
     runner = lmtt.load_model()
+    attribution.warm_up(runner.layer_weights[0].w_out.shape[-1], runner.device)  # as the app's runner is, at its load
     tokenizer = runner.tokenizer
     with tempfile.TemporaryDirectory() as tmp, streamlit_server(Path(tmp) / "server.log") as (base, _pid), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
