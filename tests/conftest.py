@@ -10,6 +10,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # two pytest workers share the 2 cores (Makefile): one torch thread each, here and in the servers they start
 for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_threads, "1")
+# The attribution kernel runs eagerly in the suite's processes (workers, CLI and notebook subprocesses, Ray actors,
+# the own-server apps): compiling it costs each process 7-9 s of Dynamo tracing (inductor's disk cache keeps only
+# the C++ build). Its own tests compile it (the `compiled_kernels` fixture), and the shared browser server runs the
+# app as it is served, compiled. LMTT_COMPILE=1 make test compiles it everywhere.
+os.environ.setdefault("LMTT_COMPILE", "0")
 
 import pytest  # noqa: E402
 
@@ -22,6 +27,29 @@ from tests.tiny_models import FAMILIES, tiny_model  # noqa: E402
 def tiny_runner(request) -> ModelRunner:
     """A runner over a tiny random model, one per family."""
     return ModelRunner(tiny_model(request.param), tokenizer=None, name=request.param)
+
+
+@pytest.fixture(scope="session")
+def _compiled_kernel_pair():
+    """The two attribution kernels as the app builds them (compiled where a compiler exists), once per process."""
+    from lmtt.engine import attribution
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LMTT_COMPILE", "1")
+        return (
+            attribution._Kernel(attribution._small_coords_eager, attribution.small_coords_correction._work),
+            attribution._Kernel(attribution._loose_exact_eager, attribution.loose_exact._work),
+        )
+
+
+@pytest.fixture
+def compiled_kernels(_compiled_kernel_pair, monkeypatch):
+    """This test's attribution uses the compiled kernels (the suite runs them eagerly: LMTT_COMPILE=0 above)."""
+    from lmtt.engine import attribution
+
+    monkeypatch.setattr(attribution, "small_coords_correction", _compiled_kernel_pair[0])
+    monkeypatch.setattr(attribution, "loose_exact", _compiled_kernel_pair[1])
+    return _compiled_kernel_pair
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +83,7 @@ def server(tmp_path_factory):
     from tests.browser import ARTIFACTS
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(tmp_path_factory.mktemp("server") / "server.log") as (base, _pid):
+    with streamlit_server(tmp_path_factory.mktemp("server") / "server.log", env={"LMTT_COMPILE": "1"}) as (base, _pid):
         yield base
 
 

@@ -94,7 +94,7 @@ def test_split_proximities_equal_the_plain_formula(tiny_runner):
     assert (split - plain).abs().max() <= 1e-5 * y.abs().sum(-1).max()
 
 
-def test_eager_and_fused_kernels_both_match_the_oracle(tiny_runner, monkeypatch):
+def test_eager_and_fused_kernels_both_match_the_oracle(tiny_runner, compiled_kernels, monkeypatch):
     trace = tiny_runner.trace(token_ids(8))
     ref = reference.contributions(tiny_runner, trace)
     monkeypatch.setattr(attribution, "EAGER_BELOW", 0)  # tiny inputs would otherwise skip the compiled kernel
@@ -111,13 +111,13 @@ def has_compiler() -> bool:
     return bool(shutil.which("gcc") or shutil.which("g++"))
 
 
-def test_the_fused_kernel_is_used_where_a_compiler_exists():
+def test_the_fused_kernel_is_used_where_a_compiler_exists(compiled_kernels):
     attribution.warm_up(576)
     for kernel in (attribution.small_coords_correction, attribution.loose_exact):
         assert kernel.mode == ("fused" if has_compiler() else "eager")
 
 
-def test_a_warmed_up_kernel_compiles_nothing_more():
+def test_a_warmed_up_kernel_compiles_nothing_more(compiled_kernels):
     """warm_up compiles the kernel once, and an analysis's calls (other sizes, one query row, J equal to the layout's
     sources) reuse it. Each recompile cost 2-5 s: the first 4,000-token graph compiled twice more, once for a guard on
     warm_up's `with torch.device(...)` and once for a chunk of one row. (The layouts have a padding column, so J < T.)"""

@@ -176,7 +176,7 @@ def test_gpu_on_demand_graph_equals_the_full_one(gpu_pair):
 
 
 @needs_cuda
-def test_the_fused_kernel_compiles_for_the_gpu(monkeypatch):
+def test_the_fused_kernel_compiles_for_the_gpu(compiled_kernels, monkeypatch):
     attribution.warm_up(64, "cuda")
     assert attribution.small_coords_correction.modes["cuda"] == "fused"  # the GPU build of the kernel compiled
     cpu = ModelRunner(tiny_model("llama_gqa_bias"), tokenizer=None)

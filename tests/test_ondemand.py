@@ -40,8 +40,9 @@ def test_nodes_are_computed_once_and_only_where_paths_reach(tiny_runner):
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_lean_head_values_give_the_dense_proximities(tiny_runner, fused, monkeypatch):
+def test_lean_head_values_give_the_dense_proximities(tiny_runner, fused, monkeypatch, request):
     if fused:  # tiny inputs would otherwise always take the eager small-coordinate kernel
+        request.getfixturevalue("compiled_kernels")
         monkeypatch.setattr(attribution, "EAGER_BELOW", 0)
     trace = tiny_runner.trace(token_ids(12))
     dense = attribution.head_values(trace, tiny_runner.layer_weights[1], 1)
