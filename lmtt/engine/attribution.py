@@ -53,7 +53,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from lmtt.engine.runner import LayerWeights, Trace
+from lmtt.engine.runner import LayerWeights, ModelRunner, Trace
 
 log = logging.getLogger(__name__)
 
@@ -250,8 +250,7 @@ class _Kernel:
             return self._eager(*args)
         with self._lock:
             if self._mode(*args) == "fused":
-                with _distinct_symbols():
-                    return self._fused(*args)
+                return self._fused_call(*args)
         return self._eager(*args)
 
     def warm_up(self, *args) -> None:
@@ -259,8 +258,11 @@ class _Kernel:
         a device type tries the compiler; a later one compiles for its own loop bound (another model's width)."""
         with self._lock:
             if self._mode(*args) == "fused":
-                with _distinct_symbols():
-                    self._fused(*args)
+                self._fused_call(*args)
+
+    def _fused_call(self, *args) -> torch.Tensor:
+        with _distinct_symbols():
+            return self._fused(*args)
 
     def _mode(self, *args) -> str:
         device = args[0].device.type
@@ -274,8 +276,7 @@ class _Kernel:
     def _try_compile(self, *args) -> str:
         try:
             self._fused = self._fused or torch.compile(self._eager, dynamic=True)
-            with _distinct_symbols():
-                expected, got = self._eager(*args), self._fused(*args)
+            expected, got = self._eager(*args), self._fused_call(*args)
             scale = max(1.0, float(args[0].abs().sum(-1).max()))  # results are differences of L1 norms of y (the first argument)
             if not (got - expected).abs().max() <= 1e-5 * scale:
                 raise RuntimeError(f"fused kernel disagrees with eager by {(got - expected).abs().max():.3g}")
@@ -316,6 +317,11 @@ def warm_up(d_model: int, device: torch.device | str = "cpu") -> None:
     )
     idx = (torch.tensor([0, 2, 1, 2], **on), torch.tensor([4, 1, 3, 0], **on), torch.tensor([6, 0, 2, 5], **on))
     loose_exact.warm_up(torch.randn(3, 11, **on), torch.rand(3, 5, 7, **on), torch.randn(5, 7, 11, **on), *idx)
+
+
+def warm_up_for(runner: ModelRunner) -> None:
+    """warm_up for a runner's width and device: what the app does when it loads a model."""
+    warm_up(runner.layer_weights[0].w_out.shape[-1], runner.device)
 
 
 def small_coords(d_model: int) -> int:

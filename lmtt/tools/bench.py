@@ -151,7 +151,7 @@ def run_size(
 
     import torch
 
-    from lmtt.engine.attribution import compute_contributions, small_coords_correction, warm_up
+    from lmtt.engine.attribution import compute_contributions, small_coords_correction, warm_up_for
     from lmtt.engine.config import load_config
     from lmtt.engine.graph import ContributionGraph
     from lmtt.engine.loading import load_pretrained
@@ -182,7 +182,7 @@ def run_size(
     forward_s = _median_time(forward, repeats)[0]  # not its output: (T, V) logits are 1.6 GB at T=8192
 
     runner = ModelRunner(model, tokenizer, name=name)  # switches attention to lmtt's and installs hooks
-    warm_up(runner.layer_weights[0].w_out.shape[-1], runner.device)
+    warm_up_for(runner)
     full = n_tokens <= FULL_GRAPH_MAX_TOKENS
     warm = runner.trace(warm_ids)  # one untimed run
     if full:

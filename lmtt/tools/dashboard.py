@@ -160,7 +160,7 @@ def run(sizes=SIZES) -> dict:
     from lmtt.tools.serve import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
     runner = lmtt.load_model()
-    attribution.warm_up(runner.layer_weights[0].w_out.shape[-1], runner.device)  # as the app's runner is, at its load
+    attribution.warm_up_for(runner)  # as the app's runner is, at its load
     tokenizer = runner.tokenizer
     with tempfile.TemporaryDirectory() as tmp, streamlit_server(Path(tmp) / "server.log") as (base, _pid), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -45,7 +45,7 @@ def cached_runner(entry: ModelEntry) -> ModelRunner:
     The attribution kernel is compiled here too, so the first analysis is not the slow one.
     """
     runner = lmtt.load_model(entry)
-    attribution.warm_up(runner.layer_weights[0].w_out.shape[-1], runner.device)
+    attribution.warm_up_for(runner)
     return runner
 
 
