@@ -73,14 +73,7 @@ with graph_col:
         figure = ui.kept("graph", shown, drawn, lambda: figures.graph_figure(
             shown, sub, explained=view.token, columns=columns, curation=ui.ss.get("curation"), subgraph_only=only,
         ))  # fmt: skip
-        st.plotly_chart(
-            figure,
-            key="graph_chart",
-            on_select="rerun",
-            selection_mode="points",
-            width="stretch",
-            config={"scrollZoom": True, "displaylogo": False},
-        )
+        ui.graph_chart(figure, "graph_chart", clickable=True)
         ui.mark_node("graph_chart", view.node)
 with panel_col:
     if view.edits:  # say which run each number belongs to

@@ -30,7 +30,7 @@ for column, analysis, name in zip(st.columns(2), (a, b), ("A", "B")):
         top = analysis.predictions(-1, 1)[0]
         st.markdown(f"**{name}** predicts {ui.token_md(top.token)} (p={top.score:.2f})")
         st.dataframe(ui.token_table(analysis.predictions(-1, 5), "prob"), hide_index=True, width="stretch")
-        st.plotly_chart(figures.graph_figure(analysis, analysis.paths_to(-1, view.threshold)), key=f"compare_graph_{name}", width="stretch")
+        ui.graph_chart(figures.graph_figure(analysis, analysis.paths_to(-1, view.threshold)), f"compare_graph_{name}")
 
 st.subheader("Edges whose contribution changed most")
 st.dataframe(

@@ -41,10 +41,7 @@ with graph_tab:
     curated = {"curation": ui.ss.get("curation"), "subgraph_only": bool(ui.ss.get("subgraph_only"))}
     drawn = (target, show, min_effect, view.threshold, ui.curation_key(), curated["subgraph_only"])  # what it shows
     fig = ui.kept("target_graph", a, drawn, lambda: qf.target_graph_figure(a, sub, a.target_lens(target), direct, **curated))
-    st.plotly_chart(
-        fig, key="target_graph", width="stretch", on_select="rerun", selection_mode="points",
-        config={"scrollZoom": True, "displaylogo": False},
-    )  # fmt: skip
+    ui.graph_chart(fig, "target_graph", clickable=True)
     ui.mark_node("target_graph", view.node)
     workbench(a, sub, view.node)
     st.caption(

@@ -1,5 +1,7 @@
 """Figures: text defects and the graph's layout, checked on the figure objects (no browser)."""
 
+import json
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -206,3 +208,27 @@ def test_the_target_graph_labels_boosters_in_the_margin_and_colours_by_the_route
     assert len(coloured) == len(values)
     saturated = sum(c in ends for c in coloured)  # the route's top 10% (and, by 8-bit rounding, a few just under)
     assert np.sum(values >= lim) <= saturated <= np.sum(values >= 0.97 * lim) < len(values) // 5
+
+
+def test_a_graph_is_sent_so_that_plotly_can_redraw_a_copy_without_drawing_it_again(hundred):
+    """Streamlit copies a new chart's figure after its first draw, and Plotly.react draws that copy in full unless
+    nothing compares as changed: data arrays as plain JSON lists compared by datarevision (base64 arrays decode to
+    new typed arrays), and no template (compared by identity). The revision follows what is drawn."""
+    a = hundred
+    sub = a.paths_to(99, 0.04)
+    lens = a.target_lens(a.target(99))
+    direct = a.direct_edges(a.target(99), 0.3)
+    made = {
+        "graph": lambda t, d: figures.graph_figure(a, a.paths_to(99, t), explained=99),
+        "target": lambda t, d: question_figures.target_graph_figure(a, a.paths_to(99, t), lens, direct[:d]),
+    }
+    for name, make in made.items():
+        fig = make(0.04, 3)
+        spec = json.loads(fig.to_json())
+        assert "template" not in spec["layout"], name
+        assert not any(isinstance(v, dict) and "bdata" in v for t in spec["data"] for v in t.values()), name
+        rev = spec["layout"]["datarevision"]
+        assert rev == make(0.04, 3).layout.datarevision, name  # the same figure: the same revision (the chart is kept)
+        assert rev != make(0.1, 3).layout.datarevision, name  # fewer edges
+    assert made["target"](0.04, 3).layout.datarevision != made["target"](0.04, 2).layout.datarevision  # one booster fewer
+    assert len(sub) > len(a.paths_to(99, 0.1))

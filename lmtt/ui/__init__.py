@@ -6,6 +6,7 @@ Pages use it as `from lmtt import ui` and call `ui.sidebar(PAGE)` first.
 from lmtt.ui.panels import (
     download_buttons,
     effect_readout,
+    graph_chart,
     graph_view,
     head_panel,
     intervention_panel,
@@ -52,6 +53,7 @@ __all__ = [
     "intervention",
     "intervention_panel",
     "kept",
+    "graph_chart",
     "graph_view",
     "mark_node",
     "neuron_panel",

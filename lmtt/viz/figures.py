@@ -117,6 +117,8 @@ def graph_figure(
     tokens = readable_tokens(analysis)
     cols = columns or columns_for(len(tokens), sub, also=() if explained is None else (explained,))
     top_level = n_levels(analysis.n_layers) - 1
+    arrays = (sub.kind, sub.level, sub.source_level, sub.source, sub.target, sub.weight)
+    shown = revision(*tokens, analysis.n_layers, analysis.trace.parallel, cols.key(), explained, curation, subgraph_only, sub.root, *arrays)
     fig = go.Figure()
     overlay: list[go.Scatter] = []
     if curation:
@@ -140,7 +142,31 @@ def graph_figure(
         fig.add_trace(trace)
     _graph_layout(fig, cols, tokens, top_level, analysis.n_layers, analysis.trace.parallel)
     keep_look_when_selected(fig)
+    drawn_once(fig, shown)
     return fig
+
+
+def drawn_once(fig: go.Figure, revision: str) -> None:
+    """Let the browser draw the figure once, not twice: Streamlit copies a new chart's figure just after its first draw
+    (to theme it), and Plotly.react draws a copy again in full (0.8-1.4 s at 500 tokens) unless nothing in it compares
+    as changed. So: data arrays are compared by `datarevision` (a hash of what the figure shows), not by identity,
+    which needs them as plain JSON lists (plotly's base64 arrays decode to new typed arrays that always compare as
+    changed; so the traces take lists, never numpy arrays), and there is no template, which Plotly.react compares by
+    identity. Show the figure with theme=None, or Streamlit puts a template back."""
+    fig.layout.template = None
+    fig.layout.datarevision = revision
+
+
+def revision(*parts) -> str:
+    """A short hash of the parts (text, arrays, or any other value by its repr): equal for equal figures."""
+    h = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update((part if isinstance(part, str) else repr(part)).encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
 
 
 def keep_look_when_selected(fig: go.Figure) -> None:
@@ -231,11 +257,10 @@ def _edge_traces(sub: Subgraph, cols: Columns) -> list[go.Scatter]:
             m = (sub.kind == k) & (sub.weight >= WEIGHT_BINS[b]) & (sub.weight < WEIGHT_BINS[b + 1])  # (E,)
             if not m.any():
                 continue
-            gap = np.full(m.sum(), np.nan)
             traces.append(
                 go.Scatter(
-                    x=np.stack([x0[m], x1[m], gap], 1).ravel(),
-                    y=np.stack([src_level[m], sub.level[m], gap], 1).ravel(),
+                    x=_segments(x0[m], x1[m]),
+                    y=_segments(src_level[m], sub.level[m]),
                     mode="lines",
                     line={"color": KIND_COLOURS[kind], "width": (1 + 0.8 * b) if residual else (1 + 2.5 * b)},
                     opacity=(0.35 + 0.1 * b) if residual else (0.3 + 0.2 * b),
@@ -247,6 +272,13 @@ def _edge_traces(sub: Subgraph, cols: Columns) -> list[go.Scatter]:
             )
             first = False
     return traces
+
+
+def _segments(start: np.ndarray, end: np.ndarray) -> list[float | None]:
+    """start0, end0, None, start1, end1, None, ...: one line trace draws many segments, broken by the Nones."""
+    out: list[float | None] = [None] * (3 * len(start))
+    out[0::3], out[1::3] = start.tolist(), end.tolist()
+    return out
 
 
 def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) -> go.Scatter | None:
@@ -275,8 +307,8 @@ def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) ->
         for k, lv, _sl, s, d, w in rows
     ]
     return go.Scatter(
-        x=((x0 + x1) / 2)[handles],
-        y=((sub.source_level + sub.level) / 2)[handles],
+        x=((x0 + x1) / 2)[handles].tolist(),
+        y=((sub.source_level + sub.level) / 2)[handles].tolist(),
         mode="markers",
         marker={"size": 6, "color": [KIND_COLOURS[EDGE_KINDS[k]] for k, *_ in rows], "opacity": 0.7},
         customdata=[f"edge|{EDGE_KINDS[k]}|{lv}|{s}|{d}" for k, lv, _sl, s, d, _w in rows],
@@ -293,7 +325,7 @@ def _token_handle_traces(cols: Columns, tokens: tuple[str, ...], top_level: int,
     hover = [f"token {p} {label(tokens[p])}<br>click to explain the prediction made here" for p in positions]
     return [
         go.Scatter(
-            x=cols.x,
+            x=cols.x.tolist(),
             y=[y] * len(positions),
             mode="markers",
             marker={"size": 9, "symbol": symbol, "color": ["#ff7f0e" if p == explained else "#b0b0b0" for p in positions]},
@@ -385,6 +417,8 @@ def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_le
         "ticktext": [ticks[x] for x in tickvals],
         "tickangle": -60,
         "tickfont": {"size": 12},
+        # plotly's default ("hide past div") measures every label once per label: 0.35 s per draw at 89 columns
+        "ticklabeloverflow": "allow",
         "range": [-0.6, cols.width - 0.4],
         "showgrid": False,
         "zeroline": False,
@@ -402,7 +436,6 @@ def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_le
         | {"layer": "below", "fillcolor": GAP_FILL, "line": {"width": 0}}
         for g in cols.gaps
     ]
-    revision = "\x00".join(tokens) + "\x01" + cols.key()  # one per prompt and layout: the zoom stays while they do
     fig.update_layout(
         height=ROW_PX * (top_level + 3) + GRAPH_MARGIN_PX["t"] + GRAPH_MARGIN_PX["b"],
         margin=GRAPH_MARGIN_PX,
@@ -417,7 +450,7 @@ def _graph_layout(fig: go.Figure, cols: Columns, tokens: tuple[str, ...], top_le
         clickmode="event+select",
         hovermode="closest",
         plot_bgcolor="white",
-        uirevision=hashlib.sha1(revision.encode("utf-8", "surrogatepass")).hexdigest()[:16],
+        uirevision=revision(*tokens, cols.key()),  # one per prompt and layout: the zoom stays while they do
     )
 
 

@@ -229,6 +229,7 @@ def target_graph_figure(
     label_px = max((len(text) for text, *_ in labels), default=0) * LABEL_CHAR_PX + LAYER_LABELS_PX + 10
     fig.update_layout(margin={"r": figures.GRAPH_MARGIN_PX["r"] + COLOUR_BAR_PX + (label_px if labels else 0)})
     figures.keep_look_when_selected(fig)
+    figures.drawn_once(fig, figures.revision(fig.layout.datarevision, q, lim, direct))
     return fig
 
 
