@@ -30,13 +30,21 @@ def page(browser, server):
     ctx.close()
 
 
-def choose(page: Page, label: str, typed: str) -> None:
-    """Pick the first option of a selectbox that matches what is typed into it."""
+def choose(page: Page, label: str, typed: str, tries: int = 3) -> None:
+    """Pick the first option of a selectbox that matches what is typed into it. Enter waits for the filtered option,
+    and the choice is checked (under load, an Enter before the list had filtered chose nothing: a CI run's Contrast B
+    stayed "none")."""
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
-    box.click()
-    page.keyboard.type(typed)
-    page.keyboard.press("Enter")
-    settled(page)
+    for _ in range(tries):
+        box.click()
+        page.keyboard.type(typed)
+        page.get_by_role("option").filter(has_text=typed.strip()).first.wait_for(state="visible")
+        page.keyboard.press("Enter")
+        settled(page)
+        if typed.strip() in (shown := box.get_by_role("combobox").input_value()):
+            return
+        page.keyboard.press("Escape")
+    raise AssertionError(f"{label}: no option {typed!r} was chosen in {tries} tries; it shows {shown!r}")
 
 
 def test_target_page_draws_the_suppressor_of_john(page, server, browser):
