@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from lmtt.tools.dashboard import SETTLED_JS
+from lmtt.tools.dashboard import SETTLED_JS, watch
 from lmtt.tools.serve import CHROMIUM, ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -166,31 +166,14 @@ def drawn_nodes(page: Page) -> int:
     return page.evaluate(NODES_JS)
 
 
-COUNT_DRAWS_JS = """() => {
-  window.__lmttDraws = new Map();  // plot number -> how many times plotly computed its data anew (a full draw)
-  let plots = 0;
-  const watch = () => document.querySelectorAll('.js-plotly-plot').forEach((gd) => {
-    if (gd.__lmttPlot || !gd.on) return;
-    gd.__lmttPlot = ++plots;
-    gd.on('plotly_afterplot', () => {
-      if (gd.__lmttData === gd.calcdata) return;  // redrawn without new data: Plotly.react found nothing changed
-      gd.__lmttData = gd.calcdata;
-      window.__lmttDraws.set(gd.__lmttPlot, (window.__lmttDraws.get(gd.__lmttPlot) || 0) + 1);
-    });
-  });
-  new MutationObserver(watch).observe(document.body, {childList: true, subtree: true});
-  watch();
-}"""
-
 
 def count_full_draws(page: Page) -> None:
     """From now on, count the full draws (plotly computing a plot's data anew) of each plot on the page."""
-    page.evaluate(COUNT_DRAWS_JS)
+    watch(page)
 
 
 def full_draws(page: Page, selector: str) -> int:
     """How many times the plot at `selector` was drawn in full since count_full_draws (0 for a plot drawn before)."""
     return page.evaluate(
-        "(sel) => { const gd = document.querySelector(sel + ' .js-plotly-plot'); return window.__lmttDraws.get(gd.__lmttPlot) || 0; }",
-        selector,
+        "(sel) => window.__lmttWatch.draws[document.querySelector(sel + ' .js-plotly-plot').__lmttPlot] || 0", selector
     )
