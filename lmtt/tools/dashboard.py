@@ -126,6 +126,8 @@ def _click_node(page, node: str) -> None:
 
 
 def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES) -> list[GraphTiming]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     import lmtt
     from lmtt.analysis import DEFAULT_THRESHOLD
     from lmtt.tools.bench import _timed
@@ -147,8 +149,13 @@ def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES) -> list[Graph
         first = seconds_since_press(page)
         clicks = []
         for layer in range(28, 28 - CLICKS, -1):  # FFN nodes of the explained token, always drawn
-            _click_node(page, f"ffn:{layer}:{n - 1}")
-            _graph_drawn(page, f"layer {layer} after FFN, token {n - 1} ")
+            for _ in range(3):  # a click that plotly did not take (it selected nothing) is made again, and timed anew
+                _click_node(page, f"ffn:{layer}:{n - 1}")
+                try:
+                    _graph_drawn(page, f"layer {layer} after FFN, token {n - 1} ", 30_000)
+                    break
+                except PlaywrightTimeout:
+                    continue
             clicks.append(seconds_since_press(page))
         out.append(GraphTiming(n, round(engine_s, 2), round(first, 2), round(statistics.median(clicks), 2)))
         print(out[-1], flush=True)
