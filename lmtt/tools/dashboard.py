@@ -93,7 +93,7 @@ def watch(page) -> None:
 
 def seconds_since_press(page) -> float:
     """From the press to the page's last finish (script or draw), in the browser's clock: what the user waits for,
-    without Playwright's own polling and round trips (0.2-0.5 s a timing here)."""
+    without Playwright's own polling and round trips (0.1-0.5 s a timing here)."""
     return page.evaluate("() => (window.__lmttWatch.done - window.__lmttWatch.pressed) / 1000")
 
 

@@ -80,7 +80,7 @@ GRAPH_VIEW_JS = (Path(__file__).parent / "graph_view.js").read_text()
 # column; multiplied, that line leaves what is under it as it is, and the highlight only tints the column
 SPIKE_CSS = ".js-plotly-plot .spikeline {mix-blend-mode: multiply;}"
 # Streamlit fades the page out while it reruns: a 1 s opacity animation of every element, graph included, which kept
-# Chromium drawing frames on the cores the analysis runs on (0.6 s of CPU). The page now dims in one step, as late.
+# Chromium drawing frames on the cores the analysis runs on (about 0.5 s of CPU). The page now dims in one step, as late.
 STALE_CSS = '.stElementContainer[data-stale="true"] {transition: opacity 0s linear 0.5s !important;}'
 
 
