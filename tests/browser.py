@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from lmtt.tools.dashboard import SETTLED_JS, watch
+from lmtt.tools.dashboard import SETTLED_JS
 from lmtt.tools.serve import CHROMIUM, ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -166,14 +166,8 @@ def drawn_nodes(page: Page) -> int:
     return page.evaluate(NODES_JS)
 
 
-
-def count_full_draws(page: Page) -> None:
-    """From now on, count the full draws (plotly computing a plot's data anew) of each plot on the page."""
-    watch(page)
-
-
 def full_draws(page: Page, selector: str) -> int:
-    """How many times the plot at `selector` was drawn in full since count_full_draws (0 for a plot drawn before)."""
+    """How many times the plot at `selector` was drawn in full since `watch(page)` (0 for a plot drawn before)."""
     return page.evaluate(
         "(sel) => window.__lmttWatch.draws[document.querySelector(sel + ' .js-plotly-plot').__lmttPlot] || 0", selector
     )

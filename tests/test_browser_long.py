@@ -14,12 +14,12 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
+from lmtt.tools.dashboard import watch
 from lmtt.viz.figures import visible
 from tests.browser import (  # skips the module where Chromium is missing
     ARTIFACTS,
     click_point,
     click_point_until,
-    count_full_draws,
     full_draws,
     new_page,
     settled,
@@ -69,7 +69,7 @@ def test_a_long_prompt_gets_a_legible_graph(browser, server):
     page.keyboard.press("Control+Enter")
     settled(page)
 
-    count_full_draws(page)
+    watch(page)  # counts the full draws from here
     start = time.perf_counter()
     sidebar.get_by_role("button", name="Run").click()
     expect(page.get_by_text(f"lead to token {N_TOKENS - 1} ")).to_be_visible(timeout=300_000)

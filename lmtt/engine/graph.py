@@ -69,6 +69,15 @@ class Subgraph:
     def __len__(self) -> int:
         return len(self.weight)
 
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The per-edge arrays in field order: kind, level, source_level, source, target, weight."""
+        return (self.kind, self.level, self.source_level, self.source, self.target, self.weight)
+
+    def only(self, keep: np.ndarray) -> Subgraph:
+        """The edges where `keep` (E,) is true, with the same root and threshold."""
+        return Subgraph(*(x[keep] for x in self.arrays), self.root, self.threshold)
+
     def node_keys(self) -> list[tuple[int, int]]:
         """(level, position) of every node, sorted bottom-up."""
         keys = {self.root}

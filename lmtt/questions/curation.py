@@ -136,8 +136,7 @@ def pinned_subgraph(sub: Subgraph, curation: Curation) -> Subgraph:
     shown = curation.nodes
     ends = zip(sub.source_level.tolist(), sub.source.tolist(), sub.level.tolist(), sub.target.tolist())
     keep = np.array([node_id(sl, s) in shown and node_id(lv, t) in shown for sl, s, lv, t in ends], dtype=bool)  # (E,)
-    parts = (sub.kind, sub.level, sub.source_level, sub.source, sub.target, sub.weight)
-    return Subgraph(*(x[keep] for x in parts), sub.root, sub.threshold)
+    return sub.only(keep)
 
 
 def group_edges(sub: Subgraph, curation: Curation) -> list[tuple[str, str, float]]:

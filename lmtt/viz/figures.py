@@ -117,8 +117,8 @@ def graph_figure(
     tokens = readable_tokens(analysis)
     cols = columns or columns_for(len(tokens), sub, also=() if explained is None else (explained,))
     top_level = n_levels(analysis.n_layers) - 1
-    arrays = (sub.kind, sub.level, sub.source_level, sub.source, sub.target, sub.weight)
-    shown = revision(*tokens, analysis.n_layers, analysis.trace.parallel, cols.key(), explained, curation, subgraph_only, sub.root, *arrays)
+    view = (analysis.n_layers, analysis.trace.parallel, cols.key(), explained, curation, subgraph_only, sub.root)
+    shown = revision(*tokens, *view, *sub.arrays)
     fig = go.Figure()
     overlay: list[go.Scatter] = []
     if curation:
@@ -221,8 +221,7 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
                 hoverinfo="text", showlegend=False, name="groups", cliponaxis=False,
             )
         )  # fmt: skip
-        arrays = (sub.kind, sub.level, sub.source_level, sub.source, sub.target, sub.weight)
-        sub = Subgraph(*(x[~inside] for x in arrays), sub.root, sub.threshold)
+        sub = sub.only(~inside)
     grouped = {m for ms in curation.groups.values() for m in ms} if collapse else set()  # drawn as their group's ■
     marked = [n for n in dict.fromkeys((*curation.pins, *curation.labels)) if n not in curation.groups and n not in grouped]
     if marked:
