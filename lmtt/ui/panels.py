@@ -16,7 +16,7 @@ from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import layer_of
 from lmtt.engine.tokens import readable_tokens
-from lmtt.questions.export import NEURONPEDIA_FILE, export_makers
+from lmtt.questions.export import NEURONPEDIA_FILE, export_files
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import TABS, View, curation_key, describe_edit, kept, parse_edge, remove_edit, set_edit, ss, start_run
@@ -262,11 +262,13 @@ def before_after_table(before: list[TokenScore], after: list[TokenScore], k: int
 def download_buttons(analysis: Analysis, token: int, threshold: float, node: str | None = None) -> None:
     """The current view as files: graph (JSON, GraphML), contributions and predictions (CSV); the paths to `node` if given.
     The Neuronpedia file carries the workbench's pins, groups and labels."""
-    view = (token, threshold, node, curation_key())  # one set per view: a node click reuses it
-    files = kept("exports", analysis, view, lambda: export_makers(analysis, token, threshold, node, ss.get("curation")))
+    view = (token, threshold, node, curation_key())  # written once per view: a node click reuses them
+    # written now, not on the press (Streamlit's deferred data): another session's rerun can drop a deferred file
+    # before its press reaches the server ("Deferred file ... not found"), and the button then does nothing
+    files = kept("exports", analysis, view, lambda: export_files(analysis, token, threshold, node, ss.get("curation")))
     with st.expander("Download this view"):
         mime = {"json": "application/json", "graphml": "application/xml", "csv": "text/csv"}
-        for name, data in files.items():  # each file is written when its button is pressed
+        for name, data in files.items():
             label = "graph for circuit-tracer / Neuronpedia (JSON)" if name == NEURONPEDIA_FILE else name
             st.download_button(label, data, file_name=name, mime=mime[name.rsplit(".", 1)[1]], key=f"download_{name}", width="stretch")
 
