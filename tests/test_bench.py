@@ -94,3 +94,16 @@ def test_the_dashboard_table_reports_what_was_measured():
     table = dashboard.markdown(result).splitlines()
     assert "| 4,000 | 25.00 | 35.75 | +10.75 | 5.33 |" in table
     assert "| faithfulness curve | 2.00 | 3.00 | 1.50× |" in table
+
+
+@pytest.mark.default_model
+def test_the_dashboard_questions_can_follow_a_preface_of_prose(default_runner):
+    """`--preface-tokens N`: both prompts of the questions after the same N tokens of prose, so that patching can pair
+    them (the same token count), and the questions are N tokens longer than without a preface."""
+    from lmtt.tools import dashboard
+
+    assert dashboard.question_prompts(default_runner.tokenizer, 0) == dashboard.QUESTION_PROMPT
+    clean, corrupt = dashboard.question_prompts(default_runner.tokenizer, 40)
+    short = [len(default_runner.tokenize(p)) for p in dashboard.QUESTION_PROMPT]
+    assert clean.endswith(dashboard.QUESTION_PROMPT[0]) and corrupt.endswith(dashboard.QUESTION_PROMPT[1])
+    assert len(default_runner.tokenize(clean)) == len(default_runner.tokenize(corrupt)) > short[0] + 40 - 2

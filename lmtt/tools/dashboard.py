@@ -178,31 +178,48 @@ def _app_seconds(page, base: str, query: str, nav: str, button: str, drawn: str)
     return seconds_since_press(page)
 
 
-def question_timings(page, base: str, runner) -> list[QuestionTiming]:
+def question_prompts(tokenizer, preface_tokens: int = 0) -> tuple[str, str]:
+    """QUESTION_PROMPT, both after the same `preface_tokens` tokens of prose: longer questions, the same token count."""
+    preface = prompt_of(tokenizer, preface_tokens) + "\n\n" if preface_tokens else ""
+    return preface + QUESTION_PROMPT[0], preface + QUESTION_PROMPT[1]
+
+
+QUESTIONS = ("patching", "curve")
+
+
+def question_timings(page, base: str, runner, preface_tokens: int = 0, questions=QUESTIONS) -> list[QuestionTiming]:
     import lmtt
     from lmtt.tools.bench import _median_time
 
-    clean, corrupt = QUESTION_PROMPT
+    clean, corrupt = question_prompts(runner.tokenizer, preface_tokens)
     a = lmtt.analyze(runner, clean)
-    patch_lib, _ = _median_time(lambda: a.patching(corrupt, sites=("resid",)), REPEATS)  # the page's first tab: the residual stream
-    curve_lib, _ = _median_time(a.faithfulness_curve, REPEATS)
     query = f"prompt={quote(clean)}&corrupt={quote(corrupt)}"
 
     def app(*how: str) -> float:  # each time a fresh session (page.goto), so the question is answered anew
         return statistics.median(_app_seconds(page, base, query, *how) for _ in range(REPEATS))
 
-    patch_app = app("Patching", "Run patching", ".js-plotly-plot .heatmaplayer")
-    curve_app = app("Faithfulness", "Draw the faithfulness curve", ".js-plotly-plot .scatterlayer")
-    out = [
-        QuestionTiming("patching (the residual stream)", round(patch_lib, 2), round(patch_app, 2)),
-        QuestionTiming("faithfulness curve", round(curve_lib, 2), round(curve_app, 2)),
-    ]
-    for q in out:
-        print(q, flush=True)
+    asked = {  # name: (the library's call, the app's page, button and drawn chart)
+        "patching": (  # the page's first tab: the residual stream
+            "patching (the residual stream)",
+            lambda: a.patching(corrupt, sites=("resid",)),
+            ("Patching", "Run patching", ".js-plotly-plot .heatmaplayer"),
+        ),
+        "curve": (
+            "faithfulness curve",
+            a.faithfulness_curve,
+            ("Faithfulness", "Draw the faithfulness curve", ".js-plotly-plot .scatterlayer"),
+        ),
+    }
+    out = []
+    for name in questions:
+        label, library, how = asked[name]
+        library_s, _ = _median_time(library, REPEATS)
+        out.append(QuestionTiming(label, round(library_s, 2), round(app(*how), 2)))
+        print(out[-1], flush=True)
     return out
 
 
-def run(sizes=SIZES) -> dict:
+def run(sizes=SIZES, preface_tokens: int = 0, questions=QUESTIONS) -> dict:
     """Every dashboard timing, on one fresh server and one browser (nothing else should run on the machine)."""
     from playwright.sync_api import sync_playwright
 
@@ -219,7 +236,7 @@ def run(sizes=SIZES) -> dict:
         page.goto(base)  # the server loads its model on the first visit: not part of any timing
         _graph_drawn(page, "lead to token", 300_000)
         graphs = graph_timings(page, base, runner, tokenizer, sizes)
-        questions = question_timings(page, base, runner)
+        questions = question_timings(page, base, runner, preface_tokens, questions)
         browser.close()
     return {"graphs": [asdict(g) for g in graphs], "questions": [asdict(q) for q in questions]}
 
@@ -245,10 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     from lmtt.tools.report import RESULTS, write_section
 
     parser = argparse.ArgumentParser(prog="python -m lmtt.tools.dashboard", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated prompt sizes in tokens")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated prompt sizes in tokens ('' for none)")
+    parser.add_argument("--preface-tokens", type=int, default=0, help="the questions' two prompts after this many tokens of prose")
+    parser.add_argument("--questions", default=",".join(QUESTIONS), help=f"comma-separated, of {', '.join(QUESTIONS)} ('' for none)")
     parser.add_argument("--out", default=str(RESULTS), help="markdown report to update ('' to skip)")
     args = parser.parse_args(argv)
-    result = run(tuple(int(s) for s in args.sizes.split(",")))
+    result = run(tuple(int(s) for s in args.sizes.split(",") if s), args.preface_tokens, tuple(q for q in args.questions.split(",") if q))
     print(json.dumps(result))
     if args.out:
         write_section("Dashboard", markdown(result), Path(args.out))
