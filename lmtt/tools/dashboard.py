@@ -198,7 +198,7 @@ def question_timings(page, base: str, runner, preface_tokens: int = 0, questions
     def app(*how: str) -> float:  # each time a fresh session (page.goto), so the question is answered anew
         return statistics.median(_app_seconds(page, base, query, *how) for _ in range(REPEATS))
 
-    asked = {  # name: (the library's call, the app's page, button and drawn chart)
+    asked = {  # name: (its row in the table, the library call, the app page, its button and the chart it draws)
         "patching": (  # the page's first tab: the residual stream
             "patching (the residual stream)",
             lambda: a.patching(corrupt, sites=("resid",)),
