@@ -23,8 +23,9 @@ $(STAMP): requirements.txt requirements-dev.txt Makefile
 
 setup: $(STAMP)
 
+# One malloc arena: Streamlit's script threads then reuse the memory of the last analysis (lmtt/tools/serve.py, SERVER_ENV)
 run: setup
-	$(WITH_BYTECODE) $(PY) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+	$(WITH_BYTECODE) MALLOC_ARENA_MAX=1 $(PY) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 # Debian's Chromium for the browser tests (Playwright's own browser download would fail here).
 # They are part of `make test`: without Chromium it stops here and says how to get it, unless LMTT_SKIP_BROWSER=1.

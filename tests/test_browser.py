@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 from urllib.parse import quote
 
 import jsonschema
@@ -44,7 +45,8 @@ def nav_links(page: Page) -> list[str]:
 @pytest.mark.browser(group="own-servers")  # its own server: the other group's worker can take it
 def test_a_deep_link_is_the_first_request_to_a_fresh_server(browser, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(tmp_path / "server.log") as (base, _pid):
+    with streamlit_server(tmp_path / "server.log") as (base, pid):
+        assert b"MALLOC_ARENA_MAX=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")  # see serve.SERVER_ENV
         ctx, page = new_page(browser, base)
         page.goto(f"{base}/contributions?prompt={quote(PROMPT)}&node=attn:22:4")
         settled(page)

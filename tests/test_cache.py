@@ -106,3 +106,55 @@ def test_eviction_hands_memory_back(monkeypatch):
     assert trims == []  # nothing evicted yet
     cache.get_or_compute("c", lambda: "c")
     assert trims == [1] and cache.get("a") is None
+
+
+class _Held:
+    """A value in a reference cycle (as a page's analysis is, through the page's namespace): freed by a collection only."""
+
+    def __init__(self, size: int):
+        self.size, self.me = size, self
+
+
+def test_a_sized_miss_frees_what_it_would_evict_before_it_is_computed(monkeypatch):
+    """60 + 30 bytes held, budget 100, and a 2-unit miss at the last entry's 10 bytes per unit: the oldest goes first."""
+    import weakref
+
+    import lmtt.ui.cache
+
+    trims = []
+    monkeypatch.setattr(lmtt.ui.cache, "release_freed_memory", lambda: trims.append(1) or True)
+    cache = BoundedCache(max_entries=10, max_bytes=100, size_of=lambda v: v.size)
+    first, _ = cache.get_or_compute("a", lambda: _Held(60), units=6)
+    cache.get_or_compute("b", lambda: _Held(30), units=3)
+    gone = weakref.ref(first)
+    del first
+    seen = []
+
+    def compute():
+        seen.append((gone() is None, cache.get("b") is not None, list(trims)))
+        return _Held(20)
+
+    cache.get_or_compute("c", compute, units=2)
+    assert seen == [(True, True, [])]  # "a" freed (its cycle collected), "b" kept, nothing handed back before computing
+    assert cache.get("a") is None and cache.nbytes == 50
+
+
+def test_a_miss_without_units_evicts_only_after_it_is_computed():
+    import weakref
+
+    cache = BoundedCache(max_entries=10, max_bytes=100, size_of=lambda v: v.size)
+    kept = weakref.ref(cache.get_or_compute("a", lambda: _Held(60))[0])
+    cache.get_or_compute("b", lambda: _Held(30))
+    seen = []
+    cache.get_or_compute("c", lambda: seen.append(kept() is not None) or _Held(20))
+    assert seen == [True] and cache.get("a") is None and kept() is None and cache.nbytes == 50
+
+
+def test_the_app_server_runs_with_one_malloc_arena():
+    """The Makefile's `run` starts the server as the tools' and tests' servers are started (SERVER_ENV)."""
+    from pathlib import Path
+
+    from lmtt.tools.serve import SERVER_ENV
+
+    run = Path(__file__).parents[1].joinpath("Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert SERVER_ENV and all(f"{k}={v} " in run for k, v in SERVER_ENV.items())

@@ -124,7 +124,7 @@ def _run_analysis(config: AppConfig, entry: ModelEntry, prompt: str, cache: Boun
     def compute() -> Analysis:
         return lmtt.analyze(runner, prompt, max_tokens=config.max_prompt_tokens, on_progress=throttled(progress))
 
-    return _limited(config, cache, (entry, prompt), compute, progress, entry.name, prompt)
+    return _limited(config, cache, (entry, prompt), compute, progress, entry.name, prompt, len(runner.tokenize(prompt)))
 
 
 def throttled(bar, every_s: float = 0.5) -> Callable[[float, str], None]:
@@ -140,8 +140,9 @@ def throttled(bar, every_s: float = 0.5) -> Callable[[float, str], None]:
     return update
 
 
-def _limited(config: AppConfig, cache: BoundedCache, key, compute, progress, model: str, prompt: str):
-    """Run `compute` for a cache miss: rate limit per session, a place in the queue, one log line."""
+def _limited(config: AppConfig, cache: BoundedCache, key, compute, progress, model: str, prompt: str, tokens: int):
+    """Run `compute` for a cache miss of a `tokens`-token analysis: rate limit per session, a place in the queue, one log
+    line."""
     if config.rate_limit_per_minute:
         limiter = ss.setdefault("_limiter", RateLimiter(config.rate_limit_per_minute))
         wait = limiter.try_acquire()
@@ -155,7 +156,7 @@ def _limited(config: AppConfig, cache: BoundedCache, key, compute, progress, mod
 
     start = time.perf_counter()
     with analysis_gate(config.max_concurrent_analyses).slot(on_wait=queued):
-        result, hit = cache.get_or_compute(key, compute)
+        result, hit = cache.get_or_compute(key, compute, units=tokens)
     session = ss.setdefault("_session_id", uuid.uuid4().hex[:8])
     text = "" if config.demo_mode else f" prompt={prompt[:60]!r}"
     edits = f" edits={len(key[2])}" if len(key) > 2 else ""
@@ -187,7 +188,7 @@ def intervention(view: View) -> InterventionResult | None:
         bar = st.empty()
         try:
             progress = bar.progress(0.0, text="Running the model with the edits…")
-            edited = _limited(config, cache, key, lambda: view.analysis.with_edits(view.edits), progress, model, prompt)
+            edited = _limited(config, cache, key, lambda: view.analysis.with_edits(view.edits), progress, model, prompt, len(view.analysis.tokens))
         finally:
             bar.empty()
     return None if edited is None else view.analysis.compare(edited, view.token)
@@ -212,7 +213,7 @@ def _dataset_analysis(config: AppConfig, entry, prompt: str):
     runner = cached_runner(entry)
     with analysis_gate(config.max_concurrent_analyses).slot():
         analysis, _ = analysis_cache(config).get_or_compute(
-            (entry, prompt), lambda: lmtt.analyze(runner, prompt, max_tokens=config.max_prompt_tokens)
+            (entry, prompt), lambda: lmtt.analyze(runner, prompt, max_tokens=config.max_prompt_tokens), units=len(runner.tokenize(prompt))
         )
     return analysis
 
