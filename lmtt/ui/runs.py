@@ -188,8 +188,9 @@ def intervention(view: View) -> InterventionResult | None:
         bar = st.empty()
         try:
             progress = bar.progress(0.0, text="Running the model with the edits…")
-            compute = lambda: view.analysis.with_edits(view.edits)  # noqa: E731
-            edited = _limited(config, cache, key, compute, progress, model, prompt, len(view.analysis.tokens))
+            edited = _limited(
+                config, cache, key, lambda: view.analysis.with_edits(view.edits), progress, model, prompt, len(view.analysis.tokens)
+            )
         finally:
             bar.empty()
     return None if edited is None else view.analysis.compare(edited, view.token)
