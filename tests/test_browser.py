@@ -93,6 +93,27 @@ def test_first_visit_explains_and_draws_the_default_prompt(browser, server):
     ctx.close()
 
 
+PURGED_MID_RING_JS = """() => {
+  const gd = document.querySelector(".st-key-graph_chart .js-plotly-plot");
+  window.__lmttMarks.set("graph_chart", "ffn:20:3");
+  window.lmttMark();  // rings the node with a relayout, which finishes after this task
+  window.Plotly.purge(gd);  // as a page change does to the graph meanwhile
+}"""
+
+
+def test_a_graph_removed_while_its_node_is_ringed_raises_nothing(browser, server):
+    """A ring's relayout on a graph purged before it finished rejected with plotly's "e.emit is not a function", an
+    uncaught error in the page (once in a CI run, when a link click left the Graph page just after it loaded)."""
+    ctx, page = new_page(browser, server)
+    page.goto(f"{server}/?prompt={quote(PROMPT)}")
+    settled(page)
+    expect(page.locator(".st-key-graph_chart .js-plotly-plot .scatterlayer path.point").first).to_be_visible()
+    page.evaluate(PURGED_MID_RING_JS)
+    page.wait_for_timeout(1000)
+    assert page.problems == []
+    ctx.close()
+
+
 def test_run_click_a_node_and_visit_every_page(browser, server):
     ctx, page = new_page(browser, server)
     page.goto(server)

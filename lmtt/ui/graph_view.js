@@ -24,7 +24,7 @@
     const now = ranges(gd);
     if (!view || gd.__lmttRestoring || !now || (now[0] === String(view["xaxis.range"]) && now[1] === String(view["yaxis.range"]))) return;
     gd.__lmttRestoring = true;
-    (window.Plotly._guiRelayout || window.Plotly.relayout)(gd, view).finally(() => {
+    relayout(gd, view, window.Plotly._guiRelayout || window.Plotly.relayout).finally(() => {
       gd.__lmttRestoring = false;
       // Keep what plotly made of the view (it may round or constrain the ranges), so that the next check finds them equal.
       if (gd._fullLayout) saved.set(revision(gd), { "xaxis.range": [...gd._fullLayout.xaxis.range], "yaxis.range": [...gd._fullLayout.yaxis.range] });
@@ -45,6 +45,9 @@
       saved.set(revision(gd), { "xaxis.range": [...layout.xaxis.range], "yaxis.range": [...layout.yaxis.range] });
     });
   };
+  // A graph purged while its relayout runs (the page changed) rejects it with plotly's "e.emit is not a function":
+  // nothing is left to draw, so that rejection is dropped; any other is still thrown.
+  const relayout = (gd, update, how) => how(gd, update).catch((error) => { if (gd._fullLayout) throw error; });
   const RING = "lmtt-selected";
   const nodeXY = (gd, node) => {
     for (const trace of gd.data || []) {
@@ -66,7 +69,7 @@
     const ring = { name: RING, type: "circle", xref: "x", yref: "y", xsizemode: "pixel", ysizemode: "pixel", layer: "above",
                    xanchor: xy && xy[0], yanchor: xy && xy[1], x0: -8, x1: 8, y0: -8, y1: 8, line: { color: "#000000", width: 3 } };
     gd.__lmttMarking = true;
-    window.Plotly.relayout(gd, { shapes: xy ? [...kept, ring] : kept }).finally(() => { gd.__lmttMarking = false; });
+    relayout(gd, { shapes: xy ? [...kept, ring] : kept }, window.Plotly.relayout).finally(() => { gd.__lmttMarking = false; });
   };
   window.lmttMark = () => (window.__lmttMarks || new Map()).forEach((node, chart) => {
     document.querySelectorAll(`.st-key-${chart} .js-plotly-plot`).forEach((gd) => {
