@@ -19,6 +19,9 @@
   const saved = new Map();  // uirevision -> {"xaxis.range": [a, b], "yaxis.range": [c, d]}
   const revision = (gd) => String((gd.layout && gd.layout.uirevision) || "");
   const ranges = (gd) => gd._fullLayout ? [gd._fullLayout.xaxis.range, gd._fullLayout.yaxis.range].map(String) : null;
+  // A graph purged while its relayout runs (the page changed) rejects it with plotly's "e.emit is not a function":
+  // nothing is left to draw, so that rejection is dropped; any other is still thrown.
+  const relayout = (gd, update, how) => how(gd, update).catch((error) => { if (gd._fullLayout) throw error; });
   const restore = (gd) => {
     const view = saved.get(revision(gd));
     const now = ranges(gd);
@@ -45,9 +48,6 @@
       saved.set(revision(gd), { "xaxis.range": [...layout.xaxis.range], "yaxis.range": [...layout.yaxis.range] });
     });
   };
-  // A graph purged while its relayout runs (the page changed) rejects it with plotly's "e.emit is not a function":
-  // nothing is left to draw, so that rejection is dropped; any other is still thrown.
-  const relayout = (gd, update, how) => how(gd, update).catch((error) => { if (gd._fullLayout) throw error; });
   const RING = "lmtt-selected";
   const nodeXY = (gd, node) => {
     for (const trace of gd.data || []) {
