@@ -95,7 +95,7 @@ def test_first_visit_explains_and_draws_the_default_prompt(browser, server):
 
 PURGED_MID_RING_JS = """() => {
   const gd = document.querySelector(".st-key-graph_chart .js-plotly-plot");
-  window.__lmttMarks.set("graph_chart", "ffn:20:3");
+  (window.__lmttMarks ||= new Map()).set("graph_chart", "ffn:20:3");
   window.lmttMark();  // rings the node with a relayout, which finishes after this task
   window.Plotly.purge(gd);  // as a page change does to the graph meanwhile
 }"""
@@ -108,6 +108,7 @@ def test_a_graph_removed_while_its_node_is_ringed_raises_nothing(browser, server
     page.goto(f"{server}/?prompt={quote(PROMPT)}")
     settled(page)
     expect(page.locator(".st-key-graph_chart .js-plotly-plot .scatterlayer path.point").first).to_be_visible()
+    page.wait_for_function("() => typeof window.lmttMark === 'function'")  # graph_view.js may run after the plot is drawn
     page.evaluate(PURGED_MID_RING_JS)
     page.wait_for_timeout(1000)
     assert page.problems == []
