@@ -439,3 +439,47 @@ def test_the_analysis_progress_bar_is_updated_at_most_twice_a_second(monkeypatch
     for step in range(7):
         update(step / 6, f"layer {step}")
     assert sent == [(0.0, "layer 0"), (0.5, "layer 3"), (5 / 6, "layer 5")]
+
+
+def test_a_question_draws_its_progress_only_after_a_while_and_then_rarely(monkeypatch):
+    """Issue 20: each progress message is drawn by the browser on the question's own cores, so a question answered
+    within SHOW_AFTER_S draws no bar, and a longer one updates it at most every EVERY_S; Cancel comes with the bar."""
+    from contextlib import nullcontext
+
+    from lmtt.ui import progress
+
+    drawn = []
+
+    class Holder:
+        def container(self):
+            return nullcontext()
+
+        def empty(self):
+            drawn.append("emptied")
+
+    class Bar:
+        def progress(self, fraction, text):
+            drawn.append((round(fraction, 3), text.split(" · ")[0]))
+
+    monkeypatch.setattr(progress.st, "empty", Holder)
+    monkeypatch.setattr(progress.st, "button", lambda label, **_: drawn.append(label))
+    monkeypatch.setattr(progress.st, "progress", lambda *_a, **_k: Bar())
+    monkeypatch.setattr(progress, "ss", {})
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+
+    quick = progress.Steps("quick", "Quick", show_after_s=0.4, every_s=0.25)
+    for done, t in ((1, 0.1), (2, 0.2), (3, 0.39)):
+        clock[0] = t
+        quick(done, 3)
+    quick.close()
+    assert drawn == ["emptied"]  # answered in 0.39 s: no bar, no Cancel
+
+    drawn.clear()
+    clock[0] = 10.0
+    slow = progress.Steps("slow", "Slow", show_after_s=0.4, every_s=0.25)
+    for done, t in ((1, 10.3), (2, 10.45), (3, 10.6), (4, 10.8), (5, 10.9), (6, 11.0)):
+        clock[0] = t
+        slow(done, 10)
+    assert drawn == ["Cancel", (0.2, "Slow: 2 of 10 steps done"), (0.4, "Slow: 4 of 10 steps done")]  # at 0.45 s and 0.8 s
+    assert progress.ss["_steps_slow"] == (6, 10, pytest.approx(1.0))  # Cancel's message counts every step, drawn or not

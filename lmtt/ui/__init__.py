@@ -4,6 +4,7 @@ Pages use it as `from lmtt import ui` and call `ui.sidebar(PAGE)` first.
 """
 
 from lmtt.ui.panels import (
+    chart,
     download_buttons,
     effect_readout,
     graph_chart,
@@ -43,6 +44,7 @@ __all__ = [
     "PAGES",
     "View",
     "bound",
+    "chart",
     "chart_click",
     "curation_key",
     "download_buttons",

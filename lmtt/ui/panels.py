@@ -102,7 +102,13 @@ def graph_chart(figure, key: str, clickable: bool = False, where: DeltaGenerator
     the figure, and the browser then draws a new graph twice (figures.drawn_once). A clickable graph selects the point
     clicked (a rerun) and zooms with Ctrl + scroll."""
     interactive = {"on_select": "rerun", "selection_mode": "points", "config": {"scrollZoom": True, "displaylogo": False}}
-    (where or st).plotly_chart(figure, key=key, width="stretch", theme=None, **(interactive if clickable else {}))
+    chart(figure, key, where, **(interactive if clickable else {}))
+
+
+def chart(figure, key: str, where: DeltaGenerator | None = None, **options) -> None:
+    """A figure made by lmtt.viz (each sets figures.drawn_once), shown without Streamlit's theme, whose template would
+    make the browser draw a new chart twice."""
+    (where or st).plotly_chart(figure, key=key, width="stretch", theme=None, **options)
 
 
 def mark_node(chart: str, node: str | None) -> None:

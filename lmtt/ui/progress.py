@@ -1,4 +1,9 @@
-"""A long question in the page: a progress bar with the step count and an estimate of the time left, and Cancel.
+"""Progress in the page: a gate that keeps updates rare, and a long question's bar with the step count, an estimate
+of the time left, and Cancel.
+
+Each update is a message that the browser draws, on the cores the question runs on: on 2 cores, the bar and Cancel
+drawn at the start of a 0.5 s faithfulness curve slowed its passes by a fifth. So a question shows them only once it
+has run SHOW_AFTER_S, and updates them at most every EVERY_S.
 
 Cancel is a Streamlit button: pressing it asks for a rerun, which stops the running script at its next progress
 update. The rerun then says where the question stopped (the callback runs before the page does).
@@ -6,27 +11,54 @@ update. The rerun then says where the question stopped (the callback runs before
 
 from __future__ import annotations
 
+import math
 import time
 
 import streamlit as st
 
 from lmtt.ui.state import ss
 
+SHOW_AFTER_S = 0.4  # a question answered sooner draws no bar (nothing to cancel in that time)
+EVERY_S = 0.25
+
+
+class Gate:
+    """Called once per update: True at most every `every_s`, and not before `after_s` from `start` (by default the
+    first call)."""
+
+    def __init__(self, every_s: float, after_s: float = 0.0, start: float | None = None):
+        self.every_s, self.after_s, self.start = every_s, after_s, start
+        self.last = -math.inf
+
+    def __call__(self) -> bool:
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = now
+        if now - self.start < self.after_s or now - self.last < self.every_s:
+            return False
+        self.last = now
+        return True
+
 
 class Steps:
     """`steps(done, total)`: the library's on_progress, drawn as a bar under a Cancel button."""
 
-    def __init__(self, name: str, what: str, units: str = "steps"):
+    def __init__(self, name: str, what: str, units: str = "steps", show_after_s: float = SHOW_AFTER_S, every_s: float = EVERY_S):
         self.name, self.what, self.units = name, what, units
         self.start = time.perf_counter()
+        self.due = Gate(every_s, show_after_s, self.start)
         self.holder = st.empty()  # the button and the bar go away when the question is answered
-        with self.holder.container():
-            st.button("Cancel", key=f"cancel_{name}", on_click=_cancel, args=(name, what, units))
-            self.bar = st.progress(0.0, text=f"{what}: starting…")
+        self.bar = None
 
     def __call__(self, done: int, total: int) -> None:
         elapsed = time.perf_counter() - self.start
-        ss[f"_steps_{self.name}"] = (done, total, elapsed)
+        ss[f"_steps_{self.name}"] = (done, total, elapsed)  # for Cancel's message, whether drawn or not
+        if not self.due():
+            return
+        if self.bar is None:
+            with self.holder.container():
+                st.button("Cancel", key=f"cancel_{self.name}", on_click=_cancel, args=(self.name, self.what, self.units))
+                self.bar = st.progress(0.0)
         text = f"{self.what}: {done} of {total} {self.units} done · {elapsed:.0f} s"
         if 0 < done < total:
             text += f" · about {elapsed / done * (total - done):.0f} s left"

@@ -19,6 +19,7 @@ from lmtt.engine.loading import LoadError
 from lmtt.engine.runner import ModelRunner, PromptError, check_prompt
 from lmtt.ui.cache import BoundedCache
 from lmtt.ui.limits import AnalysisGate, RateLimiter
+from lmtt.ui.progress import Gate
 from lmtt.ui.state import View, ss, start_run
 
 log = logging.getLogger("lmtt.app")
@@ -128,13 +129,11 @@ def _run_analysis(config: AppConfig, entry: ModelEntry, prompt: str, cache: Boun
 
 
 def throttled(bar, every_s: float = 0.5) -> Callable[[float, str], None]:
-    """A progress bar's update at most every `every_s`: each one is a message that the browser draws, on the cores
-    the analysis runs on (30 layers of a 500-token prompt sent 31 in 5 s)."""
-    last = [-math.inf]
+    """A progress bar's update at most every `every_s` (progress.Gate: 30 layers of a 500-token prompt sent 31 in 5 s)."""
+    due = Gate(every_s)
 
     def update(fraction: float, text: str) -> None:
-        if (now := time.perf_counter()) - last[0] >= every_s:
-            last[0] = now
+        if due():
             bar.progress(min(fraction, 1.0), text=text)
 
     return update

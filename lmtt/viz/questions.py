@@ -241,12 +241,13 @@ def number(x: float, digits: int = 3) -> str:
 def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     """Faithfulness (logit difference kept) and p(A) kept against the number of edges, one point per threshold."""
     pts = curve.points
+    edges, values, kept = curve.edges.tolist(), curve.values.tolist(), [p.prob_kept for p in pts]  # lists: see drawn_once
     labels = [f"threshold {p.threshold:g}<br>{p.edges} edges<br>top prediction {html.escape(repr(p.top_route))}" for p in pts]
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
-            x=curve.edges,
-            y=curve.values,
+            x=edges,
+            y=values,
             mode="lines+markers+text",
             name="faithfulness (quantity kept)",
             text=[f"{p.threshold:g}" for p in pts],
@@ -257,8 +258,8 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     )
     fig.add_trace(
         go.Scatter(
-            x=curve.edges,
-            y=[p.prob_kept for p in pts],
+            x=edges,
+            y=kept,
             mode="lines+markers",
             name="p(A) kept",
             hovertext=[f"{lab}<br>p(A) {p.prob_route:.3f} of {p.prob_full:.3f}" for lab, p in zip(labels, pts)],
@@ -274,6 +275,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
         margin={"l": 60, "r": 10, "t": 50, "b": 50},
         legend={"orientation": "h", "y": -0.2},
     )
+    figures.drawn_once(fig, figures.revision(edges, values, kept, fig.layout.title.text))
     return fig
 
 
