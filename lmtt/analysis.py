@@ -23,7 +23,7 @@ from lmtt.engine.graph import ContributionGraph, Subgraph, parse_node
 from lmtt.engine.levels import level_of
 from lmtt.engine.memory import held_bytes, release_freed_memory
 from lmtt.engine.norms import FrozenNorm
-from lmtt.engine.ondemand import FULL_GRAPH_MAX_TOKENS, OnDemandGraph
+from lmtt.engine.ondemand import OnDemandGraph, full_graph_max_tokens
 from lmtt.engine.runner import ModelRunner, PromptError, Trace
 from lmtt.questions import dla, groups, lens, neurons, qk, search, shares, vocabulary
 from lmtt.questions import faithfulness as faithfulness_module
@@ -375,7 +375,7 @@ def _analysis_of(runner: ModelRunner, trace: Trace, on_layer=None, timings: dict
     """The analysis of a trace: the full graph, or (mode "on_demand", or "auto" for long prompts) an on-demand one."""
     if graph not in GRAPH_MODES:
         raise ValueError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
-    if graph == "on_demand" or (graph == "auto" and trace.n_tokens > FULL_GRAPH_MAX_TOKENS):
+    if graph == "on_demand" or (graph == "auto" and trace.n_tokens > full_graph_max_tokens(runner.device)):
         return Analysis(runner, trace, None, OnDemandGraph(trace, runner.layer_weights), {**(timings or {}), "contributions_s": 0.0})
     start = time.perf_counter()
     contributions = compute_contributions(trace, runner.layer_weights, on_layer=on_layer)
@@ -409,7 +409,8 @@ def analyze(
     graph: str = "auto",
 ) -> Analysis:
     """Trace the prompt (text, or token ids) once and compute every contribution (graph="full"), or only
-    those that paths reach, when first asked (graph="on_demand"; "auto" picks it above FULL_GRAPH_MAX_TOKENS).
+    those that paths reach, when first asked (graph="on_demand"; "auto" picks it for prompts longer than
+    ondemand.full_graph_max_tokens: 256 tokens on a CPU, 2,048 on an accelerator).
 
     `on_progress(fraction, message)` reports the forward pass and each layer's attribution.
     """

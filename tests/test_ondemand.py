@@ -68,7 +68,7 @@ def test_lean_head_values_give_the_dense_proximities(tiny_runner, fused, monkeyp
 def test_analyses_of_long_prompts_are_on_demand(tiny_runner, monkeypatch):
     import lmtt.analysis
 
-    monkeypatch.setattr(lmtt.analysis, "FULL_GRAPH_MAX_TOKENS", 10)
+    monkeypatch.setattr(lmtt.analysis, "full_graph_max_tokens", lambda device: 10)
     long, short = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(12))), _analysis_of(tiny_runner, tiny_runner.trace(token_ids(8)))
     assert long.on_demand and not short.on_demand
     forced = _analysis_of(tiny_runner, tiny_runner.trace(token_ids(12)), graph="full")
@@ -97,3 +97,21 @@ def test_groups_by_coords():
     assert _groups_by_coords(small, 3) == [[0, 1], [2, 3], [4]]
     assert _groups_by_coords(small, 2) == [[0], [1], [2, 3], [4]]
     assert _groups_by_coords(small, 8) == [[0, 1, 2, 3, 4]]
+
+
+def test_a_cpu_gives_the_full_graph_only_to_short_prompts():
+    """On a CPU the full graph's L·T² work outgrows the trace from a few hundred tokens (bench/RESULTS.md), so "auto"
+    gives longer prompts the on-demand graph there (2.6 s against 4.6 s to the first paths at 500 tokens); an
+    accelerator keeps the full graph longer."""
+    import lmtt
+    from lmtt.engine.ondemand import full_graph_max_tokens
+    from lmtt.engine.runner import ModelRunner
+    from tests.tiny_models import tiny_model
+
+    runner = ModelRunner(tiny_model("qwen3"), tokenizer=None, name="qwen3")
+    limit = full_graph_max_tokens("cpu")
+    assert full_graph_max_tokens("cuda") > limit
+    short, long = lmtt.analyze(runner, token_ids(limit)), lmtt.analyze(runner, token_ids(limit + 1))
+    assert not short.on_demand and long.on_demand
+    full = lmtt.analyze(runner, token_ids(limit + 1), graph="full")
+    same_subgraph(long.paths_to(-1, 0.04), full.paths_to(-1, 0.04))

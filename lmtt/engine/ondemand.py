@@ -34,7 +34,16 @@ from lmtt.engine.attribution import (
 from lmtt.engine.graph import ContributionGraph
 from lmtt.engine.runner import LayerWeights, Trace
 
-FULL_GRAPH_MAX_TOKENS = 2048  # above this, analyze(graph="auto") builds this graph instead of the full one
+FULL_GRAPH_MAX_TOKENS = 2048  # the longest prompt that gets the full graph from analyze(graph="auto") on an accelerator
+# On a CPU the full graph's L·T² work outgrows the trace early: in the bench table (bench/RESULTS.md) the full graph
+# takes 0.33 s at T=256 against 0.17 s for the on-demand paths to the last token, 9.6 s against 1.4 s at T=2048.
+# Up to 256 tokens it costs at most a few tenths of a second more, and then every token and threshold change is instant.
+CPU_FULL_GRAPH_MAX_TOKENS = 256
+
+
+def full_graph_max_tokens(device: torch.device | str) -> int:
+    """The longest prompt that analyze(graph="auto") gives the full graph on `device`; longer ones get this graph."""
+    return CPU_FULL_GRAPH_MAX_TOKENS if torch.device(device).type == "cpu" else FULL_GRAPH_MAX_TOKENS
 
 
 class OnDemandGraph(ContributionGraph):
