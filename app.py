@@ -35,8 +35,13 @@ if view.edits and ui.ss.get("show_edited"):
     result = ui.intervention(view)
     shown = result.analysis if result is not None else a
 root = ui.ss.get("root")  # a node the user asked to explain ("why is this state what it is?"), else the token's output
-with st.spinner(f"Following the paths to {root or f'token {view.token}'}…", show_time=True):  # long prompts compute them now
-    sub = shown.paths_to(view.token, view.threshold) if root is None else shown.paths_to_node(root, view.threshold)
+# A long prompt computes its paths now. Said in a still line, not a spinner: a spinner and its clock redraw the page
+# ten times a second, and at 4,000 tokens the browser's drawing took a third of a core from the paths.
+note = st.empty()
+if shown.on_demand:
+    note.caption(f"Following the paths to {root or f'token {view.token}'}…")
+sub = shown.paths_to(view.token, view.threshold) if root is None else shown.paths_to_node(root, view.threshold)
+note.empty()
 top = shown.predictions(view.token, 1)[0]
 edited = " **with the edits**" if shown is not a else ""
 if root is None:

@@ -51,6 +51,8 @@ JS_TOKENS = "() => [...document.querySelector('.st-key-graph_box .js-plotly-plot
 
 # what glides while the page reruns: a transition or animation that takes time, on an element, an expander or a
 # progress bar (each of its frames is drawn by Chromium on the cores that the analysis runs on); a step is fine
+RUNNING_ICON_SHOWN_JS = """() => [...document.querySelectorAll('[data-testid="stStatusWidgetRunningIcon"]')]
+  .some((el) => getComputedStyle(el).visibility !== 'hidden')"""
 GLIDING_JS = """() => document.getAnimations().filter((a) => a.effect && a.effect.getTiming().duration > 0).map((a) => {
   const el = a.effect.target, what = a.transitionProperty || a.animationName;
   if (!el || !el.closest) return null;
@@ -88,6 +90,11 @@ def test_a_long_prompt_gets_a_legible_graph(browser, server):
         page.wait_for_timeout(400)
         gliding.update(page.evaluate(GLIDING_JS))
     assert not gliding, gliding  # they change in one step (STALE_CSS): each frame of a glide costs the analysis CPU
+    # the on-demand paths: a still line, no spinner and its clock, and no running icon swapping its picture 5 times a
+    # second (each redraw of this page took CPU from the paths)
+    expect(page.get_by_text(f"Following the paths to token {N_TOKENS - 1}…")).to_be_visible(timeout=300_000)
+    assert page.locator('[data-testid="stSpinner"]').count() == 0
+    assert page.evaluate(RUNNING_ICON_SHOWN_JS) is False
     expect(page.get_by_text(f"lead to token {N_TOKENS - 1} ")).to_be_visible(timeout=300_000)
     graph_drawn(page)
     first_graph_s = time.perf_counter() - start

@@ -86,7 +86,8 @@ SPIKE_CSS = ".js-plotly-plot .spikeline {mix-blend-mode: multiply;}"
 STALE_CSS = (
     '.stElementContainer[data-stale="true"] {transition: opacity 0s linear 0.5s !important;} '
     '[data-testid="stExpander"] details, [data-testid="stExpander"] summary {transition-duration: 0s !important;} '
-    '[data-testid="stProgress"] div {transition: none !important;}'
+    '[data-testid="stProgress"] div {transition: none !important;} '
+    '[data-testid="stStatusWidgetRunningIcon"] {visibility: hidden;}'
 )
 
 
