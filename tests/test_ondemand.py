@@ -87,7 +87,8 @@ def test_rows_grouped_under_a_small_layout_budget_give_the_same_paths(tiny_runne
     full = ContributionGraph(compute_contributions(trace, tiny_runner.layer_weights))
     monkeypatch.setattr(lmtt.engine.ondemand, "device_budget", lambda _device: (1, 3))  # layouts of K coordinates, chunks of 1 row
     lazy = OnDemandGraph(trace, tiny_runner.layer_weights)
-    same_subgraph(lazy.paths_to(-1, 0.0), full.paths_to(-1, 0.0))
+    same_subgraph(lazy.paths_to(-1, 0.0), full.paths_to(-1, 0.0))  # the groups' layouts share one buffer, stale between them
+    assert lazy._scratch is None  # and the sweep does not keep it with the analysis
 
 
 def test_groups_by_coords():

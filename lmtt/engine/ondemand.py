@@ -31,7 +31,7 @@ from lmtt.engine.attribution import (
     head_values,
     small_set,
 )
-from lmtt.engine.graph import ContributionGraph
+from lmtt.engine.graph import ContributionGraph, Subgraph
 from lmtt.engine.runner import LayerWeights, Trace
 
 FULL_GRAPH_MAX_TOKENS = 2048  # the longest prompt that gets the full graph from analyze(graph="auto") on an accelerator
@@ -59,6 +59,7 @@ class OnDemandGraph(ContributionGraph):
         self._joint_ffn = np.full((self.n_layers, self.n_tokens), np.nan, dtype=np.float32)  # (L, T) parallel blocks' FFN edges
         self.parallel = trace.parallel
         self._head_values: list = [None] * self.n_layers
+        self._scratch: torch.Tensor | None = None  # flat float32: the by-coordinate layouts of one sweep (with_coords)
         self._lock = threading.Lock()
 
     @property
@@ -101,7 +102,11 @@ class OnDemandGraph(ContributionGraph):
         coord_bytes = (rows[-1] + 2) * self.trace.n_heads * 4  # one coordinate's (J + 1, H) slab
         for group in _groups_by_coords(small, max(small.shape[1], 2 * budget // coord_bytes)):
             coords = torch.from_numpy(np.unique(small[group])).to(device)
-            hv = lean.with_coords(coords, rows[group[-1]] + 1)
+            need = len(coords) * (rows[group[-1]] + 2) * self.trace.n_heads  # (U, J + 1, H)
+            if self._scratch is None or self._scratch.numel() < need or self._scratch.device != device:
+                grown = 2 * self._scratch.numel() if self._scratch is not None else 0  # a layer's layout often outgrows the last's
+                self._scratch = torch.empty(max(need, grown), device=device)
+            hv = lean.with_coords(coords, rows[group[-1]] + 1, self._scratch)
             for start in range(0, len(group), step):
                 chunk = torch.tensor([rows[g] for g in group[start : start + step]])
                 heads, resid, joint_ffn = attention_parts(self.trace, layer, hv, chunk)  # (C, J, H), (C,), (C,) or None
@@ -111,6 +116,15 @@ class OnDemandGraph(ContributionGraph):
                 self._resid[layer][chunk.numpy()] = resid.cpu().numpy()
                 if joint_ffn is not None:
                     self._joint_ffn[layer][chunk.numpy()] = joint_ffn.cpu().numpy()
+
+    def _sweep(self, root_level: int, position: int, threshold: float) -> Subgraph:
+        """The sweep, with one layout buffer for all the layers it computes, freed when it ends (never kept with
+        the analysis)."""
+        try:
+            return super()._sweep(root_level, position, threshold)
+        finally:
+            with self._lock:
+                self._scratch = None
 
     def edges_above(self, threshold: float = 0.0):
         raise ValueError("the on-demand graph holds only the nodes its paths reach; analyse with graph='full' to list every edge")
