@@ -93,7 +93,11 @@ def watch(page) -> None:
 
 def seconds_since_press(page) -> float:
     """From the press to the page's last finish (script or draw), in the browser's clock: what the user waits for,
-    without Playwright's own polling and round trips (0.1-0.5 s a timing here)."""
+    without Playwright's own polling and round trips (0.1-0.5 s a timing here). Waits for a finish after the press:
+    a node's hover label carries the text that a click's panel is awaited by, so that wait alone could end before the
+    click's rerun did (a 30-token run once read -8.4 s)."""
+    page.wait_for_function("() => window.__lmttWatch.done !== null && window.__lmttWatch.done > window.__lmttWatch.pressed", timeout=60_000)
+    _settled(page, 60_000)
     return page.evaluate("() => (window.__lmttWatch.done - window.__lmttWatch.pressed) / 1000")
 
 
