@@ -81,8 +81,9 @@ GRAPH_VIEW_JS = (Path(__file__).parent / "graph_view.js").read_text()
 SPIKE_CSS = ".js-plotly-plot .spikeline {mix-blend-mode: multiply;}"
 # Streamlit animates while it reruns, and every animated frame is drawn by Chromium on the cores the analysis runs on:
 # - every element fades out over 1 s (about 0.5 s of CPU, the graph included), and each expander's border and title;
-# - a progress bar glides 0.5 s to each new value, so a bar updated twice a second never stops moving.
-# The page now dims in one step, as late, and a bar jumps to its value.
+# - a progress bar glides 0.5 s to each new value, so a bar updated twice a second never stops moving;
+# - the toolbar's running icon swaps its picture five times a second for as long as the script runs.
+# The page now dims in one step, as late, a bar jumps to its value, and the icon is hidden (its Stop button stays).
 STALE_CSS = (
     '.stElementContainer[data-stale="true"] {transition: opacity 0s linear 0.5s !important;} '
     '[data-testid="stExpander"] details, [data-testid="stExpander"] summary {transition-duration: 0s !important;} '
@@ -107,8 +108,8 @@ def graph_chart(figure, key: str, clickable: bool = False, where: DeltaGenerator
 
 
 def chart(figure, key: str, where: DeltaGenerator | None = None, **options) -> None:
-    """A figure made by lmtt.viz (each sets figures.drawn_once), shown without Streamlit's theme, whose template would
-    make the browser draw a new chart twice."""
+    """A figure that sets figures.drawn_once (the graph, the faithfulness curve), shown without Streamlit's theme,
+    whose template would make the browser draw a new chart twice."""
     (where or st).plotly_chart(figure, key=key, width="stretch", theme=None, **options)
 
 
