@@ -122,10 +122,12 @@ def _run_analysis(config: AppConfig, entry: ModelEntry, prompt: str, cache: Boun
     progress = bar.progress(0.0, text=f"Loading model {entry.name}… (the first load converts its weights, about 15 s)")
     runner = cached_runner(entry)
 
-    def compute() -> Analysis:
-        return lmtt.analyze(runner, prompt, max_tokens=config.max_prompt_tokens, on_progress=throttled(progress))
+    ids = runner.tokenize(prompt)  # once: the cache's size estimate and the analysis read the same ids
 
-    return _limited(config, cache, (entry, prompt), compute, progress, entry.name, prompt, len(runner.tokenize(prompt)))
+    def compute() -> Analysis:
+        return lmtt.analyze(runner, ids, max_tokens=config.max_prompt_tokens, on_progress=throttled(progress))
+
+    return _limited(config, cache, (entry, prompt), compute, progress, entry.name, prompt, len(ids))
 
 
 def throttled(bar, every_s: float = 0.5) -> Callable[[float, str], None]:
@@ -212,9 +214,10 @@ def dataset_neuron(config: AppConfig, model: str, prompts: list[str], layer: int
 def _dataset_analysis(config: AppConfig, entry, prompt: str):
     """One Dataset prompt's analysis, cached like the app's."""
     runner = cached_runner(entry)
+    ids = runner.tokenize(prompt)  # once: the cache's size estimate and the analysis read the same ids
     with analysis_gate(config.max_concurrent_analyses).slot():
         analysis, _ = analysis_cache(config).get_or_compute(
-            (entry, prompt), lambda: lmtt.analyze(runner, prompt, max_tokens=config.max_prompt_tokens), units=len(runner.tokenize(prompt))
+            (entry, prompt), lambda: lmtt.analyze(runner, ids, max_tokens=config.max_prompt_tokens), units=len(ids)
         )
     return analysis
 
