@@ -141,12 +141,12 @@ class HeadValues:
         """These head values plus the by-coordinate layout of u for coordinates coords (U,) and the first
         J sources, computed from the factors: (U, J + 1, H), one zero column of padding as in the dense layout.
         Built once for every query that an on-demand sweep computes in a layer (their small sets overlap).
-        The layout fills the front of `scratch` (flat float32) when it is given and large enough: a sweep then reuses
-        one buffer across layers, where fresh layouts (46 MB a layer at T=4000) cost a page fault per 4 kB."""
+        With `scratch` (flat float32, on the same device, at least U * (J + 1) * H long) the layout fills its front: a
+        sweep then reuses one buffer across layers, where fresh layouts (46 MB a layer at T=4000) cost a page fault
+        per 4 kB."""
         w = self.w_out[:, :, coords].float()  # (H, hd, U)
         shape = (coords.shape[0], n_sources + 1, w.shape[0])  # (U, J + 1, H)
-        fits = scratch is not None and scratch.numel() >= math.prod(shape) and scratch.device == w.device
-        layout = scratch[: math.prod(shape)].view(shape) if fits else torch.empty(shape, dtype=w.dtype, device=w.device)
+        layout = torch.empty(shape, dtype=w.dtype, device=w.device) if scratch is None else scratch[: math.prod(shape)].view(shape)
         for head in range(w.shape[0]):  # a head at a time: no second (U, J, H) temporary (340 MB, not 170, at T=8192)
             layout[:, :-1, head] = w[head].T @ self.values[self.kv_index[head], :, :n_sources]  # (U, hd) @ (hd, J)
         layout[:, -1] = 0

@@ -103,7 +103,7 @@ class OnDemandGraph(ContributionGraph):
         for group in _groups_by_coords(small, max(small.shape[1], 2 * budget // coord_bytes)):
             coords = torch.from_numpy(np.unique(small[group])).to(device)
             need = len(coords) * (rows[group[-1]] + 2) * self.trace.n_heads  # (U, J + 1, H)
-            if self._scratch is None or self._scratch.numel() < need or self._scratch.device != device:
+            if self._scratch is None or self._scratch.numel() < need:
                 grown = 2 * self._scratch.numel() if self._scratch is not None else 0  # a layer's layout often outgrows the last's
                 self._scratch = torch.empty(max(need, grown), device=device)
             hv = lean.with_coords(coords, rows[group[-1]] + 1, self._scratch)
