@@ -33,29 +33,24 @@ c2.metric("p(A) kept", qf.number(f.prob_kept), help=f"p(A) {f.prob_route:.3g} of
 c3.metric("Route's top prediction", ui.plain(repr(f.top_route)))
 
 
-@st.fragment
-def curve_section(a, target, ablation: str, key: tuple) -> None:
-    """The curve, in a fragment: its button reruns only this part of the page, so the browser redraws no more than
-    the curve while the passes run on the same cores."""
-    curve = on_button(
-        ("curve", *key),
-        "curve",
-        "Draw the faithfulness curve",
-        "Faithfulness curve",
-        lambda steps: a.faithfulness_curve(target=target, ablation=ablation, on_progress=steps),
-        units="steps (the means, then the routes)",
+# The curve runs in the page's own run, not in a fragment: a fragment's Cancel would only queue behind the passes
+# (Streamlit lets no widget in a fragment interrupt a running script), so the curve would finish and be drawn.
+curve = on_button(
+    ("curve", *key),
+    "curve",
+    "Draw the faithfulness curve",
+    "Faithfulness curve",
+    lambda steps: a.faithfulness_curve(target=target, ablation=ablation, on_progress=steps),
+    units="steps (the means, then the routes)",
+)
+if curve is None:
+    st.info(
+        f"The curve runs the model once per threshold ({len(DEFAULT_THRESHOLDS)} thresholds, as the rows of batched passes): "
+        "press Draw the faithfulness curve."
     )
-    if curve is None:
-        st.info(
-            f"The curve runs the model once per threshold ({len(DEFAULT_THRESHOLDS)} thresholds, as the rows of batched passes): "
-            "press Draw the faithfulness curve."
-        )
-        return
-    ui.chart(qf.faithfulness_curve_figure(curve), key="faithfulness_curve")
-    table = pd.DataFrame([p.to_dict() for p in curve.points])  # faithfulness / p kept: None where undefined
-    fraction, logit, prob = (st.column_config.NumberColumn(format=f) for f in ("%.3f", "%.3f", "%.3g"))
-    columns = {"faithfulness": fraction, "prob_kept": fraction, "value_full": logit, "value_route": logit, "value_empty": logit}
-    st.dataframe(table, hide_index=True, width="stretch", column_config={**columns, "prob_full": prob, "prob_route": prob})
-
-
-curve_section(a, target, ablation, key)
+    st.stop()
+ui.chart(qf.faithfulness_curve_figure(curve), key="faithfulness_curve")
+table = pd.DataFrame([p.to_dict() for p in curve.points])  # faithfulness / p kept: None where undefined
+fraction, logit, prob = (st.column_config.NumberColumn(format=f) for f in ("%.3f", "%.3f", "%.3g"))
+columns = {"faithfulness": fraction, "prob_kept": fraction, "value_full": logit, "value_route": logit, "value_empty": logit}
+st.dataframe(table, hide_index=True, width="stretch", column_config={**columns, "prob_full": prob, "prob_route": prob})

@@ -58,4 +58,4 @@ with tabs[TABS["patching"].index(label)]:
         f"Each cell: the fraction of that difference restored by patching one clean activation "
         f"({result.passes} batched passes, {result.seconds:.1f} s)."
     )
-    st.plotly_chart(qf.patching_heatmap(result, grid), key=f"patch_{grid}", width="stretch")
+    ui.chart(qf.patching_heatmap(result, grid), key=f"patch_{grid}")

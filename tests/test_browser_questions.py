@@ -106,22 +106,34 @@ def test_faithfulness_page_draws_the_curve(page, server):
     page.screenshot(path=str(ARTIFACTS / "faithfulness-curve-france.png"), full_page=True)
 
 
-def test_patching_shows_progress_and_cancels(page, server):
-    """Issue 20: a long patching run shows its passes and an estimate, and Cancel stops it and says where."""
-    clean = "When Mary and John went to the store, John gave a drink to Mary because she was thirsty after the long walk home. " * 2
-    clean = clean.strip()  # 48 tokens: about 50 batched passes, many seconds, so that Cancel lands while it runs
+CANCELLED = {  # page: (its button, what its progress line says, what Cancel leaves, what a finished run shows)
+    "patching": (
+        "Run patching", "forward passes done", r"Patching \(residual stream\) cancelled with \d+ of \d+ forward passes", "batched passes"
+    ),
+    "faithfulness": ("Draw the faithfulness curve", "done", r"Faithfulness curve cancelled with \d+ of \d+ steps", "edges kept"),
+}
+
+
+@pytest.mark.parametrize("path", CANCELLED)
+def test_a_long_question_shows_progress_and_cancels(page, server, path):
+    """Issue 20: a long patching run or faithfulness curve shows its steps and an estimate, and Cancel stops it and
+    says where (a Cancel that only queued behind the question would let it finish and draw its result)."""
+    button, progress, stopped, result = CANCELLED[path]
+    clean = "When Mary and John went to the store, John gave a drink to Mary because she was thirsty after the long walk home. " * 4
+    clean = clean.strip()  # 96 tokens: many batched passes, many seconds, so that Cancel lands while it runs
     corrupt = clean.replace("Mary", "Anna")
-    page.goto(f"{server}/patching?prompt={quote(clean)}&corrupt={quote(corrupt)}")
+    page.goto(f"{server}/{path}?prompt={quote(clean)}&corrupt={quote(corrupt)}")
     settled(page)
-    expect(page.get_by_text("Press Run patching")).to_be_visible()  # nothing runs before the button
-    page.get_by_role("button", name="Run patching").click()
-    expect(page.get_by_text(re.compile(r"forward passes done · \d+ s · about \d+ s left"))).to_be_visible()
-    page.screenshot(path=str(ARTIFACTS / "patching-progress.png"), full_page=True)
+    expect(page.get_by_text(f"Press {button}")).to_be_visible()  # nothing runs before the button
+    page.get_by_role("button", name=button).click()
+    expect(page.get_by_text(re.compile(rf"{progress} · \d+ s · about \d+ s left"))).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / f"{path}-progress.png"))
+    expect(page.get_by_role("button", name=button)).to_have_count(0)  # replaced by Cancel, not left faded under the bar
     page.get_by_role("button", name="Cancel").click()
-    expect(page.get_by_text(re.compile(r"Patching \(residual stream\) cancelled with \d+ of \d+ forward passes done"))).to_be_visible()
+    expect(page.get_by_text(re.compile(stopped))).to_be_visible()
     settled(page)
-    expect(page.get_by_text("batched passes")).to_have_count(0)  # no result from the cancelled run
-    page.screenshot(path=str(ARTIFACTS / "patching-cancelled.png"), full_page=True)
+    expect(page.get_by_text(result)).to_have_count(0)  # no result from the cancelled run
+    page.screenshot(path=str(ARTIFACTS / f"{path}-cancelled.png"), full_page=True)
 
 
 def test_patching_page_france_italy(page, server, browser):

@@ -232,3 +232,30 @@ def test_a_graph_is_sent_so_that_plotly_can_redraw_a_copy_without_drawing_it_aga
         assert rev != make(0.1, 3).layout.datarevision, name  # fewer edges
     assert made["target"](0.04, 3).layout.datarevision != made["target"](0.04, 2).layout.datarevision  # one booster fewer
     assert len(sub) > len(a.paths_to(99, 0.1))
+
+
+def test_a_patching_heatmap_is_sent_to_be_drawn_once_with_its_undefined_cells_blank():
+    """The heatmap follows drawn_once too (lists, a revision, no template), and a NaN cell (the clean and corrupted
+    values too close to divide) is sent as null, drawn blank and read "undefined"; the revision follows the values."""
+    from lmtt.questions.dla import Target
+    from lmtt.questions.patching import PatchingResult
+
+    def result(corner: float) -> PatchingResult:
+        grid = torch.tensor([[0.25, corner], [float("nan"), 1.0]])  # (L=2, T=2)
+        return PatchingResult(Target(1, 7, " Paris"), ("a", "b"), ("a", "c"), 2.0, -1.0, grid, grid, grid, grid, 0.1, 1)
+
+    fig = question_figures.patching_heatmap(result(0.5), "resid")
+    spec = json.loads(fig.to_json())
+    assert "template" not in spec["layout"]
+    assert spec["data"][0]["z"] == [[0.25, 0.5], [None, 1.0]]
+    assert spec["data"][0]["text"][1][0] == "undefined"
+    assert fig.layout.datarevision == question_figures.patching_heatmap(result(0.5), "resid").layout.datarevision
+    assert fig.layout.datarevision != question_figures.patching_heatmap(result(0.75), "resid").layout.datarevision
+
+
+def test_the_curve_labels_no_threshold_over_another():
+    """Two thresholds that keep about the same edges (within 5% of the x range and 8% of the y range of a labelled
+    one) get one label; a point without a value gets none."""
+    labels = question_figures.spaced_labels([10, 11, 50, 100, 60], [0.5, 0.51, 0.7, 1.0, float("nan")], ["a", "b", "c", "d", "e"])
+    assert labels == ["a", "", "c", "d", ""]
+    assert question_figures.spaced_labels([10, 11], [0.5, 0.9], ["a", "b"]) == ["a", "b"]  # close in x, far in y

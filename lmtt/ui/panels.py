@@ -84,7 +84,10 @@ SPIKE_CSS = ".js-plotly-plot .spikeline {mix-blend-mode: multiply;}"
 # - a progress bar glides 0.5 s to each new value, so a bar updated twice a second never stops moving;
 # - the toolbar's running icon swaps its picture five times a second for as long as the script runs.
 # The page now dims in one step, as late, a bar jumps to its value, and the icon is hidden (its Stop button stays).
+# A keyed widget that the running script has replaced (a question's button, by its Cancel and bar) is retained by
+# Streamlit until the run ends; it is hidden, not left faded under the bar.
 STALE_CSS = (
+    '.stElementContainer[data-stale="true"][data-retained="true"] {display: none;} '
     '.stElementContainer[data-stale="true"] {transition: opacity 0s linear 0.5s !important;} '
     '[data-testid="stExpander"] details, [data-testid="stExpander"] summary {transition-duration: 0s !important;} '
     '[data-testid="stProgress"] div {transition: none !important;} '
@@ -108,8 +111,8 @@ def graph_chart(figure, key: str, clickable: bool = False, where: DeltaGenerator
 
 
 def chart(figure, key: str, where: DeltaGenerator | None = None, **options) -> None:
-    """A figure that sets figures.drawn_once (the graph, the faithfulness curve), shown without Streamlit's theme,
-    whose template would make the browser draw a new chart twice."""
+    """A figure that sets figures.drawn_once (the graph, the faithfulness curve, a patching heatmap), shown without
+    Streamlit's theme, whose template would make the browser draw a new chart twice."""
     (where or st).plotly_chart(figure, key=key, width="stretch", theme=None, **options)
 
 

@@ -43,11 +43,16 @@ class Gate:
 class Steps:
     """`steps(done, total)`: the library's on_progress, drawn as a bar under a Cancel button."""
 
-    def __init__(self, name: str, what: str, units: str = "steps", show_after_s: float = SHOW_AFTER_S, every_s: float = EVERY_S):
+    def __init__(self, name: str, what: str, units: str = "steps", show_after_s: float = SHOW_AFTER_S, every_s: float = EVERY_S, at=None):
+        """`at`: the two placeholders (st.empty) that Cancel and the bar replace, by default two new ones. A question
+        passes its pressed button's place and the next one: what the page drew there before would otherwise stay,
+        faded, under the bar until the question ends."""
         self.name, self.what, self.units = name, what, units
         self.start = time.perf_counter()
         self.due = Gate(every_s, show_after_s, self.start)
-        self.holder = st.empty()  # the button and the bar go away when the question is answered
+        self.places = at if at is not None else (st.empty(), st.empty())  # emptied when the question is answered
+        for place in self.places:
+            place.empty()
         self.bar = None
 
     def __call__(self, done: int, total: int) -> None:
@@ -56,9 +61,8 @@ class Steps:
         if not self.due():
             return
         if self.bar is None:
-            with self.holder.container():
-                st.button("Cancel", key=f"cancel_{self.name}", on_click=_cancel, args=(self.name, self.what, self.units))
-                self.bar = st.progress(0.0)
+            self.places[0].button("Cancel", key=f"cancel_{self.name}", on_click=_cancel, args=(self.name, self.what, self.units))
+            self.bar = self.places[1].progress(0.0)
         text = f"{self.what}: {done} of {total} {self.units} done · {elapsed:.0f} s"
         if 0 < done < total:
             text += f" · about {elapsed / done * (total - done):.0f} s left"
@@ -66,7 +70,8 @@ class Steps:
 
     def close(self) -> None:
         ss.pop(f"_steps_{self.name}", None)
-        self.holder.empty()
+        for place in self.places:
+            place.empty()
 
 
 def _cancel(name: str, what: str, units: str) -> None:

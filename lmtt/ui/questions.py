@@ -187,8 +187,7 @@ def on_button(key: tuple, name: str, label: str, what: str, compute: Callable[[S
     slot = st.empty()
     if not slot.button(label, type="primary", key=f"run_{name}"):
         return None
-    slot.empty()  # pressed: the result replaces the button (a later rerun finds the result remembered)
-    steps = Steps(name, what, units)
+    steps = Steps(name, what, units, at=(slot, st.empty()))  # pressed: Cancel and the bar replace the button and its note
     try:
         return memo(key, lambda: compute(steps))
     finally:

@@ -238,6 +238,26 @@ def number(x: float, digits: int = 3) -> str:
     return "undefined" if math.isnan(x) else f"{x:.{digits}f}"
 
 
+def spaced_labels(xs: list[float], ys: list[float | None], texts: list[str], dx: float = 0.05, dy: float = 0.08) -> list[str]:
+    """The texts, blank where a point lies within (dx, dy) of the plot's ranges from one already labelled: thresholds
+    that keep about the same edges would print over each other (their hover still names them)."""
+    def span(v: list[float]) -> float:
+        return (max(v) - min(v)) or 1.0
+
+    known = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
+    if not known:
+        return texts
+    x_span, y_span = span([x for x, _ in known]), span([y for _, y in known])
+    shown: list[tuple[float, float]] = []
+    out = []
+    for x, y, text in zip(xs, ys, texts):
+        near = y is None or not math.isfinite(y) or any(abs(x - a) < dx * x_span and abs(y - b) < dy * y_span for a, b in shown)
+        out.append("" if near else text)
+        if not near:
+            shown.append((x, y))
+    return out
+
+
 def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     """Faithfulness (logit difference kept) and p(A) kept against the number of edges, one point per threshold."""
     pts = curve.points
@@ -250,7 +270,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
             y=values,
             mode="lines+markers+text",
             name="faithfulness (quantity kept)",
-            text=[f"{p.threshold:g}" for p in pts],
+            text=spaced_labels(edges, values, [f"{p.threshold:g}" for p in pts]),
             textposition="top center",
             hovertext=[f"{lab}<br>faithfulness {number(p.faithfulness)}" for lab, p in zip(labels, pts)],
             hoverinfo="text",
@@ -297,9 +317,10 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
         "heads": "head outputs (each head at every position)",
     }
     text = [[number(v, 2) for v in row] for row in z.tolist()]  # NaN cells read "undefined"
+    cells = [[None if math.isnan(v) else v for v in row] for row in z.tolist()]  # lists: see drawn_once; NaN drawn blank
     fig = go.Figure(
         go.Heatmap(
-            z=z,
+            z=cells,
             x=x,
             y=[f"L{layer}" for layer in range(n_layers)],
             zmid=0,
@@ -317,6 +338,7 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
         height=max(380, 16 * n_layers + 140),
         margin={"l": 50, "r": 10, "t": 40, "b": 90},
     )
+    figures.drawn_once(fig, figures.revision(z, x, fig.layout.title.text))
     return fig
 
 
