@@ -108,7 +108,7 @@ class Analysis:
 
     def predictions(self, token: int = -1, k: int = 10) -> list[TokenScore]:
         """The model's own next-token distribution after `token`: top k."""
-        probs = self.trace.logits[self.position(token)].softmax(-1)
+        probs = self.trace.logits_at(self.position(token)).softmax(-1)
         return vocabulary.top_tokens(self.runner, probs, k)
 
     def paths_to(self, token: int = -1, threshold: float = DEFAULT_THRESHOLD) -> Subgraph:
@@ -214,7 +214,7 @@ class Analysis:
         """Predictions at `token` here and in an edited run (no model run)."""
         position = self.position(token)
         target = self.predictions(position, 1)[0]
-        before, after = self.trace.logits[position], edited.trace.logits[position]
+        before, after = self.trace.logits_at(position), edited.trace.logits_at(position)
         return InterventionResult(
             edits=edited.trace.edits,
             token=position,

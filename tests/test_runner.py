@@ -19,11 +19,17 @@ def close(a: torch.Tensor, b: torch.Tensor, rtol: float = RTOL) -> bool:
 
 
 def test_logits_equal_the_models_own(tiny_runner):
+    """The pass unembeds only the last position; every other position's logits come from its final state when read
+    (Trace.logits_at, Trace.logits). Each equals the model's own full pass, to float rounding."""
     ids = token_ids(11)
     trace = tiny_runner.trace(ids)
     with torch.no_grad():
-        own = tiny_runner.model(input_ids=ids[None]).logits[0]
-    assert torch.equal(trace.logits, own.float())
+        own = tiny_runner.model(input_ids=ids[None]).logits[0].float()  # (T, V)
+    assert trace.last_logits.shape == own[-1].shape
+    assert close(trace.logits, own)
+    for position in (0, 5, 10, -1, -11):
+        assert close(trace.logits_at(position), own[position]), position
+    assert torch.equal(trace.logits_at(-1), trace.last_logits)
 
 
 def test_recomputed_attention_equals_eager_attention(tiny_runner):

@@ -167,7 +167,7 @@ def make_target(
     runner: ModelRunner, trace: Trace, position: int, token: int | str | None = None, contrast: int | str | None = None
 ) -> Target:
     """The target at `position`: token A (default: the model's top prediction there), contrast B optional."""
-    a = int(trace.logits[position].argmax()) if token is None or token == "" else token_id(runner, token)
+    a = int(trace.logits_at(position).argmax()) if token is None or token == "" else token_id(runner, token)
     b = None if contrast is None or contrast == "" else token_id(runner, contrast)
     if b == a:
         raise TargetError(f"the contrast token is the target token ({runner.decode(a)!r}): the difference would be 0")
@@ -344,7 +344,7 @@ def direct_effects(runner: ModelRunner, trace: Trace, target: Target) -> DirectE
     along = effects_along(runner, trace, direction, i, 2 * n_layers)
     summed = trace.resid[0][i] + sum(trace.attn_out[l][i] + trace.ffn_out[l][i] for l in range(n_layers))  # (d,)
     unexplained = float((trace.resid[n_layers][i] - summed) @ direction.to(summed.device))
-    logits = pre_softcap(runner, trace.logits[i])  # (V,)
+    logits = pre_softcap(runner, trace.logits_at(i))  # (V,)
     value = float(target.measure(logits))
     return DirectEffects(
         **vars(along), target=target, value=value, direction=direction.cpu(), norm_bias=norm_bias,

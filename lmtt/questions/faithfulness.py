@@ -283,7 +283,7 @@ def _faithfulness_of(
     rows = route_logits(runner, trace, routes, ablation, means, target.position, on_rows)  # (R, V)
     if empty is None:
         empty = _measure(rows[-1], target)[0]
-    m_full, p_full, _ = _measure(trace.logits[target.position], target)
+    m_full, p_full, _ = _measure(trace.logits_at(target.position), target)
     out = []
     for sub, row in zip(subs, rows):
         m_route, p_route, top = _measure(row, target)

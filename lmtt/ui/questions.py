@@ -45,7 +45,7 @@ def target_picker(view: View, a: Analysis | None = None, default_contrast: int =
     or any token found by search. `default_contrast` is NONE, RUNNER_UP or LOG_PROB (then log p(A) is offered:
     a page whose question has no direct effects). None on bad input."""
     a = a or view.analysis
-    probs = a.trace.logits[view.token].softmax(-1)
+    probs = a.trace.logits_at(view.token).softmax(-1)
     top = [p.token_id for p in a.predictions(view.token, 10)]
     with st.expander("Target and contrast", expanded=True):
         query = st.text_input("Find a vocabulary token (text contained in it)", key="q_search", placeholder="e.g. John")
@@ -54,7 +54,7 @@ def target_picker(view: View, a: Analysis | None = None, default_contrast: int =
             st.caption(f"No token contains {visible(query)!r}.")
         chosen = [ss.get("q_target", TOP), ss.get("q_contrast", PAGE_DEFAULT)]
         chosen[1] = default_contrast if chosen[1] == PAGE_DEFAULT else chosen[1]
-        vocab = a.trace.logits.shape[-1]
+        vocab = a.trace.last_logits.shape[-1]
         for name, c in zip(("Target A", "Contrast B"), chosen):
             if c >= vocab:  # pinned from another model's run: say so, do not reuse it silently
                 st.warning(f"{name} (token id {c}), kept from the last run, is not in this model's vocabulary of {vocab}: not used.")
