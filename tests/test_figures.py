@@ -258,4 +258,6 @@ def test_the_curve_labels_no_threshold_over_another():
     one) get one label; a point without a value gets none."""
     labels = question_figures.spaced_labels([10, 11, 50, 100, 60], [0.5, 0.51, 0.7, 1.0, float("nan")], ["a", "b", "c", "d", "e"])
     assert labels == ["a", "", "c", "d", ""]
-    assert question_figures.spaced_labels([10, 11], [0.5, 0.9], ["a", "b"]) == ["a", "b"]  # close in x, far in y
+    assert question_figures.spaced_labels([10, 11, 100], [0.5, 0.9, 0.5], ["a", "b", "c"]) == ["a", "b", "c"]  # close in x only
+    # the p(A)-kept curve and the line at 1 share the axis: faithfulness values 0.97 and 0.99 are close on it
+    assert question_figures.spaced_labels([10, 11, 100], [0.97, 0.99, 0.98], ["a", "b", "c"], also_y=(0.0, 1.0)) == ["a", "", "c"]

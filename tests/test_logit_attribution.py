@@ -32,7 +32,7 @@ def test_direct_effects_sum_to_the_models_logit_difference(analysis, with_contra
     contrast = runner_up(analysis) if with_contrast else None
     target = analysis.target(-1, None, contrast)
     e = analysis.direct_effects(target)
-    logits = dla.pre_softcap(analysis.runner, analysis.trace.logits[-1])
+    logits = dla.pre_softcap(analysis.runner, analysis.trace.last_logits)
     expected = float(logits[target.token_id] - (0 if contrast is None else logits[contrast]))
     assert e.value == pytest.approx(expected)
     assert close(e.total, expected)
@@ -66,7 +66,9 @@ def test_lens_at_the_last_node_is_the_models_logits(analysis):
     b = runner_up(analysis, 2)
     target = analysis.target(-1, None, b)
     grid = analysis.target_lens(target)
-    logits = dla.pre_softcap(analysis.runner, analysis.trace.logits)
+    with torch.no_grad():  # the model's own pass: the trace unembeds only its last position
+        own = analysis.runner.model(input_ids=analysis.trace.token_ids[None]).logits[0].float()  # (T, V)
+    logits = dla.pre_softcap(analysis.runner, own)
     assert grid.a.shape == (2 * analysis.n_layers + 1, analysis.trace.n_tokens)
     assert torch.allclose(grid.a[-1], logits[:, target.token_id], atol=1e-4)
     assert torch.allclose(grid.quantity[-1], logits[:, target.token_id] - logits[:, b], atol=1e-4)

@@ -92,7 +92,7 @@ class Trace:
         position = range(self.n_tokens)[position]
         if position == self.n_tokens - 1:
             return self.last_logits
-        return self.unembed(self.resid[-1][position : position + 1])[0]
+        return self.unembed(self.resid[-1][position : position + 1])[0].to(self.last_logits.device)
 
     @property
     def logits(self) -> torch.Tensor:
@@ -397,7 +397,7 @@ class ModelRunner:
             scales=tuple(rec["scale"]),
             kv_index=self.layer_weights[0].kv_index,
             neuron_acts=tuple(f[0] for f in ffn),
-            last_logits=out.logits[0, -1].float(),
+            last_logits=out.logits[0, -1].float().clone(),  # not a view that keeps a (T, V) table
             parallel=self.parallel,
             edits=tuple(edits),
             head_scale=tuple(head_scale),
@@ -586,9 +586,10 @@ _UNEMBED_AT: contextvars.ContextVar[int | None] = contextvars.ContextVar("lmtt_u
 
 
 def _unembed_only_at(_module: nn.Module, args: tuple) -> tuple | None:
-    """The unembedding's pre-hook: hidden states (B, T, d) -> (B, 1, d) at the position run_patched asked for."""
+    """The unembedding's pre-hook: hidden states (B, T, d) -> (B, 1, d) at the position that run_patched or trace
+    asked for (trace: the last). Only a model's own pass (3-D states): the runner's unembed of chosen rows is untouched."""
     at = _UNEMBED_AT.get()
-    return None if at is None else (args[0][:, at : (at + 1) or None], *args[1:])  # at = -1: the last position
+    return None if at is None or args[0].dim() != 3 else (args[0][:, at : (at + 1) or None], *args[1:])  # at = -1: the last position
 
 
 def check_prompt(prompt: str, max_chars: int | None = None) -> str:

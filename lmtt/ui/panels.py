@@ -84,10 +84,10 @@ SPIKE_CSS = ".js-plotly-plot .spikeline {mix-blend-mode: multiply;}"
 # - a progress bar glides 0.5 s to each new value, so a bar updated twice a second never stops moving;
 # - the toolbar's running icon swaps its picture five times a second for as long as the script runs.
 # The page now dims in one step, as late, a bar jumps to its value, and the icon is hidden (its Stop button stays).
-# A keyed widget that the running script has replaced (a question's button, by its Cancel and bar) is retained by
-# Streamlit until the run ends; it is hidden, not left faded under the bar.
+# A question's button that its Cancel and bar replaced is retained by Streamlit until the run ends; it is hidden, not
+# left faded under the bar (only those: another retained widget fades as before, and the layout does not jump).
 STALE_CSS = (
-    '.stElementContainer[data-stale="true"][data-retained="true"] {display: none;} '
+    '.stElementContainer[class*="st-key-run_"][data-stale="true"][data-retained="true"] {display: none;} '
     '.stElementContainer[data-stale="true"] {transition: opacity 0s linear 0.5s !important;} '
     '[data-testid="stExpander"] details, [data-testid="stExpander"] summary {transition-duration: 0s !important;} '
     '[data-testid="stProgress"] div {transition: none !important;} '

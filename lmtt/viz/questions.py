@@ -238,16 +238,22 @@ def number(x: float, digits: int = 3) -> str:
     return "undefined" if math.isnan(x) else f"{x:.{digits}f}"
 
 
-def spaced_labels(xs: list[float], ys: list[float | None], texts: list[str], dx: float = 0.05, dy: float = 0.08) -> list[str]:
+def spaced_labels(
+    xs: list[float], ys: list[float | None], texts: list[str], also_y: tuple = (), dx: float = 0.05, dy: float = 0.08
+) -> list[str]:
     """The texts, blank where a point lies within (dx, dy) of the plot's ranges from one already labelled: thresholds
-    that keep about the same edges would print over each other (their hover still names them)."""
+    that keep about the same edges would print over each other (their hover still names them). `also_y`: the other
+    values on the same y axis, which widen its range."""
+    def finite(v) -> bool:
+        return v is not None and math.isfinite(v)
+
     def span(v: list[float]) -> float:
         return (max(v) - min(v)) or 1.0
 
-    known = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
+    known = [(x, y) for x, y in zip(xs, ys) if finite(y)]
     if not known:
         return texts
-    x_span, y_span = span([x for x, _ in known]), span([y for _, y in known])
+    x_span, y_span = span([x for x, _ in known]), span([y for _, y in known] + [y for y in also_y if finite(y)])
     shown: list[tuple[float, float]] = []
     out = []
     for x, y, text in zip(xs, ys, texts):
@@ -270,7 +276,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
             y=values,
             mode="lines+markers+text",
             name="faithfulness (quantity kept)",
-            text=spaced_labels(edges, values, [f"{p.threshold:g}" for p in pts]),
+            text=spaced_labels(edges, values, [f"{p.threshold:g}" for p in pts], also_y=(*kept, 1.0)),  # one axis
             textposition="top center",
             hovertext=[f"{lab}<br>faithfulness {number(p.faithfulness)}" for lab, p in zip(labels, pts)],
             hoverinfo="text",
