@@ -51,7 +51,7 @@ class AppConfig:
     sample_prompts: tuple[str, ...] = ()
     default_threshold: float = 0.04
     max_prompt_chars: int = 20000  # a 4,000-token English text is about 17,000 characters
-    max_prompt_tokens: int = 4096  # above 2,048 tokens the graph is computed on demand (lmtt.engine.ondemand)
+    max_prompt_tokens: int = 4096  # above 256 tokens on a CPU, 2,048 on an accelerator, the graph is computed on demand
     analysis_cache_entries: int = 16
     analysis_cache_ttl_s: float | None = None  # None: entries never expire
     analysis_cache_mb: int = 4096  # the cached analyses' memory bound (a 4,000-token analysis can hold GBs)
