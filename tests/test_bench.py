@@ -88,11 +88,15 @@ def test_the_dashboard_table_reports_what_was_measured():
     from lmtt.tools import dashboard
 
     result = {
-        "graphs": [{"tokens": 4000, "engine_s": 25.0, "first_graph_s": 35.75, "node_click_s": 5.33}],
+        "graphs": [
+            {"tokens": 4000, "engine_s": 25.0, "first_graph_s": 35.75, "node_click_s": 5.33},
+            {"tokens": 500, "engine_s": 2.0, "first_graph_s": 4.5, "node_click_s": float("nan")},  # no click was taken
+        ],
         "questions": [{"question": "faithfulness curve", "library_s": 2.0, "app_s": 3.0}],
     }
     table = dashboard.markdown(result).splitlines()
     assert "| 4,000 | 25.00 | 35.75 | +10.75 | 5.33 |" in table
+    assert "| 500 | 2.00 | 4.50 | +2.50 | not taken |" in table
     assert "| faithfulness curve | 2.00 | 3.00 | 1.50× |" in table
 
 
