@@ -98,8 +98,9 @@ class Trace:
     def logits(self) -> torch.Tensor:
         """(T, V) every position's logits, unembedded when read (in blocks of rows): for a check or a notebook; the app
         reads one position at a time (logits_at)."""
-        rows = [self.unembed(self.resid[-1][i : min(i + 256, self.n_tokens - 1)]) for i in range(0, self.n_tokens - 1, 256)]
-        return torch.cat([*[r.to(self.last_logits.device) for r in rows], self.last_logits[None]])
+        last = self.n_tokens - 1
+        rows = [self.unembed(self.resid[-1][i : min(i + 256, last)]).to(self.last_logits.device) for i in range(0, last, 256)]
+        return torch.cat([*rows, self.last_logits[None]])
 
     @property
     def n_layers(self) -> int:

@@ -257,7 +257,7 @@ def spaced_labels(
     shown: list[tuple[float, float]] = []
     out = []
     for x, y, text in zip(xs, ys, texts):
-        near = y is None or not math.isfinite(y) or any(abs(x - a) < dx * x_span and abs(y - b) < dy * y_span for a, b in shown)
+        near = not finite(y) or any(abs(x - a) < dx * x_span and abs(y - b) < dy * y_span for a, b in shown)
         out.append("" if near else text)
         if not near:
             shown.append((x, y))
@@ -322,8 +322,9 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
         "ffn": "FFN output",
         "heads": "head outputs (each head at every position)",
     }
-    text = [[number(v, 2) for v in row] for row in z.tolist()]  # NaN cells read "undefined"
-    cells = [[None if math.isnan(v) else v for v in row] for row in z.tolist()]  # lists: see drawn_once; NaN drawn blank
+    values = z.tolist()
+    text = [[number(v, 2) for v in row] for row in values]  # NaN cells read "undefined"
+    cells = [[None if math.isnan(v) else v for v in row] for row in values]  # lists: see drawn_once; NaN drawn blank
     fig = go.Figure(
         go.Heatmap(
             z=cells,
