@@ -6,6 +6,8 @@ The shapes' parameter counts are checked against the published model sizes, buil
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
 
@@ -87,17 +89,32 @@ def test_the_dashboard_table_reports_what_was_measured():
     from hand-made timings (the browser run itself is a tool, not a test)."""
     from lmtt.tools import dashboard
 
-    result = {
-        "graphs": [
-            {"tokens": 4000, "engine_s": 25.0, "first_graph_s": 35.75, "node_click_s": 5.33},
-            {"tokens": 500, "engine_s": 2.0, "first_graph_s": 4.5, "node_click_s": float("nan")},  # no click was taken
-        ],
-        "questions": [{"question": "faithfulness curve", "library_s": 2.0, "app_s": 3.0}],
-    }
+    nan = float("nan")
+    runs = [  # three 4,000-token prompts: the medians are of different runs, and "over" is each run's own difference
+        dashboard.GraphTiming(4000, 25.0, 35.75, 5.3, 10.75),
+        dashboard.GraphTiming(4000, 20.0, 23.0, nan, 3.0),  # no click was taken
+        dashboard.GraphTiming(4000, 30.0, 34.0, 0.5, 4.0),
+    ]
+    many = dashboard.summary(runs)
+    assert (many.engine_s, many.first_graph_s, many.node_click_s, many.runs) == (25.0, 34.0, 2.9, 3)
+    assert (many.over_s, many.over_min_s, many.over_max_s) == (4.0, 3.0, 10.75)
+    one = dashboard.summary([dashboard.GraphTiming(500, 2.0, 4.5, nan, 2.5)])
+    result = {"graphs": [asdict(many), asdict(one)], "questions": [{"question": "faithfulness curve", "library_s": 2.0, "app_s": 3.0}]}
     table = dashboard.markdown(result).splitlines()
-    assert "| 4,000 | 25.00 | 35.75 | +10.75 | 5.33 |" in table
-    assert "| 500 | 2.00 | 4.50 | +2.50 | not taken |" in table
+    assert "| 4,000 | 3 | 25.00 | 34.00 | +4.00 (+3.00 to +10.75) | 2.90 |" in table
+    assert "| 500 | 1 | 2.00 | 4.50 | +2.50 | not taken |" in table
     assert "| faithfulness curve | 2.00 | 3.00 | 1.50× |" in table
+
+
+@pytest.mark.default_model
+def test_the_dashboard_repeats_a_size_with_other_prompts_of_that_size(default_runner):
+    """`--repeats N`: each repeat is another text (a cache miss in the server) of exactly the size, with no white space
+    at its ends for the text box to lose."""
+    from lmtt.tools import dashboard
+
+    prompts = [dashboard.prompt_of(default_runner.tokenizer, 500, r * dashboard.REPEAT_SKIP) for r in range(3)]
+    assert len(set(prompts)) == 3
+    assert all(len(default_runner.tokenize(p)) == 500 and p == p.strip() for p in prompts)
 
 
 @pytest.mark.default_model

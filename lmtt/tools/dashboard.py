@@ -1,10 +1,12 @@
 """`python -m lmtt.tools.dashboard`: the dashboard's own speed, measured in Debian's Chromium on a fresh server.
 
 For prompts of 30, 500 and 4,000 tokens of English prose (default model): the time from pressing Run to a drawn graph,
-the engine's time for the same analysis, and the time from a node click to the redrawn page. Then the two long
-questions, patching and the faithfulness curve, from their button to the drawn result, against the library's time
-(medians of three). The app's times are read in the browser's own clock, from the press (pointerdown) to the page's
-last finish: its script, or a chart's draw. The browser needs Playwright (a dev requirement) and /usr/bin/chromium.
+the engine's time for the same analysis, and the time from a node click to the redrawn page; with `--repeats N`, N
+different prompts of each size (medians, and the range of the app's time over the engine: this host's speed moves by
+tens of per cent between runs). Then the two long questions, patching and the faithfulness curve, from their button to
+the drawn result, against the library's time (medians of three). The app's times are read in the browser's own clock,
+from the press (pointerdown) to the page's last finish: its script, or a chart's draw. The browser needs Playwright (a
+dev requirement) and /usr/bin/chromium.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ QUESTION_PROMPT = ("The capital of France is", "The capital of Italy is")
 
 @dataclass(frozen=True)
 class GraphTiming:
+    """Medians over `runs` prompts of `tokens` tokens (each a new prompt: a cache miss in the server)."""
+
     tokens: int
     engine_s: float  # lmtt.analyze and the paths to the last token, in this process, warm model
     first_graph_s: float  # Run pressed -> the graph drawn in the browser
     node_click_s: float  # a node clicked (after the hover that precedes a click) -> the page redrawn with its panel (median)
+    over_s: float = math.nan  # the median of each prompt's first_graph_s - engine_s
+    over_min_s: float = math.nan
+    over_max_s: float = math.nan
+    runs: int = 1
 
 
 @dataclass(frozen=True)
@@ -37,12 +45,21 @@ class QuestionTiming:
     app_s: float  # its button pressed -> the result drawn
 
 
-def prompt_of(tokenizer, n_tokens: int) -> str:
-    """Exactly n_tokens tokens of the Python reference topics (English prose)."""
+def prompt_of(tokenizer, n_tokens: int, skip: int = 0) -> str:
+    """Exactly n_tokens tokens of the Python reference topics (English prose), from about token `skip` on: another
+    prompt of the same length for each skip. A start moves on by a token while the decoded text would tokenize
+    differently or begins or ends with white space (which a text box may not keep)."""
     from lmtt.tools.bench import natural_text
 
-    ids = tokenizer(natural_text(), add_special_tokens=False)["input_ids"][:n_tokens]
-    return tokenizer.decode(ids)
+    ids = tokenizer(natural_text(), add_special_tokens=False)["input_ids"]
+    for start in range(skip, skip + 50):
+        text = tokenizer.decode(ids[start : start + n_tokens])
+        if text == text.strip() and len(tokenizer(text, add_special_tokens=False)["input_ids"]) == n_tokens:
+            return text
+    raise ValueError(f"no {n_tokens}-token prompt starts near token {skip} of the prose")
+
+
+REPEAT_SKIP = 997  # tokens between the starts of one size's prompts
 
 
 SETTLED_JS = """() => {
@@ -130,44 +147,63 @@ def _click_node(page, node: str) -> None:
     page.mouse.click(xy[0], xy[1])
 
 
-def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES) -> list[GraphTiming]:
+def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES, repeats: int = 1) -> list[GraphTiming]:
+    """Each size's medians over `repeats` prompts, in the order a researcher meets them (all sizes, then again)."""
+    runs = [_graph_timing(page, base, runner, prompt_of(tokenizer, n, r * REPEAT_SKIP), n) for r in range(repeats) for n in sizes]
+    return [summary([t for t in runs if t.tokens == n]) for n in sizes]
+
+
+def summary(runs: list[GraphTiming]) -> GraphTiming:
+    """One size's runs as medians, with the range of the app's time over the engine."""
+    over = [t.first_graph_s - t.engine_s for t in runs]
+    clicks = [t.node_click_s for t in runs if not math.isnan(t.node_click_s)]
+    return GraphTiming(
+        runs[0].tokens,
+        round(statistics.median(t.engine_s for t in runs), 2),
+        round(statistics.median(t.first_graph_s for t in runs), 2),
+        round(statistics.median(clicks), 2) if clicks else math.nan,
+        round(statistics.median(over), 2),
+        round(min(over), 2),
+        round(max(over), 2),
+        len(runs),
+    )
+
+
+def _graph_timing(page, base: str, runner, prompt: str, n: int) -> GraphTiming:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     import lmtt
     from lmtt.analysis import DEFAULT_THRESHOLD
     from lmtt.tools.bench import _timed
 
-    out = []
-    for n in sizes:
-        prompt = prompt_of(tokenizer, n)
-        # what the app draws first (an on-demand graph builds it here)
-        engine_s, _ = _timed(lambda prompt=prompt: lmtt.analyze(runner, prompt).paths_to(-1, DEFAULT_THRESHOLD))
-        page.goto(base)
-        _settled(page, 120_000)
-        sidebar = page.locator('[data-testid="stSidebar"]')
-        sidebar.get_by_role("textbox", name="Prompt").fill(prompt)
-        page.keyboard.press("Control+Enter")
-        _settled(page, 120_000)
-        watch(page)
-        sidebar.get_by_role("button", name="Run").click()
-        _graph_drawn(page, f"lead to token {n - 1} ")
-        first = seconds_since_press(page)
-        clicks = []
-        for layer in range(28, 28 - CLICKS, -1):  # FFN nodes of the explained token, always drawn
-            for _ in range(3):  # a click that plotly did not take (it selected nothing) is made again, and timed anew
-                _click_node(page, f"ffn:{layer}:{n - 1}")
-                try:
-                    _graph_drawn(page, f"layer {layer} after FFN, token {n - 1} ", 30_000)
-                except PlaywrightTimeout:
-                    continue
-                clicks.append(seconds_since_press(page))
-                break
-            else:  # said and left out of the median, not a crash that loses the run's other timings
-                print(f"{n} tokens: the click on ffn:{layer}:{n - 1} was not taken in three tries; not timed", flush=True)
-        click_s = round(statistics.median(clicks), 2) if clicks else math.nan
-        out.append(GraphTiming(n, round(engine_s, 2), round(first, 2), click_s))
-        print(out[-1], flush=True)
-    return out
+    # what the app draws first (an on-demand graph builds it here)
+    engine_s, _ = _timed(lambda: lmtt.analyze(runner, prompt).paths_to(-1, DEFAULT_THRESHOLD))
+    page.goto(base)
+    _settled(page, 120_000)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_role("textbox", name="Prompt").fill(prompt)
+    page.keyboard.press("Control+Enter")
+    _settled(page, 120_000)
+    watch(page)
+    sidebar.get_by_role("button", name="Run").click()
+    _graph_drawn(page, f"lead to token {n - 1} ")
+    first = seconds_since_press(page)
+    clicks = []
+    for layer in range(28, 28 - CLICKS, -1):  # FFN nodes of the explained token, always drawn
+        for _ in range(3):  # a click that plotly did not take (it selected nothing) is made again, and timed anew
+            _click_node(page, f"ffn:{layer}:{n - 1}")
+            try:
+                _graph_drawn(page, f"layer {layer} after FFN, token {n - 1} ", 30_000)
+            except PlaywrightTimeout:
+                continue
+            clicks.append(seconds_since_press(page))
+            break
+        else:  # said and left out of the median, not a crash that loses the run's other timings
+            print(f"{n} tokens: the click on ffn:{layer}:{n - 1} was not taken in three tries; not timed", flush=True)
+    click_s = round(statistics.median(clicks), 2) if clicks else math.nan
+    timing = GraphTiming(n, round(engine_s, 2), round(first, 2), click_s, round(first - engine_s, 2))
+    print(timing, flush=True)
+    return timing
 
 
 def _app_seconds(page, base: str, query: str, nav: str, button: str, drawn: str) -> float:
@@ -227,7 +263,7 @@ def question_timings(page, base: str, runner, preface_tokens: int = 0, questions
     return out
 
 
-def run(sizes=SIZES, preface_tokens: int = 0, questions=QUESTIONS) -> dict:
+def run(sizes=SIZES, preface_tokens: int = 0, questions=QUESTIONS, repeats: int = 1) -> dict:
     """Every dashboard timing, on one fresh server and one browser (nothing else should run on the machine)."""
     from playwright.sync_api import sync_playwright
 
@@ -243,7 +279,7 @@ def run(sizes=SIZES, preface_tokens: int = 0, questions=QUESTIONS) -> dict:
         page = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
         page.goto(base)  # the server loads its model on the first visit: not part of any timing
         _graph_drawn(page, "lead to token", 300_000)
-        graphs = graph_timings(page, base, runner, tokenizer, sizes)
+        graphs = graph_timings(page, base, runner, tokenizer, sizes, repeats)
         questions = question_timings(page, base, runner, preface_tokens, questions)
         browser.close()
     return {"graphs": [asdict(g) for g in graphs], "questions": [asdict(q) for q in questions]}
@@ -251,13 +287,14 @@ def run(sizes=SIZES, preface_tokens: int = 0, questions=QUESTIONS) -> dict:
 
 def markdown(result: dict) -> str:
     lines = [
-        "| tokens | engine (library) s | Run → graph drawn s | over the engine s | node click → redrawn s |",
-        "|---:|---:|---:|---:|---:|",
+        "| tokens | prompts | engine (library) s | Run → graph drawn s | over the engine s (range) | node click → redrawn s |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for g in result["graphs"]:
-        over = g["first_graph_s"] - g["engine_s"]
         click = "not taken" if math.isnan(g["node_click_s"]) else f"{g['node_click_s']:.2f}"
-        lines.append(f"| {g['tokens']:,} | {g['engine_s']:.2f} | {g['first_graph_s']:.2f} | {over:+.2f} | {click} |")
+        spread = f" ({g['over_min_s']:+.2f} to {g['over_max_s']:+.2f})" if g["runs"] > 1 else ""
+        times = f"{g['engine_s']:.2f} | {g['first_graph_s']:.2f} | {g['over_s']:+.2f}{spread}"
+        lines.append(f"| {g['tokens']:,} | {g['runs']} | {times} | {click} |")
     lines += ["", "| question | library s | app (button → drawn) s | app / library |", "|---|---:|---:|---:|"]
     for q in result["questions"]:
         lines.append(f"| {q['question']} | {q['library_s']:.2f} | {q['app_s']:.2f} | {q['app_s'] / q['library_s']:.2f}× |")
@@ -274,9 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated prompt sizes in tokens ('' for none)")
     parser.add_argument("--preface-tokens", type=int, default=0, help="the questions' two prompts after this many tokens of prose")
     parser.add_argument("--questions", default=",".join(QUESTIONS), help=f"comma-separated, of {', '.join(QUESTIONS)} ('' for none)")
+    parser.add_argument("--repeats", type=int, default=1, help="prompts of each size (each another text: a cache miss); medians")
     parser.add_argument("--out", default=str(RESULTS), help="markdown report to update ('' to skip)")
     args = parser.parse_args(argv)
-    result = run(tuple(int(s) for s in args.sizes.split(",") if s), args.preface_tokens, tuple(q for q in args.questions.split(",") if q))
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    sizes, questions = tuple(int(s) for s in args.sizes.split(",") if s), tuple(q for q in args.questions.split(",") if q)
+    result = run(sizes, args.preface_tokens, questions, args.repeats)
     print(json.dumps(result))
     if args.out:
         write_section("Dashboard", markdown(result), Path(args.out))
