@@ -109,13 +109,14 @@ def watch(page) -> None:
     page.evaluate(WATCH_JS)
 
 
-def seconds_since_press(page) -> float:
+def seconds_since_press(page, timeout_ms: int = 60_000) -> float:
     """From the press to the page's last finish (script or draw), in the browser's clock: what the user waits for,
     without Playwright's own polling and round trips (0.1-0.5 s a timing here). Waits for a finish after the press:
     a node's hover label carries the text that a click's panel is awaited by, so that wait alone could end before the
     click's rerun did (a 30-token run once read -8.4 s)."""
-    page.wait_for_function("() => window.__lmttWatch.done !== null && window.__lmttWatch.done > window.__lmttWatch.pressed", timeout=60_000)
-    _settled(page, 60_000)
+    finished = "() => window.__lmttWatch.done !== null && window.__lmttWatch.done > window.__lmttWatch.pressed"
+    page.wait_for_function(finished, timeout=timeout_ms)
+    _settled(page, timeout_ms)
     return page.evaluate("() => (window.__lmttWatch.done - window.__lmttWatch.pressed) / 1000")
 
 
@@ -192,11 +193,11 @@ def _graph_timing(page, base: str, runner, prompt: str, n: int) -> GraphTiming:
     for layer in range(28, 28 - CLICKS, -1):  # FFN nodes of the explained token, always drawn
         for _ in range(3):  # a click that plotly did not take (it selected nothing) is made again, and timed anew
             _click_node(page, f"ffn:{layer}:{n - 1}")
-            try:
+            try:  # the node's hover label carries the panel's text too: a click not taken is a press with no rerun
                 _graph_drawn(page, f"layer {layer} after FFN, token {n - 1} ", 30_000)
+                clicks.append(seconds_since_press(page, 30_000))
             except PlaywrightTimeout:
                 continue
-            clicks.append(seconds_since_press(page))
             break
         else:  # said and left out of the median, not a crash that loses the run's other timings
             print(f"{n} tokens: the click on ffn:{layer}:{n - 1} was not taken in three tries; not timed", flush=True)
