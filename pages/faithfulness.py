@@ -1,11 +1,10 @@
 """Faithfulness: run the model with only the route and see how much of the target it keeps."""
 
-import pandas as pd
 import streamlit as st
 
 from lmtt import ui
 from lmtt.questions.faithfulness import DEFAULT_THRESHOLDS
-from lmtt.ui.questions import LOG_PROB, answered_on, memo, on_button, target_picker
+from lmtt.ui.questions import LOG_PROB, answered_on, curve_table, memo, on_button, target_picker
 from lmtt.viz import questions as qf
 
 st.set_page_config(page_title="Faithfulness · lmtt", layout="wide")
@@ -29,8 +28,8 @@ key = (a.model_name, a.tokens, a.trace.edits, target, ablation)
 f = memo(("faithfulness", *key, view.threshold), lambda: a.faithfulness(view.threshold, target, ablation))
 c1, c2, c3 = st.columns(3)
 c1.metric(f"Faithfulness at threshold {view.threshold:.3f}", qf.number(f.faithfulness), help=f"{f.edges} edges")
-c2.metric("p(A) kept", qf.number(f.prob_kept), help=f"p(A) {f.prob_route:.3g} of {f.prob_full:.3g}")
-c3.metric("Route's top prediction", ui.plain(repr(f.top_route)))
+c2.metric("p(A) kept", qf.number(f.prob_kept, significant=True), help=f"p(A) {f.prob_route:.3g} of {f.prob_full:.3g}")
+c3.metric("Route's top prediction", ui.token_md(f.top_route))
 
 
 # The curve runs in the page's own run, not in a fragment: a fragment's Cancel would only queue behind the passes
@@ -50,7 +49,5 @@ if curve is None:
     )
     st.stop()
 ui.chart(qf.faithfulness_curve_figure(curve), key="faithfulness_curve")
-table = pd.DataFrame([p.to_dict() for p in curve.points])  # faithfulness / p kept: None where undefined
-fraction, logit, prob = (st.column_config.NumberColumn(format=f) for f in ("%.3f", "%.3f", "%.3g"))
-columns = {"faithfulness": fraction, "prob_kept": fraction, "value_full": logit, "value_route": logit, "value_empty": logit}
-st.dataframe(table, hide_index=True, width="stretch", column_config={**columns, "prob_full": prob, "prob_route": prob})
+table, columns = curve_table(curve)
+st.dataframe(table, hide_index=True, width="stretch", column_config=columns)

@@ -187,6 +187,21 @@ def test_log_p_has_no_direct_effects(analysis):
         analysis.direct_effects(analysis.log_prob_target())
 
 
+def test_the_curve_table_shows_small_probabilities_and_visible_tokens(analysis):
+    """The Faithfulness page's table: probabilities in scientific notation (p(A) kept spans 1 to 1e-9), the route's
+    top prediction with its white space visible, and a kept fraction that keeps its value (1e-9 is not dropped)."""
+    from lmtt.ui.questions import curve_table
+
+    target = analysis.contrast_target()
+    rows = ((0.5, 1.29e-9, " Paris"), (0.1, 0.5, "\n"))  # (threshold, p(A) on the route, its top prediction)
+    points = [fa.Faithfulness(target, t, "mean", 10, 3.0, 2.5, 1.0, 0.773, p, top) for t, p, top in rows]
+    table, columns = curve_table(fa.FaithfulnessCurve(points))
+    assert list(table["top_route"]) == ["␣Paris", "↵"]
+    assert table["prob_kept"].iloc[0] == pytest.approx(1.29e-9 / 0.773)
+    assert all(columns[c]["type_config"]["format"] == "%.2e" for c in ("prob_kept", "prob_full", "prob_route"))
+    assert columns["faithfulness"]["type_config"]["format"] == "%.3f"
+
+
 def test_a_near_zero_denominator_reads_undefined(analysis):
     """m(model) and m(nothing) within 1e-3 logits: the fraction is noise, so it is NaN in the API and null in JSON."""
     target = analysis.contrast_target()

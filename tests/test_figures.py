@@ -261,3 +261,21 @@ def test_the_curve_labels_no_threshold_over_another():
     assert question_figures.spaced_labels([10, 11, 100], [0.5, 0.9, 0.5], ["a", "b", "c"]) == ["a", "b", "c"]  # close in x only
     # the p(A)-kept curve and the line at 1 share the axis: faithfulness values 0.97 and 0.99 are close on it
     assert question_figures.spaced_labels([10, 11, 100], [0.97, 0.99, 0.98], ["a", "b", "c"], also_y=(0.0, 1.0)) == ["a", "", "c"]
+
+
+def test_small_probabilities_keep_their_digits():
+    """A kept probability of 1e-9 is not "0.000" (the Faithfulness page's metric); fractions keep 3 decimals."""
+    assert question_figures.number(1.29e-9, significant=True) == "1.29e-09"
+    assert question_figures.number(0.7734, significant=True) == "0.773"
+    assert question_figures.number(0.2716) == "0.272"
+    assert question_figures.number(float("nan"), significant=True) == "undefined"
+
+
+def test_the_lens_grid_names_every_level(hundred):
+    """Every node level's row has its label (plotly drops every other one when rows are tight), and each row has
+    LENS_ROW_PX pixels."""
+    levels = 2 * hundred.n_layers + 1  # 61
+    values = np.zeros((levels, len(hundred.tokens)))
+    fig = question_figures.lens_value_heatmap(hundred, values, "lens", centre=True)
+    assert fig.layout.yaxis.dtick == 1 and len(fig.data[0].y) == levels
+    assert fig.layout.height >= question_figures.LENS_ROW_PX * levels

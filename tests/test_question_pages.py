@@ -63,6 +63,11 @@ def test_faithfulness_page_shows_the_curve():
     assert not at.exception, at.exception
     curve = at.main.dataframe[0].value
     assert curve["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-6)  # threshold 0: the full graph
+    # the route keeps p(A) of about 1e-7 at 0.04 (the model's 0.773 against the route's 3.6e-7): not "0.000"
+    kept = float(at.metric[1].value)
+    assert 0 < kept < 1e-3 and at.metric[1].value != "0.000"
+    tops = list(curve["top_route"])  # white space shown as ␣ and ↵, a piece of a character as its bytes ⟨E2 82⟩
+    assert "␣Paris" in tops and not any(t[:1].isspace() or "\n" in t or "\ufffd" in t for t in tops)
     at.radio(key="q_ablation").set_value("zero").run()
     assert not at.exception, at.exception
 

@@ -1,6 +1,6 @@
 """Readable token text: the pieces of a character split over tokens show their bytes."""
 
-from lmtt.engine.tokens import byte_texts, piece_bytes, readable_tokens
+from lmtt.engine.tokens import byte_texts, piece_bytes, readable_tokens, token_text
 
 R = "\ufffd"
 
@@ -41,3 +41,14 @@ def test_readable_tokens_of_the_default_model(default_runner):
     tokens = readable_tokens(a)
     assert R not in "".join(tokens)
     assert "⟨80⟩😀" in tokens and any(t.endswith("東") for t in tokens) and any(t.endswith("京") for t in tokens)
+
+
+def test_a_predicted_piece_of_a_character_shows_its_bytes(default_runner):
+    """A vocabulary token alone (a prediction, a lens entry, a route's top token) that holds part of a character:
+    its bytes instead of `�`. The pieces of 😀, read in order, are its UTF-8 bytes; whole tokens keep their text."""
+    ids = default_runner.tokenizer("😀", add_special_tokens=False)["input_ids"]
+    texts = [token_text(default_runner, i) for i in ids]
+    assert len(ids) > 1 and all(t.startswith("⟨") and t.endswith("⟩") for t in texts)
+    assert bytes.fromhex(" ".join(t.strip("⟨⟩") for t in texts)) == "😀".encode()
+    paris = default_runner.tokenizer(" Paris", add_special_tokens=False)["input_ids"]
+    assert [token_text(default_runner, i) for i in paris] == [" Paris"]

@@ -88,6 +88,16 @@ def byte_texts(texts: list[str], pieces: list[bytes | None]) -> list[str]:
     return out
 
 
+def token_text(runner, token_id: int) -> str:
+    """One vocabulary token's text (a prediction, a lens entry): a piece of a multi-byte character shows its bytes,
+    `⟨E2 80⟩`, instead of decoding to `�`."""
+    text = runner.decode(token_id)
+    tokenizer = getattr(runner, "tokenizer", None)
+    if tokenizer is None or REPLACEMENT not in text:
+        return text
+    return byte_texts([text], [piece_bytes(tokenizer.convert_ids_to_tokens([token_id])[0])])[0]
+
+
 def readable_tokens(analysis) -> tuple[str, ...]:
     """The analysed prompt's tokens as readable text (see the module docstring)."""
     tokens = analysis.tokens

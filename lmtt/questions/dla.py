@@ -34,6 +34,7 @@ from lmtt.engine.attribution import head_parts
 from lmtt.engine.levels import level_names, level_of
 from lmtt.engine.norms import FrozenNorm, freeze
 from lmtt.engine.runner import ModelRunner, Trace
+from lmtt.engine.tokens import token_text
 from lmtt.questions.lens import over_levels
 
 
@@ -171,7 +172,7 @@ def make_target(
     b = None if contrast is None or contrast == "" else token_id(runner, contrast)
     if b == a:
         raise TargetError(f"the contrast token is the target token ({runner.decode(a)!r}): the difference would be 0")
-    return Target(position, a, runner.decode(a), b, None if b is None else runner.decode(b))
+    return Target(position, a, token_text(runner, a), b, None if b is None else token_text(runner, b))
 
 
 @dataclass(frozen=True)

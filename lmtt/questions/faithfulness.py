@@ -44,6 +44,7 @@ from lmtt.engine import attention
 from lmtt.engine.edits import causal_mean
 from lmtt.engine.graph import EDGE_KINDS, Subgraph
 from lmtt.engine.runner import ModelRunner, Trace
+from lmtt.engine.tokens import token_text
 from lmtt.questions.dla import Target, fraction_restored, json_number
 
 ABLATIONS = ("zero", "mean")
@@ -287,7 +288,8 @@ def _faithfulness_of(
     out = []
     for sub, row in zip(subs, rows):
         m_route, p_route, top = _measure(row, target)
-        out.append(Faithfulness(target, sub.threshold, ablation, len(sub), m_full, m_route, empty, p_full, p_route, runner.decode(top)))
+        top_text = token_text(runner, top)
+        out.append(Faithfulness(target, sub.threshold, ablation, len(sub), m_full, m_route, empty, p_full, p_route, top_text))
     return out
 
 

@@ -19,6 +19,7 @@ import torch
 
 from lmtt.engine.norms import FrozenNorm
 from lmtt.engine.runner import ModelRunner
+from lmtt.engine.tokens import token_text
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Projection:
 
 def top_tokens(runner: ModelRunner, scores: torch.Tensor, k: int, largest: bool = True) -> list[TokenScore]:
     vals, idx = scores.topk(min(k, scores.shape[-1]), largest=largest)
-    return [TokenScore(runner.decode(i), i, v) for i, v in zip(idx.tolist(), vals.tolist())]
+    return [TokenScore(token_text(runner, i), i, v) for i, v in zip(idx.tolist(), vals.tolist())]
 
 
 def logit_lens(runner: ModelRunner, state: torch.Tensor, k: int = 10, final_norm: bool = True) -> list[TokenScore]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import pandas as pd
 import streamlit as st
 
 from lmtt.analysis import Analysis
@@ -13,7 +14,9 @@ from lmtt.engine.chat import chat_prompt
 from lmtt.engine.config import AppConfig
 from lmtt.engine.loading import LoadError
 from lmtt.engine.runner import PromptError
+from lmtt.engine.tokens import token_text
 from lmtt.questions.dla import DirectEffects, Target, TargetError, search_vocabulary
+from lmtt.questions.faithfulness import FaithfulnessCurve
 from lmtt.ui.progress import Steps, cancelled
 from lmtt.ui.runs import cached_runner, intervention
 from lmtt.ui.state import CHOICE_PARAMS, View, describe_edit, link_default, rewrite_link, ss
@@ -37,7 +40,7 @@ def _name(analysis, token_id: int, probs) -> str:
         return "runner-up (the most likely token other than A)"
     if token_id == LOG_PROB:
         return "none: explain log p(A) (moves with p(A))"
-    return f"{visible(analysis.runner.decode(token_id))}  (id {token_id}, p={float(probs[token_id]):.3f})"
+    return f"{visible(token_text(analysis.runner, token_id))}  (id {token_id}, p={float(probs[token_id]):.3f})"
 
 
 def target_picker(view: View, a: Analysis | None = None, default_contrast: int = NONE) -> Target | None:
@@ -192,3 +195,14 @@ def on_button(key: tuple, name: str, label: str, what: str, compute: Callable[[S
         return memo(key, lambda: compute(steps))
     finally:
         steps.close()
+
+
+def curve_table(curve: FaithfulnessCurve) -> tuple[pd.DataFrame, dict]:
+    """The curve's points as a table and its column formats: fractions and logits to 3 decimals, probabilities in
+    scientific notation (a route keeps p(A) anywhere from 1 to 1e-9: fixed decimals read "0.000", and plain 3
+    significant digits mix "0.0000109" with "1.29e-9" in one column); the top prediction with visible white space."""
+    table = pd.DataFrame([p.to_dict() for p in curve.points])  # faithfulness / p kept: None where undefined
+    table["top_route"] = table["top_route"].map(visible)
+    fraction, prob = st.column_config.NumberColumn(format="%.3f"), st.column_config.NumberColumn(format="%.2e")
+    columns = {"faithfulness": fraction, "value_full": fraction, "value_route": fraction, "value_empty": fraction}
+    return table, {**columns, "prob_kept": prob, "prob_full": prob, "prob_route": prob}

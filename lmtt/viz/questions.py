@@ -99,6 +99,9 @@ def neuron_effect_figure(effects: DirectEffects, k: int = 20) -> go.Figure:
     return fig
 
 
+LENS_ROW_PX = 14  # a row per node level, tall enough for its label
+
+
 def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centre: bool) -> go.Figure:
     """(2L+1, T) logit lens values at every node level and position, each value written in its cell."""
     levels = values.shape[0]
@@ -117,7 +120,11 @@ def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centr
         )
     )
     fig.update_layout(
-        title=html.escape(title), height=max(420, 11 * levels + 140), margin={"l": 70, "r": 10, "t": 40, "b": 90}, xaxis={"tickangle": -60}
+        title=html.escape(title),
+        height=max(420, LENS_ROW_PX * levels + 140),
+        margin={"l": 70, "r": 10, "t": 40, "b": 90},
+        xaxis={"tickangle": -60},
+        yaxis={"dtick": 1, "tickfont": {"size": 10}},  # every level named: plotly skips every other label when rows are tight
     )
     return fig
 
@@ -233,9 +240,12 @@ def target_graph_figure(
     return fig
 
 
-def number(x: float, digits: int = 3) -> str:
-    """A fraction as text: "undefined" where it is NaN (a near-zero denominator), never "nan"."""
-    return "undefined" if math.isnan(x) else f"{x:.{digits}f}"
+def number(x: float, digits: int = 3, significant: bool = False) -> str:
+    """A fraction as text: "undefined" where it is NaN (a near-zero denominator), never "nan". `significant`: that many
+    significant digits, in scientific notation where small (a kept probability of 1e-9 is not "0.000")."""
+    if math.isnan(x):
+        return "undefined"
+    return f"{x:.{digits}g}" if significant else f"{x:.{digits}f}"
 
 
 def spaced_labels(
@@ -268,7 +278,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     """Faithfulness (logit difference kept) and p(A) kept against the number of edges, one point per threshold."""
     pts = curve.points
     edges, values, kept = curve.edges.tolist(), curve.values.tolist(), [p.prob_kept for p in pts]  # lists: see drawn_once
-    labels = [f"threshold {p.threshold:g}<br>{p.edges} edges<br>top prediction {html.escape(repr(p.top_route))}" for p in pts]
+    labels = [f"threshold {p.threshold:g}<br>{p.edges} edges<br>top prediction {html.escape(figures.visible(p.top_route))}" for p in pts]
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
