@@ -29,11 +29,11 @@ for column, analysis, name in zip(st.columns(2), (a, b), ("A", "B")):
     with column:
         top = analysis.predictions(-1, 1)[0]
         st.markdown(f"**{name}** predicts {ui.token_md(top.token)} (p={top.score:.2f})")
-        st.dataframe(ui.token_table(analysis.predictions(-1, 5), "prob"), hide_index=True, width="stretch")
+        ui.table(ui.token_table(analysis.predictions(-1, 5), "prob"))
         ui.graph_chart(figures.graph_figure(analysis, analysis.paths_to(-1, view.threshold)), f"compare_graph_{name}")
 
 st.subheader("Edges whose contribution changed most")
-st.dataframe(
+ui.table(
     pd.DataFrame(
         {
             "layer": [e.layer for e in cmp.edges],
@@ -47,8 +47,6 @@ st.dataframe(
             "B - A": [e.delta for e in cmp.edges],
         }
     ),
-    hide_index=True,
-    width="stretch",
 )
 st.subheader("Head contributions at the last token: B - A")
 st.plotly_chart(figures.head_delta_heatmap(cmp.head_delta.numpy()), key="head_delta", width="stretch")

@@ -65,4 +65,4 @@ else:
     with panel:
         if neuron is not None:
             ui.neuron_panel(view, layer, neuron, key="contrib_neuron", stacked=True)
-    st.dataframe(ui.neuron_table(a, nc), hide_index=True, width="stretch")
+    ui.table(ui.neuron_table(a, nc))

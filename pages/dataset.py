@@ -19,7 +19,7 @@ config = ui.read_config()
 if config is None:
     st.stop()
 limit = dataset_limit(config)
-THREE = st.column_config.NumberColumn(format="%.3g")  # numbers to 3 significant digits
+THREE = ui.THREE_DIGITS
 
 st.caption(
     f"Paste prompts (one per line) or upload a text file, then run them with the sidebar's model (at most {limit}). "

@@ -154,11 +154,9 @@ with probe_tab:
             st.metric(f"w · x at {read.node}", f"{read.value:+.4f}", help=f"components sum to {read.total:+.4f}")
             left, right = st.columns(2)
             left.markdown("**Heads**")
-            left.dataframe({"head": [c.name for c in read.top_heads(10)], "effect": [c.value for c in read.top_heads(10)]},
-                           hide_index=True, width="stretch")  # fmt: skip
+            ui.table({"head": [c.name for c in read.top_heads(10)], "effect": [c.value for c in read.top_heads(10)]}, left)
             right.markdown("**Neurons**")
-            right.dataframe({"neuron": [c.name for c in read.top_neurons(10)], "effect": [c.value for c in read.top_neurons(10)]},
-                            hide_index=True, width="stretch")  # fmt: skip
+            ui.table({"neuron": [c.name for c in read.top_neurons(10)], "effect": [c.value for c in read.top_neurons(10)]}, right)
             st.caption(f"Embedding {read.embedding:+.4f}. Each layer's attention and FFN update along w (zero above the node):")
             st.bar_chart({"attention": read.attention.numpy(), "FFN": read.ffn.numpy()}, x_label="layer", y_label="w · update", stack=False)
 

@@ -49,7 +49,7 @@ with graph_tab:
         "Dashed edges: direct effects (green boosts, purple suppresses), drawn whatever their flow weight."
     )
     if direct:
-        st.dataframe(
+        ui.table(
             pd.DataFrame(
                 {
                     "component": [e.name for e in direct],
@@ -59,15 +59,11 @@ with graph_tab:
                     "into": [e.into for e in direct],
                 }
             ),
-            hide_index=True,
-            width="stretch",
         )
 
 with heads_tab:
     st.plotly_chart(qf.head_effect_heatmap(effects), key="head_effects", width="stretch")
-    st.dataframe(
-        pd.DataFrame([{"head": c.name, "direct effect": c.value} for c in effects.top_heads(15)]), hide_index=True, width="stretch"
-    )
+    ui.table(pd.DataFrame([{"head": c.name, "direct effect": c.value} for c in effects.top_heads(15)]))
 
 with neurons_tab:
     st.plotly_chart(qf.neuron_effect_figure(effects, 20), key="neuron_effects", width="stretch")
@@ -87,7 +83,7 @@ with neurons_tab:
         c1, c2 = st.columns(2)
         c1.metric("Gate open (share of positions)", f"{profile.active_share:.2f}")
         c2.metric("Mean |activation|", f"{profile.mean_abs:.3f}")
-        st.dataframe(
+        ui.table(
             pd.DataFrame(
                 {
                     "token": [f"{p}: {figures.visible(t)}" for p, t in enumerate(a.tokens)],
@@ -98,8 +94,6 @@ with neurons_tab:
                     "quadrant (gate, up)": profile.quadrants,
                 }
             ),
-            hide_index=True,
-            width="stretch",
         )
 
 with lens_tab:
@@ -131,9 +125,4 @@ with qk_tab:
         )
         st.plotly_chart(qf.qk_parts_figure(result, a.tokens, other), key="qk_parts", width="stretch")
         st.plotly_chart(qf.qk_heatmap(result), key="qk_pairs", width="stretch")
-        st.dataframe(
-            pd.DataFrame(result.top(12), columns=["query part", "key part", "score"]),
-            hide_index=True,
-            width="stretch",
-            column_config={"score": st.column_config.NumberColumn(format="%.3g")},
-        )
+        ui.table(pd.DataFrame(result.top(12), columns=["query part", "key part", "score"]))

@@ -482,3 +482,23 @@ def test_a_question_draws_its_progress_only_after_a_while_and_then_rarely(monkey
         slow(done, 10)
     assert drawn[2:] == ["Cancel", (0.2, "Slow: 2 of 10 steps done"), (0.4, "Slow: 4 of 10 steps done")]  # at 0.45 s and 0.8 s
     assert progress.ss["_steps_slow"] == (6, 10, pytest.approx(1.0))  # Cancel's message counts every step, drawn or not
+
+
+def test_tables_show_three_significant_digits():
+    """Issue 20: a table's decimal numbers read to 3 significant digits (0.7725 as 0.773, 40.3464 as 40.3), in every
+    float column the caller does not format itself; whole numbers and text keep theirs."""
+    import streamlit as st
+
+    from lmtt.ui.panels import table
+
+    class Place:  # where the table goes: records what st.dataframe would get
+        def dataframe(self, frame, **options):
+            self.frame, self.options = frame, options
+
+    where = Place()
+    custom = st.column_config.NumberColumn(format="%.2e")
+    table({"token": ["␣Paris"], "id": [7042], "prob": [0.7725], "effect": [40.3464], "p": [1e-9]}, where, column_config={"p": custom})
+    config = where.options["column_config"]
+    assert set(config) == {"prob", "effect", "p"} and config["p"] == custom
+    assert config["prob"]["type_config"]["format"] == config["effect"]["type_config"]["format"] == "%.3g"
+    assert where.options["hide_index"] is True and list(where.frame.columns) == ["token", "id", "prob", "effect", "p"]

@@ -4,6 +4,7 @@ Pages use it as `from lmtt import ui` and call `ui.sidebar(PAGE)` first.
 """
 
 from lmtt.ui.panels import (
+    THREE_DIGITS,
     chart,
     download_buttons,
     effect_readout,
@@ -20,6 +21,7 @@ from lmtt.ui.panels import (
     projection_tables,
     scroll_box,
     selection_panel,
+    table,
     token_md,
     token_table,
 )
@@ -41,6 +43,7 @@ from lmtt.ui.state import (
 )
 
 __all__ = [
+    "THREE_DIGITS",
     "PAGES",
     "View",
     "bound",
@@ -74,5 +77,6 @@ __all__ = [
     "sidebar",
     "ss",
     "token_md",
+    "table",
     "token_table",
 ]

@@ -29,6 +29,18 @@ from lmtt.viz.figures import describe_node, visible
 EFFECT_COLUMN = "effect on logit"  # a projection's score: the direct effect on that token's logit (lmtt.questions.vocabulary)
 
 
+THREE_DIGITS = st.column_config.NumberColumn(format="%.3g")  # a table's numbers to 3 significant digits
+
+
+def table(data, where: DeltaGenerator | None = None, **options) -> None:
+    """A dataframe (or a dict of columns) whose decimal numbers read to 3 significant digits, in every column that
+    `column_config` does not format itself; without its index, as wide as its place."""
+    frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    floats = {name: THREE_DIGITS for name in frame.columns if pd.api.types.is_float_dtype(frame[name])}
+    options["column_config"] = {**floats, **(options.get("column_config") or {})}
+    (where or st).dataframe(frame, **{"hide_index": True, "width": "stretch", **options})
+
+
 def token_table(scores: list[TokenScore], column: str) -> pd.DataFrame:
     """Tokens as text cells (a dataframe never renders markup), whitespace made visible."""
     return pd.DataFrame(
@@ -41,9 +53,9 @@ def projection_tables(proj: Projection, stacked: bool = False) -> None:
     left, right = (st.container(), st.container()) if stacked else st.columns(2)
     up, down = proj.headings()
     left.caption(up)
-    left.dataframe(token_table(proj.promoted, EFFECT_COLUMN), hide_index=True, width="stretch")
+    table(token_table(proj.promoted, EFFECT_COLUMN), left)
     right.caption(down)
-    right.dataframe(token_table(proj.suppressed, EFFECT_COLUMN), hide_index=True, width="stretch")
+    table(token_table(proj.suppressed, EFFECT_COLUMN), right)
 
 
 def neuron_table(analysis: Analysis, nc) -> pd.DataFrame:
@@ -165,7 +177,7 @@ def selection_panel(view: View) -> None:
             ss.root = node
             st.rerun()
     st.markdown("**Logit lens**" + ("" if view.final_norm else " (no final norm)"))
-    st.dataframe(token_table(a.logit_lens(node, 10, final_norm=view.final_norm), "prob"), hide_index=True, width="stretch")
+    table(token_table(a.logit_lens(node, 10, final_norm=view.final_norm), "prob"))
     kind = parse_node(node)[0]
     st.markdown("**What its block wrote**" if kind != "embedding" else "**The embedding itself**")
     projection_tables(a.update_tokens(node, 8), stacked=True)
@@ -253,7 +265,7 @@ def _readout(result: InterventionResult, key: str) -> None:
     c1, c2 = st.columns(2)
     c1.metric(f"p of {target}", f"{result.prob_after:.3f}", f"{result.prob_after - result.prob_before:+.3f}")
     c2.metric(f"logit of {target}", f"{result.logit_after:.3f}", f"{result.logit_after - result.logit_before:+.3f}")
-    st.dataframe(before_after_table(result.before, result.after, 5), hide_index=True, width="stretch", key=f"{key}_before_after")
+    table(before_after_table(result.before, result.after, 5), key=f"{key}_before_after")
     # one toggle per readout (a page can show two), all bound to the one shared "show_edited" flag
     widget = f"{key}_show_edited"
     ss[widget] = bool(ss.get("show_edited"))
