@@ -126,6 +126,8 @@ def test_clicking_an_attention_edge_shows_its_heads(at):
     assert not at.exception
     assert [s.value for s in at.main.subheader][0] == "Attention edge"
     assert at.main.metric[0].label == "Weight (sum over heads)"
+    # the logit lens below is of the edge's target node, and the panel names it (level 45: layer 22 after attention)
+    assert any(m.value.startswith("**Its target node:** layer 22 after attention, token 4 ␣is") for m in at.main.markdown)
 
 
 def test_pages_share_the_selection(at):

@@ -171,6 +171,8 @@ def selection_panel(view: View) -> None:
         st.info("Click a node to see its logit lens, or an edge's dot to split it by head.")
         return
     node = view.node
+    if view.edge:  # the rest is about the edge's target node: name it, as a clicked node is named
+        st.markdown(f"**Its target node:** {plain(describe_node(a, node))}")
     if parse_node(node)[0] != "embedding" and node != ss.get("root"):
         why = "Why is this state what it is? The graph of the edges that lead to it"
         if st.button("Draw the paths to this node", key="explain_node", help=why):
