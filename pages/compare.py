@@ -13,7 +13,8 @@ st.title("Compare")
 if view is None:
     st.stop()
 
-second = st.text_input("Second prompt", max_chars=view.config.max_prompt_chars, **ui.bound("compare"))
+# no max_chars: the browser would cut an over-long paste silently; fetch_analysis says what is wrong instead
+second = st.text_input("Second prompt", **ui.bound("compare"))
 if not second.strip():
     st.info("Enter a second prompt, for example 'The capital of Italy is', to compare it with the prompt in the sidebar.")
     st.stop()

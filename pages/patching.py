@@ -3,7 +3,7 @@
 import streamlit as st
 
 from lmtt import ui
-from lmtt.engine.runner import PromptError
+from lmtt.engine.runner import PromptError, check_prompt
 from lmtt.questions.patching import GRIDS, check_lengths
 from lmtt.ui.questions import answered_on, on_button, target_picker
 from lmtt.ui.state import TABS
@@ -16,9 +16,8 @@ if view is None:
     st.stop()
 
 a = answered_on(view, follows_edits=False)
-corrupted = st.text_input(
+corrupted = st.text_input(  # no max_chars: a browser cuts an over-long paste silently; the check below says why instead
     "Corrupted prompt (same number of tokens)",
-    max_chars=view.config.max_prompt_chars,
     placeholder="e.g. The capital of Italy is",
     **ui.bound("patch"),
 )
@@ -27,6 +26,11 @@ if target is None:
     st.stop()
 if not corrupted.strip():
     st.info("The sidebar's prompt is the clean run. Enter a corrupted prompt of the same token length, e.g. 'The capital of Italy is'.")
+    st.stop()
+try:
+    check_prompt(corrupted, view.config.max_prompt_chars)
+except PromptError as e:
+    st.error(f"The corrupted prompt cannot be used: {e}. Your text stays in the box.")
     st.stop()
 try:
     check_lengths(len(a.tokens), a.runner.tokenize(corrupted).numel())  # said before the button, not after a press

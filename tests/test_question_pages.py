@@ -88,6 +88,18 @@ def test_patching_page_france_italy_and_a_length_mismatch():
     assert "same length" in at.error[0].value and "has 5 tokens and the corrupted one 6" in at.error[0].value
 
 
+@pytest.mark.parametrize(("page", "box"), [("pages/patching.py", "_w_patch"), ("pages/compare.py", "_w_compare")])
+def test_an_over_long_second_prompt_is_kept_and_explained(page, box):
+    """Issue 20: a paste over the server's limit stays whole in its box (no max_chars for the browser to cut it at) and
+    the page says why it is not used."""
+    at = opened(page, "The capital of France is")
+    long = "Rome " * 5000  # 25,000 characters; config.yaml allows 20,000
+    at.text_input(key=box).input(long).run()
+    assert not at.exception, at.exception
+    assert at.text_input(key=box).value == long and at.text_input(key=box).max_chars in (None, 0)
+    assert "25,000 characters; the limit is 20,000" in " ".join(e.value for e in at.error)
+
+
 def test_chat_template_toggle_wraps_the_prompt():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
     at.sidebar.text_area(key="_w_prompt").input("What is the capital of France?")

@@ -74,7 +74,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
             if len(ss.prompt) > config.max_prompt_chars:
                 st.error(
                     f"The prompt has {len(ss.prompt):,} characters; this server analyses at most {config.max_prompt_chars:,}. "
-                    "Shorten it and press Run again: your text stays in the box, and the graph below is still the last run's."
+                    "Shorten it and press Run again: your text stays in the box, and the page still shows the last run's analysis."
                 )
             else:
                 start_run(ss.model, chat_wrapped(config, ss.model, ss.prompt) if chat else ss.prompt)
