@@ -19,7 +19,6 @@ config = ui.read_config()
 if config is None:
     st.stop()
 limit = dataset_limit(config)
-THREE = ui.THREE_DIGITS
 
 st.caption(
     f"Paste prompts (one per line) or upload a text file, then run them with the sidebar's model (at most {limit}). "
@@ -74,26 +73,11 @@ right.markdown("**Share of prompts where each head matters**")
 right.plotly_chart(figures.head_importance_heatmap(agg["head_prompt_share"]), key="dataset_share", width="stretch")
 c1, c2, c3 = st.columns(3)
 c1.markdown("**Important for every prompt**")
-c1.dataframe(
-    pd.DataFrame(agg["always_important_heads"], columns=["layer", "head", "mean effect"]),
-    hide_index=True,
-    width="stretch",
-    column_config={"mean effect": THREE},
-)
+ui.table(pd.DataFrame(agg["always_important_heads"], columns=["layer", "head", "mean effect"]), c1)
 c2.markdown("**Important for some prompts**")
-c2.dataframe(
-    pd.DataFrame(agg["sometimes_important_heads"], columns=["layer", "head", "mean effect", "share of prompts"]),
-    hide_index=True,
-    width="stretch",
-    column_config={"mean effect": THREE, "share of prompts": THREE},
-)
+ui.table(pd.DataFrame(agg["sometimes_important_heads"], columns=["layer", "head", "mean effect", "share of prompts"]), c2)
 c3.markdown("**Most frequent top neurons** (by |direct effect|)")
-c3.dataframe(
-    pd.DataFrame(agg["frequent_neurons"], columns=["layer", "neuron", "prompts", "mean effect"]),
-    hide_index=True,
-    width="stretch",
-    column_config={"mean effect": THREE},
-)
+ui.table(pd.DataFrame(agg["frequent_neurons"], columns=["layer", "neuron", "prompts", "mean effect"]), c3)
 
 st.subheader("A neuron over the dataset: GLU sign quadrants")
 st.caption(
@@ -113,16 +97,13 @@ try:
 except (ValueError, IndexError) as e:
     st.info(str(e))
 else:
-    st.dataframe(
-        pd.DataFrame([{"quadrant (gate, up)": q.quadrant, "positions": q.count, "share": q.share, "mean activation": q.mean_activation}
-                      for q in stats]),
-        hide_index=True, width="stretch", column_config={"share": THREE, "mean activation": THREE},
-    )  # fmt: skip
+    ui.table([{"quadrant (gate, up)": q.quadrant, "positions": q.count, "share": q.share, "mean activation": q.mean_activation}
+              for q in stats])  # fmt: skip
     examples = [
         {"quadrant": q.quadrant, "activation": a, "token": figures.visible(t), "position": i, "prompt": prompts[p]}
         for q in stats for a, p, i, t in q.examples
     ]  # fmt: skip
-    st.dataframe(pd.DataFrame(examples), hide_index=True, width="stretch", column_config={"activation": THREE})
+    ui.table(examples)
 
 if click and "customdata" in click:
     layer, head = click["customdata"]
@@ -131,9 +112,7 @@ if ui.ss.get("dataset_head"):
     layer, head = ui.ss.dataset_head
     st.subheader(f"Layer {layer}, head {head}: the prompts where it mattered most")
     ranked = batch.prompts_where_head_mattered(summaries, layer, head)
-    st.dataframe(
-        pd.DataFrame(ranked, columns=["direct effect", "prompt"]), hide_index=True, width="stretch", column_config={"direct effect": THREE}
-    )
+    ui.table(pd.DataFrame(ranked, columns=["direct effect", "prompt"]))
     choice = st.selectbox("Open a prompt on the Interpretation page", [p for _, p in ranked], key="dataset_open")
     if st.button("Open", key="dataset_open_go"):
         ui.open_prompt(choice)

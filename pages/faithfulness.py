@@ -50,4 +50,4 @@ if curve is None:
     st.stop()
 ui.chart(qf.faithfulness_curve_figure(curve), key="faithfulness_curve")
 table, columns = curve_table(curve)
-st.dataframe(table, hide_index=True, width="stretch", column_config=columns)
+ui.table(table, column_config=columns)

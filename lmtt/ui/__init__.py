@@ -4,7 +4,6 @@ Pages use it as `from lmtt import ui` and call `ui.sidebar(PAGE)` first.
 """
 
 from lmtt.ui.panels import (
-    THREE_DIGITS,
     chart,
     download_buttons,
     effect_readout,
@@ -43,7 +42,6 @@ from lmtt.ui.state import (
 )
 
 __all__ = [
-    "THREE_DIGITS",
     "PAGES",
     "View",
     "bound",
