@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from lmtt import ui
+from lmtt.engine.levels import head_name
 from lmtt.questions import batch
 from lmtt.questions.neurons import glu_quadrants
 from lmtt.ui.progress import Steps, cancelled
@@ -110,7 +111,7 @@ if click and "customdata" in click:
     ui.ss.dataset_head = (int(layer), int(head))
 if ui.ss.get("dataset_head"):
     layer, head = ui.ss.dataset_head
-    st.subheader(f"Layer {layer}, head {head}: the prompts where it mattered most")
+    st.subheader(f"Head {head_name(layer, head)}: the prompts where it mattered most")
     ranked = batch.prompts_where_head_mattered(summaries, layer, head)
     ui.table(pd.DataFrame(ranked, columns=["direct effect", "prompt"]))
     choice = st.selectbox("Open a prompt on the Interpretation page", [p for _, p in ranked], key="dataset_open")

@@ -3,8 +3,9 @@
 import streamlit as st
 
 from lmtt import ui
+from lmtt.engine.levels import head_name
 from lmtt.engine.runner import PromptError
-from lmtt.engine.tokens import readable_tokens
+from lmtt.engine.tokens import readable_tokens, token_text
 from lmtt.questions import dla
 from lmtt.questions.lens import follow_token
 from lmtt.questions.vocabulary import TokenScore
@@ -31,7 +32,7 @@ def look_up(projection, key: str) -> None:
         except ValueError as e:
             st.warning(str(e))
         else:
-            st.metric(f"Direct effect on logit({a.runner.decode(token_id)!r})", f"{projection.effect_on(token_id):+.3f}")
+            st.metric(f"Direct effect on logit({ui.token_md(token_text(a.runner, token_id))})", f"{projection.effect_on(token_id):+.3f}")
 
 
 def choose(name: str, limit: int, label: str) -> tuple[int, int] | None:
@@ -59,7 +60,7 @@ with head_tab:
         st.info("Choose a layer and a head (or click a head on the Graph or Contributions page).")
     else:
         layer, head = chosen
-        st.subheader(f"Layer {layer}, head {head}: its update at token {position} ({ui.token_md(readable_tokens(a)[position])})")
+        st.subheader(f"Head {head_name(layer, head)}: its update at token {position} ({ui.token_md(readable_tokens(a)[position])})")
         left, right = st.columns([1.3, 1])
         head_projection = a.head_tokens(layer, position, head, k=10)
         left.plotly_chart(figures.projection_figure(head_projection), key="head_projection", width="stretch")
@@ -77,7 +78,7 @@ with neuron_tab:
         st.info("Choose a layer and a neuron (or click a neuron on the Contributions page).")
     else:
         layer, neuron = chosen
-        st.subheader(f"Layer {layer}, {a.neuron_label(layer, neuron)}")
+        st.subheader(f"Neuron {a.neuron_label(layer, neuron)}")
         left, right = st.columns([1.3, 1])
         left.markdown("**Activation across the prompt**")
         left.plotly_chart(figures.neuron_activation_figure(a, layer, neuron), key="neuron_acts", width="stretch")
@@ -113,7 +114,7 @@ with search_tab:
             columns = st.columns(2) + st.columns(2)
             for n, (column, (title, hits)) in enumerate(zip(columns, tables)):
                 column.markdown(f"**{title}**")
-                names = [h.name if h.kind == "head" else f"L{h.layer} {a.neuron_label(h.layer, h.index)}" for h in hits]
+                names = [h.name if h.kind == "head" else a.neuron_label(h.layer, h.index) for h in hits]  # with its expert, if any
                 picked = column.dataframe(
                     {"component": names, "score": [h.score for h in hits]},
                     hide_index=True,

@@ -58,7 +58,7 @@ with tabs[TABS["patching"].index(label)]:
         )
         st.stop()
     st.markdown(
-        f"{ui.plain(target.describe())}: clean **{result.clean_value:.3f}**, corrupted **{result.corrupted_value:.3f}**. "
+        f"{ui.quantity_md(target)}: clean **{result.clean_value:.3f}**, corrupted **{result.corrupted_value:.3f}**. "
         f"Each cell: the fraction of that difference restored by patching one clean activation "
         f"({result.passes} batched passes, {result.seconds:.1f} s)."
     )

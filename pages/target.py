@@ -5,6 +5,7 @@ import streamlit as st
 
 from lmtt import ui
 from lmtt.analysis import DEFAULT_MIN_EFFECT
+from lmtt.engine.levels import head_name
 from lmtt.ui.questions import answered_on, qk_picker, target_picker
 from lmtt.ui.workbench import workbench
 from lmtt.viz import figures
@@ -25,7 +26,7 @@ if target is None:
     st.stop()
 effects = a.direct_effects(target)
 st.markdown(
-    f"**{ui.plain(target.describe())}** at token {target.position} ({ui.token_md(a.tokens[target.position])}) "
+    f"**{ui.quantity_md(target)}** at token {target.position} ({ui.token_md(a.tokens[target.position])}) "
     f"= **{effects.value:.3f}**; the direct effects below sum to {effects.total:.3f} "
     f"(final-norm scale frozen at {effects.scale:.4g}; the logit before any softcapping)."
 )
@@ -101,7 +102,8 @@ with lens_tab:
     choices = ["A - B", "A", "B"] if lens.b is not None else ["A"]
     which = st.radio("Show", choices, horizontal=True, key="q_lens")
     values = {"A - B": lens.quantity, "A": lens.a, "B": lens.b}[which].numpy()
-    name = {"A - B": target.describe(), "A": f"logit({target.token!r})", "B": f"logit({target.contrast!r})"}[which]
+    shown = figures.visible
+    name = {"A - B": target.describe(shown), "A": f"logit({shown(target.token)})", "B": f"logit({shown(target.contrast or '')})"}[which]
     st.plotly_chart(qf.lens_value_heatmap(a, values, f"Logit lens of {name}", centre=which == "A - B"), key="target_lens", width="stretch")
 
 with qk_tab:
@@ -118,7 +120,7 @@ with qk_tab:
         st.info(str(e))
     else:
         st.markdown(
-            f"Score of head {layer}.{head} from token {target.position} to token {key_pos}: **{result.score:.3f}** "
+            f"Score of head {head_name(layer, head)} from token {target.position} to token {key_pos}: **{result.score:.3f}** "
             f"= the sum of the {len(result.parts)}² (query part, key part) pairs ({float(result.pairs.sum()):.3f}). "
             "Every norm on the way is frozen at its scale; the rotary embedding is the linear map it is."
             + ("" if other is None else f" Against token {other_pos}: {other.score:.3f} (difference {result.score - other.score:+.3f}).")

@@ -147,8 +147,8 @@ def test_pages_share_the_selection(at):
     assert not at.exception
     assert [t.value for t in at.title] == ["Interpretation"]
     subheaders = [s.value for s in at.main.subheader]
-    assert "Layer 22, head 3: its update at token 4 (␣is)" in subheaders
-    assert "Layer 22, neuron 7" in subheaders
+    assert "Head L22.H3: its update at token 4 (␣is)" in subheaders
+    assert "Neuron L22.N7" in subheaders
     assert at.query_params["head"] == "22.3" and at.query_params["neuron"] == "22.7"
     at.main.radio(key="lens_mode").set_value("probability").run()
     assert not at.exception
@@ -228,7 +228,7 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(at, traces):
     click(at, "edge_heads", 4)  # click 1: a head of the edge
     assert not at.exception, at.exception
     assert at.session_state["head"] == (22, 4)
-    assert "**Head 22.4** at token 4 (␣is)" in [m.value for m in at.main.markdown]
+    assert "**Head L22.H4** at token 4 (␣is)" in [m.value for m in at.main.markdown]
     assert {"Promoted", "Suppressed", "Its attention from token 4"} <= {c.value for c in at.main.caption}
     next(b for b in at.main.button if b.label == "Zero").click().run()  # click 2: the ablation
     assert not at.exception, at.exception
@@ -253,7 +253,7 @@ def test_the_chip_shows_edits_on_every_page_and_clears_them(at):
         at.switch_page(page).run()
         assert not at.exception, at.exception
         chip = [m.value for m in at.main.markdown if "edits active" in m.value]
-        assert chip == [":orange-badge[✎ 2 edits active: head 23.4 zeroed, neuron 3.5 scaled ×0.5]"], page
+        assert chip == [":orange-badge[✎ 2 edits active: head L23.H4 zeroed, neuron L3.N5 scaled ×0.5]"], page
     at.button(key="chip_clear").click().run()
     assert at.session_state["edits"] == [] and "edit" not in at.query_params
     assert not [m for m in at.main.markdown if "edits active" in m.value]
@@ -322,7 +322,7 @@ def test_no_neuron_edit_before_a_neuron_is_chosen(at):
     assert any("Choose a layer and a neuron" in i.value for i in at.main.info)
     at.main.number_input(key="_w_neuron_layer").set_value(23).run()
     at.main.number_input(key="_w_neuron_index").set_value(5).run()
-    assert "Layer 23, neuron 5" in [s.value for s in at.main.subheader]
+    assert "Neuron L23.N5" in [s.value for s in at.main.subheader]
     assert at.session_state["neuron"] == (23, 5)
 
 
@@ -351,7 +351,7 @@ def test_dataset_page_runs_pasted_prompts(at):
     assert list(always.columns) == ["layer", "head", "mean effect"] and len(always) > 1
     assert list(always["mean effect"].abs()) == sorted(always["mean effect"].abs(), reverse=True)
     click(at, "dataset_heads", [23, 4])
-    assert "Layer 23, head 4: the prompts where it mattered most" in [s.value for s in at.main.subheader]
+    assert "Head L23.H4: the prompts where it mattered most" in [s.value for s in at.main.subheader]
     assert len(at.main.dataframe[-1].value) == 2
 
 

@@ -31,8 +31,8 @@ def test_moe_contributions_page_shows_experts_and_edits_one(tmp_path, monkeypatc
     at.session_state["neuron"] = (2, 3)
     assert any(e.startswith("expert:2.") for e in at.session_state["edits"])
     assert not at.exception, at.exception
-    assert any("With the edits (expert 2." in c.value for c in at.main.caption), [c.value for c in at.main.caption]
+    assert any("With the edits (expert L" in c.value for c in at.main.caption), [c.value for c in at.main.caption]
     at.switch_page("pages/interpretation.py").run()  # the expert edit's before/after, and an expert neuron's view
     assert not at.exception, at.exception
     assert any("expert" in s.value and "neuron" in s.value for s in at.main.subheader), [s.value for s in at.main.subheader]
-    assert any(t.value.startswith("expert 2.") for t in at.main.text), [t.value for t in at.main.text]
+    assert any(t.value.startswith("expert L") for t in at.main.text), [t.value for t in at.main.text]

@@ -236,7 +236,7 @@ def test_dataset_page_without_a_terminal(browser, server):
     expect(page.get_by_text("A neuron over the dataset: GLU sign quadrants")).to_be_visible()  # issue 22
     expect(page.locator('[data-testid="stDataFrame"]')).to_have_count(5)  # 3 rankings, the quadrants, their examples
     click_point(page, [23, 4])
-    expect(page.get_by_text("Layer 23, head 4: the prompts where it mattered most")).to_be_visible()
+    expect(page.get_by_text("Head L23.H4: the prompts where it mattered most")).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "dataset.png"), full_page=True)
     page.get_by_text("A neuron over the dataset: GLU sign quadrants").scroll_into_view_if_needed()
@@ -291,13 +291,13 @@ def test_stale_state_does_not_follow_a_new_prompt(browser, server):
     ctx, page = new_page(browser, server, width=1400, height=1000)
     page.goto(f"{server}/?prompt={quote(PROMPT)}&edit=head:23.4:zero&compare={quote('Rome is')}&node=attn:22:4")
     settled(page)
-    expect(page.get_by_text("1 edit active: head 23.4 zeroed")).to_be_visible()
+    expect(page.get_by_text("1 edit active: head L23.H4 zeroed")).to_be_visible()
     assert "edit=head%3A23.4%3Azero" in share_link(page)
     page.screenshot(path=str(ARTIFACTS / "stale-state-before.png"))
     for title in ("Contributions", "Interpretation", "Compare"):  # the chip is on every page
         page.locator('[data-testid="stSidebar"]').get_by_role("link", name=title).click()
         settled(page)
-        expect(page.get_by_text("1 edit active: head 23.4 zeroed")).to_be_visible()
+        expect(page.get_by_text("1 edit active: head L23.H4 zeroed")).to_be_visible()
     page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Graph").click()
     settled(page)
     prompt = page.locator('[data-testid="stSidebar"]').get_by_role("textbox", name="Prompt")
@@ -323,14 +323,14 @@ def test_two_clicks_from_an_edge_to_an_ablation_effect(browser, server):
     click_point_until(page, "edge|attention|47|3|4", "Click a head to see what it wrote")  # the edge (layer 23, ␣France → ␣is)
     settled(page)
     click_point(page, 4, bar=True)  # click 1: head 4 of the edge
-    expect(page.get_by_text("Head 23.4 at token 4")).to_be_visible()
+    expect(page.get_by_text("Head L23.H4 at token 4")).to_be_visible()
     expect(page.get_by_text("Its attention from token 4")).to_be_visible()
     expect(page.get_by_text("Promoted")).to_be_visible()
     settled(page)
     page.get_by_role("button", name="Zero", exact=True).click()  # click 2: the ablation
     expect(page.get_by_text("p of ␣Paris")).to_be_visible()
     expect(page.get_by_text("logit of ␣Paris")).to_be_visible()
-    expect(page.get_by_text("1 edit active: head 23.4 zeroed")).to_be_visible()
+    expect(page.get_by_text("1 edit active: head L23.H4 zeroed")).to_be_visible()
     settled(page)
     # issue 20: the effect is on screen (the edits' notes above the panel pushed it below the fold), the buttons too
     expect(page.get_by_text("Show the edited graph")).to_be_in_viewport()

@@ -155,6 +155,8 @@ def test_qk_figures_add_up_to_the_score(default_runner):
     heat = question_figures.qk_heatmap(john)
     assert float(np.sum(heat.data[0].z)) == pytest.approx(john.score, rel=1e-4)
     assert list(heat.layout.yaxis.ticktext) == list(heat.data[0].y)  # every row labelled
+    cells = [t for row in heat.data[0].text for t in row]
+    assert all(t == "0" or t[0] in "+-" for t in cells) and "-0.00" not in cells and "+0.00" not in cells
     keys = question_figures.key_scores_figure(a.key_scores(23, 3, -1), a.tokens, selected=9)
     assert keys.data[0].marker.color[9] == "#ff7f0e" and len(keys.data[0].y) == 14
 
@@ -269,6 +271,30 @@ def test_small_probabilities_keep_their_digits():
     assert question_figures.number(0.7734, significant=True) == "0.773"
     assert question_figures.number(0.2716) == "0.272"
     assert question_figures.number(float("nan"), significant=True) == "undefined"
+
+
+def test_a_cell_that_rounds_to_zero_reads_0_never_minus_0():
+    """The QK and head heatmaps printed "-0.00" for a tiny negative part; signed cells keep their sign otherwise."""
+    assert question_figures.number(-0.004, 2) == "0" and question_figures.number(0.004, 2, signed=True) == "0"
+    assert question_figures.number(-1e-12, 3, significant=True) == "-1e-12"  # significant digits never round to 0
+    assert question_figures.number(0.236, 2, signed=True) == "+0.24" and question_figures.number(-0.236, 2, signed=True) == "-0.24"
+
+
+def test_patching_cells_carry_their_value_only_where_it_fits():
+    """Up to CELL_TEXT_MAX_COLUMNS positions each cell shows its value at CELL_FONT_PX; a longer prompt's cells are too
+    narrow, so the value is in the hover alone (it had been printed over its neighbours at 8 px)."""
+    from lmtt.questions.dla import Target
+    from lmtt.questions.patching import PatchingResult
+
+    def figure(width: int):
+        grid = torch.full((2, width), 0.5)  # (L=2, T)
+        toks = tuple("ab"[i % 2] for i in range(width))
+        result = PatchingResult(Target(1, 7, " Paris"), toks, toks, 2.0, -1.0, grid, grid, grid, grid, 0.1, 1)
+        return question_figures.patching_heatmap(result, "resid")
+
+    narrow, wide = figure(question_figures.CELL_TEXT_MAX_COLUMNS), figure(question_figures.CELL_TEXT_MAX_COLUMNS + 1)
+    assert narrow.data[0].texttemplate == "%{text}" and narrow.data[0].textfont.size == question_figures.CELL_FONT_PX
+    assert wide.data[0].texttemplate == "" and wide.data[0].text[0][0] == "0.50"  # still in the hover
 
 
 def test_the_lens_grid_names_every_level(hundred):

@@ -1,5 +1,7 @@
 """Share links carry long prompts compactly: text, compressed, or a reference the server resolves."""
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -67,7 +69,8 @@ def test_a_question_pages_link_reproduces_its_choices():
     fresh.button(key="run_curve").click().run()
     assert not fresh.exception, fresh.exception
     assert fresh.radio(key="q_ablation").value == "zero" and fresh.selectbox(key="_w_q_contrast").value == -3
-    assert "logit(&#x27; Paris&#x27;) - logit" in fresh.get("plotly_chart")[0].proto.spec  # A against the runner-up
+    title = json.loads(fresh.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+    assert "logit(␣Paris) - logit" in title  # A against the runner-up
     fresh.query_params.clear()
     interp = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     interp.query_params.update({"prompt": "The capital of France is", "lens": "probability", "follow": " Rome"})
@@ -107,7 +110,7 @@ def test_the_target_pages_link_carries_its_qk_head_and_keys_at_once():
     assert [fresh.number_input(key=k).value for k in ("q_qk_layer", "q_qk_head")] == [20, 5]
     assert fresh.selectbox(key="q_qk_key").value == 2 and fresh.selectbox(key="q_qk_other").value == 0
     assert [m.value for m in fresh.markdown if "Score of head" in m.value] == said  # the same score, against the same key
-    assert said and "Score of head 20.5 from token 4 to token 2" in said[0] and "Against token 0" in said[0]
+    assert said and "Score of head L20.H5 from token 4 to token 2" in said[0] and "Against token 0" in said[0]
     bad = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     bad.query_params.update({"prompt": "The capital of France is", "qk_layer": "99", "qk_key": "3"})
     bad.run()

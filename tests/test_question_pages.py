@@ -37,11 +37,11 @@ def test_target_page_finds_the_suppressor_of_john():
     assert [t.value for t in at.title] == ["Target"]
     choose_john(at, "_w_q_target")
     assert not at.exception, at.exception
-    assert "logit\\(' John'\\)" in text(at)
+    assert "logit\\(␣John\\)" in text(at)
     table = at.main.dataframe[0].value
     row = table[table["component"] == "L23.H3"].iloc[0]
     assert row["role"] == "suppressor" and row["direct effect"] < -2
-    assert "Score of head 23.3 from token 13 to token 9" in text(at)  # QK tab: the strongest head, its main source
+    assert "Score of head L23.H3 from token 13 to token 9" in text(at)  # QK tab: the strongest head, its main source
     assert [m.label for m in at.metric] == ["Gate open (share of positions)", "Mean |activation|"]  # Neurons tab: GLU parts
     assert not at.exception
 
@@ -49,7 +49,7 @@ def test_target_page_finds_the_suppressor_of_john():
 def test_target_page_with_a_contrast_and_the_lens():
     at = opened("pages/target.py", MARY_JOHN)
     choose_john(at, "_w_q_contrast")
-    assert "logit\\(' Mary'\\) \\- logit\\(' John'\\)" in text(at)
+    assert "logit\\(␣Mary\\) \\- logit\\(␣John\\)" in text(at)
     at.radio(key="q_lens").set_value("B").run()
     assert not at.exception, at.exception
 
@@ -115,11 +115,11 @@ def test_a_new_run_resets_target_and_contrast_to_the_new_prompts_defaults():
     """Issue 19: A = ' John' chosen on the IOI prompt must not explain 'The capital of France is' after a new Run."""
     at = opened("pages/target.py", MARY_JOHN)
     choose_john(at, "_w_q_target")
-    assert "logit\\(' John'\\)" in text(at)
+    assert "logit\\(␣John\\)" in text(at)
     at.sidebar.text_area(key="_w_prompt").input("The capital of France is")
     at.sidebar.button[0].click().run()  # Run: a new prompt
     assert not at.exception, at.exception
-    assert "logit\\(' Paris'\\)" in text(at) and "John" not in text(at)
+    assert "logit\\(␣Paris\\)" in text(at) and "John" not in text(at)
     at.switch_page("pages/faithfulness.py").run()  # log p(A) of the top prediction by default
     at.button(key="run_curve").click().run()
     assert not at.exception, at.exception

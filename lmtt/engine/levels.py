@@ -31,3 +31,21 @@ def kind_of(level: int) -> str:
 def level_names(n_layers: int) -> tuple[str, ...]:
     """Row names: emb, L0 attn, L0 ffn, ..."""
     return ("emb", *(f"L{l} {k}" for l in range(n_layers) for k in ("attn", "ffn")))
+
+
+UNIT_LETTERS = {"head": "H", "neuron": "N", "expert": "E"}
+
+
+def unit_name(kind: str, layer: int, index: int) -> str:
+    """How every page, table and title names a unit: L23.H4 is layer 23's head 4 (the layer rows' L23, the per-head
+    heatmaps' H4), L5.N100 its neuron 100 (in a mixture-of-experts layer the virtual id: shares.neuron_label says which
+    expert holds it), L1.E3 its expert 3."""
+    return f"L{layer}.{UNIT_LETTERS[kind]}{index}"
+
+
+def head_name(layer: int, head: int) -> str:
+    return unit_name("head", layer, head)
+
+
+def neuron_name(layer: int, neuron: int) -> str:
+    return unit_name("neuron", layer, neuron)

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from lmtt.engine.adapters import linear_weight
 from lmtt.engine.attribution import head_parts
-from lmtt.engine.levels import level_names, level_of
+from lmtt.engine.levels import head_name, level_names, level_of, neuron_name
 from lmtt.engine.norms import FrozenNorm, freeze
 from lmtt.engine.runner import ModelRunner, Trace
 from lmtt.engine.tokens import token_text
@@ -68,11 +69,13 @@ class Target:
         m = logits[..., self.token_id]
         return m if self.contrast_id is None else m - logits[..., self.contrast_id]
 
-    def describe(self) -> str:
+    def describe(self, shown: Callable[[str], str] = repr) -> str:
+        """The quantity in words, each token as `shown` writes it: repr in exports and messages (logit(' Paris')),
+        the views' visible white space in titles (logit(␣Paris))."""
         if self.log_prob:
-            return f"log p({self.token!r})"
-        a = f"logit({self.token!r})"
-        return a if self.contrast_id is None else f"{a} - logit({self.contrast!r})"
+            return f"log p({shown(self.token)})"
+        a = f"logit({shown(self.token)})"
+        return a if self.contrast_id is None else f"{a} - logit({shown(self.contrast)})"
 
     def linear(self) -> Target:
         """This target, checked to be a logit quantity (direct attribution and the target lens explain logits)."""
@@ -238,9 +241,9 @@ class Component:
     @property
     def name(self) -> str:
         if self.kind == "head":
-            return f"L{self.layer}.H{self.index}"
+            return head_name(self.layer, self.index)
         if self.kind == "neuron":
-            return f"L{self.layer}.N{self.index}"
+            return neuron_name(self.layer, self.index)
         return self.kind if self.layer < 0 else f"{self.kind} L{self.layer}"
 
 
@@ -523,7 +526,7 @@ class DirectEdge:
 
     @property
     def name(self) -> str:
-        return f"L{self.layer}.H{self.index}" if self.kind == "head" else f"FFN L{self.layer}"
+        return head_name(self.layer, self.index) if self.kind == "head" else f"FFN L{self.layer}"
 
     @property
     def into(self) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from lmtt.engine.adapters import resolve
+from lmtt.engine.levels import head_name
 from lmtt.engine.norms import FrozenNorm, freeze
 from lmtt.engine.runner import ModelRunner, Trace
 
@@ -161,7 +162,7 @@ def qk_attribution(runner: ModelRunner, trace: Trace, layer: int, head: int, que
     """The (query part x key part) table of one attention score; see the module docstring."""
     t = trace.n_tokens
     if not 0 <= layer < trace.n_layers or not 0 <= head < trace.n_heads:
-        raise QKError(f"head {layer}.{head} is out of range: {trace.n_layers} layers of {trace.n_heads} heads")
+        raise QKError(f"head {head_name(layer, head)} is out of range: {trace.n_layers} layers of {trace.n_heads} heads")
     if not 0 <= key <= query < t:
         raise QKError(f"need 0 <= key <= query < {t} (attention is causal), got query {query}, key {key}")
     a, block, dev = runner.adapter, runner.blocks[layer], runner.layer_devices[layer]

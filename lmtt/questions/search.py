@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from lmtt.engine.adapters import resolve
+from lmtt.engine.levels import unit_name
 from lmtt.engine.norms import FrozenNorm, gain_and_bias
 from lmtt.engine.runner import ModelRunner
 from lmtt.engine.values import times_transposed
@@ -44,7 +45,7 @@ class Hit:
 
     @property
     def name(self) -> str:
-        return f"L{self.layer}.{'H' if self.kind == 'head' else 'N'}{self.index}"
+        return unit_name(self.kind, self.layer, self.index)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "layer": self.layer, "index": self.index, "name": self.name, "score": self.score}

@@ -14,6 +14,7 @@ import torch
 
 from lmtt.engine.adapters import resolve
 from lmtt.engine.attribution import attention_parts, ffn_parts, head_parts, head_values, proximity
+from lmtt.engine.levels import neuron_name
 from lmtt.engine.runner import ModelRunner, Trace
 
 
@@ -62,14 +63,16 @@ class ExpertContributions:
 
 
 def neuron_label(runner: ModelRunner, layer: int, neuron: int) -> str:
-    """'neuron 12', or 'expert 3 · neuron 12' / 'shared · neuron 5' for a mixture-of-experts layer's virtual id."""
+    """'L3.N12', or 'L3.N1036 (expert 4 · neuron 12)' / 'L3.N2060 (shared · neuron 5)' for a mixture-of-experts
+    layer's virtual id."""
     w = runner.layer_weights[layer]
     routed = w.n_experts * w.expert_width
+    name = neuron_name(layer, neuron)
     if w.n_experts == 0:
-        return f"neuron {neuron}"
+        return name
     if neuron < routed:
-        return f"expert {neuron // w.expert_width} · neuron {neuron % w.expert_width}"
-    return f"shared · neuron {neuron - routed}"
+        return f"{name} (expert {neuron // w.expert_width} · neuron {neuron % w.expert_width})"
+    return f"{name} (shared · neuron {neuron - routed})"
 
 
 def expert_contributions(runner: ModelRunner, trace: Trace, layer: int, position: int) -> ExpertContributions:

@@ -20,6 +20,7 @@ from lmtt.analysis import DEFAULT_THRESHOLD, Analysis, analyze
 from lmtt.engine.chat import chat_prompt
 from lmtt.engine.config import ConfigError, load_config
 from lmtt.engine.edits import Edit
+from lmtt.engine.levels import head_name
 from lmtt.engine.loading import LoadError, load_model
 from lmtt.engine.runner import PromptError, check_prompt
 from lmtt.questions.compare import compare_prompts
@@ -254,7 +255,7 @@ def _analyze(args) -> int:
     print(f"paths to {root} at threshold {args.threshold}: {len(graph['nodes'])} nodes, {len(graph['edges'])} edges")
     if "probe" in result:
         p = result["probe"]
-        heads = ", ".join(f"L{h['layer']}.H{h['head']} {h['effect']:+.3f}" for h in p["top_heads"][:5])
+        heads = ", ".join(f"{head_name(h['layer'], h['head'])} {h['effect']:+.3f}" for h in p["top_heads"][:5])
         print(f"probe at {p['node']}: {p['value']:.4f} (components sum to {p['sum_of_effects']:.4f}); top heads: {heads}")
     if "intervention" in result:
         i = result["intervention"]
@@ -273,12 +274,14 @@ def _fraction(x: float | None) -> str:
 def _print_target_questions(result: dict) -> None:
     if "qk_attribution" in result:
         q = result["qk_attribution"]
-        print(f"head {q['layer']}.{q['head']} score {q['query']} -> {q['key']}: {q['score']:.3f} = sum of pairs {q['sum_of_pairs']:.3f}")
+        name = head_name(q["layer"], q["head"])
+        print(f"head {name} score {q['query']} -> {q['key']}: {q['score']:.3f} = sum of pairs {q['sum_of_pairs']:.3f}")
         for p in q["top_pairs"][:5]:
             print(f"  {p['query_part']} x {p['key_part']}: {p['value']:+.3f}")
     if "head" in result:
         h = result["head"]
-        print(f"head {h['layer']}.{h['head']} at token {h['position']} {h['token']!r}: share of the node {h['share_of_node']:.3f}")
+        name = head_name(h["layer"], h["head"])
+        print(f"head {name} at token {h['position']} {h['token']!r}: share of the node {h['share_of_node']:.3f}")
         for kind in ("promoted", "suppressed"):
             print(f"  {kind} (direct effect on the logit): " + ", ".join(f"{s['token']!r} {s['effect']:+.3f}" for s in h[kind][:5]))
         print("  attends to: " + ", ".join(f"{a['source']} {a['token']!r} {a['weight']:.3f}" for a in h["attention"][:5]))
@@ -289,7 +292,7 @@ def _print_target_questions(result: dict) -> None:
         d = result["direct_effects"]
         print(f"  value {d['value']:.3f} = sum of direct effects {d['sum_of_direct_effects']:.3f}")
         for h in d["top_heads"][:5]:
-            print(f"  head L{h['layer']}.H{h['head']}: {h['effect']:+.3f}")
+            print(f"  head {head_name(h['layer'], h['head'])}: {h['effect']:+.3f}")
     for e in result.get("direct_edges", []):
         print(f"  {'booster' if e['effect'] > 0 else 'suppressor'} {e['name']}: {e['effect']:+.3f} ({e['source']} -> {e['target']})")
     if "faithfulness" in result:

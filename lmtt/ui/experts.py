@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from lmtt.engine.edits import Edit
+from lmtt.engine.levels import unit_name
 from lmtt.ui.panels import effect_readout
 from lmtt.ui.state import View, set_edit, ss
 
@@ -38,7 +39,7 @@ def experts_panel(view: View, layer: int, position: int) -> None:
         chosen, scale = int(ss["expert_pick"]), float(ss["expert_factor"])
         set_edit(Edit("expert", layer, chosen, "scale", scale) if scale else Edit("expert", layer, chosen))
 
-    c3.button(f"Edit expert {layer}.{expert}", key="expert_add", width="stretch", on_click=add)
+    c3.button(f"Edit expert {unit_name('expert', layer, expert)}", key="expert_add", width="stretch", on_click=add)
     neuron_panel_shown = view.neuron is not None and view.neuron[0] == layer  # it shows the same readout below
     if any(e.kind == "expert" and e.layer == layer for e in view.edits) and not neuron_panel_shown:
         effect_readout(view, key="experts")

@@ -14,7 +14,7 @@ from streamlit.delta_generator import DeltaGenerator
 from lmtt.analysis import Analysis, InterventionResult
 from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
-from lmtt.engine.levels import layer_of
+from lmtt.engine.levels import head_name, layer_of, neuron_name, unit_name
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.export import NEURONPEDIA_FILE, export_files
 from lmtt.questions.vocabulary import Projection, TokenScore
@@ -63,6 +63,11 @@ def neuron_table(analysis: Analysis, nc) -> pd.DataFrame:
     names = [analysis.neuron_label(nc.layer, n) for n in nc.neurons.tolist()]
     columns = {"neuron": names, "id": nc.neurons.numpy(), "contribution": nc.contributions.numpy(), "activation": nc.activations.numpy()}
     return pd.DataFrame(columns)
+
+
+def quantity_md(target) -> str:
+    """A target's quantity for Markdown-rendered text: logit(␣Paris) - logit(␣Rome)."""
+    return plain(target.describe(visible))
 
 
 def token_md(token: str) -> str:
@@ -215,7 +220,7 @@ def _edge_panel(view: View) -> None:
 def head_panel(view: View, layer: int, head: int, position: int, key: str, stacked: bool = True) -> None:
     """One head at one token, in place: what its update promotes and suppresses, where it looks, and edits with their effect."""
     a = view.analysis
-    st.markdown(f"**Head {layer}.{head}** at token {position} ({token_md(readable_tokens(a)[position])})")
+    st.markdown(f"**Head {head_name(layer, head)}** at token {position} ({token_md(readable_tokens(a)[position])})")
     intervene_controls(view, "head", layer, head, key=key)
     st.caption(f"Its direct effect on each logit at token {position} (as in direct logit attribution)")
     projection_tables(a.head_tokens(layer, position, head, k=8), stacked=stacked)
@@ -225,7 +230,7 @@ def head_panel(view: View, layer: int, head: int, position: int, key: str, stack
 
 def neuron_panel(view: View, layer: int, neuron: int, key: str, stacked: bool = False) -> None:
     """One neuron in place: edits with their effect, and what its value vector promotes and suppresses."""
-    st.markdown(f"**Neuron {layer}.{neuron}**")
+    st.markdown(f"**Neuron {neuron_name(layer, neuron)}**")
     intervene_controls(view, "neuron", layer, neuron, key=key)
     st.caption(f"What it wrote at token {view.token} (activation × value vector): its direct effect on each logit")
     projection_tables(view.analysis.neuron_tokens(layer, neuron, view.token, k=8), stacked=stacked)
@@ -241,7 +246,8 @@ def intervene_controls(view: View, kind: str, layer: int, index: int, key: str) 
         set_edit(Edit(kind, layer, index, mode, float(ss[f"{key}_factor"]) if mode == "scale" else 0.0))
         ss._reveal = key  # and its effect is scrolled into view (the edits' notes above may push it below the fold)
 
-    c1.button("Zero", key=f"{key}_zero", width="stretch", help=f"Set {kind} {layer}.{index}'s output to 0", on_click=add, args=("zero",))
+    c1.button("Zero", key=f"{key}_zero", width="stretch", help=f"Set {kind} {unit_name(kind, layer, index)}'s output to 0",
+              on_click=add, args=("zero",))  # fmt: skip
     c2.button("Mean", key=f"{key}_mean", width="stretch", help="At each token, its mean output over that token and the ones before",
               on_click=add, args=("mean",))  # fmt: skip
     c4.button("Scale", key=f"{key}_scale", width="stretch", help="Multiply its output by the factor on the left",

@@ -16,7 +16,7 @@ from lmtt.analysis import Analysis
 from lmtt.engine.config import AppConfig
 from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
-from lmtt.engine.levels import kind_of, layer_of, n_levels
+from lmtt.engine.levels import kind_of, layer_of, n_levels, unit_name
 from lmtt.questions.curation import Curation
 from lmtt.ui.links import prompt_from, prompt_params
 
@@ -360,9 +360,9 @@ def remove_edit(edit: str) -> None:
 
 
 def describe_edit(edit: Edit) -> str:
-    """'head 23.4 zeroed', 'neuron 5.100 mean-ablated', 'head 3.2 scaled ×0.5'."""
+    """'head L23.H4 zeroed', 'neuron L5.N100 mean-ablated', 'expert L1.E3 scaled ×0.5'."""
     done = {"zero": "zeroed", "mean": "mean-ablated", "scale": f"scaled ×{edit.factor:g}"}[edit.mode]
-    return f"{edit.kind} {edit.layer}.{edit.index} {done}"
+    return f"{edit.kind} {unit_name(edit.kind, edit.layer, edit.index)} {done}"
 
 
 def select_head(layer: int, head: int) -> None:

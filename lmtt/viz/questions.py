@@ -15,7 +15,7 @@ from plotly.colors import sample_colorscale
 
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import Subgraph, parse_node
-from lmtt.engine.levels import level_of, n_levels
+from lmtt.engine.levels import head_name, level_of, n_levels
 from lmtt.questions.curation import Curation
 from lmtt.questions.dla import DirectEdge, DirectEffects, LensGrid
 from lmtt.questions.faithfulness import FaithfulnessCurve
@@ -31,6 +31,9 @@ LABEL_GAP_LEVELS = 1.6  # rows between the margin's labels: about 19 px at ROW_P
 LABEL_CHAR_PX = 7  # the width of a character of 11 px text: the margin that holds the labels
 LAYER_LABELS_PX = 48  # the right-hand layer labels ("L29 FFN") between the plot's edge and the direct-effect labels
 ROUTE_PERCENTILE = 90  # the Target graph's colours saturate at this percentile of |value| over the route's nodes
+CELL_FONT_PX, CELL_ROW_PX = 10, 20  # the value written in a heatmap's cell (layer rows), and the row that holds it
+CELL_TEXT_MAX_COLUMNS = 24  # more columns (a long prompt's positions) leave no room for a value in each cell
+QK_FONT_PX = 11  # the QK pairs' 13 x 13 cells are wide
 
 
 def stacked(wanted: list[float], low: float, high: float, gap: float) -> list[float]:
@@ -67,16 +70,17 @@ def head_effect_heatmap(effects: DirectEffects) -> go.Figure:
             colorscale=SCALE,
             zmin=-lim,
             zmax=lim,
-            texttemplate="%{z:.2f}",
-            textfont={"size": 9},
-            customdata=[[f"{layer}.{h}" for h in range(n_heads)] for layer in range(n_layers)],
+            text=[[number(v, 2) for v in row] for row in z.tolist()],
+            texttemplate="%{text}",
+            textfont={"size": CELL_FONT_PX},
+            customdata=[[head_name(layer, h) for h in range(n_heads)] for layer in range(n_layers)],
             hovertemplate="head %{customdata}: %{z:.3f} logits<extra></extra>",
             colorbar={"title": "logits"},
         )
     )
     fig.update_layout(
-        title=f"Direct effect of each head on {html.escape(effects.target.describe())}",
-        height=max(360, 18 * n_layers + 120),
+        title=f"Direct effect of each head on {html.escape(effects.target.describe(figures.visible))}",
+        height=max(360, CELL_ROW_PX * n_layers + 120),
         margin={"l": 50, "r": 10, "t": 40, "b": 40},
     )
     return fig
@@ -166,7 +170,8 @@ def target_graph_figure(
         if at and at[0] in on_route:  # a route's trace (one kind): coloured by the quantity
             # one colour-scale call per trace (one call per value was slow)
             trace.marker.color = sample_colorscale(SCALE, [(min(max(v / lim, -1.0), 1.0) + 1) / 2 for v in values])
-        trace.hovertext = [f"{h}<br>{html.escape(lens.target.describe())} = {v:.2f}" for h, v in zip(trace.hovertext, values)]
+        quantity = html.escape(lens.target.describe(figures.visible))
+        trace.hovertext = [f"{h}<br>{quantity} = {v:.2f}" for h, v in zip(trace.hovertext, values)]
     # a colour bar for the node colours (an invisible trace carries it)
     fig.add_trace(
         go.Scatter(
@@ -240,12 +245,14 @@ def target_graph_figure(
     return fig
 
 
-def number(x: float, digits: int = 3, significant: bool = False) -> str:
-    """A fraction as text: "undefined" where it is NaN (a near-zero denominator), never "nan". `significant`: that many
-    significant digits, in scientific notation where small (a kept probability of 1e-9 is not "0.000")."""
+def number(x: float, digits: int = 3, significant: bool = False, signed: bool = False) -> str:
+    """A number as text: "undefined" where it is NaN (a near-zero denominator), never "nan"; "0" where it rounds to
+    zero, never "-0.00". `significant`: that many significant digits, in scientific notation where small (a kept
+    probability of 1e-9 is not "0.000"); `signed`: a + before a positive number."""
     if math.isnan(x):
         return "undefined"
-    return f"{x:.{digits}g}" if significant else f"{x:.{digits}f}"
+    text = f"{x:{'+' if signed else ''}.{digits}{'g' if significant else 'f'}}"
+    return "0" if float(text) == 0 else text
 
 
 def spaced_labels(
@@ -279,6 +286,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     pts = curve.points
     edges, values, kept = curve.edges.tolist(), curve.values.tolist(), [p.prob_kept for p in pts]  # lists: see drawn_once
     labels = [f"threshold {p.threshold:g}<br>{p.edges} edges<br>top prediction {html.escape(figures.visible(p.top_route))}" for p in pts]
+    quantity = pts[0].target.describe(figures.visible)
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -304,7 +312,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     )
     fig.add_hline(y=1.0, line_dash="dot", line_color="#888")
     fig.update_layout(
-        title=f"Faithfulness of the route to {html.escape(pts[0].target.describe())} ({pts[0].ablation} ablation); labels: thresholds",
+        title=f"Faithfulness of the route to {html.escape(quantity)} ({pts[0].ablation} ablation); labels: thresholds",
         xaxis_title="edges kept",
         yaxis_title="fraction kept",
         height=420,
@@ -343,16 +351,16 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
             zmid=0,
             colorscale=SCALE,
             text=text,
-            texttemplate="%{text}",
-            textfont={"size": 8},
+            texttemplate="%{text}" if len(x) <= CELL_TEXT_MAX_COLUMNS else "",  # narrower cells: in the hover only
+            textfont={"size": CELL_FONT_PX},
             hovertemplate="%{y}, %{x}: restored %{text}<extra></extra>",
             colorbar={"title": "restored"},
         )
     )
     undefined = " (undefined: clean and corrupted m are within 1e-3 logits)" if np.isnan(z).all() else ""
     fig.update_layout(
-        title=f"Patching the {names[grid]}: restored fraction of {html.escape(result.target.describe())}{undefined}",
-        height=max(380, 16 * n_layers + 140),
+        title=f"Patching the {names[grid]}: restored fraction of {html.escape(result.target.describe(figures.visible))}{undefined}",
+        height=max(380, CELL_ROW_PX * n_layers + 140),
         margin={"l": 50, "r": 10, "t": 40, "b": 90},
     )
     figures.drawn_once(fig, figures.revision(z, x, fig.layout.title.text))
@@ -373,14 +381,15 @@ def qk_heatmap(result: QKAttribution, k: int = 12) -> go.Figure:
             zmin=-lim,
             zmax=lim,
             colorscale=SCALE,
-            text=np.vectorize(lambda v: f"{v:+.2f}")(z),
+            text=[[number(v, 2, signed=True) for v in row] for row in z.tolist()],
             texttemplate="%{text}",
+            textfont={"size": QK_FONT_PX},
             hovertemplate="query part %{y} x key part %{x}: %{z:.3f}<extra></extra>",
             colorbar={"title": "score"},
         )
     )
     fig.update_layout(
-        title=f"Head {result.layer}.{result.head}, query {result.query} → key {result.key}: score {result.score:.3f}",
+        title=f"Head {head_name(result.layer, result.head)}, query {result.query} → key {result.key}: score {result.score:.3f}",
         xaxis={"title": "key part", "tickmode": "array", "tickvals": cols, "ticktext": cols},
         yaxis={"title": "query part", "tickmode": "array", "tickvals": rows, "ticktext": rows, "autorange": "reversed"},
         height=max(420, 30 * len(rows) + 160),
@@ -433,7 +442,7 @@ def key_scores_figure(ks: KeyScores, tokens: tuple[str, ...], selected: int | No
         )
     )
     fig.update_layout(
-        title=f"Head {ks.layer}.{ks.head}: the score of every key for query {ks.query} (labels: attention weights)",
+        title=f"Head {head_name(ks.layer, ks.head)}: the score of every key for query {ks.query} (labels: attention weights)",
         yaxis_title="score (before the softmax)",
         xaxis={"tickangle": -45},
         height=340,
