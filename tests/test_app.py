@@ -181,12 +181,21 @@ def test_input_never_vanishes(at, traces):
     assert at.sidebar.text_area(key="_w_prompt").value == long  # nothing lost
     assert len(traces) == before  # the old prompt was not re-analysed
     assert at.session_state["run"][1] == "The capital of France is"  # the graph shown is still the last run's
+    last_run = "This page shows the last run: smollm2-135m, 5 tokens, “The capital of France is”."
+    at.switch_page("pages/contributions.py").run()  # another page says so too, once Run's message is gone
+    notes = [i.value for i in at.main.info if i.value.startswith(last_run)]
+    assert len(notes) == 1 and "has 100,000 characters, over this server's 20,000" in notes[0], [i.value for i in at.main.info]
+    at.switch_page("app.py").run()
     sample = at.sidebar.selectbox(key="_w_sample")
     choice = sample.options[2]
     sample.select(choice).run()
     assert not at.exception, at.exception
     assert at.sidebar.text_area(key="_w_prompt").value == choice
     assert at.session_state["run"][1] == choice and len(traces) > before  # analysed without pressing Run
+    assert not [i.value for i in at.main.info if "shows the last run" in i.value]
+    at.sidebar.text_area(key="_w_prompt").input("The capital of Spain is").run()  # typed, not yet run
+    notes = [i.value for i in at.main.info if i.value.startswith("This page shows the last run")]
+    assert len(notes) == 1 and "has changed since: press **Run**" in notes[0]
 
 
 def test_url_restores_the_view(at):

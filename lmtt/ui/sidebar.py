@@ -8,7 +8,7 @@ from lmtt.analysis import Analysis
 from lmtt.engine.config import AppConfig
 from lmtt.engine.edits import Edit
 from lmtt.engine.tokens import readable_tokens
-from lmtt.ui.panels import graph_view
+from lmtt.ui.panels import graph_view, plain
 from lmtt.ui.questions import chat_wrapped
 from lmtt.ui.runs import fetch_analysis, generate_continuation, read_config
 from lmtt.ui.state import (
@@ -27,6 +27,7 @@ from lmtt.ui.state import (
 )
 from lmtt.viz.figures import visible
 
+NOTE_PROMPT_CHARS = 60  # of the shown run's prompt, in the note that the sidebar's prompt is another
 INTRO = (
     "**lmtt shows how a language model reaches its next-token prediction.** The graph below is the default prompt's "
     "information flow: tokens are columns, layers are rows, and each line is a contribution large enough to matter "
@@ -119,9 +120,26 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
         st.toggle("Final norm before unembedding", help="Apply the model's final norm in the logit lens.", **bound("norm"))
         with st.expander("Copy link to this view"):
             show_link(page)
+    not_run_note(config, analysis)
     edits = tuple(Edit.parse(e) for e in ss.get("edits", []))
     edits_chip(edits)
     return View(config, analysis, ss.token, ss.threshold, ss.norm, ss.node, ss.edge, ss.get("head"), ss.get("neuron"), edits)
+
+
+def not_run_note(config: AppConfig, analysis: Analysis) -> None:
+    """On every page, while the sidebar's prompt or model is not the one analysed (an edit not yet run, or a prompt
+    refused as too long): which run the page shows. Run's own message is gone once the user changes page."""
+    box, (model, prompt) = ss.get("prompt", ""), ss.run
+    if box == ss.get("_run_box", box) and ss.get("model", model) == model:
+        return
+    prompt = " ".join(prompt.split())  # one line
+    shown = prompt if len(prompt) <= NOTE_PROMPT_CHARS else prompt[:NOTE_PROMPT_CHARS] + "…"
+    if len(box) > config.max_prompt_chars:
+        why = f"The sidebar's prompt has {len(box):,} characters, over this server's {config.max_prompt_chars:,}: "
+        why += "shorten it and press **Run**."
+    else:
+        why = "The sidebar's prompt or model has changed since: press **Run** to analyse it."
+    st.info(f"This page shows the last run: {model}, {len(analysis.tokens):,} tokens, “{plain(shown)}”. {why}", icon=":material/history:")
 
 
 def edits_chip(edits: tuple[Edit, ...]) -> None:

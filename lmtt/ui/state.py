@@ -136,6 +136,7 @@ def restore_from_url(config: AppConfig) -> None:
     ss.prompt = prompt if prompt is not None else (config.sample_prompts[0] if config.sample_prompts else "")
     ss.intro = prompt is None and bool(ss.prompt)  # a first visit: the default prompt's graph, with a word on what to do
     ss.run = (model, ss.prompt) if ss.prompt else None
+    ss._run_box = ss.prompt
     ss.token = None
     if (raw := qp.get("token")) is not None:
         try:
@@ -192,6 +193,7 @@ QUESTION_CHOICES = ("q_target", "q_contrast", "q_qk_", "patch", "_w_q_target", "
 def start_run(model: str, prompt: str, generated_from: int | None = None) -> None:
     """Make (model, prompt) the analysed run. Edits and selections belong to the old run: cleared unless pinned."""
     ss.run, ss.token = (model, prompt), None
+    ss._run_box = ss.get("prompt", "")  # the sidebar's text it came from (the run's prompt may be its chat form)
     ss.generated_from = generated_from
     if not ss.get("pin"):
         clear_selections()
