@@ -175,6 +175,16 @@ def test_a_pin_on_a_token_the_long_graph_does_not_draw_is_left_out_not_a_crash(h
         assert len(pins) == 1 and list(pins[0].text) == ["out"]  # the drawn pin only
 
 
+def test_margin_labels_take_the_slots_between_layer_labels():
+    """Hand-worked: layer labels at 0, 1.5, 3.5, 5.5 leave slots 0.75, 2.5, 4.5 and 6.5; two labels that want the same
+    slot take it and the next one up; more labels than slots get None (the caller stacks them instead)."""
+    slots = question_figures.label_slots([0, 1.5, 3.5, 5.5])
+    assert slots == [0.75, 2.5, 4.5, 6.5]
+    assert question_figures.slotted([4.4, 4.6, 0], slots) == [4.5, 6.5, 0.75]
+    assert question_figures.slotted([6.5, 6.4], slots) == [4.5, 6.5]  # the top slot is taken: the stack moves down
+    assert question_figures.slotted([1.0] * 5, slots) is None
+
+
 def test_stacked_labels_keep_their_gap_and_stay_inside():
     """Hand-worked: labels move up from the lowest until `gap` apart; a stack past the top moves down as a whole."""
     assert question_figures.stacked([5, 5, 5.5, 0], -1, 10, 1.6) == pytest.approx([5, 6.6, 8.2, 0])
@@ -199,6 +209,11 @@ def test_the_target_graph_labels_boosters_in_the_margin_and_colours_by_the_route
     right = fig.layout.xaxis.range[1]
     leaders = [t for t in fig.data if t.mode == "lines" and t.line.dash == "dot"]
     assert sorted(t.y[1] for t in leaders) == heights and all(t.x[1] == right for t in leaders)
+    # each label, and its leader on through the layer labels' column, lies between two layer labels (12+ px from both)
+    ticks = list(fig.layout.yaxis2.tickvals)
+    assert all(min(abs(h - t) for t in ticks) >= 0.75 for h in heights), (heights, ticks)
+    through = [s for s in fig.layout.shapes if s.type == "line" and s.xsizemode == "pixel"]
+    assert sorted(s.y0 for s in through) == heights and all(s.x1 - s.x0 == question_figures.LAYER_LABELS_PX for s in through)
     widest = max(len(n.text) for n in notes) * question_figures.LABEL_CHAR_PX
     assert fig.layout.margin.r >= widest + question_figures.LAYER_LABELS_PX + question_figures.COLOUR_BAR_PX
     q = lens.quantity.numpy()

@@ -52,6 +52,21 @@ def stacked(wanted: list[float], low: float, high: float, gap: float) -> list[fl
     return out
 
 
+def label_slots(axis_labels: list[float]) -> list[float]:
+    """Heights for the right margin's labels: midway between two layer labels, and one above the last, so that a
+    label and the leader that runs to it through the layer labels' column touch none of them."""
+    return [(a + b) / 2 for a, b in zip(axis_labels, axis_labels[1:])] + [axis_labels[-1] + (axis_labels[-1] - axis_labels[-2]) / 2]
+
+
+def slotted(wanted: list[float], slots: list[float]) -> list[float] | None:
+    """Each label in the slot nearest its `wanted` height, one label a slot, moved up (then down, as `stacked` does) where
+    taken; None when there are more labels than slots."""
+    if len(wanted) > len(slots):
+        return None
+    nearest = [min(range(len(slots)), key=lambda k: abs(slots[k] - y)) for y in wanted]
+    return [slots[round(k)] for k in stacked(nearest, 0, len(slots) - 1, 1)]
+
+
 def _symmetric(values: np.ndarray) -> float:
     finite = np.abs(values[np.isfinite(values)])
     return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
@@ -228,12 +243,18 @@ def target_graph_figure(
             )
         )
         labels.append((f"{edge.name} {edge.effect:+.2f}", colour, (x0 + x1) / 2, (y0 + y1) / 2))
-    heights = stacked([y for *_, y in labels], -1.0, n_levels(analysis.n_layers), LABEL_GAP_LEVELS)
+    wanted = [y for *_, y in labels]
+    slots = slotted(wanted, label_slots(list(fig.layout.yaxis2.tickvals)))  # between the layer labels, where they fit
+    heights = slots or stacked(wanted, -1.0, n_levels(analysis.n_layers), LABEL_GAP_LEVELS)
     right = cols.width - 0.4  # the plot's right edge (the end of the x range)
     for (text, colour, x, y), height in zip(labels, heights):
-        # a dotted leader from the diamond to the plot's edge, level with its label
+        # a dotted leader from the diamond to the plot's edge, level with its label, and on through the layer labels'
+        # column to the label (between two layer labels, so it strikes none)
         leader = {"color": colour, "width": 1, "dash": "dot"}
         fig.add_trace(go.Scatter(x=[x, right], y=[y, height], mode="lines", line=leader, hoverinfo="skip", showlegend=False))
+        if slots:
+            fig.add_shape(type="line", xref="paper", xsizemode="pixel", xanchor=1, x0=0, x1=LAYER_LABELS_PX, yref="y", y0=height,
+                          y1=height, line=leader)  # fmt: skip
         fig.add_annotation(
             text=html.escape(text), xref="paper", x=1, xanchor="left", xshift=LAYER_LABELS_PX, yref="y", y=height,
             showarrow=False, font={"color": colour, "size": 11}, bordercolor=colour, borderwidth=1, borderpad=1, bgcolor="white",
