@@ -3,15 +3,17 @@
 import streamlit as st
 
 from lmtt import ui
+from lmtt.engine.graph import parse_node
 from lmtt.engine.tokens import readable_tokens
 from lmtt.ui.experts import experts_panel
 from lmtt.viz import figures
 
 st.set_page_config(page_title="Contributions · lmtt", layout="wide")
 for key, select in (("head_chart", ui.select_head), ("neuron_chart", ui.select_neuron)):
-    click = ui.chart_click(key)
-    if click and "customdata" in click and ui.ss.get("node"):
-        select(ui.focus_layer(), int(click["customdata"]))
+    click, shown = ui.chart_click(key), ui.ss.get("_contributions_node")  # the node whose heads or neurons were drawn
+    if click and "customdata" in click and shown:
+        ui.select_node(shown)  # a click on its unit chooses the node too
+        select(parse_node(shown)[1], int(click["customdata"]))
 view = ui.sidebar("contributions")
 st.title("Contributions")
 if view is None:
@@ -22,13 +24,23 @@ kind, layer, position = view.focus()
 st.caption(f"Token {position} ({ui.token_md(readable_tokens(a)[position])}). Select a node on the Graph page, or pick a layer here.")
 st.plotly_chart(figures.layer_overview_figure(a, position), key="overview", width="stretch")
 
+
+
+def node_of(layer: int, block: str) -> str:
+    # a parallel block has no state after attention: its heads, FFN and residual all share the block's output node
+    return f"{'attn' if block == 'attention' and not a.trace.parallel else 'ffn'}:{layer}:{position}"
+
+
+def chosen() -> None:  # a callback, before the page (and its link) is drawn: the user's choice selects its node
+    ui.select_node(node_of(ui.ss.contrib_layer, ui.ss.contrib_block))
+
+
 left, right = st.columns([1, 1])
-layer = left.selectbox("Layer", range(a.n_layers), index=max(layer, 0))
-block = right.radio("Block", ("attention", "FFN"), index=1 if kind == "ffn" else 0, horizontal=True)
-# a parallel block has no state after attention: its heads, FFN and residual all share the block's output node
-node = f"{'attn' if block == 'attention' and not a.trace.parallel else 'ffn'}:{layer}:{position}"
-if node != view.node:
-    ui.select_node(node)
+# the selected node's layer and block, or the default's when none is: merely opening the page selects no node
+ui.ss.contrib_layer, ui.ss.contrib_block = max(layer, 0), "FFN" if kind == "ffn" else "attention"
+layer = left.selectbox("Layer", range(a.n_layers), key="contrib_layer", on_change=chosen)
+block = right.radio("Block", ("attention", "FFN"), horizontal=True, key="contrib_block", on_change=chosen)
+ui.ss._contributions_node = node = node_of(layer, block)
 
 if block == "attention":
     hc = a.head_contributions(layer, position)

@@ -154,6 +154,21 @@ def test_pages_share_the_selection(at):
     assert not at.exception
 
 
+def test_opening_contributions_selects_no_node_until_the_user_chooses(at):
+    """Merely opening Contributions had selected the last token's top node: the Graph page's panel, and every share
+    link, then carried a node nobody clicked. A head clicked there (the default: layer 29's attention... here FFN)
+    or a layer chosen there does select its node."""
+    ran(at)
+    at.switch_page("pages/contributions.py").run()
+    assert not at.exception, at.exception
+    assert at.main.selectbox[0].value == 29 and at.main.radio[0].value == "FFN"  # shown: the default node, ffn:29:4
+    assert at.session_state["node"] is None and "node" not in at.query_params
+    click(at, "neuron_chart", 7)  # a neuron of the shown node: that node is chosen with it
+    assert at.session_state["node"] == "ffn:29:4" and at.session_state["neuron"] == (29, 7)
+    at.main.selectbox[0].set_value(12).run()
+    assert at.session_state["node"] == "ffn:12:4" and at.query_params["node"] == "ffn:12:4"
+
+
 def test_hostile_prompt_is_text(at):
     ran(at, "<img src=x onerror=alert(1)> **bold** $x$")
     assert not at.exception

@@ -375,11 +375,6 @@ def select_neuron(layer: int, neuron: int) -> None:
     ss.neuron = (layer, neuron)
 
 
-def focus_layer() -> int:
-    """The layer of the selected node (0 for an embedding)."""
-    return max(parse_node(ss.node)[1], 0)
-
-
 T = TypeVar("T")
 
 
