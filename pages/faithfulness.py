@@ -27,7 +27,9 @@ st.caption(
 key = (a.model_name, a.tokens, a.trace.edits, target, ablation)
 f = memo(("faithfulness", *key, view.threshold), lambda: a.faithfulness(view.threshold, target, ablation))
 c1, c2, c3 = st.columns(3)
-c1.metric(f"Faithfulness at threshold {view.threshold:.3f}", qf.number(f.faithfulness), help=f"{f.edges} edges")
+c1.metric(f"Faithfulness of {ui.quantity_md(f.target)} at threshold {view.threshold:.3f}", qf.number(f.faithfulness),
+          help=f"{f.edges} edges. The fraction of the way from m(nothing) to m(model) that the route keeps, m being this "
+          "quantity: on a log scale, so not a fraction of p(A) (that is p(A) kept, beside it)")  # fmt: skip
 c2.metric("p(A) kept", qf.number(f.prob_kept, significant=True), help=f"p(A) {f.prob_route:.3g} of {f.prob_full:.3g}")
 c3.metric("Route's top prediction", ui.token_md(f.top_route))
 

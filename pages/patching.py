@@ -25,7 +25,10 @@ target = target_picker(view)
 if target is None:
     st.stop()
 if not corrupted.strip():
-    st.info("The sidebar's prompt is the clean run. Enter a corrupted prompt of the same token length, e.g. 'The capital of Italy is'.")
+    st.info(
+        f"The analysed prompt ({len(a.tokens)} tokens) is the clean run. "
+        "Enter a corrupted prompt of the same token length, e.g. 'The capital of Italy is'."
+    )
     st.stop()
 try:
     check_prompt(corrupted, view.config.max_prompt_chars)

@@ -99,7 +99,7 @@ def test_target_page_draws_the_suppressor_of_john(page, server, browser):
 def test_faithfulness_page_draws_the_curve(page, server):
     page.goto(f"{server}/faithfulness?prompt={quote(FRANCE)}")
     settled(page)
-    expect(page.get_by_text("Faithfulness at threshold")).to_be_visible()
+    expect(page.get_by_text("Faithfulness of log p(␣Paris) at threshold")).to_be_visible()
     page.get_by_role("button", name="Draw the faithfulness curve").click()  # issue 20: a long question runs on a button
     expect(page.locator(".js-plotly-plot .scatterlayer").first).to_be_visible()
     settled(page)

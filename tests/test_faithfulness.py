@@ -200,6 +200,10 @@ def test_the_curve_table_shows_small_probabilities_and_visible_tokens(analysis):
     assert table["prob_kept"].iloc[0] == pytest.approx(1.29e-9 / 0.773)
     assert all(columns[c]["type_config"]["format"] == "%.2e" for c in ("prob_kept", "prob_full", "prob_route"))
     assert columns["faithfulness"]["type_config"]["format"] == "%.3f"
+    # headed in the page's terms; the quantity and the ablation, the same in every row, are in the chart's title
+    assert "quantity" not in table and "ablation" not in table
+    assert [columns[c]["label"] for c in ("prob_kept", "value_route", "value_empty", "top_route")] == [
+        "p(A) kept", "m(route)", "m(nothing)", "route's top prediction"]
 
 
 def test_a_near_zero_denominator_reads_undefined(analysis):

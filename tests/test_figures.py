@@ -182,6 +182,7 @@ def test_margin_labels_take_the_slots_between_layer_labels():
     assert slots == [0.75, 2.5, 4.5, 6.5]
     assert question_figures.slotted([4.4, 4.6, 0], slots) == [4.5, 6.5, 0.75]
     assert question_figures.slotted([6.5, 6.4], slots) == [4.5, 6.5]  # the top slot is taken: the stack moves down
+    assert question_figures.slotted([6.5, 6.4, 0.8], slots) == [4.5, 6.5, 0.75]  # and no further than it must
     assert question_figures.slotted([1.0] * 5, slots) is None
 
 
@@ -190,6 +191,9 @@ def test_stacked_labels_keep_their_gap_and_stay_inside():
     assert question_figures.stacked([5, 5, 5.5, 0], -1, 10, 1.6) == pytest.approx([5, 6.6, 8.2, 0])
     assert question_figures.stacked([9, 9, 9], 0, 10, 1.6) == pytest.approx([6.8, 8.4, 10.0])
     assert question_figures.stacked([], 0, 10, 1.6) == []
+    # a stack past the top moves down only as far as it must: a label with room below it keeps its place
+    assert question_figures.stacked([9, 9, 9, 2], 0, 10, 1.6) == pytest.approx([6.8, 8.4, 10.0, 2])
+    assert question_figures.stacked([9, 9, 9, 6], 0, 10, 1.6) == pytest.approx([6.8, 8.4, 10.0, 5.2])
 
 
 def test_the_target_graph_labels_boosters_in_the_margin_and_colours_by_the_routes_percentile(hundred):
@@ -320,3 +324,23 @@ def test_the_lens_grid_names_every_level(hundred):
     fig = question_figures.lens_value_heatmap(hundred, values, "lens", centre=True)
     assert fig.layout.yaxis.dtick == 1 and len(fig.data[0].y) == levels
     assert fig.layout.height >= question_figures.LENS_ROW_PX * levels
+    assert fig.data[0].texttemplate == ""  # 100 positions: cells too narrow for their values (8 px text had overlapped)
+    short = lmtt.analyze(hundred.runner, "The capital of France is")
+    small = question_figures.lens_value_heatmap(short, np.zeros((levels, len(short.tokens))), "lens", centre=True)
+    assert small.data[0].texttemplate and small.data[0].textfont.size == question_figures.CELL_FONT_PX
+    assert question_figures.CELL_FONT_PX < question_figures.LENS_ROW_PX  # the value fits its row
+
+
+def test_the_graph_legend_names_what_a_node_colour_means(hundred):
+    """The legend had named the edges only: each route-node colour now has its entry (no points: nothing to click).
+    The Target graph colours its nodes by the quantity, so it has none of them."""
+    sub = hundred.paths_to(-1, 0.04)
+    fig = figures.graph_figure(hundred, sub)
+    legend = {t.name: t.marker.color for t in fig.data if t.legendgroup == figures.NODE_LEGEND}
+    assert legend == {"node: embedding": "#2ca02c", "node: after attention": "#1f77b4", "node: after FFN": "#d62728"}
+    assert all(list(t.x) == [None] for t in fig.data if t.legendgroup == figures.NODE_LEGEND)
+    route_colours = {t.marker.color for t in fig.data if t.name == "nodes" and t.marker.size == 9}
+    assert route_colours and route_colours <= set(legend.values())
+    target = hundred.target(-1)
+    coloured = question_figures.target_graph_figure(hundred, sub, hundred.target_lens(target))
+    assert not [t for t in coloured.data if t.legendgroup == figures.NODE_LEGEND]

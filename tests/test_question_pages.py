@@ -57,7 +57,7 @@ def test_target_page_with_a_contrast_and_the_lens():
 def test_faithfulness_page_shows_the_curve():
     at = opened("pages/faithfulness.py", "The capital of France is")
     assert [t.value for t in at.title] == ["Faithfulness"]
-    assert at.metric[0].label.startswith("Faithfulness at threshold")
+    assert at.metric[0].label.startswith("Faithfulness of log p\\(␣Paris\\) at threshold")  # its scale named
     assert not at.main.dataframe and "press Draw the faithfulness curve" in at.info[0].value  # issue 20: on a button
     at.button(key="run_curve").click().run()
     assert not at.exception, at.exception

@@ -200,9 +200,15 @@ def on_button(key: tuple, name: str, label: str, what: str, compute: Callable[[S
 def curve_table(curve: FaithfulnessCurve) -> tuple[pd.DataFrame, dict]:
     """The curve's points as a table and its column formats: fractions and logits to 3 decimals, probabilities in
     scientific notation (a route keeps p(A) anywhere from 1 to 1e-9: fixed decimals read "0.000", and plain 3
-    significant digits mix "0.0000109" with "1.29e-9" in one column); the top prediction with visible white space."""
-    table = pd.DataFrame([p.to_dict() for p in curve.points])  # faithfulness / p kept: None where undefined
+    significant digits mix "0.0000109" with "1.29e-9" in one column); the top prediction with visible white space.
+    Columns are headed in the page's terms (m, A, route); the quantity and the ablation, the same in every row, are
+    in the chart's title."""
+    table = pd.DataFrame([p.to_dict() for p in curve.points]).drop(columns=["quantity", "ablation"])  # None: undefined
     table["top_route"] = table["top_route"].map(visible)
-    fraction, prob = st.column_config.NumberColumn(format="%.3f"), st.column_config.NumberColumn(format="%.2e")
-    columns = {"faithfulness": fraction, "value_full": fraction, "value_route": fraction, "value_empty": fraction}
-    return table, {**columns, "prob_kept": prob, "prob_full": prob, "prob_route": prob}
+    heads = {"edges": "edges kept", "faithfulness": "faithfulness", "value_full": "m(model)", "value_route": "m(route)",
+             "value_empty": "m(nothing)", "prob_kept": "p(A) kept", "prob_full": "p(A), model", "prob_route": "p(A), route"}  # fmt: skip
+    columns = {
+        name: st.column_config.NumberColumn(head, format="%.2e" if name.startswith("prob") else "%.3f" if name != "edges" else None)
+        for name, head in heads.items()
+    }
+    return table, {**columns, "top_route": st.column_config.TextColumn("route's top prediction")}

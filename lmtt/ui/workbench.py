@@ -75,12 +75,12 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
 def _saving(analysis: Analysis, c: Curation) -> None:
     """Named subgraphs in this session; a JSON file to download or upload."""
     saved: dict[str, str] = ss.setdefault("_saved_subgraphs", {})
-    cols = st.columns([3, 1], vertical_alignment="bottom")
+    cols = st.columns([2, 1], vertical_alignment="bottom")  # [3, 1] cut "Save" to "S…"
     name = cols[0].text_input("Save as", key="wb_save_name", placeholder="a name")
     if cols[1].button("Save", key="wb_save", disabled=not (c and name.strip())):
         saved[name.strip()] = c.to_json(analysis, name.strip())
     if saved:
-        cols = st.columns([3, 1], vertical_alignment="bottom")
+        cols = st.columns([2, 1], vertical_alignment="bottom")
         chosen = cols[0].selectbox("Saved subgraphs", list(saved), key="wb_saved")
         if cols[1].button("Load", key="wb_load"):
             _set(Curation.from_json(saved[chosen]))

@@ -138,6 +138,8 @@ def graph_figure(
     fig.add_trace(go.Scatter(x=[0], y=[0], xaxis="x2", yaxis="y2", marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
     for trace in overlay:
         fig.add_trace(trace)
+    for trace in node_legend(analysis.trace.parallel):
+        fig.add_trace(trace)
     for trace in _node_traces(analysis, sub, cols, tokens):  # last, so that a click finds a node first
         fig.add_trace(trace)
     _graph_layout(fig, cols, tokens, top_level, analysis.n_layers, analysis.trace.parallel)
@@ -355,6 +357,21 @@ def _gap_trace(cols: Columns, top_level: int) -> go.Scatter:
         showlegend=False,
         name="gaps",
     )
+
+
+NODE_LEGEND = "node kinds"  # the legend group of the node colours' entries (a view that recolours nodes drops it)
+
+
+def node_legend(parallel: bool) -> list[go.Scatter]:
+    """Legend entries, with no points, for what a route node's colour says: which state of the residual stream it is."""
+    names = {"embedding": "embedding", "attn": "after attention", "ffn": "after FFN"}
+    if parallel:
+        names |= {"attn": "input + attention", "ffn": "block output"}
+    return [
+        go.Scatter(x=[None], y=[None], mode="markers", marker={"size": 9, "color": NODE_COLOURS[kind]}, name=f"node: {name}",
+                   legendgroup=NODE_LEGEND, hoverinfo="skip")  # fmt: skip
+        for kind, name in names.items()
+    ]
 
 
 def _node_traces(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) -> list[go.Scatter]:

@@ -38,14 +38,16 @@ QK_FONT_PX = 11  # the QK pairs' 13 x 13 cells are wide
 
 def stacked(wanted: list[float], low: float, high: float, gap: float) -> list[float]:
     """Heights for labels that want `wanted`, each at least `gap` from the others, kept inside [low, high] where they
-    fit: up from the lowest, then the whole stack down if it ran past `high` (never below `low`)."""
+    fit: up from the lowest, then down from `high` as far as the labels that ran past it need (those with room below
+    keep their place; never below `low`)."""
     order = sorted(range(len(wanted)), key=lambda i: wanted[i])
     placed: list[float] = []
     for i in order:
         placed.append(max(wanted[i], placed[-1] + gap if placed else low))
-    overflow = placed[-1] - high if placed else 0.0
-    if overflow > 0:
-        placed = [max(low + k * gap, y - overflow) for k, y in enumerate(placed)]
+    ceiling = high
+    for k in reversed(range(len(placed))):
+        placed[k] = max(min(placed[k], ceiling), low + k * gap)
+        ceiling = placed[k] - gap
     out = [0.0] * len(wanted)
     for i, y in zip(order, placed):
         out[i] = y
@@ -131,8 +133,8 @@ def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centr
             z=values,
             x=[f"{p}: {figures.label(t)}" for p, t in enumerate(analysis.tokens)],
             y=names,
-            texttemplate="%{z:.1f}",
-            textfont={"size": 8},
+            texttemplate="%{z:.1f}" if len(analysis.tokens) <= CELL_TEXT_MAX_COLUMNS else "",  # else in the hover only
+            textfont={"size": CELL_FONT_PX},
             hovertemplate="%{y} at %{x}: %{z:.3f}<extra></extra>",
             colorbar={"title": "logit"},
             **kwargs,
@@ -169,6 +171,7 @@ def target_graph_figure(
     pinned = sorted(curation.positions) if curation else []  # pins keep their columns
     cols = columns_for(len(analysis.tokens), sub, also=[*(pos for _level, pos in ends), *pinned])  # direct edges may leave the graph
     fig = figures.graph_figure(analysis, sub, columns=cols, curation=curation, subgraph_only=subgraph_only)
+    fig.data = [t for t in fig.data if t.legendgroup != figures.NODE_LEGEND]  # its nodes are coloured by the quantity
     q = lens.quantity.numpy()  # (2L+1, T)
     on_route = {(lv, p) for lv, p in sub.node_keys()}
     # robust limits: the route's 90th percentile of |value|, beyond which colours saturate (the extremes, often the
