@@ -56,8 +56,8 @@ with graph_tab:
                     "component": [e.name for e in direct],
                     "role": ["booster" if e.effect > 0 else "suppressor" for e in direct],
                     "direct effect": [e.effect for e in direct],
-                    "from": [e.from_node for e in direct],
-                    "into": [e.into for e in direct],
+                    "from": [figures.describe_node(a, e.from_node) for e in direct],  # as the Graph page's panel names nodes
+                    "into": [figures.describe_node(a, e.into) for e in direct],
                 }
             ),
         )

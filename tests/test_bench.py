@@ -118,6 +118,18 @@ def test_the_dashboard_repeats_a_size_with_other_prompts_of_that_size(default_ru
 
 
 @pytest.mark.default_model
+def test_the_dashboard_dataset_question_runs_new_one_line_prompts_each_repeat(default_runner):
+    """The Dataset question's prompts: DATASET_PROMPTS of DATASET_TOKENS tokens, one line each (the page splits its box
+    into lines), and another set for each repeat (each a cache miss in the server)."""
+    from lmtt.tools import dashboard
+
+    sets = [dashboard.dataset_prompts(default_runner.tokenizer, r) for r in range(dashboard.REPEATS)]
+    prompts = [p for s in sets for p in s]
+    assert all(len(s) == dashboard.DATASET_PROMPTS for s in sets) and len(set(prompts)) == len(prompts)
+    assert all("\n" not in p and p == p.strip() and len(default_runner.tokenize(p)) == dashboard.DATASET_TOKENS for p in prompts)
+
+
+@pytest.mark.default_model
 def test_the_dashboard_questions_can_follow_a_preface_of_prose(default_runner):
     """`--preface-tokens N`: both prompts of the questions after the same N tokens of prose, so that patching can pair
     them (the same token count), and the questions are N tokens longer than without a preface."""

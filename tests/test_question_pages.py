@@ -41,6 +41,8 @@ def test_target_page_finds_the_suppressor_of_john():
     table = at.main.dataframe[0].value
     row = table[table["component"] == "L23.H3"].iloc[0]
     assert row["role"] == "suppressor" and row["direct effect"] < -2
+    # its edge, named as the Graph page names nodes: from the state before layer 23 at ␣John (9) into layer 23's attention
+    assert (row["from"], row["into"]) == ("layer 22 after FFN, token 9 ␣John", "layer 23 after attention, token 13 ␣to")
     assert "Score of head L23.H3 from token 13 to token 9" in text(at)  # QK tab: the strongest head, its main source
     assert [m.label for m in at.metric] == ["Gate open (share of positions)", "Mean |activation|"]  # Neurons tab: GLU parts
     assert not at.exception

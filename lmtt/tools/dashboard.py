@@ -3,10 +3,10 @@
 For prompts of 30, 500 and 4,000 tokens of English prose (default model): the time from pressing Run to a drawn graph,
 the engine's time for the same analysis, and the time from a node click to the redrawn page; with `--repeats N`, N
 different prompts of each size (medians, and the range of the app's time over the engine: this host's speed moves by
-tens of per cent between runs). Then the two long questions, patching and the faithfulness curve, from their button to
-the drawn result, against the library's time (medians of three). The app's times are read in the browser's own clock,
-from the press (pointerdown) to the page's last finish: its script, or a chart's draw. The browser needs Playwright (a
-dev requirement) and /usr/bin/chromium.
+tens of per cent between runs). Then the long questions, patching, the faithfulness curve and a dataset run, from their
+button to the drawn result, against the library's time (medians of three; the dataset, three sets of new prompts).
+The app's times are read in the browser's own clock, from the press (pointerdown) to the page's last finish: its
+script, or a chart's draw. The browser needs Playwright (a dev requirement) and /usr/bin/chromium.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -207,13 +208,19 @@ def _graph_timing(page, base: str, runner, prompt: str, n: int) -> GraphTiming:
     return timing
 
 
-def _app_seconds(page, base: str, query: str, nav: str, button: str, drawn: str) -> float:
+def _app_seconds(page, base: str, query: str, nav: str, button: str, drawn: str, fill: str | None = None) -> float:
     """From pressing the `button` of the page `nav` until the chart `drawn` (a CSS selector) is visible and the page has
-    settled. The page is reached as a researcher does, from the Graph page through the sidebar: a fresh browser tab
-    would also load plotly.js for its first chart (about 2 s here), which the Graph page has done already."""
+    settled; `fill`: text typed first into the page's text area (the Dataset page's prompts). The page is reached as a
+    researcher does, from the Graph page through the sidebar: a fresh browser tab would also load plotly.js for its
+    first chart (about 2 s here), which the Graph page has done already."""
     page.goto(f"{base}/?{query}")
     _graph_drawn(page, "lead to token", 120_000)
     page.locator('[data-testid="stSidebar"]').get_by_role("link", name=nav).click()
+    if fill is not None:
+        box = page.locator('[data-testid="stMain"] textarea').first
+        box.wait_for(state="visible", timeout=120_000)
+        box.fill(fill)
+        box.press("Control+Enter")  # Streamlit takes a text area's value on Ctrl+Enter (or on leaving it)
     page.get_by_role("button", name=button).wait_for(state="visible", timeout=120_000)
     _settled(page, 120_000)
     watch(page)
@@ -229,37 +236,72 @@ def question_prompts(tokenizer, preface_tokens: int = 0) -> tuple[str, str]:
     return preface + QUESTION_PROMPT[0], preface + QUESTION_PROMPT[1]
 
 
-QUESTIONS = ("patching", "curve")
+QUESTIONS = ("patching", "curve", "dataset")
+DATASET_PROMPTS, DATASET_TOKENS = 8, 12  # the Dataset question: 8 prompts of 12 tokens of prose
+DATASET_SKIP = 20_000  # where its prompts start in the prose, far from the graph timings' prompts
+DATASET_REPEAT_SKIP = 5_000  # between two repeats' first prompts: room for the lines it passes over
+
+
+def dataset_prompts(tokenizer, repeat: int) -> list[str]:
+    """The Dataset question's prompts for one repeat: new texts each time, so that the server's cache misses them, and
+    one line each (the page reads a prompt a line)."""
+    out, start = [], DATASET_SKIP + repeat * DATASET_REPEAT_SKIP
+    while len(out) < DATASET_PROMPTS:
+        text = prompt_of(tokenizer, DATASET_TOKENS, start)
+        start += 100
+        if "\n" not in text:
+            out.append(text)
+        if start > DATASET_SKIP + (repeat + 1) * DATASET_REPEAT_SKIP:
+            raise ValueError(f"too few one-line {DATASET_TOKENS}-token prompts in the prose for repeat {repeat}")
+    return out
+
+
+def dataset_library(runner, prompts: list[str]) -> None:
+    """What the Dataset page computes after Run, with the library: each prompt analysed and summarised, the summaries
+    aggregated, and the GLU quadrants of the most frequent top neuron over the prompts."""
+    import lmtt
+    from lmtt.questions.batch import aggregate, summarize
+    from lmtt.questions.neurons import glu_quadrants
+
+    analyses = [lmtt.analyze(runner, p) for p in prompts]
+    agg = aggregate([summarize(a, p) for a, p in zip(analyses, prompts)])
+    layer, neuron = agg["frequent_neurons"][0][:2]
+    glu_quadrants([(a.tokens, a.neuron_profile(int(layer), int(neuron))) for a in analyses])
 
 
 def question_timings(page, base: str, runner, preface_tokens: int = 0, questions=QUESTIONS) -> list[QuestionTiming]:
     import lmtt
-    from lmtt.tools.bench import _median_time
+    from lmtt.tools.bench import _timed
 
     clean, corrupt = question_prompts(runner.tokenizer, preface_tokens)
     a = lmtt.analyze(runner, clean)
     query = f"prompt={quote(clean)}&corrupt={quote(corrupt)}"
+    sets = [dataset_prompts(runner.tokenizer, r) for r in range(REPEATS)]
 
-    def app(*how: str) -> float:  # each time a fresh session (page.goto), so the question is answered anew
-        return statistics.median(_app_seconds(page, base, query, *how) for _ in range(REPEATS))
-
-    asked = {  # name: (its row in the table, the library call, the app page, its button and the chart it draws)
+    asked = {  # name: (its row in the table, the library call for repeat r, the app's page, button, drawn chart, and fill)
         "patching": (  # the page's first tab: the residual stream
             "patching (the residual stream)",
-            lambda: a.patching(corrupt, sites=("resid",)),
-            ("Patching", "Run patching", ".js-plotly-plot .heatmaplayer"),
+            lambda r: a.patching(corrupt, sites=("resid",)),
+            lambda r: ("Patching", "Run patching", ".js-plotly-plot .heatmaplayer"),
         ),
         "curve": (
             "faithfulness curve",
-            a.faithfulness_curve,
-            ("Faithfulness", "Draw the faithfulness curve", ".js-plotly-plot .scatterlayer"),
+            lambda r: a.faithfulness_curve(),
+            lambda r: ("Faithfulness", "Draw the faithfulness curve", ".js-plotly-plot .scatterlayer"),
+        ),
+        "dataset": (
+            f"dataset run ({DATASET_PROMPTS} prompts of {DATASET_TOKENS} tokens, its tables and GLU quadrants)",
+            lambda r: dataset_library(runner, sets[r]),
+            lambda r: ("Dataset", f"Run {DATASET_PROMPTS} prompts", ".st-key-dataset_heads .js-plotly-plot", "\n".join(sets[r])),
         ),
     }
     out = []
     for name in questions:
         label, library, how = asked[name]
-        library_s, _ = _median_time(library, REPEATS)
-        out.append(QuestionTiming(label, round(library_s, 2), round(app(*how), 2)))
+        library_s = statistics.median(_timed(partial(library, r))[0] for r in range(REPEATS))
+        # each time a fresh session (page.goto), so the question is answered anew (the dataset: new prompts each time)
+        app_s = statistics.median(_app_seconds(page, base, query, *how(r)) for r in range(REPEATS))
+        out.append(QuestionTiming(label, round(library_s, 2), round(app_s, 2)))
         print(out[-1], flush=True)
     return out
 

@@ -524,6 +524,8 @@ def head_bar_figure(values, selected: int | None = None, height: int = 320) -> g
 
 
 def head_source_heatmap(hc: HeadContributions, tokens: tuple[str, ...]) -> go.Figure:
+    """Each head's share of the node split by the source token it read: a row a head, tall enough to read (the rotated
+    token labels below take about 150 px)."""
     j = hc.position + 1
     fig = go.Figure(
         go.Heatmap(
@@ -532,10 +534,12 @@ def head_source_heatmap(hc: HeadContributions, tokens: tuple[str, ...]) -> go.Fi
             y=[f"H{h}" for h in range(hc.per_source.shape[0])],
             colorscale="Blues",
             hovertemplate="%{y} from %{x}: %{z:.3f}<extra></extra>",
+            colorbar={"title": "share"},
         )
     )
     fig.update_layout(
-        height=max(320, 18 * hc.per_source.shape[0] + 160),
+        title=f"Layer {hc.layer}'s heads at token {hc.position}: each one's share of the node, by the source token it read",
+        height=max(360, 26 * hc.per_source.shape[0] + 260),
         xaxis={"tickangle": -60, "title": "source token", "dtick": 1},
         yaxis={"title": "head", "dtick": 1, "autorange": "reversed"},
     )
