@@ -25,7 +25,6 @@ st.caption(f"Token {position} ({ui.token_md(readable_tokens(a)[position])}). Sel
 st.plotly_chart(figures.layer_overview_figure(a, position), key="overview", width="stretch")
 
 
-
 def node_of(layer: int, block: str) -> str:
     # a parallel block has no state after attention: its heads, FFN and residual all share the block's output node
     return f"{'attn' if block == 'attention' and not a.trace.parallel else 'ffn'}:{layer}:{position}"
