@@ -158,3 +158,30 @@ def test_the_app_server_runs_with_one_malloc_arena():
 
     run = Path(__file__).parents[1].joinpath("Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
     assert SERVER_ENV and all(f"{k}={v} " in run for k, v in SERVER_ENV.items())
+
+
+def test_small_evictions_share_one_collection(monkeypatch):
+    """collect_after_bytes 100: evicting entries of 30 bytes collects (and hands memory back) once 100 bytes have gone
+    since the last collection, not at every eviction; an entry of 150 bytes is collected at once. Until then a small
+    entry in a reference cycle stays alive: at most collect_after_bytes of them."""
+    import weakref
+
+    import lmtt.ui.cache
+
+    trims, collections = [], []
+    monkeypatch.setattr(lmtt.ui.cache, "release_freed_memory", lambda: trims.append(1) or True)
+    real = lmtt.ui.cache._free_cycles
+    monkeypatch.setattr(lmtt.ui.cache, "_free_cycles", lambda: collections.append(1) or real())
+    cache = BoundedCache(max_entries=1, size_of=lambda v: v.size, collect_after_bytes=100)
+    first, _ = cache.get_or_compute("a", lambda: _Held(30))
+    gone = weakref.ref(first)
+    del first
+    for n, key in enumerate("bcd", start=1):  # each evicts the one before: 30, 60, 90 bytes gone
+        cache.get_or_compute(key, lambda: _Held(30))
+        assert collections == [] and trims == [], n
+    assert gone() is not None  # "a" waits in its cycle
+    cache.get_or_compute("e", lambda: _Held(30))  # 120 bytes gone: one collection
+    assert collections == [1] and trims == [1] and gone() is None
+    cache.get_or_compute("f", lambda: _Held(150))  # evicts "e" (30): 30 since the last collection, none yet
+    cache.get_or_compute("g", lambda: _Held(10))  # evicts "f" (150): collected at once
+    assert collections == [1, 1] and trims == [1, 1]

@@ -23,7 +23,11 @@ V = TypeVar("V")
 
 class BoundedCache(Generic[V]):
     """`max_bytes` (with `size_of(value)`) bounds the memory too: one long prompt's analysis can weigh GBs.
-    The newest entry always stays, whatever its size."""
+    The newest entry always stays, whatever its size.
+
+    An eviction frees what the evicted entries held in reference cycles with a full collection, once
+    `collect_after_bytes` of them have gone since the last one (0: after every eviction). A collection costs 0.1-0.5 s
+    in the app's server: once per small prompt, a dataset run of 8 twelve-token prompts spent 1.1 s of its 3.4 s in them."""
 
     def __init__(
         self,
@@ -32,6 +36,7 @@ class BoundedCache(Generic[V]):
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int | None = None,
         size_of: Callable[[V], int] = lambda _v: 0,
+        collect_after_bytes: int = 0,
     ):
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
@@ -42,6 +47,7 @@ class BoundedCache(Generic[V]):
         self._lock = threading.Lock()
         self._pending: dict[Hashable, threading.Lock] = {}
         self._bytes_per_unit = 0.0  # of the last entry stored with units: what _make_room expects of the next
+        self.collect_after_bytes, self._uncollected = collect_after_bytes, 0  # bytes evicted since the last collection
         self.hits = self.misses = 0
 
     def __len__(self) -> int:
@@ -95,8 +101,7 @@ class BoundedCache(Generic[V]):
                 if units:
                     self._bytes_per_unit = size / units
                 evicted = self._evict(lambda: len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._over_budget()))
-            if evicted:
-                _free_cycles()
+            if evicted is not None and self._collect(evicted):
                 release_freed_memory()  # an evicted analysis's GBs go back to the system, not to malloc's free lists
             return value, False
 
@@ -109,16 +114,26 @@ class BoundedCache(Generic[V]):
         when it had freed them (0.4-0.55 million). Nothing is handed back here: the analysis does that at its end."""
         with self._lock:
             evicted = self._evict(lambda: self.max_bytes is not None and sum(self._sizes.values()) + expected_bytes > self.max_bytes)
-        if evicted:
-            _free_cycles()
+        if evicted is not None:
+            self._collect(evicted)
 
-    def _evict(self, over: Callable[[], bool]) -> int:
-        """Under self._lock: drop the least recently used entries while `over()`; how many went."""
-        evicted = 0
+    def _evict(self, over: Callable[[], bool]) -> int | None:
+        """Under self._lock: drop the least recently used entries while `over()`; the bytes they held (None: none went)."""
+        freed = None
         while self._entries and over():
-            self._drop(next(iter(self._entries)))
-            evicted += 1
-        return evicted
+            freed = (freed or 0) + self._drop(next(iter(self._entries)))
+        return freed
+
+    def _collect(self, freed: int) -> bool:
+        """After an eviction of `freed` bytes: a full collection once collect_after_bytes have gone since the last one
+        (whether it ran)."""
+        with self._lock:
+            self._uncollected += freed
+            if self._uncollected < self.collect_after_bytes:
+                return False
+            self._uncollected = 0
+        _free_cycles()
+        return True
 
     @property
     def nbytes(self) -> int:
@@ -129,9 +144,10 @@ class BoundedCache(Generic[V]):
     def _over_budget(self) -> bool:
         return self.max_bytes is not None and sum(self._sizes.values()) > self.max_bytes
 
-    def _drop(self, key: Hashable) -> None:
+    def _drop(self, key: Hashable) -> int:
+        """Under self._lock: remove an entry; the bytes it held."""
         del self._entries[key]
-        self._sizes.pop(key, None)
+        return self._sizes.pop(key, 0)
 
     def clear(self) -> None:
         with self._lock:
