@@ -12,7 +12,8 @@ st.set_page_config(page_title="Contributions · lmtt", layout="wide")
 for key, select in (("head_chart", ui.select_head), ("neuron_chart", ui.select_neuron)):
     click, shown = ui.chart_click(key), ui.ss.get("_contributions_node")  # the node whose heads or neurons were drawn
     if click and "customdata" in click and shown:
-        ui.select_node(shown)  # a click on its unit chooses the node too
+        if shown != ui.ss.get("node"):
+            ui.select_node(shown)  # a click on its unit chooses the node too (an edge into it stays chosen)
         select(parse_node(shown)[1], int(click["customdata"]))
 view = ui.sidebar("contributions")
 st.title("Contributions")
@@ -35,8 +36,12 @@ def chosen() -> None:  # a callback, before the page (and its link) is drawn: th
 
 
 left, right = st.columns([1, 1])
-# the selected node's layer and block, or the default's when none is: merely opening the page selects no node
-ui.ss.contrib_layer, ui.ss.contrib_block = max(layer, 0), "FFN" if kind == "ffn" else "attention"
+# the selected node's layer and block, or the default's when none is: merely opening the page selects no node. A block
+# that already shows that node stays chosen (a parallel block's heads and FFN share one node)
+ui.ss.contrib_layer, block = max(layer, 0), "FFN" if kind == "ffn" else "attention"
+if node_of(ui.ss.contrib_layer, ui.ss.get("contrib_block", block)) != node_of(ui.ss.contrib_layer, block):
+    ui.ss.contrib_block = block
+ui.ss.setdefault("contrib_block", block)
 layer = left.selectbox("Layer", range(a.n_layers), key="contrib_layer", on_change=chosen)
 block = right.radio("Block", ("attention", "FFN"), horizontal=True, key="contrib_block", on_change=chosen)
 ui.ss._contributions_node = node = node_of(layer, block)

@@ -156,8 +156,8 @@ def test_pages_share_the_selection(at):
 
 def test_opening_contributions_selects_no_node_until_the_user_chooses(at):
     """Merely opening Contributions had selected the last token's top node: the Graph page's panel, and every share
-    link, then carried a node nobody clicked. A head clicked there (the default: layer 29's attention... here FFN)
-    or a layer chosen there does select its node."""
+    link, then carried a node nobody clicked. A neuron clicked there (of the node shown by default, layer 29's FFN) or
+    a layer chosen there does select its node."""
     ran(at)
     at.switch_page("pages/contributions.py").run()
     assert not at.exception, at.exception
@@ -211,6 +211,8 @@ def test_input_never_vanishes(at, traces):
     at.sidebar.text_area(key="_w_prompt").input("The capital of Spain is").run()  # typed, not yet run
     notes = [i.value for i in at.main.info if i.value.startswith("This page shows the last run")]
     assert len(notes) == 1 and "has changed since: press **Run**" in notes[0]
+    at.switch_page("pages/dataset.py").run()  # which runs its own prompts with the sidebar's model: no such note
+    assert not [i.value for i in at.main.info if "shows the last run" in i.value]
 
 
 def test_url_restores_the_view(at):

@@ -1,4 +1,5 @@
-"""AppTest on a tiny Qwen2-MoE saved to disk: the Contributions page's expert view and an expert edit."""
+"""AppTest on tiny models saved to disk: the Contributions page's expert view and an expert edit (Qwen2-MoE), and a
+parallel block's heads (GPT-J)."""
 
 from lmtt.tools.serve import ROOT
 from tests.tiny_models import tiny_model, tiny_tokenizer
@@ -31,8 +32,32 @@ def test_moe_contributions_page_shows_experts_and_edits_one(tmp_path, monkeypatc
     at.session_state["neuron"] = (2, 3)
     assert any(e.startswith("expert:2.") for e in at.session_state["edits"])
     assert not at.exception, at.exception
-    assert any("With the edits (expert L" in c.value for c in at.main.caption), [c.value for c in at.main.caption]
+    assert any("With the edits (expert L2.E" in c.value for c in at.main.caption), [c.value for c in at.main.caption]
     at.switch_page("pages/interpretation.py").run()  # the expert edit's before/after, and an expert neuron's view
     assert not at.exception, at.exception
     assert any("expert" in s.value and "neuron" in s.value for s in at.main.subheader), [s.value for s in at.main.subheader]
-    assert any(t.value.startswith("expert L") for t in at.main.text), [t.value for t in at.main.text]
+    assert any(t.value.startswith("expert L2.E") for t in at.main.text), [t.value for t in at.main.text]
+
+
+def test_a_parallel_blocks_heads_stay_chosen_on_contributions(tmp_path, monkeypatch):
+    """GPT-J's attention and FFN share one node (the block's output): choosing "attention" there must show the heads and
+    stay chosen, although the node it selects is the same "ffn:" node as the FFN's."""
+    from streamlit.testing.v1 import AppTest
+
+    directory = tmp_path / "gptj"
+    tiny_model("gptj").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"default_model: tiny-gptj\nmodels:\n  tiny-gptj:\n    source: path\n    path: {directory}\n")
+    monkeypatch.setenv("LMTT_CONFIG", str(config))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.sidebar.text_area(key="_w_prompt").input(PROMPT)
+    at.sidebar.button[0].click().run()
+    at.switch_page("pages/contributions.py").run()
+    assert not at.exception, at.exception
+    at.radio(key="contrib_block").set_value("attention").run()
+    assert not at.exception, at.exception
+    assert at.radio(key="contrib_block").value == "attention" and at.session_state["node"] == "ffn:1:5"
+    assert "Heads at layer 1" in [s.value for s in at.subheader]
+    at.run()  # and on the next rerun too
+    assert at.radio(key="contrib_block").value == "attention" and "Heads at layer 1" in [s.value for s in at.subheader]

@@ -181,8 +181,9 @@ def test_margin_labels_take_the_slots_between_layer_labels():
     slots = question_figures.label_slots([0, 1.5, 3.5, 5.5])
     assert slots == [0.75, 2.5, 4.5, 6.5]
     assert question_figures.slotted([4.4, 4.6, 0], slots) == [4.5, 6.5, 0.75]
-    assert question_figures.slotted([6.5, 6.4], slots) == [4.5, 6.5]  # the top slot is taken: the stack moves down
-    assert question_figures.slotted([6.5, 6.4, 0.8], slots) == [4.5, 6.5, 0.75]  # and no further than it must
+    assert question_figures.slotted([6.4, 6.5], slots) == [4.5, 6.5]  # the top slot is taken: the stack moves down
+    assert question_figures.slotted([6.5, 6.4], slots) == [6.5, 4.5]  # the label that wants higher stays higher
+    assert question_figures.slotted([6.4, 6.5, 0.8], slots) == [4.5, 6.5, 0.75]  # and no further than it must
     assert question_figures.slotted([1.0] * 5, slots) is None
 
 
@@ -328,6 +329,8 @@ def test_the_lens_grid_names_every_level(hundred):
     short = lmtt.analyze(hundred.runner, "The capital of France is")
     small = question_figures.lens_value_heatmap(short, np.zeros((levels, len(short.tokens))), "lens", centre=True)
     assert small.data[0].texttemplate and small.data[0].textfont.size == question_figures.CELL_FONT_PX
+    signs = question_figures.lens_value_heatmap(short, np.full((levels, len(short.tokens)), -0.01), "lens", centre=True)
+    assert signs.data[0].text[0][0] == "0"  # not "-0.0"
     assert question_figures.CELL_FONT_PX < question_figures.LENS_ROW_PX  # the value fits its row
 
 

@@ -47,10 +47,11 @@ def test_expert_neurons_are_labelled_and_projected(runner):
     w = runner.layer_weights[0]
     labels = [analysis.neuron_label(0, int(n)) for n in top.neurons]
     assert all(("expert" in x or "shared" in x) for x in labels)
-    for n, label in zip(top.neurons.tolist(), labels):  # L0.N<virtual id> (expert e · neuron i), e and i from the id
-        routed = n < w.n_experts * w.expert_width
-        inner = f"expert {n // w.expert_width} · neuron {n % w.expert_width}" if routed else "shared · neuron"
-        assert label.startswith(f"L0.N{n} ({inner}"), label
+    # hand-worked virtual ids: expert 1's neuron 2, and the shared expert's neuron 3 (after every routed expert's)
+    assert analysis.neuron_label(0, w.expert_width + 2) == f"L0.N{w.expert_width + 2} (expert 1 · neuron 2)"
+    if w.w_down.shape[0] > w.n_experts * w.expert_width:
+        shared = w.n_experts * w.expert_width + 3
+        assert analysis.neuron_label(0, shared) == f"L0.N{shared} (shared · neuron 3)"
     for n in top.neurons.tolist():
         if n < w.n_experts * w.expert_width:
             assert int(n) // w.expert_width in analysis.trace.expert_index[0][4].tolist()  # only chosen experts' neurons

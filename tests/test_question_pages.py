@@ -105,12 +105,19 @@ def test_an_over_long_second_prompt_is_kept_and_explained(page, box):
 def test_chat_template_toggle_wraps_the_prompt():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
     at.sidebar.text_area(key="_w_prompt").input("What is the capital of France?")
-    at.sidebar.toggle(key="chat").set_value(True)
+    at.sidebar.toggle(key="_w_chat").set_value(True)
     at.sidebar.button[0].click().run()
     assert not at.exception, at.exception
     analysed = at.session_state.run[1]
     assert analysed.startswith("<|im_start|>") and "What is the capital of France?" in analysed
     assert analysed.endswith("<|im_start|>assistant\n")
+    # the toggle stays on on another page (it had reset there, so Run there analysed the bare prompt), and no page
+    # takes the chat run for an unrun change
+    at.switch_page("pages/contributions.py").run()
+    assert at.sidebar.toggle(key="_w_chat").value is True
+    assert not [i.value for i in at.main.info if "shows the last run" in i.value]
+    at.sidebar.toggle(key="_w_chat").set_value(False).run()  # switched off, not run: the page says so
+    assert [i.value for i in at.main.info if "chat template or model has changed" in i.value]
 
 
 def test_a_new_run_resets_target_and_contrast_to_the_new_prompts_defaults():

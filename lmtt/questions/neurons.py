@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from lmtt.engine.adapters import resolve
+from lmtt.engine.levels import neuron_name
 from lmtt.engine.runner import ModelRunner, Trace
 
 TOLERANCE = 1e-4
@@ -104,7 +105,7 @@ def neuron_profile(runner: ModelRunner, trace: Trace, layer: int, neuron: int) -
     recorded = trace.neuron_activation(layer, neuron)  # (T,)
     scale = float(recorded.abs().max().clamp_min(1.0))
     if float((product.cpu() - recorded.cpu()).abs().max()) > TOLERANCE * scale:
-        raise NeuronError(f"the recomputed activation of neuron {layer}.{neuron} differs from the model's: not a plain GLU")
+        raise NeuronError(f"the recomputed activation of neuron {neuron_name(layer, neuron)} differs from the model's: not a plain GLU")
     return NeuronProfile(layer, neuron, g.cpu(), act.cpu(), u.cpu(), product.cpu())
 
 

@@ -69,7 +69,8 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
             st.selectbox("Sample prompts", [""] + list(config.sample_prompts), key="_w_sample", on_change=_use_sample)
         # no max_chars: a browser would cut (or drop) an over-long paste silently; Run says what is wrong instead
         st.text_area("Prompt", height=100, **bound("prompt"))
-        chat = st.toggle("Chat template", key="chat", help="Wrap the prompt in the tokenizer's chat template (instruct models)")
+        ss.setdefault("chat", False)  # bound: kept across pages (a page's own widget state starts afresh on each page)
+        chat = st.toggle("Chat template", help="Wrap the prompt in the tokenizer's chat template (instruct models)", **bound("chat"))
         if st.button("Run", type="primary", width="stretch") or ss.pop("_run_now", False):
             ss.intro = False
             if len(ss.prompt) > config.max_prompt_chars:
@@ -120,25 +121,26 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
         st.toggle("Final norm before unembedding", help="Apply the model's final norm in the logit lens.", **bound("norm"))
         with st.expander("Copy link to this view"):
             show_link(page)
-    not_run_note(config, analysis)
+    if require_analysis:  # the Dataset page runs its prompts with the sidebar's model, whatever the last run's
+        not_run_note(config, analysis)
     edits = tuple(Edit.parse(e) for e in ss.get("edits", []))
     edits_chip(edits)
     return View(config, analysis, ss.token, ss.threshold, ss.norm, ss.node, ss.edge, ss.get("head"), ss.get("neuron"), edits)
 
 
 def not_run_note(config: AppConfig, analysis: Analysis) -> None:
-    """On every page, while the sidebar's prompt or model is not the one analysed (an edit not yet run, or a prompt
-    refused as too long): which run the page shows. Run's own message is gone once the user changes page."""
-    box, (model, prompt) = ss.get("prompt", ""), ss.run
+    """On every page, while the sidebar's prompt, chat template or model is not the one analysed (an edit not yet run,
+    or a prompt refused as too long): which run the page shows. Run's own message is gone once the user changes page."""
+    box, (model, prompt) = (ss.get("prompt", ""), bool(ss.get("chat"))), ss.run
     if box == ss.get("_run_box", box) and ss.get("model", model) == model:
         return
-    prompt = " ".join(prompt.split())  # one line
+    prompt = " ".join(ss.get("_run_box", (prompt,))[0].split())  # the user's words (not a chat template's), one line
     shown = prompt if len(prompt) <= NOTE_PROMPT_CHARS else prompt[:NOTE_PROMPT_CHARS] + "…"
-    if len(box) > config.max_prompt_chars:
-        why = f"The sidebar's prompt has {len(box):,} characters, over this server's {config.max_prompt_chars:,}: "
+    if len(box[0]) > config.max_prompt_chars:
+        why = f"The sidebar's prompt has {len(box[0]):,} characters, over this server's {config.max_prompt_chars:,}: "
         why += "shorten it and press **Run**."
     else:
-        why = "The sidebar's prompt or model has changed since: press **Run** to analyse it."
+        why = "The sidebar's prompt, chat template or model has changed since: press **Run** to analyse it."
     st.info(f"This page shows the last run: {model}, {len(analysis.tokens):,} tokens, “{plain(shown)}”. {why}", icon=":material/history:")
 
 

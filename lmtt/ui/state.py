@@ -136,7 +136,7 @@ def restore_from_url(config: AppConfig) -> None:
     ss.prompt = prompt if prompt is not None else (config.sample_prompts[0] if config.sample_prompts else "")
     ss.intro = prompt is None and bool(ss.prompt)  # a first visit: the default prompt's graph, with a word on what to do
     ss.run = (model, ss.prompt) if ss.prompt else None
-    ss._run_box = ss.prompt
+    ss._run_box = (ss.prompt, bool(ss.get("chat")))
     ss.token = None
     if (raw := qp.get("token")) is not None:
         try:
@@ -193,7 +193,7 @@ QUESTION_CHOICES = ("q_target", "q_contrast", "q_qk_", "patch", "_w_q_target", "
 def start_run(model: str, prompt: str, generated_from: int | None = None) -> None:
     """Make (model, prompt) the analysed run. Edits and selections belong to the old run: cleared unless pinned."""
     ss.run, ss.token = (model, prompt), None
-    ss._run_box = ss.get("prompt", "")  # the sidebar's text it came from (the run's prompt may be its chat form)
+    ss._run_box = (ss.get("prompt", ""), bool(ss.get("chat")))  # the sidebar's text and template the run came from
     ss.generated_from = generated_from
     if not ss.get("pin"):
         clear_selections()
@@ -251,7 +251,8 @@ def validate_against(analysis: Analysis) -> None:
     for name, limit in (("head", lambda _layer: analysis.n_heads), ("neuron", lambda layer: weights[layer].w_down.shape[0])):
         pair = ss.get(name)
         if pair and not (0 <= pair[0] < analysis.n_layers and 0 <= pair[1] < limit(pair[0])):
-            warnings.append(f"Ignored {name} {pair[0]}.{pair[1]}: out of range for this model.")
+            link = f"{name}={pair[0]}.{pair[1]}"
+            warnings.append(f"Ignored {name} {unit_name(name, *pair)} ({link} in the link): out of range for this model.")
             ss[name] = None
 
 

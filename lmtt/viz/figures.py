@@ -364,9 +364,10 @@ NODE_LEGEND = "node kinds"  # the legend group of the node colours' entries (a v
 
 def node_legend(parallel: bool) -> list[go.Scatter]:
     """Legend entries, with no points, for what a route node's colour says: which state of the residual stream it is."""
+    # a parallel block has one state, its output: no node after attention is drawn (see _node_traces)
     names = {"embedding": "embedding", "attn": "after attention", "ffn": "after FFN"}
     if parallel:
-        names |= {"attn": "input + attention", "ffn": "block output"}
+        names = {"embedding": "embedding", "ffn": "block output"}
     return [
         go.Scatter(x=[None], y=[None], mode="markers", marker={"size": 9, "color": NODE_COLOURS[kind]}, name=f"node: {name}",
                    legendgroup=NODE_LEGEND, hoverinfo="skip")  # fmt: skip
@@ -723,7 +724,7 @@ def head_importance_heatmap(values, signed: bool = False) -> go.Figure:
             marker={"symbol": "square", "size": 16, "color": "rgba(0,0,0,0)"},
             customdata=np.stack([grid_l.ravel(), grid_h.ravel()], 1).tolist(),
             text=[f"{v:.3g}" for v in z.T.ravel()],
-            hovertemplate="%{x} %{y}: %{text}<br>click for its prompts<extra></extra>",
+            hovertemplate="%{x}.%{y}: %{text}<br>click for its prompts<extra></extra>",  # L23.H4, as heads are named
             showlegend=False,
         )
     )

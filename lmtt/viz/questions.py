@@ -66,7 +66,9 @@ def slotted(wanted: list[float], slots: list[float]) -> list[float] | None:
     if len(wanted) > len(slots):
         return None
     nearest = [min(range(len(slots)), key=lambda k: abs(slots[k] - y)) for y in wanted]
-    return [slots[round(k)] for k in stacked(nearest, 0, len(slots) - 1, 1)]
+    # two labels that want one slot keep the order of the heights they want (else their leaders cross)
+    order = [k + (y - slots[k]) / (1000 * (1 + abs(y - slots[k]))) for k, y in zip(nearest, wanted)]
+    return [slots[round(k)] for k in stacked(order, 0, len(slots) - 1, 1)]
 
 
 def _symmetric(values: np.ndarray) -> float:
@@ -133,7 +135,9 @@ def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centr
             z=values,
             x=[f"{p}: {figures.label(t)}" for p, t in enumerate(analysis.tokens)],
             y=names,
-            texttemplate="%{z:.1f}" if len(analysis.tokens) <= CELL_TEXT_MAX_COLUMNS else "",  # else in the hover only
+            # a value in each cell where cells are wide enough ("0", never "-0.0"), else in the hover only
+            text=[[number(v, 1) for v in row] for row in values.tolist()] if len(analysis.tokens) <= CELL_TEXT_MAX_COLUMNS else None,
+            texttemplate="%{text}" if len(analysis.tokens) <= CELL_TEXT_MAX_COLUMNS else "",
             textfont={"size": CELL_FONT_PX},
             hovertemplate="%{y} at %{x}: %{z:.3f}<extra></extra>",
             colorbar={"title": "logit"},
