@@ -91,7 +91,7 @@ def test_the_dashboard_table_reports_what_was_measured():
 
     nan = float("nan")
     runs = [  # three 4,000-token prompts: the medians are of different runs, and "over" is each run's own difference
-        dashboard.GraphTiming(4000, 25.0, 35.75, 5.3, 10.75),
+        dashboard.GraphTiming(4000, 25.0, 35.75, 5.3, 10.75, fresh_engine_s=33.0),  # the first, also in a new process
         dashboard.GraphTiming(4000, 20.0, 23.0, nan, 3.0),  # no click was taken
         dashboard.GraphTiming(4000, 30.0, 34.0, 0.5, 4.0),
     ]
@@ -103,6 +103,8 @@ def test_the_dashboard_table_reports_what_was_measured():
     table = dashboard.markdown(result).splitlines()
     assert "| 4,000 | 3 | 25.00 | 34.00 | +4.00 (+3.00 to +10.75) | 2.90 |" in table
     assert "| 500 | 1 | 2.00 | 4.50 | +2.50 | not taken |" in table
+    assert "| 4,000 | 35.75 | 33.00 | +2.75 |" in table  # the first prompt against the engine in a new process
+    assert not [row for row in table if row.startswith("| 500 | 4.50")]  # none was timed so
     assert "| faithfulness curve | 2.00 | 3.00 | 1.50× |" in table
 
 

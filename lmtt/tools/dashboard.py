@@ -37,6 +37,10 @@ class GraphTiming:
     over_min_s: float = math.nan
     over_max_s: float = math.nan
     runs: int = 1
+    # the size's first prompt: the engine in a new process (its memory as new to it as the server's is to the server's
+    # first prompt of the size), and that prompt's first_graph_s
+    fresh_engine_s: float = math.nan
+    first_prompt_s: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -150,9 +154,41 @@ def _click_node(page, node: str) -> None:
 
 
 def graph_timings(page, base: str, runner, tokenizer, sizes=SIZES, repeats: int = 1) -> list[GraphTiming]:
-    """Each size's medians over `repeats` prompts, in the order a researcher meets them (all sizes, then again)."""
-    runs = [_graph_timing(page, base, runner, prompt_of(tokenizer, n, r * REPEAT_SKIP), n) for r in range(repeats) for n in sizes]
+    """Each size's medians over `repeats` prompts, in the order a researcher meets them (all sizes, then again); the
+    first prompt of each size is also timed in the engine of a new process."""
+    runs = [
+        _graph_timing(page, base, runner, prompt_of(tokenizer, n, r * REPEAT_SKIP), n, fresh=r == 0) for r in range(repeats) for n in sizes
+    ]
     return [summary([t for t in runs if t.tokens == n]) for n in sizes]
+
+
+FRESH_ENGINE = """
+import sys, time
+import lmtt
+from lmtt.analysis import DEFAULT_THRESHOLD
+from lmtt.engine import attribution
+runner = lmtt.load_model()
+attribution.warm_up_for(runner)
+prompt = sys.stdin.read()
+start = time.perf_counter()
+lmtt.analyze(runner, prompt).paths_to(-1, DEFAULT_THRESHOLD)
+print(time.perf_counter() - start)
+"""
+
+
+def fresh_engine_s(prompt: str) -> float:
+    """The engine's time for `prompt` (analysis and paths, as in _graph_timing) in a new process after its model loads,
+    with the server's environment: what the library takes where the memory it needs is new to it, as the server's is
+    on its first prompt of a size (this VM is slow to hand out memory a process has not used before)."""
+    import os
+    import subprocess
+    import sys
+
+    from lmtt.tools.serve import ROOT, SERVER_ENV
+
+    env = {**os.environ, **SERVER_ENV}
+    done = subprocess.run([sys.executable, "-c", FRESH_ENGINE], input=prompt, capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    return float(done.stdout.split()[-1])
 
 
 def summary(runs: list[GraphTiming]) -> GraphTiming:
@@ -168,10 +204,12 @@ def summary(runs: list[GraphTiming]) -> GraphTiming:
         round(min(over), 2),
         round(max(over), 2),
         len(runs),
+        runs[0].fresh_engine_s,
+        runs[0].first_graph_s,
     )
 
 
-def _graph_timing(page, base: str, runner, prompt: str, n: int) -> GraphTiming:
+def _graph_timing(page, base: str, runner, prompt: str, n: int, fresh: bool = False) -> GraphTiming:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     import lmtt
@@ -180,6 +218,7 @@ def _graph_timing(page, base: str, runner, prompt: str, n: int) -> GraphTiming:
 
     # what the app draws first (an on-demand graph builds it here)
     engine_s, _ = _timed(lambda: lmtt.analyze(runner, prompt).paths_to(-1, DEFAULT_THRESHOLD))
+    fresh_s = round(fresh_engine_s(prompt), 2) if fresh else math.nan  # before the app's run, never beside it
     page.goto(base)
     _settled(page, 120_000)
     sidebar = page.locator('[data-testid="stSidebar"]')
@@ -203,7 +242,7 @@ def _graph_timing(page, base: str, runner, prompt: str, n: int) -> GraphTiming:
         else:  # said and left out of the median, not a crash that loses the run's other timings
             print(f"{n} tokens: the click on ffn:{layer}:{n - 1} was not taken in three tries; not timed", flush=True)
     click_s = round(statistics.median(clicks), 2) if clicks else math.nan
-    timing = GraphTiming(n, round(engine_s, 2), round(first, 2), click_s, round(first - engine_s, 2))
+    timing = GraphTiming(n, round(engine_s, 2), round(first, 2), click_s, round(first - engine_s, 2), fresh_engine_s=fresh_s)
     print(timing, flush=True)
     return timing
 
@@ -338,6 +377,15 @@ def markdown(result: dict) -> str:
         spread = f" ({g['over_min_s']:+.2f} to {g['over_max_s']:+.2f})" if g["runs"] > 1 else ""
         times = f"{g['engine_s']:.2f} | {g['first_graph_s']:.2f} | {g['over_s']:+.2f}{spread}"
         lines.append(f"| {g['tokens']:,} | {g['runs']} | {times} | {click} |")
+    lines += [
+        "",
+        "| tokens | the size's first prompt: Run → graph drawn s | its engine in a new process s | over it s |",
+        "|---:|---:|---:|---:|",
+    ]
+    for g in result["graphs"]:
+        if not math.isnan(g.get("fresh_engine_s", math.nan)):
+            fresh = f"{g['first_prompt_s']:.2f} | {g['fresh_engine_s']:.2f} | {g['first_prompt_s'] - g['fresh_engine_s']:+.2f}"
+            lines.append(f"| {g['tokens']:,} | {fresh} |")
     lines += ["", "| question | library s | app (button → drawn) s | app / library |", "|---|---:|---:|---:|"]
     for q in result["questions"]:
         lines.append(f"| {q['question']} | {q['library_s']:.2f} | {q['app_s']:.2f} | {q['app_s'] / q['library_s']:.2f}× |")
