@@ -130,14 +130,15 @@ def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centr
     levels = values.shape[0]
     names = ["emb"] + [f"L{(lv - 1) // 2} {'attn' if lv % 2 else 'ffn'}" for lv in range(1, levels)]
     kwargs = {"zmid": 0, "colorscale": SCALE} if centre else {"colorscale": "Viridis"}
+    wide = len(analysis.tokens) <= CELL_TEXT_MAX_COLUMNS  # cells with room for their value
     fig = go.Figure(
         go.Heatmap(
             z=values,
             x=[f"{p}: {figures.label(t)}" for p, t in enumerate(analysis.tokens)],
             y=names,
             # a value in each cell where cells are wide enough ("0", never "-0.0"), else in the hover only
-            text=[[number(v, 1) for v in row] for row in values.tolist()] if len(analysis.tokens) <= CELL_TEXT_MAX_COLUMNS else None,
-            texttemplate="%{text}" if len(analysis.tokens) <= CELL_TEXT_MAX_COLUMNS else "",
+            text=[[number(v, 1) for v in row] for row in values.tolist()] if wide else None,
+            texttemplate="%{text}" if wide else "",
             textfont={"size": CELL_FONT_PX},
             hovertemplate="%{y} at %{x}: %{z:.3f}<extra></extra>",
             colorbar={"title": "logit"},
