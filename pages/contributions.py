@@ -19,6 +19,7 @@ view = ui.sidebar("contributions")
 st.title("Contributions")
 if view is None:
     st.stop()
+ui.unedited_note(view)
 
 a = view.analysis
 kind, layer, position = view.focus()

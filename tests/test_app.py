@@ -328,6 +328,7 @@ def test_contributions_head_and_neuron_are_editable_in_place(at):
     click(at, "head_chart", 4)
     next(b for b in at.main.button if b.label == "Mean").click().run()
     assert at.session_state["edits"] == ["head:22.4:mean"]
+    assert any("reads the **unedited** run" in i.value for i in at.main.info)  # its shares are the model's own
     next(b for b in at.main.button if b.label == "Zero").click().run()  # the same head: replaced, not stacked
     assert at.session_state["edits"] == ["head:22.4:zero"]
     at.main.radio[0].set_value("FFN").run()

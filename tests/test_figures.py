@@ -347,3 +347,18 @@ def test_the_graph_legend_names_what_a_node_colour_means(hundred):
     target = hundred.target(-1)
     coloured = question_figures.target_graph_figure(hundred, sub, hundred.target_lens(target))
     assert not [t for t in coloured.data if t.legendgroup == figures.NODE_LEGEND]
+
+
+def test_every_signed_heatmap_draws_positive_in_red():
+    """Compare's and Dataset's head heatmaps had drawn positive in blue (RdBu) while Target and Patching drew it in red:
+    a reader moving between pages misread the sign. Each one's top end is now red, its bottom end blue."""
+    from plotly.colors import unlabel_rgb
+
+    def ends(fig):
+        scale = fig.data[0].colorscale
+        return unlabel_rgb(scale[0][1]), unlabel_rgb(scale[-1][1])  # (r, g, b) at the low and the high end
+
+    z = np.array([[-1.0, 0.5], [0.25, 1.0]])  # (L, H)
+    for fig in (figures.head_importance_heatmap(z, signed=True), figures.head_delta_heatmap(z)):
+        (low, high) = ends(fig)
+        assert high[0] > high[2] and low[2] > low[0], (low, high)

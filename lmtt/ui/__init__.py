@@ -24,6 +24,7 @@ from lmtt.ui.panels import (
     table,
     token_md,
     token_table,
+    unedited_note,
 )
 from lmtt.ui.runs import fetch_analysis, intervention, read_config
 from lmtt.ui.sidebar import sidebar
@@ -77,4 +78,5 @@ __all__ = [
     "token_md",
     "table",
     "token_table",
+    "unedited_note",
 ]

@@ -65,6 +65,17 @@ def neuron_table(analysis: Analysis, nc) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def unedited_note(view: View) -> None:
+    """On a page that reads the unedited run, while edits are active: say so, and where the edits' effects are shown
+    (a researcher who zeroed a head and saw its full share here would think the edit did nothing)."""
+    if view.edits:
+        st.info(
+            "This page reads the **unedited** run. The edits' effects are on the Graph page (its edited graph and the "
+            "panel's before/after) and on the Target and Faithfulness pages.",
+            icon=":material/info:",
+        )
+
+
 def quantity_md(target) -> str:
     """A target's quantity for Markdown-rendered text: logit(␣Paris) - logit(␣Rome)."""
     return plain(target.describe(visible))

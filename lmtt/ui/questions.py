@@ -151,7 +151,7 @@ def answered_on(view: View, follows_edits: bool = True) -> Analysis:
     edits = ", ".join(describe_edit(e) for e in view.edits)
     if not follows_edits:
         st.info(f"These numbers are for the **unedited** model: this question does not apply edits ({edits}). "
-                "Remove the edits in the sidebar to hide this note.")  # fmt: skip
+                "Clear the edits (the button beside them, above) to hide this note.")  # fmt: skip
         return view.analysis
     result = intervention(view)
     if result is None:  # the analysis limit refused the edited run; the message is already shown

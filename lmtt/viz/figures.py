@@ -23,6 +23,7 @@ from lmtt.questions.shares import HeadContributions, NeuronContributions
 from lmtt.questions.vocabulary import Projection
 from lmtt.viz.columns import Columns, columns_for
 
+DIVERGING = "RdBu_r"  # every signed heatmap: red raises the quantity (or is above zero), blue lowers it
 KIND_COLOURS = {"attention": "#1f77b4", "residual": "#c4c4c4", "ffn": "#d62728"}
 NODE_COLOURS = {"embedding": "#2ca02c", "attn": "#1f77b4", "ffn": "#d62728"}
 WEIGHT_BINS = (0.0, 0.1, 0.25, 0.5, 1.01)  # edges are drawn in a few width/opacity classes
@@ -698,22 +699,22 @@ def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
             z=delta.T,
             x=[f"L{layer}" for layer in range(delta.shape[0])],
             y=[f"H{h}" for h in range(delta.shape[1])],
-            colorscale="RdBu",
+            colorscale=DIVERGING,
             zmin=-bound,
             zmax=bound,
-            hovertemplate="%{x} %{y}: %{z:+.3f}<extra></extra>",
+            hovertemplate="%{x}.%{y}: %{z:+.3f}<extra></extra>",  # L23.H4, as heads are named
         )
     )
     return _per_head_layout(fig, *delta.shape)
 
 
 def head_importance_heatmap(values, signed: bool = False) -> go.Figure:
-    """(L, H) values per head (signed: red below zero, blue above, white at zero). A heatmap cell cannot be selected
+    """(L, H) values per head (signed: blue below zero, red above, white at zero). A heatmap cell cannot be selected
     in plotly, so an invisible marker on each cell carries [layer, head]: a click on a cell selects that head."""
     z = np.asarray(values, dtype=float)  # (L, H)
     layers, heads = z.shape
     xs, ys = [f"L{layer}" for layer in range(layers)], [f"H{h}" for h in range(heads)]
-    colours = {"colorscale": "RdBu", "zmid": 0.0} if signed else {"colorscale": "Blues"}
+    colours = {"colorscale": DIVERGING, "zmid": 0.0} if signed else {"colorscale": "Blues"}
     fig = go.Figure(go.Heatmap(z=z.T, x=xs, y=ys, hoverinfo="skip", **colours))
     grid_l, grid_h = np.meshgrid(np.arange(layers), np.arange(heads))  # (H, L) each
     fig.add_trace(

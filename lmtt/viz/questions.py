@@ -24,7 +24,7 @@ from lmtt.questions.qk import KeyScores, QKAttribution
 from lmtt.viz import figures
 from lmtt.viz.columns import columns_for
 
-SCALE = "RdBu_r"  # red: raises the quantity, blue: lowers it
+SCALE = figures.DIVERGING  # red: raises the quantity, blue: lowers it
 COLOUR_BAR_PX = 110  # the right margin a colour bar and its tick labels need beside the graph's layer labels
 BOOSTER, SUPPRESSOR = "#2ca02c", "#9467bd"
 LABEL_GAP_LEVELS = 1.6  # rows between the margin's labels: about 19 px at ROW_PX, an 11 px line with its border
@@ -382,7 +382,7 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
             text=text,
             texttemplate="%{text}" if len(x) <= CELL_TEXT_MAX_COLUMNS else "",  # narrower cells: in the hover only
             textfont={"size": CELL_FONT_PX},
-            hovertemplate="%{y}, %{x}: restored %{text}<extra></extra>",
+            hovertemplate=("%{y}.%{x}" if grid == "heads" else "%{y}, %{x}") + ": restored %{text}<extra></extra>",  # L23.H4
             colorbar={"title": "restored"},
         )
     )
