@@ -7,19 +7,25 @@ from tests.tiny_models import tiny_model, tiny_tokenizer
 PROMPT = "w5 w17 w3 w42 w8 w11"
 
 
-def test_moe_contributions_page_shows_experts_and_edits_one(tmp_path, monkeypatch):
+def _app_on(family: str, tmp_path, monkeypatch):
+    """The app on a tiny random `family` model saved to disk (the only model in its config), PROMPT analysed."""
     from streamlit.testing.v1 import AppTest
 
-    directory = tmp_path / "qwen2moe"
-    tiny_model("qwen2_moe").save_pretrained(directory)
+    directory = tmp_path / family
+    tiny_model(family).save_pretrained(directory)
     tiny_tokenizer().save_pretrained(directory)
     config = tmp_path / "config.yaml"
-    config.write_text(f"default_model: tiny-moe\nmodels:\n  tiny-moe:\n    source: path\n    path: {directory}\n")
+    config.write_text(f"default_model: tiny\nmodels:\n  tiny:\n    source: path\n    path: {directory}\n")
     monkeypatch.setenv("LMTT_CONFIG", str(config))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.sidebar.text_area(key="_w_prompt").input(PROMPT)
     at.sidebar.button[0].click().run()
     assert not at.exception, at.exception
+    return at
+
+
+def test_moe_contributions_page_shows_experts_and_edits_one(tmp_path, monkeypatch):
+    at = _app_on("qwen2_moe", tmp_path, monkeypatch)
     at.session_state["node"] = "ffn:2:4"
     at.switch_page("pages/contributions.py").run()
     assert not at.exception, at.exception
@@ -42,17 +48,7 @@ def test_moe_contributions_page_shows_experts_and_edits_one(tmp_path, monkeypatc
 def test_a_parallel_blocks_heads_stay_chosen_on_contributions(tmp_path, monkeypatch):
     """GPT-J's attention and FFN share one node (the block's output): choosing "attention" there must show the heads and
     stay chosen, although the node it selects is the same "ffn:" node as the FFN's."""
-    from streamlit.testing.v1 import AppTest
-
-    directory = tmp_path / "gptj"
-    tiny_model("gptj").save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
-    config = tmp_path / "config.yaml"
-    config.write_text(f"default_model: tiny-gptj\nmodels:\n  tiny-gptj:\n    source: path\n    path: {directory}\n")
-    monkeypatch.setenv("LMTT_CONFIG", str(config))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.sidebar.text_area(key="_w_prompt").input(PROMPT)
-    at.sidebar.button[0].click().run()
+    at = _app_on("gptj", tmp_path, monkeypatch)
     at.switch_page("pages/contributions.py").run()
     assert not at.exception, at.exception
     at.radio(key="contrib_block").set_value("attention").run()
