@@ -362,3 +362,20 @@ def test_every_signed_heatmap_draws_positive_in_red():
     for fig in (figures.head_importance_heatmap(z, signed=True), figures.head_delta_heatmap(z)):
         (low, high) = ends(fig)
         assert high[0] > high[2] and low[2] > low[0], (low, high)
+
+
+def test_heads_that_share_an_edge_get_their_own_diamonds(hundred):
+    """Two heads of one layer whose largest part reads the same source share one dashed edge: their diamonds had been
+    drawn on one point (L29.H1 hidden under L29.H0). Now they stand DIAMOND_STEP columns apart, centred on the edge."""
+    from lmtt.questions.dla import DirectEdge
+
+    a = hundred
+    sub = a.paths_to(99, 0.04)
+    shared = [DirectEdge("head", 3, h, 99, 99, effect) for h, effect in ((0, 1.5), (1, -1.2))]  # both read token 99
+    fig = question_figures.target_graph_figure(a, sub, a.target_lens(a.target(99)), shared)
+    diamonds = [t for t in fig.data if t.mode == "markers" and t.marker.symbol == "diamond"]
+    xs, ys = sorted(t.x[0] for t in diamonds), {t.y[0] for t in diamonds}
+    assert len(diamonds) == 2 and len(ys) == 1
+    assert xs[1] - xs[0] == pytest.approx(question_figures.DIAMOND_STEP)
+    column = float(columns_for(100, sub, also=[99]).x_of([99])[0])
+    assert (xs[0] + xs[1]) / 2 == pytest.approx(column)  # centred on the (vertical) edge

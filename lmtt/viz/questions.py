@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 
 import numpy as np
 import plotly.graph_objects as go
@@ -34,6 +35,7 @@ ROUTE_PERCENTILE = 90  # the Target graph's colours saturate at this percentile 
 CELL_FONT_PX, CELL_ROW_PX = 10, 20  # the value written in a heatmap's cell (layer rows), and the row that holds it
 CELL_TEXT_MAX_COLUMNS = 24  # more columns (a long prompt's positions) leave no room for a value in each cell
 QK_FONT_PX = 11  # the QK pairs' 13 x 13 cells are wide
+DIAMOND_STEP = 0.25  # columns between the diamonds of heads that share an edge (else drawn on one point)
 
 
 def stacked(wanted: list[float], low: float, high: float, gap: float) -> list[float]:
@@ -218,6 +220,8 @@ def target_graph_figure(
         )
     )
     labels = []  # (text, colour, the diamond's x and y): written in the right margin, one per line, never overlapping
+    sharing = Counter((e.kind, e.from_node, e.into) for e in direct)  # heads of one layer that read one source share an edge
+    seen: Counter = Counter()
     for edge in direct:
         (y0, p0), (y1, p1) = _node_level_position(edge.from_node), _node_level_position(edge.into)
         x0, x1 = cols.x_of([p0, p1]).tolist()
@@ -225,6 +229,11 @@ def target_graph_figure(
             x0, x1 = x0 + figures.FFN_OFFSET, x1 + figures.FFN_OFFSET
         colour = BOOSTER if edge.effect > 0 else SUPPRESSOR
         kind = "booster" if edge.effect > 0 else "suppressor"
+        # its diamond: at the middle of the edge, side by side with the others where heads share the edge (a head
+        # reading its own token's column draws a vertical edge one level long: only a sideways step separates them)
+        key = (edge.kind, edge.from_node, edge.into)
+        xm, ym = (x0 + x1) / 2 + (seen[key] - (sharing[key] - 1) / 2) * DIAMOND_STEP, (y0 + y1) / 2
+        seen[key] += 1
         fig.add_trace(
             go.Scatter(
                 x=[x0, x1],
@@ -238,8 +247,8 @@ def target_graph_figure(
         )
         fig.add_trace(
             go.Scatter(
-                x=[(x0 + x1) / 2],
-                y=[(y0 + y1) / 2],
+                x=[xm],
+                y=[ym],
                 mode="markers",
                 marker={"symbol": "diamond", "size": 11, "color": colour, "line": {"width": 1, "color": "#000"}},
                 customdata=[edge.into],
@@ -250,7 +259,7 @@ def target_graph_figure(
                 showlegend=kind not in {t.legendgroup for t in fig.data if t.showlegend},
             )
         )
-        labels.append((f"{edge.name} {edge.effect:+.2f}", colour, (x0 + x1) / 2, (y0 + y1) / 2))
+        labels.append((f"{edge.name} {edge.effect:+.2f}", colour, xm, ym))
     wanted = [y for *_, y in labels]
     slots = slotted(wanted, label_slots(list(fig.layout.yaxis2.tickvals)))  # between the layer labels, where they fit
     heights = slots or stacked(wanted, -1.0, n_levels(analysis.n_layers), LABEL_GAP_LEVELS)
