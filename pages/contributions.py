@@ -39,13 +39,11 @@ def chosen() -> None:  # a callback, before the page (and its link) is drawn: th
 left, right = st.columns([1, 1])
 # the selected node's layer and block, or the default's when none is: merely opening the page selects no node. A block
 # that already shows that node stays chosen (a parallel block's heads and FFN share one node)
-ui.ss.contrib_layer, block = max(layer, 0), "FFN" if kind == "ffn" else "attention"
-if node_of(ui.ss.contrib_layer, ui.ss.get("contrib_block", block)) != node_of(ui.ss.contrib_layer, block):
-    ui.ss.contrib_block = block
-ui.ss.setdefault("contrib_block", block)
+ui.ss.contrib_layer, block, kept = max(layer, 0), "FFN" if kind == "ffn" else "attention", ui.ss.get("contrib_block")
+ui.ss.contrib_block = kept if kept and node_of(ui.ss.contrib_layer, kept) == node_of(ui.ss.contrib_layer, block) else block
 layer = left.selectbox("Layer", range(a.n_layers), key="contrib_layer", on_change=chosen)
 block = right.radio("Block", ("attention", "FFN"), horizontal=True, key="contrib_block", on_change=chosen)
-ui.ss._contributions_node = node = node_of(layer, block)
+ui.ss._contributions_node = node_of(layer, block)
 
 if block == "attention":
     hc = a.head_contributions(layer, position)
