@@ -20,6 +20,7 @@ from lmtt.ui.state import (
     describe_edit,
     restore_from_url,
     show_link,
+    sidebar_input,
     ss,
     start_run,
     validate_against,
@@ -69,8 +70,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
             st.selectbox("Sample prompts", [""] + list(config.sample_prompts), key="_w_sample", on_change=_use_sample)
         # no max_chars: a browser would cut (or drop) an over-long paste silently; Run says what is wrong instead
         st.text_area("Prompt", height=100, **bound("prompt"))
-        ss.setdefault("chat", False)  # bound: kept across pages (a page's own widget state starts afresh on each page)
-        chat = st.toggle("Chat template", help="Wrap the prompt in the tokenizer's chat template (instruct models)", **bound("chat"))
+        chat = st.toggle("Chat template", help="Wrap the prompt in the tokenizer's chat template (instruct models)", **bound("chat", False))
         if st.button("Run", type="primary", width="stretch") or ss.pop("_run_now", False):
             ss.intro = False
             if len(ss.prompt) > config.max_prompt_chars:
@@ -131,7 +131,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
 def not_run_note(config: AppConfig, analysis: Analysis) -> None:
     """On every page, while the sidebar's prompt, chat template or model is not the one analysed (an edit not yet run,
     or a prompt refused as too long): which run the page shows. Run's own message is gone once the user changes page."""
-    box, (model, prompt) = (ss.get("prompt", ""), bool(ss.get("chat"))), ss.run
+    box, (model, prompt) = sidebar_input(), ss.run
     if box == ss.get("_run_box", box) and ss.get("model", model) == model:
         return
     prompt = " ".join(ss.get("_run_box", (prompt,))[0].split())  # the user's words (not a chat template's), one line

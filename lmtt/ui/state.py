@@ -136,7 +136,7 @@ def restore_from_url(config: AppConfig) -> None:
     ss.prompt = prompt if prompt is not None else (config.sample_prompts[0] if config.sample_prompts else "")
     ss.intro = prompt is None and bool(ss.prompt)  # a first visit: the default prompt's graph, with a word on what to do
     ss.run = (model, ss.prompt) if ss.prompt else None
-    ss._run_box = (ss.prompt, bool(ss.get("chat")))
+    ss._run_box = sidebar_input()
     ss.token = None
     if (raw := qp.get("token")) is not None:
         try:
@@ -190,10 +190,15 @@ def restore_from_url(config: AppConfig) -> None:
 QUESTION_CHOICES = ("q_target", "q_contrast", "q_qk_", "patch", "_w_q_target", "_w_q_contrast", "_w_patch")
 
 
+def sidebar_input() -> tuple[str, bool]:
+    """The sidebar's prompt text and whether the chat template wraps it: what a run is started from."""
+    return ss.get("prompt", ""), bool(ss.get("chat"))
+
+
 def start_run(model: str, prompt: str, generated_from: int | None = None) -> None:
     """Make (model, prompt) the analysed run. Edits and selections belong to the old run: cleared unless pinned."""
     ss.run, ss.token = (model, prompt), None
-    ss._run_box = (ss.get("prompt", ""), bool(ss.get("chat")))  # the sidebar's text and template the run came from
+    ss._run_box = sidebar_input()  # what the run came from (its prompt may be the text's chat form)
     ss.generated_from = generated_from
     if not ss.get("pin"):
         clear_selections()
@@ -410,10 +415,10 @@ def chart_click(key: str) -> dict | None:
 # ---- widgets -----------------------------------------------------------------
 
 
-def bound(key: str) -> dict:
-    """Widget kwargs that keep `key` in session state across pages (widget state itself is per page)."""
+def bound(key: str, default="") -> dict:
+    """Widget kwargs that keep `key` (first `default`) in session state across pages (widget state itself is per page)."""
     widget_key = f"_w_{key}"
-    ss[widget_key] = ss.setdefault(key, "")
+    ss[widget_key] = ss.setdefault(key, default)
 
     def copy() -> None:
         ss[key] = ss[widget_key]
