@@ -15,7 +15,7 @@ import math
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -50,13 +50,19 @@ class QuestionTiming:
     app_s: float  # its button pressed -> the result drawn
 
 
+@lru_cache(maxsize=2)
+def _prose_ids(tokenizer) -> tuple[int, ...]:
+    """The prose's token ids, once per tokenizer (a dataset question cuts a dozen prompts from it)."""
+    from lmtt.tools.bench import natural_text
+
+    return tuple(tokenizer(natural_text(), add_special_tokens=False)["input_ids"])
+
+
 def prompt_of(tokenizer, n_tokens: int, skip: int = 0) -> str:
     """Exactly n_tokens tokens of the Python reference topics (English prose), from about token `skip` on: another
     prompt of the same length for each skip. A start moves on by a token while the decoded text would tokenize
     differently or begins or ends with white space (which a text box may not keep)."""
-    from lmtt.tools.bench import natural_text
-
-    ids = tokenizer(natural_text(), add_special_tokens=False)["input_ids"]
+    ids = _prose_ids(tokenizer)
     for start in range(skip, skip + 50):
         text = tokenizer.decode(ids[start : start + n_tokens])
         if text == text.strip() and len(tokenizer(text, add_special_tokens=False)["input_ids"]) == n_tokens:
