@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from lmtt import ui
-from lmtt.engine.levels import head_name
+from lmtt.engine.levels import head_name, neuron_name
 from lmtt.questions import batch
 from lmtt.questions.neurons import glu_quadrants
 from lmtt.ui.progress import Steps, cancelled
@@ -74,11 +74,13 @@ right.markdown("**Share of prompts where each head matters**")
 right.plotly_chart(figures.head_importance_heatmap(agg["head_prompt_share"]), key="dataset_share", width="stretch")
 c1, c2, c3 = st.columns(3)
 c1.markdown("**Important for every prompt**")
-ui.table(pd.DataFrame(agg["always_important_heads"], columns=["layer", "head", "mean effect"]), c1)
+ui.table(pd.DataFrame([(head_name(l, h), *rest) for l, h, *rest in agg["always_important_heads"]], columns=["head", "mean effect"]), c1)
 c2.markdown("**Important for some prompts**")
-ui.table(pd.DataFrame(agg["sometimes_important_heads"], columns=["layer", "head", "mean effect", "share of prompts"]), c2)
+sometimes = [(head_name(l, h), *rest) for l, h, *rest in agg["sometimes_important_heads"]]
+ui.table(pd.DataFrame(sometimes, columns=["head", "mean effect", "share of prompts"]), c2)
 c3.markdown("**Most frequent top neurons** (by |direct effect|)")
-ui.table(pd.DataFrame(agg["frequent_neurons"], columns=["layer", "neuron", "prompts", "mean effect"]), c3)
+neurons = [(neuron_name(l, n), *rest) for l, n, *rest in agg["frequent_neurons"]]
+ui.table(pd.DataFrame(neurons, columns=["neuron", "prompts", "mean effect"]), c3)
 
 st.subheader("A neuron over the dataset: GLU sign quadrants")
 st.caption(

@@ -1,6 +1,7 @@
 """AppTest (no browser) for every page: run, change threshold and token, select, switch pages, bad input."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -375,7 +376,8 @@ def test_dataset_page_runs_pasted_prompts(at):
     assert not at.exception, at.exception
     assert any("2 prompts. A head's importance is its direct effect" in c.value for c in at.main.caption)
     always = at.main.dataframe[0].value  # important for every prompt: the largest mean |effect| first
-    assert list(always.columns) == ["layer", "head", "mean effect"] and len(always) > 1
+    assert list(always.columns) == ["head", "mean effect"] and len(always) > 1
+    assert all(re.fullmatch(r"L\d+\.H\d+", name) for name in always["head"]), "heads are named as on every page (L23.H4)"
     assert list(always["mean effect"].abs()) == sorted(always["mean effect"].abs(), reverse=True)
     click(at, "dataset_heads", [23, 4])
     assert "Head L23.H4: the prompts where it mattered most" in [s.value for s in at.main.subheader]

@@ -10,6 +10,7 @@ from plotly.colors import sample_colorscale
 
 import lmtt
 from lmtt.engine.graph import node_id
+from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.shares import NeuronContributions
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.viz import figures
@@ -379,3 +380,8 @@ def test_heads_that_share_an_edge_get_their_own_diamonds(hundred):
     assert xs[1] - xs[0] == pytest.approx(question_figures.DIAMOND_STEP)
     column = float(columns_for(100, sub, also=[99]).x_of([99])[0])
     assert (xs[0] + xs[1]) / 2 == pytest.approx(column)  # centred on the (vertical) edge
+    # the hover names the edge's two states in words, as the Graph page does, not by node id (attn:3:99)
+    booster = next(t for t in diamonds if "booster" in t.hovertext[0]).hovertext[0]
+    token = figures.visible(readable_tokens(a)[99])
+    assert f"from layer 2 after FFN, token 99 {token}<br>into layer 3 after attention, token 99 {token}" in booster, booster
+    assert "attn:3:99" not in booster and booster.startswith("booster L3.H0: direct effect +1.500 logits")

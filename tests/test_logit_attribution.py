@@ -158,3 +158,9 @@ def test_a_probe_at_any_node_splits_over_the_components_below_it(tiny_runner):
             assert float(at_attn.heads[layer, h]) == pytest.approx(drop, rel=1e-3, abs=1e-4)
     with pytest.raises(ValueError, match="shape"):
         a.probe_effects(torch.zeros(3), node)
+
+
+def test_direct_edges_are_named_as_units_and_blocks():
+    """A head's edge reads L23.H4 and an FFN's L29.FFN, as QK names its parts (L0.attn, L0.FFN)."""
+    assert dla.DirectEdge("head", 23, 4, 0, 5, 1.0).name == "L23.H4"
+    assert dla.DirectEdge("ffn", 29, -1, 5, 5, 1.0).name == "L29.FFN"

@@ -100,7 +100,7 @@ def test_learned_positions_are_a_part_of_their_own(family):
     runner = lmtt.ModelRunner(tiny_model(family), tokenizer=None, name=family)
     a = _analysis(runner)
     result = a.qk_attribution(1, 0, 6, 2)
-    assert result.parts[:2] == ("emb", "pos")
+    assert result.parts == ("emb", "pos", "L0.attn", "L0.FFN", "bias")  # blocks named as the Target page names them
     parts = qk.residual_parts(runner, a.trace, 1, torch.tensor([2, 6]))  # (2, P-1, d)
     table = runner.model.transformer.wpe if family == "gpt2" else runner.model.model.decoder.embed_positions
     offset = 0 if family == "gpt2" else 2

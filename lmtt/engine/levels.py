@@ -49,3 +49,12 @@ def head_name(layer: int, head: int) -> str:
 
 def neuron_name(layer: int, neuron: int) -> str:
     return unit_name("neuron", layer, neuron)
+
+
+BLOCK_NAMES = {"attn": "attn", "ffn": "FFN"}
+
+
+def block_name(kind: str, layer: int) -> str:
+    """How a whole block is named as a part that writes to the residual stream: L22.attn, L29.FFN (as L23.H4 names
+    one of its heads). The state after it is a level, named by level_names ("L29 ffn")."""
+    return f"L{layer}.{BLOCK_NAMES[kind]}"

@@ -32,7 +32,7 @@ import torch
 
 from lmtt.engine.adapters import linear_weight
 from lmtt.engine.attribution import head_parts
-from lmtt.engine.levels import head_name, level_names, level_of, neuron_name
+from lmtt.engine.levels import block_name, head_name, level_names, level_of, neuron_name
 from lmtt.engine.norms import FrozenNorm, freeze
 from lmtt.engine.runner import ModelRunner, Trace
 from lmtt.engine.tokens import token_text
@@ -526,7 +526,7 @@ class DirectEdge:
 
     @property
     def name(self) -> str:
-        return head_name(self.layer, self.index) if self.kind == "head" else f"FFN L{self.layer}"
+        return head_name(self.layer, self.index) if self.kind == "head" else block_name("ffn", self.layer)
 
     @property
     def into(self) -> str:

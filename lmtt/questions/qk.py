@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from lmtt.engine.adapters import resolve
-from lmtt.engine.levels import head_name
+from lmtt.engine.levels import block_name, head_name
 from lmtt.engine.norms import FrozenNorm, freeze
 from lmtt.engine.runner import ModelRunner, Trace
 
@@ -49,7 +49,7 @@ class QKAttribution:
     head: int
     query: int
     key: int
-    parts: tuple[str, ...]  # P names: emb, [pos], attn L0, ffn L0, ..., bias
+    parts: tuple[str, ...]  # P names: emb, [pos], L0.attn, L0.FFN, ..., bias
     pairs: torch.Tensor  # (P, P) [query part, key part]
     score: float  # the recorded pre-softmax score scale * q . k (before the mask, any softcap and any sink)
 
@@ -123,7 +123,7 @@ def key_scores(trace: Trace, layer: int, head: int, query: int) -> KeyScores:
 def part_names(runner: ModelRunner, layer: int) -> tuple[str, ...]:
     """The names of the parts of the residual entering `layer`, then the constant part."""
     pos = ("pos",) if _position_embedding(runner) else ()
-    return ("emb", *pos, *(f"{k} L{l}" for l in range(layer) for k in ("attn", "ffn")), "bias")
+    return ("emb", *pos, *(block_name(k, l) for l in range(layer) for k in ("attn", "ffn")), "bias")
 
 
 def _position_embedding(runner: ModelRunner) -> bool:

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
-from lmtt.engine.levels import kind_of, layer_of, level_of, n_levels
+from lmtt.engine.levels import kind_of, layer_of, level_names, level_of, n_levels
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.curation import Curation, group_edges, pinned_subgraph
 from lmtt.questions.shares import HeadContributions, NeuronContributions
@@ -659,7 +659,7 @@ def lens_min_width(n_tokens: int, text: bool) -> int:
 
 
 def _lens_rows(analysis: Analysis) -> list[str]:
-    return ["emb"] + [f"L{layer} {part}" for layer in range(analysis.n_layers) for part in ("attn", "ffn")]
+    return list(level_names(analysis.n_layers))
 
 
 def lens_top_heatmap(analysis: Analysis, texts: list[list[str]], probs: np.ndarray) -> go.Figure:

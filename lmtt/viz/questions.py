@@ -16,7 +16,7 @@ from plotly.colors import sample_colorscale
 
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import Subgraph, parse_node
-from lmtt.engine.levels import head_name, level_of, n_levels
+from lmtt.engine.levels import head_name, level_names, level_of, n_levels
 from lmtt.questions.curation import Curation
 from lmtt.questions.dla import DirectEdge, DirectEffects, LensGrid
 from lmtt.questions.faithfulness import FaithfulnessCurve
@@ -130,7 +130,7 @@ LENS_ROW_PX = 14  # a row per node level, tall enough for its label
 def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centre: bool) -> go.Figure:
     """(2L+1, T) logit lens values at every node level and position, each value written in its cell."""
     levels = values.shape[0]
-    names = ["emb"] + [f"L{(lv - 1) // 2} {'attn' if lv % 2 else 'ffn'}" for lv in range(1, levels)]
+    names = list(level_names((levels - 1) // 2))
     kwargs = {"zmid": 0, "colorscale": SCALE} if centre else {"colorscale": "Viridis"}
     wide = len(analysis.tokens) <= CELL_TEXT_MAX_COLUMNS  # cells with room for their value
     fig = go.Figure(
@@ -220,6 +220,10 @@ def target_graph_figure(
         )
     )
     labels = []  # (text, colour, the diamond's x and y): written in the right margin, one per line, never overlapping
+    def ends_of(edge: DirectEdge) -> str:
+        ends = (("from", edge.from_node), ("into", edge.into))
+        return "<br>".join(f"{word} {html.escape(figures.describe_node(analysis, node))}" for word, node in ends)
+
     sharing = Counter((e.kind, e.from_node, e.into) for e in direct)  # heads of one layer that read one source share an edge
     seen: Counter = Counter()
     for edge in direct:
@@ -252,7 +256,7 @@ def target_graph_figure(
                 mode="markers",
                 marker={"symbol": "diamond", "size": 11, "color": colour, "line": {"width": 1, "color": "#000"}},
                 customdata=[edge.into],
-                hovertext=[f"{kind} {edge.name}: direct effect {edge.effect:+.3f} logits<br>{edge.from_node} → {edge.into}"],
+                hovertext=[f"{kind} {edge.name}: direct effect {edge.effect:+.3f} logits<br>{ends_of(edge)}"],
                 hoverinfo="text",
                 name=f"direct effect ({kind})",
                 legendgroup=kind,
