@@ -1,6 +1,7 @@
 """AppTest (no browser) for the Target, Faithfulness and Patching pages on the default model."""
 
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -118,6 +119,48 @@ def test_chat_template_toggle_wraps_the_prompt():
     assert not [i.value for i in at.main.info if "shows the last run" in i.value]
     at.sidebar.toggle(key="_w_chat").set_value(False).run()  # switched off, not run: the page says so
     assert [i.value for i in at.main.info if "chat template or model has changed" in i.value]
+
+
+def test_a_chat_run_travels_in_a_link_as_the_users_text():
+    """A link of a chat-template run had carried the template's text and no flag: it opened with "<|im_start|>…" in
+    the box and the toggle off, and turning the toggle on would have wrapped it again. It now carries the user's words
+    and chat=1, and opens on the same analysed text, with the box and toggle as the user left them."""
+    question = "What is the capital of France?"
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    at.sidebar.text_area(key="_w_prompt").input(question)
+    at.sidebar.toggle(key="_w_chat").set_value(True)
+    at.sidebar.button[0].click().run()
+    wrapped = at.session_state.run[1]
+    assert wrapped.startswith("<|im_start|>") and wrapped != question
+    params = dict(parse_qsl(urlsplit(at.sidebar.code[0].value).query))
+    assert params["prompt"] == question and params["chat"] == "1", params
+
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    fresh.query_params.update(params)
+    fresh.run()
+    assert not fresh.exception, fresh.exception
+    assert fresh.session_state.run[1] == wrapped  # the same analysed text as the run the link was copied from
+    assert fresh.sidebar.text_area(key="_w_prompt").value == question and fresh.sidebar.toggle(key="_w_chat").value is True
+    assert not [i.value for i in fresh.main.info if "shows the last run" in i.value]
+    assert dict(parse_qsl(urlsplit(fresh.sidebar.code[0].value).query))["chat"] == "1"  # and its own link says so too
+
+
+def test_generating_with_the_chat_template_continues_the_chat_form():
+    """With the toggle on, "Generate and analyse" had continued the bare text. Now the model answers the chat form,
+    and the box holds that form and the reply, with the toggle off (Run would otherwise wrap it a second time)."""
+    question = "What is the capital of France?"
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    at.sidebar.text_area(key="_w_prompt").input(question)
+    at.sidebar.toggle(key="_w_chat").set_value(True)
+    at.sidebar.button[0].click().run()
+    wrapped = at.session_state.run[1]
+    at.sidebar.number_input(key="gen_n").set_value(3)
+    at.sidebar.button(key="gen_go").click().run()
+    assert not at.exception, at.exception
+    text = at.session_state.run[1]
+    assert text.startswith(wrapped) and len(text) > len(wrapped), text
+    assert at.sidebar.text_area(key="_w_prompt").value == text and at.sidebar.toggle(key="_w_chat").value is False
+    assert "chat" not in dict(parse_qsl(urlsplit(at.sidebar.code[0].value).query))
 
 
 def test_a_new_run_resets_target_and_contrast_to_the_new_prompts_defaults():

@@ -10,15 +10,11 @@ import pandas as pd
 import streamlit as st
 
 from lmtt.analysis import Analysis
-from lmtt.engine.chat import chat_prompt
-from lmtt.engine.config import AppConfig
-from lmtt.engine.loading import LoadError
-from lmtt.engine.runner import PromptError
 from lmtt.engine.tokens import token_text
 from lmtt.questions.dla import DirectEffects, Target, TargetError, search_vocabulary
 from lmtt.questions.faithfulness import FaithfulnessCurve
 from lmtt.ui.progress import Steps, cancelled
-from lmtt.ui.runs import cached_runner, intervention
+from lmtt.ui.runs import intervention
 from lmtt.ui.state import CHOICE_PARAMS, View, describe_edit, link_default, rewrite_link, ss
 from lmtt.viz.figures import visible
 
@@ -159,15 +155,6 @@ def answered_on(view: View, follows_edits: bool = True) -> Analysis:
         return view.analysis
     st.info(f"These numbers are for the **edited** model ({edits}).")
     return result.analysis
-
-
-def chat_wrapped(config: AppConfig, model: str, prompt: str) -> str:
-    """The prompt in the model's chat template; the prompt itself (and an error shown) when that is impossible."""
-    try:
-        return chat_prompt(cached_runner(config.models[model]), prompt)
-    except (PromptError, LoadError) as e:
-        st.session_state.setdefault("_warnings", []).append(f"Chat template not applied: {e}")
-        return prompt
 
 
 def memo(key: tuple, compute: Callable):

@@ -14,6 +14,7 @@ import streamlit as st
 import lmtt
 from lmtt.analysis import Analysis, InterventionResult
 from lmtt.engine import attribution
+from lmtt.engine.chat import chat_prompt
 from lmtt.engine.config import AppConfig, ConfigError, ModelEntry
 from lmtt.engine.loading import LoadError
 from lmtt.engine.runner import ModelRunner, PromptError, check_prompt
@@ -73,9 +74,22 @@ def analysis_gate(limit: int) -> AnalysisGate:
     return AnalysisGate(limit)
 
 
+def chat_wrapped(config: AppConfig, model: str, prompt: str) -> str:
+    """The prompt in the model's chat template; the prompt itself (and an error shown) when that is impossible."""
+    try:
+        return chat_prompt(cached_runner(config.models[model]), prompt)
+    except (PromptError, LoadError) as e:
+        st.session_state.setdefault("_warnings", []).append(f"Chat template not applied: {e}")
+        return prompt
+
+
 def generate_continuation(config: AppConfig, n_tokens: int, seed: int | None) -> None:
-    """Extend the prompt with generated tokens and make the result the analysed prompt (one trace covers every token)."""
+    """Extend the prompt with generated tokens and make the result the analysed prompt (one trace covers every token).
+    With the chat template on, the model continues the prompt's chat form (its reply), and the box then holds that
+    form and the reply, with the toggle off: Run would otherwise wrap the template's text in it again."""
     model, prompt = ss.model, ss.prompt
+    if ss.get("chat"):
+        prompt = chat_wrapped(config, model, prompt)
     try:
         check_prompt(prompt, config.max_prompt_chars)
         runner = cached_runner(config.models[model])
@@ -88,7 +102,7 @@ def generate_continuation(config: AppConfig, n_tokens: int, seed: int | None) ->
     if text == prompt:
         st.info("The model ended the text right away (its first token was end-of-text): nothing to add.")
         return
-    ss.prompt = text
+    ss.prompt, ss.chat = text, False
     start_run(model, text, generated_from=len(runner.tokenize(prompt)))
     st.rerun()  # redraw the sidebar with the extended prompt
 

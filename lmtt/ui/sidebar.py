@@ -9,8 +9,7 @@ from lmtt.engine.config import AppConfig
 from lmtt.engine.edits import Edit
 from lmtt.engine.tokens import readable_tokens
 from lmtt.ui.panels import graph_view, plain
-from lmtt.ui.questions import chat_wrapped
-from lmtt.ui.runs import fetch_analysis, generate_continuation, read_config
+from lmtt.ui.runs import chat_wrapped, fetch_analysis, generate_continuation, read_config
 from lmtt.ui.state import (
     PAGES,
     THRESHOLD_MAX,
@@ -64,6 +63,10 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
     if config is None:
         return None
     restore_from_url(config)
+    if ss.pop("_link_chat", False):  # a link's chat=1: its text is analysed in the chat template, as Run does
+        wrapped = chat_wrapped(config, ss.model, ss.prompt)
+        ss.chat = wrapped != ss.prompt  # off where the template cannot be applied (chat_wrapped says why)
+        ss.run, ss._run_chat = (ss.model, wrapped), ss.prompt if ss.chat else None
     with st.sidebar:
         st.selectbox("Model", list(config.models), **bound("model"))
         if config.sample_prompts:
@@ -79,7 +82,8 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
                     "Shorten it and press Run again: your text stays in the box, and the page still shows the last run's analysis."
                 )
             else:
-                start_run(ss.model, chat_wrapped(config, ss.model, ss.prompt) if chat else ss.prompt)
+                wrapped = chat_wrapped(config, ss.model, ss.prompt) if chat else ss.prompt
+                start_run(ss.model, wrapped, chat_text=ss.prompt if wrapped != ss.prompt else None)
         st.toggle(
             "Pin edits and selections",
             key="pin",
