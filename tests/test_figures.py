@@ -155,6 +155,10 @@ def test_qk_figures_add_up_to_the_score(default_runner):
         assert float(np.sum(bars.x)) == pytest.approx(result.score, rel=1e-4)
     heat = question_figures.qk_heatmap(john)
     assert float(np.sum(heat.data[0].z)) == pytest.approx(john.score, rel=1e-4)
+    # the colour scale is the largest single pair's, not a rest cell's (a sum of many pairs, which had washed out the rest)
+    z = np.array(heat.data[0].z)  # (k+1, k+1): the last row and column are "rest (...)"
+    assert heat.data[0].y[-1].startswith("rest (") and heat.data[0].x[-1].startswith("rest (")
+    assert heat.data[0].zmax == pytest.approx(float(np.abs(z[:-1, :-1]).max())) == -heat.data[0].zmin
     assert list(heat.layout.yaxis.ticktext) == list(heat.data[0].y)  # every row labelled
     cells = [t for row in heat.data[0].text for t in row]
     assert all(t == "0" or t[0] in "+-" for t in cells) and "-0.00" not in cells and "+0.00" not in cells
@@ -385,3 +389,12 @@ def test_heads_that_share_an_edge_get_their_own_diamonds(hundred):
     token = figures.visible(readable_tokens(a)[99])
     assert f"from layer 2 after FFN, token 99 {token}<br>into layer 3 after attention, token 99 {token}" in booster, booster
     assert "attn:3:99" not in booster and booster.startswith("booster L3.H0: direct effect +1.500 logits")
+
+
+def test_the_heads_heatmap_reads_as_the_heads_table(hundred):
+    """The Target page's heads heatmap wrote 2 decimals (-1.00) beside a table of 3 significant digits (-0.995)."""
+    e = hundred.direct_effects(hundred.target(99))
+    fig = question_figures.head_effect_heatmap(e)
+    for row, texts in zip(e.heads.tolist(), fig.data[0].text):
+        for v, text in zip(row, texts):
+            assert text == ("0" if float(f"{v:.3g}") == 0 else f"{v:.3g}"), (v, text)

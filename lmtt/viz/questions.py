@@ -91,7 +91,7 @@ def head_effect_heatmap(effects: DirectEffects) -> go.Figure:
             colorscale=SCALE,
             zmin=-lim,
             zmax=lim,
-            text=[[number(v, 2) for v in row] for row in z.tolist()],
+            text=[[number(v, 3, significant=True) for v in row] for row in z.tolist()],  # as the heads' table: -0.995, not -1.00
             texttemplate="%{text}",
             textfont={"size": CELL_FONT_PX},
             customdata=[[head_name(layer, h) for h in range(n_heads)] for layer in range(n_layers)],
@@ -411,10 +411,13 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
 
 def qk_heatmap(result: QKAttribution, k: int = 12) -> go.Figure:
     """(query part) x (key part) contributions to one pre-softmax score: the k largest parts of each side, every one
-    labelled, and a "rest" row and column, so the cells still sum to the score."""
+    labelled, and a "rest" row and column, so the cells still sum to the score. The colours are scaled to the labelled
+    pairs: a rest cell sums dozens of small pairs, and had set the scale, which washed out every pair it was there to
+    show (its colour saturates; its value is written in it)."""
     rows, cols, table = result.folded(k)
     z = table.numpy()  # (k+1, k+1)
-    lim = _symmetric(z)
+    single = np.array([not r.startswith("rest (") for r in rows]), np.array([not c.startswith("rest (") for c in cols])
+    lim = _symmetric(z[np.ix_(*single)])
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -427,7 +430,7 @@ def qk_heatmap(result: QKAttribution, k: int = 12) -> go.Figure:
             texttemplate="%{text}",
             textfont={"size": QK_FONT_PX},
             hovertemplate="query part %{y} x key part %{x}: %{z:.3f}<extra></extra>",
-            colorbar={"title": "score"},
+            colorbar={"title": "score<br>(rest cells<br>saturate)" if not all(map(np.all, single)) else "score"},
         )
     )
     fig.update_layout(
