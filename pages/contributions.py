@@ -55,7 +55,7 @@ if block == "attention":
     )
     chart, panel = st.columns([1.4, 1])
     chart.plotly_chart(
-        figures.head_bar_figure(hc.heads.numpy(), selected=head),
+        figures.head_bar_figure(hc.heads.numpy(), layer, selected=head),
         key="head_chart",
         on_select="rerun",
         selection_mode="points",

@@ -52,4 +52,4 @@ if curve is None:
     st.stop()
 ui.chart(qf.faithfulness_curve_figure(curve), key="faithfulness_curve")
 table, columns = curve_table(curve)
-ui.table(table, column_config=columns)
+ui.table(table, column_config=columns, every_row=True)  # the low thresholds, where faithfulness climbs, are its last rows

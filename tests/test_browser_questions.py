@@ -11,6 +11,8 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page, expect
 
+from lmtt.questions.faithfulness import DEFAULT_THRESHOLDS
+from lmtt.ui.panels import ROW_PX
 from tests.browser import ARTIFACTS, open_fresh, settled, share_link  # skips the module where Chromium is missing
 
 pytestmark = [pytest.mark.browser(group="shared-server"), pytest.mark.default_model]
@@ -104,6 +106,10 @@ def test_faithfulness_page_draws_the_curve(page, server):
     expect(page.locator(".js-plotly-plot .scatterlayer").first).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "faithfulness-curve-france.png"), full_page=True)
+    # the table shows all 12 thresholds and its header: it had scrolled its last two (0.01 and 0, where faithfulness
+    # climbs to 1) out of sight
+    box = page.locator('[data-testid="stDataFrame"]').last.bounding_box()
+    assert box["height"] >= ROW_PX * (len(DEFAULT_THRESHOLDS) + 1), box
 
 
 CANCELLED = {  # page: (its button, what its progress line says, what Cancel leaves, the chart a finished run draws)

@@ -37,8 +37,9 @@ def test_projection_bars_show_quotes_as_quotes():
 
 def test_neuron_bars_follow_the_sign_of_the_activation():
     nc = NeuronContributions(3, 4, torch.tensor([7, 9]), torch.tensor([0.3, 0.2]), torch.tensor([1.5, -0.5]), 0.1)
-    colours = figures.neuron_bar_figure(nc).data[0].marker.color
-    assert colours[0] == figures.POSITIVE and colours[1] == figures.NEGATIVE
+    bars = figures.neuron_bar_figure(nc).data[0]
+    assert bars.marker.color[0] == figures.POSITIVE and bars.marker.color[1] == figures.NEGATIVE
+    assert bars.hovertext[0].startswith("L3.N7: contribution 0.3<br>activation +1.5")  # the layer's name, not a bare N7
 
 
 @pytest.mark.parametrize("make", [figures.head_importance_heatmap, figures.head_delta_heatmap])
@@ -49,8 +50,8 @@ def test_per_head_heatmaps_label_every_head_and_layer(make):
 
 
 def test_head_bars_mark_the_selected_head_and_carry_indices():
-    fig = figures.head_bar_figure([0.1, 0.5, 0.2], selected=1)
-    assert list(fig.data[0].customdata) == [0, 1, 2]
+    fig = figures.head_bar_figure([0.1, 0.5, 0.2], 23, selected=1)
+    assert list(fig.data[0].customdata) == [0, 1, 2] and list(fig.data[0].hovertext) == ["L23.H0", "L23.H1", "L23.H2"]
     assert fig.data[0].marker.color[1] != fig.data[0].marker.color[0]
 
 
@@ -284,10 +285,11 @@ def test_the_curve_labels_no_threshold_over_another():
     """Two thresholds that keep about the same edges (within 5% of the x range and 8% of the y range of a labelled
     one) get one label; a point without a value gets none."""
     labels = question_figures.spaced_labels([10, 11, 50, 100, 60], [0.5, 0.51, 0.7, 1.0, float("nan")], ["a", "b", "c", "d", "e"])
-    assert labels == ["a", "", "c", "d", ""]
+    assert labels == ["a, b", "", "c", "d", ""]  # b's point is a's: a's label names both (NaN: no label)
+    assert question_figures.spaced_labels([10, 11, 12, 90], [0.5, 0.5, 0.5, 1.0], ["a", "b", "c", "d"]) == ["a … c", "", "", "d"]
     assert question_figures.spaced_labels([10, 11, 100], [0.5, 0.9, 0.5], ["a", "b", "c"]) == ["a", "b", "c"]  # close in x only
     # the p(A)-kept curve and the line at 1 share the axis: faithfulness values 0.97 and 0.99 are close on it
-    assert question_figures.spaced_labels([10, 11, 100], [0.97, 0.99, 0.98], ["a", "b", "c"], also_y=(0.0, 1.0)) == ["a", "", "c"]
+    assert question_figures.spaced_labels([10, 11, 100], [0.97, 0.99, 0.98], ["a", "b", "c"], also_y=(0.0, 1.0)) == ["a, b", "", "c"]
 
 
 def test_small_probabilities_keep_their_digits():
@@ -392,9 +394,30 @@ def test_heads_that_share_an_edge_get_their_own_diamonds(hundred):
 
 
 def test_the_heads_heatmap_reads_as_the_heads_table(hundred):
-    """The Target page's heads heatmap wrote 2 decimals (-1.00) beside a table of 3 significant digits (-0.995)."""
+    """The Target page's heads heatmap wrote 2 decimals (-1.00) beside a table of 3 significant digits (-0.995); and
+    no cell goes finer than 0.001, where 3 significant digits would write -8.53e-05 beside 0.000921."""
     e = hundred.direct_effects(hundred.target(99))
     fig = question_figures.head_effect_heatmap(e)
     for row, texts in zip(e.heads.tolist(), fig.data[0].text):
         for v, text in zip(row, texts):
-            assert text == ("0" if float(f"{v:.3g}") == 0 else f"{v:.3g}"), (v, text)
+            assert abs(float(text) - v) <= max(0.0005, 0.005 * abs(v)) and "e" not in text, (v, text)
+            assert len(text.lstrip("-").replace(".", "").lstrip("0")) <= 3, (v, text)  # 3 significant digits at most
+    cells = [question_figures.cell_number(v) for v in (-0.99512, 2.657, -8.53e-05, 0.000921, 12.34)]
+    assert cells == ["-0.995", "2.66", "0", "0.001", "12.3"]
+
+
+def test_no_edge_dot_takes_a_diamonds_hover_on_the_target_graph(hundred):
+    """A diamond sits on its edge's midpoint, where the Graph page's edge dot is: the dot's hover ("attention edge …
+    click to split it by head") had come up instead of the diamond's, and a click there selects nothing on this page."""
+    a = hundred
+    sub = a.paths_to(99, 0.04)
+    direct = a.direct_edges(a.target(99), 0.3)
+    fig = question_figures.target_graph_figure(a, sub, a.target_lens(a.target(99)), direct)
+    dots = next(t for t in fig.data if t.name == "edges")
+    plain = next(t for t in figures.graph_figure(a, sub, explained=99).data if t.name == "edges")
+    diamonds = [(t.x[0], t.y[0]) for t in fig.data if t.mode == "markers" and t.marker.symbol == "diamond"]
+    covered = [c for c, x, y in zip(plain.customdata, plain.x, plain.y) if any(abs(x - dx) < 0.3 and y == dy for dx, dy in diamonds)]
+    assert covered, "no diamond on a drawn edge: the test would pass vacuously"
+    assert not set(covered) & set(dots.customdata)
+    assert len(dots.customdata) == len(plain.customdata) - len(covered) == len(dots.x) == len(dots.marker.color)
+    assert not any("click" in h for h in dots.hovertext) and all("weight" in h for h in dots.hovertext)

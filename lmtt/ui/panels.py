@@ -32,12 +32,18 @@ EFFECT_COLUMN = "effect on logit"  # a projection's score: the direct effect on 
 THREE_DIGITS = st.column_config.NumberColumn(format="%.3g")  # a table's numbers to 3 significant digits
 
 
-def table(data, where: DeltaGenerator | None = None, **options) -> None:
+ROW_PX = 35  # a dataframe row's height in the browser (and the header's)
+
+
+def table(data, where: DeltaGenerator | None = None, every_row: bool = False, **options) -> None:
     """A dataframe (or a dict of columns) whose decimal numbers read to 3 significant digits, in every column that
-    `column_config` does not format itself; without its index, as wide as its place."""
+    `column_config` does not format itself; without its index, as wide as its place. `every_row`: tall enough to show
+    them all (a dataframe shows about 10, and scrolls the rest out of sight)."""
     frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
     floats = {name: THREE_DIGITS for name in frame.columns if pd.api.types.is_float_dtype(frame[name])}
     options["column_config"] = {**floats, **(options.get("column_config") or {})}
+    if every_row:
+        options["height"] = ROW_PX * (len(frame) + 1) + 3
     (where or st).dataframe(frame, **{"hide_index": True, "width": "stretch", **options})
 
 
@@ -213,7 +219,7 @@ def _edge_panel(view: View) -> None:
         st.metric("Weight (sum over heads)", f"{per_head.sum():.3f}")
         head = view.head[1] if view.head and view.head[0] == layer else None
         st.plotly_chart(
-            figures.head_bar_figure(per_head, selected=head, height=220),
+            figures.head_bar_figure(per_head, layer, selected=head, height=220),
             key="edge_heads",
             on_select="rerun",
             selection_mode="points",

@@ -198,4 +198,4 @@ def curve_table(curve: FaithfulnessCurve) -> tuple[pd.DataFrame, dict]:
         name: st.column_config.NumberColumn(head, format="%.2e" if name.startswith("prob") else "%.3f" if name != "edges" else None)
         for name, head in heads.items()
     }
-    return table, {**columns, "top_route": st.column_config.TextColumn("route's top prediction")}
+    return table, {**columns, "top_route": st.column_config.TextColumn("route's top prediction", width="medium")}

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
-from lmtt.engine.levels import kind_of, layer_of, level_names, level_of, n_levels
+from lmtt.engine.levels import head_name, kind_of, layer_of, level_names, level_of, n_levels, neuron_name
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.curation import Curation, group_edges, pinned_subgraph
 from lmtt.questions.shares import HeadContributions, NeuronContributions
@@ -501,8 +501,9 @@ def layer_overview_figure(analysis: Analysis, position: int) -> go.Figure:
     return fig
 
 
-def head_bar_figure(values, selected: int | None = None, height: int = 320) -> go.Figure:
-    """One bar per head (each carries its index: a click selects it); the selected head is drawn orange."""
+def head_bar_figure(values, layer: int, selected: int | None = None, height: int = 320) -> go.Figure:
+    """One bar per head of `layer` (each carries its index: a click selects it); the selected head is drawn orange.
+    The axis says H4 under a title naming the layer; the hover names the head in full (L23.H4)."""
     values = np.asarray(values, dtype=float)  # (H,)
     heads = [f"H{h}" for h in range(len(values))]
     colours = ["#ff7f0e" if h == selected else KIND_COLOURS["attention"] for h in range(len(values))]
@@ -511,14 +512,15 @@ def head_bar_figure(values, selected: int | None = None, height: int = 320) -> g
             x=heads,
             y=values,
             customdata=list(range(len(heads))),
+            hovertext=[head_name(layer, h) for h in range(len(values))],
             marker_color=colours,
-            hovertemplate="%{x}: %{y:.3g}<br>click to inspect or edit it<extra></extra>",
+            hovertemplate="%{hovertext}: %{y:.3g}<br>click to inspect or edit it<extra></extra>",
         )
     )
     fig.update_layout(
         height=height,
         margin={"t": 10, "b": 40},
-        xaxis={"title": "head (click one)", "dtick": 1, "type": "category"},
+        xaxis={"title": f"head of layer {layer} (click one)", "dtick": 1, "type": "category"},
         yaxis_title="contribution",
         clickmode="event+select",
     )
@@ -534,8 +536,9 @@ def head_source_heatmap(hc: HeadContributions, tokens: tuple[str, ...]) -> go.Fi
             z=hc.per_source[:, :j].numpy(),
             x=[f"{p}:{label(tok)}" for p, tok in enumerate(tokens[:j])],
             y=[f"H{h}" for h in range(hc.per_source.shape[0])],
+            customdata=[[head_name(hc.layer, h)] * j for h in range(hc.per_source.shape[0])],
             colorscale="Blues",
-            hovertemplate="%{y} from %{x}: %{z:.3f}<extra></extra>",
+            hovertemplate="%{customdata} from %{x}: %{z:.3f}<extra></extra>",
             colorbar={"title": "share"},
         )
     )
@@ -553,7 +556,7 @@ POSITIVE, NEGATIVE = "#2ca02c", "#9467bd"  # activation sign (not red: red means
 
 def neuron_bar_figure(nc: NeuronContributions) -> go.Figure:
     """Top neurons by contribution, coloured by the sign of their activation."""
-    names = [f"N{n}" for n in nc.neurons.tolist()]
+    names = [f"N{n}" for n in nc.neurons.tolist()]  # under an axis title naming the layer; the hover says L23.N604
     acts = nc.activations.tolist()
     fig = go.Figure(
         go.Bar(
@@ -561,14 +564,15 @@ def neuron_bar_figure(nc: NeuronContributions) -> go.Figure:
             y=nc.contributions.numpy(),
             customdata=nc.neurons.tolist(),
             marker_color=[POSITIVE if a > 0 else NEGATIVE for a in acts],
-            hovertext=[f"activation {a:+.3g} ({'positive' if a > 0 else 'negative'})" for a in acts],
+            hovertext=[f"{neuron_name(nc.layer, n)}: contribution {c:.3g}<br>activation {a:+.3g} ({'positive' if a > 0 else 'negative'})"
+                       for n, c, a in zip(nc.neurons.tolist(), nc.contributions.tolist(), acts)],
             # named fields, not plotly's default "(N1005, 0.2034263)"
-            hovertemplate="neuron %{customdata}: contribution %{y:.3g}<br>%{hovertext}<br>click to inspect or edit it<extra></extra>",
+            hovertemplate="%{hovertext}<br>click to inspect or edit it<extra></extra>",
         )
     )
     fig.update_layout(
         height=320,
-        xaxis={"title": "neuron (green: positive activation, purple: negative)", "type": "category", "dtick": 1},
+        xaxis={"title": f"neuron of layer {nc.layer} (green: positive activation, purple: negative)", "type": "category", "dtick": 1},
         yaxis_title="contribution",
         clickmode="event+select",
     )

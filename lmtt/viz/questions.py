@@ -91,7 +91,7 @@ def head_effect_heatmap(effects: DirectEffects) -> go.Figure:
             colorscale=SCALE,
             zmin=-lim,
             zmax=lim,
-            text=[[number(v, 3, significant=True) for v in row] for row in z.tolist()],  # as the heads' table: -0.995, not -1.00
+            text=[[cell_number(v) for v in row] for row in z.tolist()],
             texttemplate="%{text}",
             textfont={"size": CELL_FONT_PX},
             customdata=[[head_name(layer, h) for h in range(n_heads)] for layer in range(n_layers)],
@@ -264,6 +264,7 @@ def target_graph_figure(
             )
         )
         labels.append((f"{edge.name} {edge.effect:+.2f}", colour, xm, ym))
+    _edge_dots_yield(fig, direct)
     wanted = [y for *_, y in labels]
     slots = slotted(wanted, label_slots(list(fig.layout.yaxis2.tickvals)))  # between the layer labels, where they fit
     heights = slots or stacked(wanted, -1.0, n_levels(analysis.n_layers), LABEL_GAP_LEVELS)
@@ -287,6 +288,27 @@ def target_graph_figure(
     return fig
 
 
+def _edge_dots_yield(fig: go.Figure, direct: list[DirectEdge]) -> None:
+    """The graph's edge dots, on the Target page: none on an edge that a diamond marks (on the same midpoint, the dot
+    had taken the diamond's hover), and no promise of a click, which selects nothing here (the Graph page splits an edge)."""
+    marked = set()
+    for edge in direct:
+        (_, source), (level, target) = _node_level_position(edge.from_node), _node_level_position(edge.into)
+        marked.add(f"edge|{'attention' if edge.kind == 'head' else 'ffn'}|{level}|{source}|{target}")
+    for trace in fig.data:
+        if trace.name != "edges":
+            continue
+        keep = [i for i, c in enumerate(trace.customdata) if c not in marked]
+        colours = trace.marker.color
+        trace.update(
+            x=[trace.x[i] for i in keep],
+            y=[trace.y[i] for i in keep],
+            customdata=[trace.customdata[i] for i in keep],
+            hovertext=[trace.hovertext[i].rsplit("<br>click", 1)[0] for i in keep],
+            marker_color=[colours[i] for i in keep],
+        )
+
+
 def number(x: float, digits: int = 3, significant: bool = False, signed: bool = False) -> str:
     """A number as text: "undefined" where it is NaN (a near-zero denominator), never "nan"; "0" where it rounds to
     zero, never "-0.00". `significant`: that many significant digits, in scientific notation where small (a kept
@@ -297,12 +319,19 @@ def number(x: float, digits: int = 3, significant: bool = False, signed: bool = 
     return "0" if float(text) == 0 else text
 
 
+def cell_number(x: float) -> str:
+    """A heatmap cell's value, read at a glance: 3 significant digits as in the tables (-0.995, not -1.00), but nothing
+    finer than 0.001 ("0", not "-8.53e-05" beside "0.000921"); the hover gives the value."""
+    return number(round(x, 3), 3, significant=True)
+
+
 def spaced_labels(
     xs: list[float], ys: list[float | None], texts: list[str], also_y: tuple = (), dx: float = 0.05, dy: float = 0.08
 ) -> list[str]:
-    """The texts, blank where a point lies within (dx, dy) of the plot's ranges from one already labelled: thresholds
-    that keep about the same edges would print over each other (their hover still names them). `also_y`: the other
-    values on the same y axis, which widen its range."""
+    """The texts, blank where a point lies within (dx, dy) of the plot's ranges from one already labelled, whose label
+    then names it too ("0.5, 0.3"; "0.5 … 0.1" for more): thresholds that keep about the same edges would print over
+    each other, and a lone "0.5" read as the label of both points. `also_y`: the other values on the same y axis, which
+    widen its range."""
     def finite(v) -> bool:
         return v is not None and math.isfinite(v)
 
@@ -313,13 +342,18 @@ def spaced_labels(
     if not known:
         return texts
     x_span, y_span = span([x for x, _ in known]), span([y for _, y in known] + [y for y in also_y if finite(y)])
-    shown: list[tuple[float, float]] = []
-    out = []
-    for x, y, text in zip(xs, ys, texts):
-        near = not finite(y) or any(abs(x - a) < dx * x_span and abs(y - b) < dy * y_span for a, b in shown)
-        out.append("" if near else text)
-        if not near:
-            shown.append((x, y))
+    shown: list[tuple[float, float, int]] = []  # (x, y, index) of each labelled point
+    groups: dict[int, list[str]] = {}
+    for i, (x, y, text) in enumerate(zip(xs, ys, texts)):
+        if not finite(y):
+            continue
+        near = next((k for a, b, k in shown if abs(x - a) < dx * x_span and abs(y - b) < dy * y_span), None)
+        if near is None:
+            shown.append((x, y, i))
+        groups.setdefault(i if near is None else near, []).append(text)
+    out = [""] * len(texts)
+    for i, names in groups.items():
+        out[i] = ", ".join(names) if len(names) <= 2 else f"{names[0]} … {names[-1]}"
     return out
 
 
