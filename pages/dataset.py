@@ -1,5 +1,7 @@
 """Dataset: paste or upload prompts, run them as a batch, and see which heads and neurons matter across them."""
 
+import math
+
 import pandas as pd
 import streamlit as st
 
@@ -13,7 +15,8 @@ from lmtt.ui.runs import dataset_limit, dataset_neuron, run_dataset
 from lmtt.viz import figures
 
 st.set_page_config(page_title="Dataset · lmtt", layout="wide")
-click = ui.chart_click("dataset_heads")
+clicks = [ui.chart_click(key) for key in ("dataset_heads", "dataset_share")]  # both heatmaps: a cell opens its head
+click = next((c for c in clicks if c), None)
 ui.sidebar("dataset", require_analysis=False)
 st.title("Dataset")
 config = ui.read_config()
@@ -63,15 +66,10 @@ st.caption(
 )
 left, right = st.columns(2)
 left.markdown("**Mean direct effect on the prediction, logits** (click a head)")
-left.plotly_chart(
-    figures.head_importance_heatmap(agg["mean_head_effect"], signed=True),
-    key="dataset_heads",
-    on_select="rerun",
-    selection_mode="points",
-    width="stretch",
-)
-right.markdown("**Share of prompts where each head matters**")
-right.plotly_chart(figures.head_importance_heatmap(agg["head_prompt_share"]), key="dataset_share", width="stretch")
+right.markdown("**Share of prompts where each head matters** (click a head)")
+for where, values, key, signed in ((left, "mean_head_effect", "dataset_heads", True), (right, "head_prompt_share", "dataset_share", False)):
+    where.plotly_chart(figures.head_importance_heatmap(agg[values], signed=signed), key=key, on_select="rerun", selection_mode="points",
+                       width="stretch")  # fmt: skip
 c1, c2, c3 = st.columns(3)
 c1.markdown("**Important for every prompt**")
 ui.table(pd.DataFrame([(head_name(l, h), *rest) for l, h, *rest in agg["always_important_heads"]], columns=["head", "mean effect"]), c1)
@@ -100,8 +98,9 @@ try:
 except (ValueError, IndexError) as e:
     st.info(str(e))
 else:
-    ui.table([{"quadrant (gate, up)": q.quadrant, "positions": q.count, "share": q.share, "mean activation": q.mean_activation}
-              for q in stats])  # fmt: skip
+    mean = ["— (no position)" if math.isnan(q.mean_activation) else f"{q.mean_activation:.3g}" for q in stats]  # not "None"
+    ui.table([{"quadrant (gate, up)": q.quadrant, "positions": q.count, "share": q.share, "mean activation": m}
+              for q, m in zip(stats, mean)])  # fmt: skip
     examples = [
         {"quadrant": q.quadrant, "activation": a, "token": figures.visible(t), "position": i, "prompt": prompts[p]}
         for q in stats for a, p, i, t in q.examples

@@ -382,6 +382,10 @@ def test_dataset_page_runs_pasted_prompts(at):
     click(at, "dataset_heads", [23, 4])
     assert "Head L23.H4: the prompts where it mattered most" in [s.value for s in at.main.subheader]
     assert len(at.main.dataframe[-1].value) == 2
+    glu = next(d.value for d in at.main.dataframe if "quadrant (gate, up)" in d.value.columns)
+    assert len(glu) == 4 and all(m.startswith("— (no position)") or float(m) == float(m) for m in glu["mean activation"])
+    click(at, "dataset_share", [28, 8])  # the share heatmap's hover says "click for its prompts": its click opens them too
+    assert "Head L28.H8: the prompts where it mattered most" in [s.value for s in at.main.subheader]
 
 
 def test_url_restores_interventions(at):

@@ -161,6 +161,14 @@ def test_generating_with_the_chat_template_continues_the_chat_form():
     assert text.startswith(wrapped) and len(text) > len(wrapped), text
     assert at.sidebar.text_area(key="_w_prompt").value == text and at.sidebar.toggle(key="_w_chat").value is False
     assert "chat" not in dict(parse_qsl(urlsplit(at.sidebar.code[0].value).query))
+    # the instruct model answers in a few tokens and ends its turn: the page says it stopped early, and why
+    at.sidebar.number_input(key="gen_n").set_value(40)
+    at.sidebar.text_area(key="_w_prompt").input(question)
+    at.sidebar.toggle(key="_w_chat").set_value(True)
+    at.sidebar.button(key="gen_go").click().run()
+    stopped = [w.value for w in at.warning if w.value.startswith("Generation stopped after")]
+    assert stopped and "of 40 tokens: the model wrote its end token (<|im_end|>)" in stopped[0], [w.value for w in at.warning]
+    assert "<|im_end|>" not in at.session_state.run[1][len(wrapped) :]
 
 
 def test_a_new_run_resets_target_and_contrast_to_the_new_prompts_defaults():

@@ -94,16 +94,24 @@ def generate_continuation(config: AppConfig, n_tokens: int, seed: int | None) ->
         check_prompt(prompt, config.max_prompt_chars)
         runner = cached_runner(config.models[model])
         with st.spinner("Generating…"), analysis_gate(config.max_concurrent_analyses).slot():
-            text = runner.generate(prompt, n_tokens, seed)
+            full = runner.generate(prompt, n_tokens, seed)
     except (PromptError, LoadError) as e:
         st.error(str(e))
         return
-    text = stop_at_special(text, prompt, getattr(runner.tokenizer, "all_special_tokens", []))
+    special = getattr(runner.tokenizer, "all_special_tokens", [])
+    text = stop_at_special(full, prompt, special)
     if text == prompt:
         st.info("The model ended the text right away (its first token was end-of-text): nothing to add.")
         return
     ss.prompt, ss.chat = text, False
     start_run(model, text, generated_from=len(runner.tokenize(prompt)))
+    if text != full:  # shown after the rerun, with the sidebar's other messages
+        made = len(runner.tokenize(text)) - ss.generated_from
+        end = next((s for s in special if s and full.startswith(s, len(text))), "end-of-text")
+        ss.setdefault("_warnings", []).append(
+            f"Generation stopped after {made} of {n_tokens} tokens: the model wrote its end token ({end}), which never "
+            "enters the prompt."
+        )
     st.rerun()  # redraw the sidebar with the extended prompt
 
 

@@ -603,9 +603,11 @@ def attention_pattern_figure(analysis: Analysis, layer: int, head: int) -> go.Fi
     a = analysis.trace.attention(layer)[head].numpy()  # (T, T)
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
     fig = go.Figure(
-        go.Heatmap(z=a, x=ticks, y=ticks, colorscale="Viridis", hovertemplate="query %{y}<br>source %{x}<br>%{z:.3f}<extra></extra>")
-    )
-    fig.update_layout(height=max(360, 14 * len(ticks) + 160), yaxis_autorange="reversed", xaxis_tickangle=-60)
+        go.Heatmap(z=a, x=ticks, y=ticks, colorscale="Viridis", colorbar={"title": "attention"},
+                   hovertemplate=f"{head_name(layer, head)}<br>query %{{y}}<br>key %{{x}}<br>attention %{{z:.3f}}<extra></extra>")
+    )  # fmt: skip
+    fig.update_layout(height=max(360, 14 * len(ticks) + 160), yaxis={"autorange": "reversed", "title": "query (the token attending)"},
+                      xaxis={"tickangle": -60, "title": "key (the token read)"})  # fmt: skip
     return fig
 
 
