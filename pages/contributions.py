@@ -76,7 +76,9 @@ else:
         "Click a neuron to see what it writes and to zero, mean-ablate or scale it here."
     )
     chart, panel = st.columns([1.4, 1])
-    chart.plotly_chart(figures.neuron_bar_figure(nc), key="neuron_chart", on_select="rerun", selection_mode="points", width="stretch")
+    labels = [a.neuron_label(layer, n) for n in nc.neurons.tolist()]  # a mixture-of-experts neuron names its expert
+    bars = figures.neuron_bar_figure(nc, labels)
+    chart.plotly_chart(bars, key="neuron_chart", on_select="rerun", selection_mode="points", width="stretch")
     with panel:
         if neuron is not None:
             ui.neuron_panel(view, layer, neuron, key="contrib_neuron", stacked=True)

@@ -160,6 +160,9 @@ def test_qk_figures_add_up_to_the_score(default_runner):
     z = np.array(heat.data[0].z)  # (k+1, k+1): the last row and column are "rest (...)"
     assert heat.data[0].y[-1].startswith("rest (") and heat.data[0].x[-1].startswith("rest (")
     assert heat.data[0].zmax == pytest.approx(float(np.abs(z[:-1, :-1]).max())) == -heat.data[0].zmin
+    assert ("saturates" in heat.data[0].colorbar.title.text) == bool(np.abs(z).max() > heat.data[0].zmax)
+    whole = question_figures.qk_heatmap(john, k=len(john.parts))  # every part labelled: no rest, the largest pair sets it
+    assert whole.data[0].zmax == pytest.approx(float(john.pairs.abs().max())) and whole.data[0].colorbar.title.text == "score"
     assert list(heat.layout.yaxis.ticktext) == list(heat.data[0].y)  # every row labelled
     cells = [t for row in heat.data[0].text for t in row]
     assert all(t == "0" or t[0] in "+-" for t in cells) and "-0.00" not in cells and "+0.00" not in cells
@@ -287,6 +290,8 @@ def test_the_curve_labels_no_threshold_over_another():
     labels = question_figures.spaced_labels([10, 11, 50, 100, 60], [0.5, 0.51, 0.7, 1.0, float("nan")], ["a", "b", "c", "d", "e"])
     assert labels == ["a, b", "", "c", "d", ""]  # b's point is a's: a's label names both (NaN: no label)
     assert question_figures.spaced_labels([10, 11, 12, 90], [0.5, 0.5, 0.5, 1.0], ["a", "b", "c", "d"]) == ["a … c", "", "", "d"]
+    # "…" says "and those between": points that are not in a row are listed
+    assert question_figures.spaced_labels([10, 11, 90, 12], [0.5, 0.5, 1.0, 0.5], ["a", "b", "c", "d"]) == ["a, b, d", "", "c", ""]
     assert question_figures.spaced_labels([10, 11, 100], [0.5, 0.9, 0.5], ["a", "b", "c"]) == ["a", "b", "c"]  # close in x only
     # the p(A)-kept curve and the line at 1 share the axis: faithfulness values 0.97 and 0.99 are close on it
     assert question_figures.spaced_labels([10, 11, 100], [0.97, 0.99, 0.98], ["a", "b", "c"], also_y=(0.0, 1.0)) == ["a, b", "", "c"]

@@ -349,8 +349,8 @@ def intervention_panel(view: View) -> None:
 
 
 def open_prompt(prompt: str) -> None:
-    """Make `prompt` the analysed prompt (used by the Dataset page's links)."""
-    ss.prompt = prompt
+    """Make `prompt` the analysed prompt (used by the Dataset page's links): as it is, so the chat toggle goes off."""
+    ss.prompt, ss.chat = prompt, False
     start_run(ss.model, prompt)
 
 

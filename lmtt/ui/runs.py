@@ -89,21 +89,22 @@ def generate_continuation(config: AppConfig, n_tokens: int, seed: int | None) ->
     form and the reply, with the toggle off: Run would otherwise wrap the template's text in it again."""
     model, prompt = ss.model, ss.prompt
     if ss.get("chat"):
-        prompt = chat_wrapped(config, model, prompt)
+        prompt = chat_wrapped(config, model, prompt)  # the text itself where the template cannot apply (it says why)
+    wrapped = prompt != ss.prompt
     try:
         check_prompt(prompt, config.max_prompt_chars)
         runner = cached_runner(config.models[model])
         with st.spinner("Generating…"), analysis_gate(config.max_concurrent_analyses).slot():
             full = runner.generate(prompt, n_tokens, seed)
     except (PromptError, LoadError) as e:
-        st.error(str(e))
+        st.error(f"{e} (counted with the chat template's text)" if wrapped else str(e))
         return
     special = getattr(runner.tokenizer, "all_special_tokens", [])
     text = stop_at_special(full, prompt, special)
     if text == prompt:
         st.info("The model ended the text right away (its first token was end-of-text): nothing to add.")
         return
-    ss.prompt, ss.chat = text, False
+    ss.prompt, ss.chat = text, ss.get("chat", False) and not wrapped
     start_run(model, text, generated_from=len(runner.tokenize(prompt)))
     if text != full:  # shown after the rerun, with the sidebar's other messages
         made = len(runner.tokenize(text)) - ss.generated_from

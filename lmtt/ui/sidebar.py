@@ -67,6 +67,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
         wrapped = chat_wrapped(config, ss.model, ss.prompt)
         ss.chat = wrapped != ss.prompt  # off where the template cannot be applied (chat_wrapped says why)
         ss.run, ss._run_chat = (ss.model, wrapped), ss.prompt if ss.chat else None
+        ss._run_box = sidebar_input()  # the run came from the box as it now is (toggle off where it could not apply)
     with st.sidebar:
         st.selectbox("Model", list(config.models), **bound("model"))
         if config.sample_prompts:

@@ -282,7 +282,8 @@ def _edge_fits(edge: str, analysis: Analysis) -> bool:
 
 def share_params(page: str) -> list[tuple[str, str]]:
     """Exactly the state of the open view, as URL parameters (never a server path)."""
-    params = [("model", ss.model), ("threshold", f"{ss.threshold:g}"), ("norm", "1" if ss.norm else "0")]
+    model = ss.run[0] if ss.get("run") else ss.model  # the analysed model, not one chosen and not yet run
+    params = [("model", model), ("threshold", f"{ss.threshold:g}"), ("norm", "1" if ss.norm else "0")]
     if ss.get("run"):
         if (text := ss.get("_run_chat")) is not None:  # the user's words, not the template's: chat=1 wraps them again
             params += [*prompt_params(text), ("chat", "1")]

@@ -283,6 +283,11 @@ def _segments(start: np.ndarray, end: np.ndarray) -> list[float | None]:
     return out
 
 
+def edge_handle(kind: str, level: int, source: int, target: int) -> str:
+    """An edge dot's id, "edge|attention|9|3|4": its kind, target level and positions (state.parse_edge reads it)."""
+    return f"edge|{kind}|{level}|{source}|{target}"
+
+
 def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) -> go.Scatter | None:
     """Clickable dots at the midpoints of attention and FFN edges (residual ones would sit on the nodes)."""
     handles = sub.kind != EDGE_KINDS.index("residual")  # (E,)
@@ -313,7 +318,7 @@ def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) ->
         y=((sub.source_level + sub.level) / 2)[handles].tolist(),
         mode="markers",
         marker={"size": 6, "color": [KIND_COLOURS[EDGE_KINDS[k]] for k, *_ in rows], "opacity": 0.7},
-        customdata=[f"edge|{EDGE_KINDS[k]}|{lv}|{s}|{d}" for k, lv, _sl, s, d, _w in rows],
+        customdata=[edge_handle(EDGE_KINDS[k], lv, s, d) for k, lv, _sl, s, d, _w in rows],
         hovertext=hover,
         hoverinfo="text",
         showlegend=False,
@@ -554,9 +559,11 @@ def head_source_heatmap(hc: HeadContributions, tokens: tuple[str, ...]) -> go.Fi
 POSITIVE, NEGATIVE = "#2ca02c", "#9467bd"  # activation sign (not red: red means FFN in the graph)
 
 
-def neuron_bar_figure(nc: NeuronContributions) -> go.Figure:
-    """Top neurons by contribution, coloured by the sign of their activation."""
-    names = [f"N{n}" for n in nc.neurons.tolist()]  # under an axis title naming the layer; the hover says L23.N604
+def neuron_bar_figure(nc: NeuronContributions, labels: list[str] | None = None) -> go.Figure:
+    """Top neurons by contribution, coloured by the sign of their activation. `labels`: each neuron's full name for
+    the hover (Analysis.neuron_label: a mixture-of-experts neuron names its expert), L23.N604 by default."""
+    names = [f"N{n}" for n in nc.neurons.tolist()]  # under an axis title naming the layer; the hover names it in full
+    labels = labels or [neuron_name(nc.layer, n) for n in nc.neurons.tolist()]
     acts = nc.activations.tolist()
     fig = go.Figure(
         go.Bar(
@@ -564,8 +571,8 @@ def neuron_bar_figure(nc: NeuronContributions) -> go.Figure:
             y=nc.contributions.numpy(),
             customdata=nc.neurons.tolist(),
             marker_color=[POSITIVE if a > 0 else NEGATIVE for a in acts],
-            hovertext=[f"{neuron_name(nc.layer, n)}: contribution {c:.3g}<br>activation {a:+.3g} ({'positive' if a > 0 else 'negative'})"
-                       for n, c, a in zip(nc.neurons.tolist(), nc.contributions.tolist(), acts)],
+            hovertext=[f"{html.escape(name)}: contribution {c:.3g}<br>activation {a:+.3g} ({'positive' if a > 0 else 'negative'})"
+                       for name, c, a in zip(labels, nc.contributions.tolist(), acts)],
             # named fields, not plotly's default "(N1005, 0.2034263)"
             hovertemplate="%{hovertext}<br>click to inspect or edit it<extra></extra>",
         )
@@ -635,7 +642,7 @@ def neuron_activation_figure(analysis: Analysis, layer: int, neuron: int) -> go.
 def lens_heatmap(analysis: Analysis, values: np.ndarray, title: str, rank: bool) -> go.Figure:
     """(2L+1, T) values of one token at every node level and position."""
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
-    ylabels = _lens_rows(analysis)
+    ylabels = list(level_names(analysis.n_layers))
     z = np.log10(values + 1) if rank else values
     fig = go.Figure(
         go.Heatmap(
@@ -664,10 +671,6 @@ def lens_min_width(n_tokens: int, text: bool) -> int:
     return LENS_CELL_PX["text" if text else "number"] * n_tokens + 200
 
 
-def _lens_rows(analysis: Analysis) -> list[str]:
-    return list(level_names(analysis.n_layers))
-
-
 def lens_top_heatmap(analysis: Analysis, texts: list[list[str]], probs: np.ndarray) -> go.Figure:
     """(2L+1, T) the top token of every state, written in its cell and coloured by its probability."""
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
@@ -676,7 +679,7 @@ def lens_top_heatmap(analysis: Analysis, texts: list[list[str]], probs: np.ndarr
         go.Heatmap(
             z=probs,
             x=ticks,
-            y=_lens_rows(analysis),
+            y=list(level_names(analysis.n_layers)),
             text=cells,
             texttemplate="%{text}",
             textfont={"size": 10},

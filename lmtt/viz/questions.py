@@ -291,14 +291,14 @@ def target_graph_figure(
 def _edge_dots_yield(fig: go.Figure, direct: list[DirectEdge]) -> None:
     """The graph's edge dots, on the Target page: none on an edge that a diamond marks (on the same midpoint, the dot
     had taken the diamond's hover), and no promise of a click, which selects nothing here (the Graph page splits an edge)."""
-    marked = set()
+    marked = {}  # the dot's id: the height of the diamond on that edge (a parallel block's FFN dot is not under it)
     for edge in direct:
-        (_, source), (level, target) = _node_level_position(edge.from_node), _node_level_position(edge.into)
-        marked.add(f"edge|{'attention' if edge.kind == 'head' else 'ffn'}|{level}|{source}|{target}")
+        (source_level, source), (level, target) = _node_level_position(edge.from_node), _node_level_position(edge.into)
+        marked[figures.edge_handle("attention" if edge.kind == "head" else "ffn", level, source, target)] = (source_level + level) / 2
     for trace in fig.data:
         if trace.name != "edges":
             continue
-        keep = [i for i, c in enumerate(trace.customdata) if c not in marked]
+        keep = [i for i, (c, y) in enumerate(zip(trace.customdata, trace.y)) if c not in marked or abs(y - marked[c]) > 1e-9]
         colours = trace.marker.color
         trace.update(
             x=[trace.x[i] for i in keep],
@@ -329,7 +329,7 @@ def spaced_labels(
     xs: list[float], ys: list[float | None], texts: list[str], also_y: tuple = (), dx: float = 0.05, dy: float = 0.08
 ) -> list[str]:
     """The texts, blank where a point lies within (dx, dy) of the plot's ranges from one already labelled, whose label
-    then names it too ("0.5, 0.3"; "0.5 … 0.1" for more): thresholds that keep about the same edges would print over
+    then names it too ("0.5, 0.3"; "0.5 … 0.1" for more in a row): thresholds that keep about the same edges would print over
     each other, and a lone "0.5" read as the label of both points. `also_y`: the other values on the same y axis, which
     widen its range."""
     def finite(v) -> bool:
@@ -343,17 +343,20 @@ def spaced_labels(
         return texts
     x_span, y_span = span([x for x, _ in known]), span([y for _, y in known] + [y for y in also_y if finite(y)])
     shown: list[tuple[float, float, int]] = []  # (x, y, index) of each labelled point
-    groups: dict[int, list[str]] = {}
+    groups: dict[int, tuple[list[str], list[int]]] = {}  # a labelled point's index: the texts and indices it names
     for i, (x, y, text) in enumerate(zip(xs, ys, texts)):
         if not finite(y):
             continue
         near = next((k for a, b, k in shown if abs(x - a) < dx * x_span and abs(y - b) < dy * y_span), None)
         if near is None:
             shown.append((x, y, i))
-        groups.setdefault(i if near is None else near, []).append(text)
+        names, at = groups.setdefault(i if near is None else near, ([], []))
+        names.append(text)
+        at.append(i)
     out = [""] * len(texts)
-    for i, names in groups.items():
-        out[i] = ", ".join(names) if len(names) <= 2 else f"{names[0]} … {names[-1]}"
+    for i, (names, at) in groups.items():
+        consecutive = at == list(range(at[0], at[0] + len(at)))
+        out[i] = f"{names[0]} … {names[-1]}" if len(names) > 2 and consecutive else ", ".join(names)
     return out
 
 
@@ -450,8 +453,9 @@ def qk_heatmap(result: QKAttribution, k: int = 12) -> go.Figure:
     show (its colour saturates; its value is written in it)."""
     rows, cols, table = result.folded(k)
     z = table.numpy()  # (k+1, k+1)
-    single = np.array([not r.startswith("rest (") for r in rows]), np.array([not c.startswith("rest (") for c in cols])
-    lim = _symmetric(z[np.ix_(*single)])
+    labelled = min(k, len(result.parts))  # folded's first rows and columns are single parts; a last one past them, the rest
+    lim = _symmetric(z[:labelled, :labelled])
+    saturated = bool(np.any(np.abs(z) > lim))  # only a rest cell can pass the labelled cells' limit
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -464,7 +468,7 @@ def qk_heatmap(result: QKAttribution, k: int = 12) -> go.Figure:
             texttemplate="%{text}",
             textfont={"size": QK_FONT_PX},
             hovertemplate="query part %{y} x key part %{x}: %{z:.3f}<extra></extra>",
-            colorbar={"title": "score<br>(rest cells<br>saturate)" if not all(map(np.all, single)) else "score"},
+            colorbar={"title": "score<br>(a rest cell<br>saturates)" if saturated else "score"},
         )
     )
     fig.update_layout(
