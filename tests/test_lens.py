@@ -53,3 +53,14 @@ def test_an_analysis_answers_a_repeated_question_from_its_memo(monkeypatch):
     for key in range(6):
         a.qk_attribution(1, 0, 5, key)
     assert len(a._memo) == 4  # the least recently used answers went
+
+
+def test_a_text_that_begins_with_bos_gets_no_second_one():
+    """A chat template's text starts with BOS (Llama 3's <|begin_of_text|>, Gemma's <bos>): tokenized as a prompt, it
+    had got a second one in front, so the model read another input than its template makes."""
+    from lmtt.engine.runner import ModelRunner
+    from tests.tiny_models import tiny_model, tiny_tokenizer
+
+    runner = ModelRunner(tiny_model("llama_gqa_bias"), tokenizer=tiny_tokenizer(bos=True), name="llama")
+    assert runner.tokenize("w5 w7").tolist() == [1, 5, 7]
+    assert runner.tokenize("w1 w5 w7").tolist() == [1, 5, 7]  # "w1" is this tokenizer's BOS

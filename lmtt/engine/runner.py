@@ -349,11 +349,13 @@ class ModelRunner:
 
     # ---- use ----------------------------------------------------------
     def tokenize(self, prompt: str) -> torch.Tensor:
-        """(T,) token ids of a prompt, as the model's tokenizer makes them."""
+        """(T,) token ids of a prompt, as the model's tokenizer makes them. A text that already begins with the BOS
+        token (a chat template's: Llama 3, Gemma) gets no second one from the tokenizer."""
         check_prompt(prompt)
         if self.tokenizer is None:
             raise PromptError("this runner has no tokenizer: pass token ids instead of text")
-        ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"][0]
+        bos = getattr(self.tokenizer, "bos_token", None)
+        ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"][0]
         if ids.numel() == 0:
             raise PromptError("the prompt produced no tokens")
         return ids
