@@ -103,15 +103,23 @@ def test_an_over_long_second_prompt_is_kept_and_explained(page, box):
     assert "25,000 characters; the limit is 20,000" in " ".join(e.value for e in at.error)
 
 
-def test_chat_template_toggle_wraps_the_prompt():
+QUESTION = "What is the capital of France?"
+
+
+def chat_run(question: str) -> tuple[AppTest, str]:
+    """A fresh session that ran `question` with the chat template on; and the text it analysed."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
-    at.sidebar.text_area(key="_w_prompt").input("What is the capital of France?")
+    at.sidebar.text_area(key="_w_prompt").input(question)
     at.sidebar.toggle(key="_w_chat").set_value(True)
     at.sidebar.button[0].click().run()
+    wrapped = at.session_state.run[1]
+    assert wrapped.startswith("<|im_start|>") and wrapped.endswith("<|im_start|>assistant\n") and question in wrapped
+    return at, wrapped
+
+
+def test_chat_template_toggle_wraps_the_prompt():
+    at, _wrapped = chat_run(QUESTION)  # it checks the template's text around the question
     assert not at.exception, at.exception
-    analysed = at.session_state.run[1]
-    assert analysed.startswith("<|im_start|>") and "What is the capital of France?" in analysed
-    assert analysed.endswith("<|im_start|>assistant\n")
     # the toggle stays on on another page (it had reset there, so Run there analysed the bare prompt), and no page
     # takes the chat run for an unrun change
     at.switch_page("pages/contributions.py").run()
@@ -125,22 +133,16 @@ def test_a_chat_run_travels_in_a_link_as_the_users_text():
     """A link of a chat-template run had carried the template's text and no flag: it opened with "<|im_start|>…" in
     the box and the toggle off, and turning the toggle on would have wrapped it again. It now carries the user's words
     and chat=1, and opens on the same analysed text, with the box and toggle as the user left them."""
-    question = "What is the capital of France?"
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
-    at.sidebar.text_area(key="_w_prompt").input(question)
-    at.sidebar.toggle(key="_w_chat").set_value(True)
-    at.sidebar.button[0].click().run()
-    wrapped = at.session_state.run[1]
-    assert wrapped.startswith("<|im_start|>") and wrapped != question
+    at, wrapped = chat_run(QUESTION)
     params = dict(parse_qsl(urlsplit(at.sidebar.code[0].value).query))
-    assert params["prompt"] == question and params["chat"] == "1", params
+    assert params["prompt"] == QUESTION and params["chat"] == "1", params
 
     fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     fresh.query_params.update(params)
     fresh.run()
     assert not fresh.exception, fresh.exception
     assert fresh.session_state.run[1] == wrapped  # the same analysed text as the run the link was copied from
-    assert fresh.sidebar.text_area(key="_w_prompt").value == question and fresh.sidebar.toggle(key="_w_chat").value is True
+    assert fresh.sidebar.text_area(key="_w_prompt").value == QUESTION and fresh.sidebar.toggle(key="_w_chat").value is True
     assert not [i.value for i in fresh.main.info if "shows the last run" in i.value]
     assert dict(parse_qsl(urlsplit(fresh.sidebar.code[0].value).query))["chat"] == "1"  # and its own link says so too
 
@@ -148,12 +150,7 @@ def test_a_chat_run_travels_in_a_link_as_the_users_text():
 def test_generating_with_the_chat_template_continues_the_chat_form():
     """With the toggle on, "Generate and analyse" had continued the bare text. Now the model answers the chat form,
     and the box holds that form and the reply, with the toggle off (Run would otherwise wrap it a second time)."""
-    question = "What is the capital of France?"
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
-    at.sidebar.text_area(key="_w_prompt").input(question)
-    at.sidebar.toggle(key="_w_chat").set_value(True)
-    at.sidebar.button[0].click().run()
-    wrapped = at.session_state.run[1]
+    at, wrapped = chat_run(QUESTION)
     at.sidebar.number_input(key="gen_n").set_value(3)
     at.sidebar.button(key="gen_go").click().run()
     assert not at.exception, at.exception
@@ -163,7 +160,7 @@ def test_generating_with_the_chat_template_continues_the_chat_form():
     assert "chat" not in dict(parse_qsl(urlsplit(at.sidebar.code[0].value).query))
     # the instruct model answers in a few tokens and ends its turn: the page says it stopped early, and why
     at.sidebar.number_input(key="gen_n").set_value(40)
-    at.sidebar.text_area(key="_w_prompt").input(question)
+    at.sidebar.text_area(key="_w_prompt").input(QUESTION)
     at.sidebar.toggle(key="_w_chat").set_value(True)
     at.sidebar.button(key="gen_go").click().run()
     stopped = [w.value for w in at.warning if w.value.startswith("Generation stopped after")]
