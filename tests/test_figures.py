@@ -161,6 +161,7 @@ def test_qk_figures_add_up_to_the_score(default_runner):
     assert heat.data[0].y[-1].startswith("rest (") and heat.data[0].x[-1].startswith("rest (")
     assert heat.data[0].zmax == pytest.approx(float(np.abs(z[:-1, :-1]).max())) == -heat.data[0].zmin
     assert ("saturates" in heat.data[0].colorbar.title.text) == bool(np.abs(z).max() > heat.data[0].zmax)
+    assert float(john.pairs.abs().max()) == pytest.approx(heat.data[0].zmax)  # the largest pair has its own cell
     whole = question_figures.qk_heatmap(john, k=len(john.parts))  # every part labelled: no rest, the largest pair sets it
     assert whole.data[0].zmax == pytest.approx(float(john.pairs.abs().max())) and whole.data[0].colorbar.title.text == "score"
     assert list(heat.layout.yaxis.ticktext) == list(heat.data[0].y)  # every row labelled
