@@ -96,7 +96,7 @@ try:
     key = ("glu", model, tuple(prompts), glu_layer, glu_neuron)  # once per choice, not on every rerun of the page
     stats = memo(key, lambda: glu_quadrants(dataset_neuron(config, model, prompts, glu_layer, glu_neuron)))
 except (ValueError, IndexError) as e:
-    st.info(str(e))
+    st.info(ui.plain(str(e)))
 else:
     mean = ["— (no position)" if math.isnan(q.mean_activation) else f"{q.mean_activation:.3g}" for q in stats]  # not "None"
     ui.table([{"quadrant (gate, up)": q.quadrant, "positions": q.count, "share": q.share, "mean activation": m}

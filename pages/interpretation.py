@@ -31,7 +31,7 @@ def look_up(projection, key: str) -> None:
         try:
             token_id = a.target(position, typed).token_id
         except ValueError as e:
-            st.warning(str(e))
+            st.warning(ui.plain(str(e)))
         else:
             st.metric(f"Direct effect on logit({ui.token_md(token_text(a.runner, token_id))})", f"{projection.effect_on(token_id):+.3f}")
 
@@ -102,7 +102,7 @@ with search_tab:
             key = ("search", a.model_name, a.tokens, view.token, wanted, promote)
             found = memo(key, lambda: a.search_token(wanted, view.token, 10, promote))
         except ValueError as e:
-            st.warning(str(e))
+            st.warning(ui.plain(str(e)))
         else:
             st.caption(
                 f"{ui.token_md(found.token)} (id {found.token_id}), in {found.seconds:.2f} s. **In this prompt**: direct effects on its "
@@ -151,7 +151,7 @@ with probe_tab:
             w = dla.load_direction(upload.getvalue(), a.trace.d_model, upload.name)
             read = a.probe_effects(w, probe_node.strip())
         except (ValueError, IndexError) as e:
-            st.warning(str(e))
+            st.warning(ui.plain(str(e)))
         else:
             st.metric(f"w · x at {read.node}", f"{read.value:+.4f}", help=f"components sum to {read.total:+.4f}")
             left, right = st.columns(2)
@@ -187,7 +187,7 @@ with lens_tab:
                 token_id = follow_token(a.runner, follow)
                 target = TokenScore(a.runner.decode(token_id), token_id, 0.0)
             except PromptError as e:
-                st.warning(f"Cannot follow {follow!r}: {e}. Following the prediction.")
+                st.warning(ui.plain(f"Cannot follow {follow!r}: {e}. Following the prediction."))
         probs, ranks = a.lens_grid(target.token_id, final_norm=view.final_norm)
         values = ranks.numpy() if mode == "rank" else probs.numpy()
         what = "the prediction" if target is top else "followed"

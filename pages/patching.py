@@ -33,12 +33,12 @@ if not corrupted.strip():
 try:
     check_prompt(corrupted, view.config.max_prompt_chars)
 except PromptError as e:
-    st.error(f"The corrupted prompt cannot be used: {e}. Your text stays in the box.")
+    st.error(f"The corrupted prompt cannot be used: {ui.plain(str(e))}. Your text stays in the box.")
     st.stop()
 try:
     check_lengths(len(a.tokens), a.runner.tokenize(corrupted).numel())  # said before the button, not after a press
 except PromptError as e:
-    st.error(str(e))
+    st.error(ui.plain(str(e)))
     st.stop()
 # one grid per tab, patched when its tab is open and Run patching is pressed: the first answer comes 4x sooner
 tabs = ui.page_tabs("patching")

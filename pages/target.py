@@ -79,7 +79,7 @@ with neurons_tab:
     try:
         profile = a.neuron_profile(top_neurons[pick].layer, top_neurons[pick].index)
     except ValueError as e:
-        st.info(str(e))
+        st.info(ui.plain(str(e)))
     else:
         c1, c2 = st.columns(2)
         c1.metric("Gate open (share of positions)", f"{profile.active_share:.2f}")
@@ -117,7 +117,7 @@ with qk_tab:
         result = a.qk_attribution(layer, head, target.position, key_pos)
         other = None if other_pos is None else a.qk_attribution(layer, head, target.position, other_pos)
     except ValueError as e:
-        st.info(str(e))
+        st.info(ui.plain(str(e)))
     else:
         st.markdown(
             f"Score of head {head_name(layer, head)} from token {target.position} to token {key_pos}: **{result.score:.3f}** "

@@ -129,6 +129,8 @@ def test_clicking_an_attention_edge_shows_its_heads(at):
     assert at.main.metric[0].label == "Weight (sum over heads)"
     # the logit lens below is of the edge's target node, and the panel names it (level 45: layer 22 after attention)
     assert any(m.value.startswith("**Its target node:** layer 22 after attention, token 4 ␣is") for m in at.main.markdown)
+    click(at, "graph_chart", "edge|ffn|60|4|4")  # layer 29's FFN at " is"
+    assert [s.value for s in at.main.subheader][0] == "FFN edge"  # not "Ffn edge"
 
 
 def test_pages_share_the_selection(at):
@@ -537,3 +539,14 @@ def test_tables_show_three_significant_digits():
     assert set(config) == {"prob", "effect", "p"} and config["p"] == custom
     assert config["prob"]["type_config"]["format"] == config["effect"]["type_config"]["format"] == "%.3g"
     assert where.options["hide_index"] is True and list(where.frame.columns) == ["token", "id", "prob", "effect", "p"]
+
+
+def test_what_the_user_typed_is_shown_as_typed_in_a_warning(at):
+    """A look-up of "$x$ **y** <b>z</b>" (not one token) had been warned about in Markdown and LaTeX: an italic x, a
+    bold y and a garbled token list, where the user needs to read the split."""
+    at.query_params.update({"prompt": "The capital of France is", "head": "23.4"})
+    at.switch_page("pages/interpretation.py").run()
+    at.text_input(key="head_lookup").input("$x$ **y** <b>z</b>").run()
+    assert not at.exception, at.exception
+    warning = next(w.value for w in at.warning if "not one" in w.value)
+    assert "\\$x\\$ \\*\\*y\\*\\* \\<b\\>z\\</b\\>" in warning, warning  # every Markdown, LaTeX and HTML character escaped

@@ -3,6 +3,7 @@
 Pages use it as `from lmtt import ui` and call `ui.sidebar(PAGE)` first.
 """
 
+from lmtt.ui.markdown import plain
 from lmtt.ui.panels import (
     chart,
     download_buttons,
@@ -16,7 +17,6 @@ from lmtt.ui.panels import (
     neuron_table,
     open_prompt,
     page_tabs,
-    plain,
     projection_tables,
     quantity_md,
     scroll_box,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from lmtt.engine.levels import head_name, layer_of, neuron_name, unit_name
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.export import NEURONPEDIA_FILE, export_files
 from lmtt.questions.vocabulary import Projection, TokenScore
+from lmtt.ui.markdown import plain
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import TABS, View, curation_key, describe_edit, kept, parse_edge, remove_edit, set_edit, ss, start_run
 from lmtt.viz import figures
@@ -90,11 +90,6 @@ def quantity_md(target) -> str:
 def token_md(token: str) -> str:
     """A token for Markdown-rendered text (captions, headers): visible whitespace, nothing interpreted."""
     return plain(visible(token))
-
-
-def plain(text: str) -> str:
-    """Text safe inside Markdown: Markdown, LaTeX ($) and HTML characters are escaped."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$<>&:])", r"\\\1", text)
 
 
 def scroll_box(key: str, min_width: int) -> None:
@@ -212,7 +207,7 @@ def _edge_panel(view: View) -> None:
     tokens = readable_tokens(a)
     kind, level, src, dst = parse_edge(view.edge)
     layer = layer_of(level)
-    st.subheader(f"{kind.capitalize()} edge")
+    st.subheader(f"{ {'ffn': 'FFN'}.get(kind, kind.capitalize())} edge")
     st.text(f"layer {layer}: {src} {visible(tokens[src])} → {dst} {visible(tokens[dst])}")
     if kind == "attention":
         per_head = a.head_contributions(layer, dst).per_source[:, src].numpy()

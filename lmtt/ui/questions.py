@@ -13,6 +13,7 @@ from lmtt.analysis import Analysis
 from lmtt.engine.tokens import token_text
 from lmtt.questions.dla import DirectEffects, Target, TargetError, search_vocabulary
 from lmtt.questions.faithfulness import FaithfulnessCurve
+from lmtt.ui.markdown import plain
 from lmtt.ui.progress import Steps, cancelled
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import CHOICE_PARAMS, View, describe_edit, link_default, rewrite_link, ss
@@ -80,7 +81,7 @@ def target_picker(view: View, a: Analysis | None = None, default_contrast: int =
             return a.log_prob_target(view.token, answer)
         return a.target(view.token, answer, None if contrast_id == NONE else contrast_id)
     except TargetError as e:
-        st.error(str(e))
+        st.error(plain(str(e)))
         return None
 
 

@@ -20,6 +20,7 @@ from lmtt.engine.loading import LoadError
 from lmtt.engine.runner import ModelRunner, PromptError, check_prompt
 from lmtt.ui.cache import BoundedCache
 from lmtt.ui.limits import AnalysisGate, RateLimiter
+from lmtt.ui.markdown import plain
 from lmtt.ui.progress import Gate
 from lmtt.ui.state import View, ss, start_run
 
@@ -36,7 +37,7 @@ def read_config() -> AppConfig | None:
     try:
         return lmtt.load_config(None, sys.argv)
     except ConfigError as e:
-        st.error(f"{e}\n\nFix config.yaml and reload the page.")
+        st.error(f"{plain(str(e))}\n\nFix config.yaml and reload the page.")
         return None
 
 
@@ -97,7 +98,7 @@ def generate_continuation(config: AppConfig, n_tokens: int, seed: int | None) ->
         with st.spinner("Generating…"), analysis_gate(config.max_concurrent_analyses).slot():
             full = runner.generate(prompt, n_tokens, seed)
     except (PromptError, LoadError) as e:
-        st.error(f"{e} (counted with the chat template's text)" if wrapped else str(e))
+        st.error(plain(f"{e} (counted with the chat template's text)" if wrapped else str(e)))
         return
     special = getattr(runner.tokenizer, "all_special_tokens", [])
     text = stop_at_special(full, prompt, special)
@@ -138,10 +139,10 @@ def fetch_analysis(config: AppConfig, model: str, prompt: str) -> Analysis | Non
             analysis = _run_analysis(config, entry, prompt, cache, bar)
         return analysis
     except (PromptError, LoadError) as e:
-        st.error(str(e))
+        st.error(plain(str(e)))
     except Exception as e:  # noqa: BLE001 - the app must keep serving; show what failed, not a traceback page
         log.exception("analysis failed")
-        st.error(f"The analysis failed: {type(e).__name__}: {e}")
+        st.error(plain(f"The analysis failed: {type(e).__name__}: {e}"))
     finally:
         bar.empty()
     return None

@@ -8,7 +8,8 @@ from lmtt.analysis import Analysis
 from lmtt.engine.config import AppConfig
 from lmtt.engine.edits import Edit
 from lmtt.engine.tokens import readable_tokens
-from lmtt.ui.panels import graph_view, plain
+from lmtt.ui.markdown import plain
+from lmtt.ui.panels import graph_view
 from lmtt.ui.runs import chat_wrapped, fetch_analysis, generate_continuation, read_config
 from lmtt.ui.state import (
     PAGES,
@@ -98,7 +99,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
         ss.intro = False
         generate_continuation(config, int(n_tokens), int(seed) or None)
     for message in ss.pop("_warnings", []):
-        st.warning(message)
+        st.warning(plain(message))  # they quote what the user typed or linked
     if ss.get("intro") and page == "graph":
         st.markdown(INTRO)
     analysis = _current_analysis(config) if (require_analysis or ss.get("run")) else None
@@ -110,7 +111,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
         failed = "; ".join(f"{r.name}: relative error {r.error:.2e} > {r.tolerance:.0e} ({r.what})" for r in report.failures)
         st.error(f"**The decomposition does not add up for {report.model}**, so its contributions cannot be trusted. Failed: {failed}")
     for message in ss.pop("_warnings", []):
-        st.warning(message)
+        st.warning(plain(message))  # they quote what the user typed or linked
     with st.sidebar:
         tokens = readable_tokens(analysis)
         generated_from = ss.get("generated_from") or len(tokens)

@@ -10,6 +10,7 @@ from lmtt.analysis import Analysis
 from lmtt.engine.graph import Subgraph
 from lmtt.questions.curation import Curation
 from lmtt.questions.groups import suggest_groups
+from lmtt.ui.markdown import plain
 from lmtt.ui.state import ss
 from lmtt.viz.figures import describe_node
 
@@ -93,7 +94,7 @@ def _saving(analysis: Analysis, c: Curation) -> None:
         try:
             loaded, dropped = Curation.from_json(upload.getvalue()).checked(analysis)
         except ValueError as e:
-            st.error(str(e))
+            st.error(plain(str(e)))
         else:
             for d in dropped:
                 st.warning(f"Ignored {d}")

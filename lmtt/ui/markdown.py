@@ -1,0 +1,11 @@
+"""Text inside Streamlit's Markdown (st.markdown, st.warning, st.error, st.info): what a user typed, a token, or an
+error that quotes either is shown as written, never as Markdown, LaTeX or HTML."""
+
+from __future__ import annotations
+
+import re
+
+
+def plain(text: str) -> str:
+    """Text safe inside Markdown: Markdown, LaTeX ($) and HTML characters are escaped."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$<>&:])", r"\\\1", text)
