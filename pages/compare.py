@@ -4,8 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from lmtt import ui
+from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.compare import compare_prompts
 from lmtt.viz import figures
+
+PROMPT_CHARS = 80  # of each prompt, restated above its graph
 
 st.set_page_config(page_title="Compare · lmtt", layout="wide")
 view = ui.sidebar("compare")
@@ -23,26 +26,32 @@ if b is None:
     st.stop()
 a = view.analysis
 cmp = compare_prompts(a, b, top=25)
+shift = "" if not cmp.offset else f" (position i of A meets position i {'+' if cmp.offset > 0 else '-'} {abs(cmp.offset)} of B)"
 st.caption(
-    f"Aligned by {cmp.alignment}" + (f" (B's positions are A's + {cmp.offset})" if cmp.offset else "") + ". Graphs show the last token."
+    f"Aligned by {cmp.alignment}{shift}. Graphs show the last token. Edge weights and head contributions are shares of the "
+    "node they lead into (0 to 1, as on the Graph page); B - A is their change from A to B."
 )
-for column, analysis, name in zip(st.columns(2), (a, b), ("A", "B")):
+for column, analysis, name, whose in zip(st.columns(2), (a, b), ("A", "B"), ("the sidebar's prompt", "the second prompt")):
     with column:
         top = analysis.predictions(-1, 1)[0]
-        st.markdown(f"**{name}** predicts {ui.token_md(top.token)} (p={top.score:.2f})")
+        text = " ".join("".join(readable_tokens(analysis)).split())  # one line
+        shown = ui.plain(text if len(text) <= PROMPT_CHARS else text[:PROMPT_CHARS] + "…")
+        st.markdown(f"**{name}**, {whose} ({len(analysis.tokens)} tokens): “{shown}” predicts {ui.token_md(top.token)} (p={top.score:.2f})")
         ui.table(ui.token_table(analysis.predictions(-1, 5), "prob"))
         ui.graph_chart(figures.graph_figure(analysis, analysis.paths_to(-1, view.threshold)), f"compare_graph_{name}")
 
 st.subheader("Edges whose contribution changed most")
+tokens_a, tokens_b = readable_tokens(a), readable_tokens(b)  # a split character as its bytes, not �
 ui.table(
     pd.DataFrame(
         {
             "layer": [e.layer for e in cmp.edges],
             "edge": [e.kind for e in cmp.edges],
             "into": [e.into for e in cmp.edges],
-            "source (A)": [f"{e.source}: {figures.visible(a.tokens[e.source])}" for e in cmp.edges],
-            "target (A)": [f"{e.target}: {figures.visible(a.tokens[e.target])}" for e in cmp.edges],
-            "source (B)": [f"{e.source + cmp.offset}: {figures.visible(b.tokens[e.source + cmp.offset])}" for e in cmp.edges],
+            "source (A)": [f"{e.source}: {figures.visible(tokens_a[e.source])}" for e in cmp.edges],
+            "target (A)": [f"{e.target}: {figures.visible(tokens_a[e.target])}" for e in cmp.edges],
+            "source (B)": [f"{e.source + cmp.offset}: {figures.visible(tokens_b[e.source + cmp.offset])}" for e in cmp.edges],
+            "target (B)": [f"{e.target + cmp.offset}: {figures.visible(tokens_b[e.target + cmp.offset])}" for e in cmp.edges],
             "A": [e.weight_a for e in cmp.edges],
             "B": [e.weight_b for e in cmp.edges],
             "B - A": [e.delta for e in cmp.edges],

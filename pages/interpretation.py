@@ -178,14 +178,14 @@ with lens_tab:
     box = st.container(key="lens_box")
     if mode == "top token":
         ids, probs = a.top_lens_grid(final_norm=view.final_norm)
-        texts = [[a.runner.decode(int(i)) for i in row] for row in ids.tolist()]
+        texts = [[token_text(a.runner, int(i)) for i in row] for row in ids.tolist()]  # a split character as its bytes, not �
         box.plotly_chart(figures.lens_top_heatmap(a, texts, probs.numpy()), key="lens", width="stretch")
     else:
         target = top
         if follow:
             try:
                 token_id = follow_token(a.runner, follow)
-                target = TokenScore(a.runner.decode(token_id), token_id, 0.0)
+                target = TokenScore(token_text(a.runner, token_id), token_id, 0.0)
             except PromptError as e:
                 st.warning(ui.plain(f"Cannot follow {follow!r}: {e}. Following the prediction."))
         probs, ranks = a.lens_grid(target.token_id, final_norm=view.final_norm)

@@ -214,3 +214,20 @@ def test_the_target_pages_graph_pins_a_clicked_node():
     assert at.session_state["curation"].pins == ("ffn:22:3",)
     assert '"name":"pins"' in at.get("plotly_chart")[0].proto.spec
     assert "ffn:22:3" in str(at.query_params["pin"])
+
+
+def test_compare_restates_both_prompts_and_aligns_in_words():
+    """Compare had named its prompts only "A predicts ␣Paris" and "B predicts ␣Rome", said "B's positions are A's + -3"
+    for prompts of other lengths, gave B's source and not its target, and did not say what its numbers are."""
+    at = opened("pages/compare.py", "The capital of France is")
+    at.text_input(key="_w_compare").input("In the end, the capital of Italy is").run()
+    assert not at.exception, at.exception
+    said = [m.value for m in at.main.markdown]
+    assert any(m.startswith("**A**, the sidebar's prompt (5 tokens): “The capital of France is” predicts") for m in said), said
+    assert any(m.startswith("**B**, the second prompt (9 tokens): “In the end, the capital of Italy is” predicts") for m in said), said
+    caption = next(c.value for c in at.main.caption if c.value.startswith("Aligned by final token"))
+    assert "(position i of A meets position i + 4 of B)" in caption and "shares of the node" in caption, caption
+    edges = at.main.dataframe[-1].value
+    assert {"source (A)", "target (A)", "source (B)", "target (B)", "B - A"} <= set(edges.columns)
+    row = edges.iloc[0]
+    assert int(row["target (B)"].split(":")[0]) == int(row["target (A)"].split(":")[0]) + 4

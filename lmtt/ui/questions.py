@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from lmtt.analysis import Analysis
-from lmtt.engine.tokens import token_text
+from lmtt.engine.tokens import readable_tokens, token_text
 from lmtt.questions.dla import DirectEffects, Target, TargetError, search_vocabulary
 from lmtt.questions.faithfulness import FaithfulnessCurve
 from lmtt.ui.markdown import plain
@@ -127,11 +127,12 @@ def qk_picker(a: Analysis, target: Target, effects: DirectEffects, start: tuple[
     ss.setdefault("q_qk_key", strongest(layer, head))
     ss.setdefault("q_qk_other", None)
     link_default(q_qk_layer=start[0], q_qk_head=start[1], q_qk_key=strongest(layer, head), q_qk_other=None)
-    key_pos = c3.selectbox("Key (source) token", keys, format_func=lambda p: f"{p}: {visible(a.tokens[p])}", key="q_qk_key")
+    tokens = readable_tokens(a)
+    key_pos = c3.selectbox("Key (source) token", keys, format_func=lambda p: f"{p}: {visible(tokens[p])}", key="q_qk_key")
     other_pos = c4.selectbox(
         "Compare with key",
         [None, *keys],
-        format_func=lambda p: "none" if p is None else f"{p}: {visible(a.tokens[p])}",
+        format_func=lambda p: "none" if p is None else f"{p}: {visible(tokens[p])}",
         key="q_qk_other",
     )
     rewrite_link()

@@ -499,7 +499,8 @@ def layer_overview_figure(analysis: Analysis, position: int) -> go.Figure:
             ("residual → state after FFN", ffn_resid, "#c7c7c7"),
         ]
     for name, values, colour in series:
-        fig.add_trace(go.Scatter(x=layers, y=values, mode="lines+markers", name=name, line={"color": colour}))
+        fig.add_trace(go.Scatter(x=layers, y=values, mode="lines+markers", name=name, line={"color": colour},
+                                 hovertemplate=f"layer %{{x}}: share %{{y:.3f}}<br>{html.escape(name)}<extra></extra>"))  # fmt: skip
     fig.update_layout(
         height=360, xaxis_title="layer", yaxis_title="contribution", yaxis_range=[0, 1], legend={"orientation": "h", "y": -0.25}
     )
@@ -632,9 +633,12 @@ def attention_from_figure(analysis: Analysis, layer: int, head: int, position: i
 
 
 def neuron_activation_figure(analysis: Analysis, layer: int, neuron: int) -> go.Figure:
-    acts = analysis.trace.neuron_activation(layer, neuron).numpy()
+    """One neuron's activation at every position (green: positive, purple: negative, as its bars elsewhere)."""
+    acts = analysis.trace.neuron_activation(layer, neuron).numpy()  # (T,)
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
-    fig = go.Figure(go.Bar(x=ticks, y=acts, marker_color=["#2ca02c" if v > 0 else "#d62728" for v in acts]))
+    name = html.escape(analysis.neuron_label(layer, neuron))
+    fig = go.Figure(go.Bar(x=ticks, y=acts, marker_color=[POSITIVE if v > 0 else NEGATIVE for v in acts],
+                           hovertemplate=f"{name} at %{{x}}: activation %{{y:.3g}}<extra></extra>"))  # fmt: skip
     fig.update_layout(height=320, xaxis_tickangle=-60, yaxis_title="activation")
     return fig
 
@@ -712,6 +716,7 @@ def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
             zmin=-bound,
             zmax=bound,
             hovertemplate="%{x}.%{y}: %{z:+.3f}<extra></extra>",  # L23.H4, as heads are named
+            colorbar={"title": "B - A<br>(share of<br>its node)"},
         )
     )
     return _per_head_layout(fig, *delta.shape)
