@@ -38,7 +38,9 @@ for column, analysis, name, whose in zip(st.columns(2), (a, b), ("A", "B"), ("th
         shown = ui.plain(text if len(text) <= PROMPT_CHARS else text[:PROMPT_CHARS] + "…")
         st.markdown(f"**{name}**, {whose} ({len(analysis.tokens)} tokens): “{shown}” predicts {ui.token_md(top.token)} (p={top.score:.2f})")
         ui.table(ui.token_table(analysis.predictions(-1, 5), "prob"))
-        ui.graph_chart(figures.graph_figure(analysis, analysis.paths_to(-1, view.threshold)), f"compare_graph_{name}")
+        graph = figures.graph_figure(analysis, analysis.paths_to(-1, view.threshold))
+        ui.scroll_box(f"compare_graph_{name}_box", figures.figure_min_width(graph))  # scrolls sideways, as on the Graph page
+        ui.graph_chart(graph, f"compare_graph_{name}", where=st.container(key=f"compare_graph_{name}_box"))
 
 st.subheader("Edges whose contribution changed most")
 tokens_a, tokens_b = readable_tokens(a), readable_tokens(b)  # a split character as its bytes, not �

@@ -42,7 +42,8 @@ with graph_tab:
     curated = {"curation": ui.ss.get("curation"), "subgraph_only": bool(ui.ss.get("subgraph_only"))}
     drawn = (target, show, min_effect, view.threshold, ui.curation_key(), curated["subgraph_only"])  # what it shows
     fig = ui.kept("target_graph", a, drawn, lambda: qf.target_graph_figure(a, sub, a.target_lens(target), direct, **curated))
-    ui.graph_chart(fig, "target_graph", clickable=True)
+    ui.scroll_box("target_graph_box", figures.figure_min_width(fig))  # a long prompt scrolls sideways, as on the Graph page
+    ui.graph_chart(fig, "target_graph", clickable=True, where=st.container(key="target_graph_box"))
     ui.mark_node("target_graph", view.node)
     workbench(a, sub, view.node)
     st.caption(

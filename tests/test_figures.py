@@ -427,3 +427,17 @@ def test_no_edge_dot_takes_a_diamonds_hover_on_the_target_graph(hundred):
     assert not set(covered) & set(dots.customdata)
     assert len(dots.customdata) == len(plain.customdata) - len(covered) == len(dots.x) == len(dots.marker.color)
     assert not any("click" in h for h in dots.hovertext) and all("weight" in h for h in dots.hovertext)
+
+
+def test_a_graph_figure_knows_the_width_it_needs(hundred):
+    """The Target and Compare pages squeezed a 64-token graph into the page's width (labels over each other): they now
+    scroll it sideways at the Graph page's readable column width, which the figure's own columns and margins give."""
+    sub = hundred.paths_to(99, 0.04)
+    cols = columns_for(100, sub, also=[99])
+    plain = figures.graph_figure(hundred, sub, explained=99, columns=cols)
+    assert figures.figure_min_width(plain) == figures.graph_min_width(cols.width)
+    every = figures.graph_figure(hundred, sub, explained=99, columns=every_column(100))
+    assert figures.figure_min_width(every) == figures.COLUMN_PX * 100 + sum(figures.GRAPH_MARGIN_PX[k] for k in "lr")
+    t = hundred.target(99)
+    target = question_figures.target_graph_figure(hundred, sub, hundred.target_lens(t), hundred.direct_edges(t, 0.3))
+    assert figures.figure_min_width(target) > figures.figure_min_width(plain)  # its labels and colour bar take room too

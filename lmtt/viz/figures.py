@@ -96,6 +96,13 @@ def graph_min_width(n_columns: int) -> int:
     return COLUMN_PX * n_columns + GRAPH_MARGIN_PX["l"] + GRAPH_MARGIN_PX["r"]
 
 
+def figure_min_width(fig: go.Figure) -> int:
+    """A graph figure's width in pixels at the narrowest readable column: its columns (its x range runs from -0.6 to
+    the last column + 0.6, see graph_figure) and its margins, which the Target graph widens for its labels."""
+    n_columns = round(fig.layout.xaxis.range[1] + 0.4)
+    return COLUMN_PX * n_columns + fig.layout.margin.l + fig.layout.margin.r
+
+
 def graph_figure(
     analysis: Analysis,
     sub: Subgraph,
