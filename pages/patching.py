@@ -54,9 +54,10 @@ with tabs[TABS["patching"].index(label)]:
         lambda steps: a.patching(corrupted, target, on_progress=steps, sites=(grid,)),
     )
     if result is None:
+        cells = f"the {label.lower()} of every layer at every position"
+        cells = "each head of every layer, at every position at once" if grid == "heads" else cells
         st.info(
-            f"Press Run patching: it patches the {label.lower()} of every layer at every "
-            f"{'head' if grid == 'heads' else 'position'}, one at a time ({a.n_layers * width} cells, batched by 128). "
+            f"Press Run patching: it patches {cells}, one cell at a time ({a.n_layers * width} cells, batched by 128). "
             "Each tab is its own run."
         )
         st.stop()

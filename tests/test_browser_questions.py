@@ -159,7 +159,7 @@ def test_patching_page_france_italy(page, server, browser):
     page.screenshot(path=str(ARTIFACTS / "patching-france-italy.png"), full_page=True)
     page.get_by_role("tab", name="Heads").click()
     settled(page)  # a tab change reruns the page (the open tab is in the link); each tab's grid is its own run
-    expect(page.get_by_text("Press Run patching: it patches the heads")).to_be_visible()
+    expect(page.get_by_text("Press Run patching: it patches each head of every layer")).to_be_visible()
     page.get_by_role("button", name="Run patching").click()
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     settled(page)

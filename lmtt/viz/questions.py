@@ -437,10 +437,11 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
         )
     )
     undefined = " (undefined: clean and corrupted m are within 1e-3 logits)" if np.isnan(z).all() else ""
-    fig.update_layout(
-        title=f"Patching the {names[grid]}: restored fraction of {html.escape(result.target.describe(figures.visible))}{undefined}",
-        height=max(380, CELL_ROW_PX * n_layers + 140),
-        margin={"l": 50, "r": 10, "t": 40, "b": 90},
+    fig.update_layout(  # the title on two lines: on one, the chart's toolbar covered its end (the quantity)
+        title=f"Patching the {names[grid]}:<br>restored fraction of {html.escape(result.target.describe(figures.visible))}{undefined}",
+        height=max(380, CELL_ROW_PX * n_layers + 160),
+        margin={"l": 50, "r": 10, "t": 60, "b": 90},
+        xaxis_title="head" if grid == "heads" else "position: clean token / corrupted token (where they differ)",
     )
     figures.drawn_once(fig, figures.revision(z, x, fig.layout.title.text))
     return fig
