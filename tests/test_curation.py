@@ -1,5 +1,6 @@
 """Pins, groups and labels: their URL and JSON forms, the subgraph view's summed group edges, and the Graph page."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,5 +66,8 @@ def test_the_graph_page_draws_restores_and_exports_a_curated_route():
     at.button(key="wb_group").click().run()
     assert not at.exception, at.exception
     assert at.session_state["curation"].groups["the output"] == CURATED.pins
+    assert at.text_input(key="wb_group_name").value == ""  # emptied: the same group is not offered again
+    legend = [t for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"] if t.get("name") in ("pins", "groups")]
+    assert legend and all(t.get("showlegend", True) for t in legend)  # the legend says what a ★ and a ■ are
     at.button(key="wb_dissolve_1").click().run()
     assert "the output" not in at.session_state["curation"].groups

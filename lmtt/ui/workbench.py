@@ -31,6 +31,14 @@ def _update(change) -> None:
     ss.curation = change(curation())
 
 
+def _group_pins() -> None:
+    """Group them's callback: the pins become a group under the typed name, and the name box empties (it had kept the
+    name, so the same group could be made again)."""
+    _update(lambda cur: cur.group(ss.wb_group_name, cur.pins))
+    ss.wb_group_name = ""
+    ss._wb_version = ss.get("_wb_version", 0) + 1  # the groups' name boxes start afresh, as after _set
+
+
 def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
     """The panel: the selected node's pin and label, the pins, the groups, suggestions, and saving."""
     c = curation()
@@ -48,10 +56,9 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
         if c.pins:
             st.markdown("**Pinned**: " + ", ".join(f"`{p}`" for p in c.pins))
             name = st.text_input("Group the pinned nodes as", key="wb_group_name", placeholder="a name, e.g. name movers")
-            if st.button("Group them", key="wb_group", width="stretch", disabled=len(c.pins) < 2 or not name.strip()):
-                _set(c.group(name, c.pins))
+            st.button("Group them", key="wb_group", width="stretch", disabled=len(c.pins) < 2 or not name.strip(), on_click=_group_pins)
         for n, (name, members) in enumerate(c.groups.items()):
-            cols = st.columns([3, 1], vertical_alignment="bottom")
+            cols = st.columns([2, 1], vertical_alignment="bottom")  # [3, 1] cut "Dissolve" to "D…"
             key = f"wb_rename_{n}_{name}_{ss.get('_wb_version', 0)}"
             cols[0].text_input(f"Group of {len(members)}", value=name, key=key,
                                on_change=lambda name=name, key=key: _update(lambda cur: cur.rename(name, ss[key])))  # fmt: skip

@@ -228,7 +228,7 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
                 x=[c[0] for c in centre.values()], y=[c[1] for c in centre.values()], mode="markers+text",
                 marker={"symbol": "square", "size": 18, "color": "#9467bd"}, text=[curation.labels.get(n, n) for n in centre],
                 textposition="middle right", hovertext=[f"group {n}: {', '.join(m)}" for n, m in curation.groups.items()],
-                hoverinfo="text", showlegend=False, name="groups", cliponaxis=False,
+                hoverinfo="text", name="groups", cliponaxis=False,  # in the legend: what a ■ is
             )
         )  # fmt: skip
         sub = sub.only(~inside)
@@ -242,7 +242,7 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
                 marker={"symbol": "star", "size": 14, "color": "#9467bd", "line": {"width": 1, "color": "white"}},
                 text=[curation.labels.get(n, "") for n in marked], textposition="middle right",
                 hovertext=[f"pinned {n}" + (f": {curation.labels[n]}" if n in curation.labels else "") for n in marked],
-                hoverinfo="text", showlegend=False, name="pins", cliponaxis=False,
+                hoverinfo="text", name="pins", cliponaxis=False,  # in the legend: what a ★ is
             )
         )  # fmt: skip
     return sub, traces
