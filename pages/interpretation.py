@@ -84,6 +84,8 @@ with neuron_tab:
         left.markdown("**Activation across the prompt**")
         left.plotly_chart(figures.neuron_activation_figure(a, layer, neuron), key="neuron_acts", width="stretch")
         projection = a.neuron_tokens(layer, neuron, position, k=10)
+        at_token = f"token {position} ({ui.token_md(readable_tokens(a)[position])})"
+        left.markdown(f"**What it writes at {at_token}**: its effect on each token's logit")
         left.plotly_chart(figures.projection_figure(projection), key="neuron_projection", width="stretch")
         with left:
             look_up(projection, "neuron_lookup")

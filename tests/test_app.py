@@ -550,3 +550,11 @@ def test_what_the_user_typed_is_shown_as_typed_in_a_warning(at):
     assert not at.exception, at.exception
     warning = next(w.value for w in at.warning if "not one" in w.value)
     assert "\\$x\\$ \\*\\*y\\*\\* \\<b\\>z\\</b\\>" in warning, warning  # every Markdown, LaTeX and HTML character escaped
+
+
+def test_a_neurons_projection_says_where_it_is_read(at):
+    """The neuron tab's second chart had no heading: nothing said it is what the neuron writes at the chosen token."""
+    at.query_params.update({"prompt": "The capital of France is", "neuron": "23.604"})
+    at.switch_page("pages/interpretation.py").run()
+    assert not at.exception, at.exception
+    assert any(m.value.startswith("**What it writes at token 4 (") for m in at.main.markdown), [m.value for m in at.main.markdown]
