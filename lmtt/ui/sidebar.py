@@ -67,7 +67,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
     if ss.pop("_link_chat", False):  # a link's chat=1: its text is analysed in the chat template, as Run does
         wrapped = chat_wrapped(config, ss.model, ss.prompt)
         ss.chat = wrapped != ss.prompt  # off where the template cannot be applied (chat_wrapped says why)
-        ss.run, ss._run_chat = (ss.model, wrapped), ss.prompt if ss.chat else None
+        ss.run = (ss.model, wrapped)
         ss._run_box = sidebar_input()  # the run came from the box as it now is (toggle off where it could not apply)
     with st.sidebar:
         st.selectbox("Model", list(config.models), **bound("model"))
@@ -85,7 +85,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
                 )
             else:
                 wrapped = chat_wrapped(config, ss.model, ss.prompt) if chat else ss.prompt
-                start_run(ss.model, wrapped, chat_text=ss.prompt if wrapped != ss.prompt else None)
+                start_run(ss.model, wrapped)
         st.toggle(
             "Pin edits and selections",
             key="pin",

@@ -137,7 +137,7 @@ def restore_from_url(config: AppConfig) -> None:
     ss.intro = prompt is None and bool(ss.prompt)  # a first visit: the default prompt's graph, with a word on what to do
     ss.run = (model, ss.prompt) if ss.prompt else None
     ss.chat = qp.get("chat") == "1" and ss.run is not None  # chat=1: the sidebar analyses the text's chat form
-    ss._link_chat, ss._run_chat = ss.chat, None
+    ss._link_chat = ss.chat
     ss._run_box = sidebar_input()
     ss.token = None
     if (raw := qp.get("token")) is not None:
@@ -197,12 +197,10 @@ def sidebar_input() -> tuple[str, bool]:
     return ss.get("prompt", ""), bool(ss.get("chat"))
 
 
-def start_run(model: str, prompt: str, generated_from: int | None = None, chat_text: str | None = None) -> None:
-    """Make (model, prompt) the analysed run. Edits and selections belong to the old run: cleared unless pinned.
-    `chat_text`: the user's text when `prompt` is its chat template form (a link then carries the text and chat=1)."""
+def start_run(model: str, prompt: str, generated_from: int | None = None) -> None:
+    """Make (model, prompt) the analysed run. Edits and selections belong to the old run: cleared unless pinned."""
     ss.run, ss.token = (model, prompt), None
     ss._run_box = sidebar_input()  # what the run came from (its prompt may be the text's chat form)
-    ss._run_chat = chat_text
     ss.generated_from = generated_from
     if not ss.get("pin"):
         clear_selections()
@@ -285,7 +283,8 @@ def share_params(page: str) -> list[tuple[str, str]]:
     model = ss.run[0] if ss.get("run") else ss.model  # the analysed model, not one chosen and not yet run
     params = [("model", model), ("threshold", f"{ss.threshold:g}"), ("norm", "1" if ss.norm else "0")]
     if ss.get("run"):
-        if (text := ss.get("_run_chat")) is not None:  # the user's words, not the template's: chat=1 wraps them again
+        text, chat = ss.get("_run_box", ("", False))
+        if chat and text != ss.run[1]:  # a chat run (the toggle on, another text analysed): the words; chat=1 wraps them again
             params += [*prompt_params(text), ("chat", "1")]
         else:
             params += prompt_params(ss.run[1])
