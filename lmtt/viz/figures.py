@@ -110,6 +110,7 @@ def graph_figure(
     columns: Columns | None = None,
     curation: Curation | None = None,
     subgraph_only: bool = False,
+    edge_clicks: bool = True,
 ) -> go.Figure:
     """Tokens are columns and node levels rows (embeddings at the bottom, output at the top).
 
@@ -118,14 +119,15 @@ def graph_figure(
     Clickable traces carry the node id, the edge description or `token|P` (the ▲/▼ handles by the token labels) in customdata.
     The token labels are drawn above and below the plot; zoom and pan survive reruns of the same prompt and columns (uirevision).
     A curation marks its pins (★) and labels; with `subgraph_only`, only its nodes are drawn with the route's edges
-    between them, and each group is one node (■) whose edges are its members' summed.
+    between them, and each group is one node (■) whose edges are its members' summed. `edge_clicks`: the edge dots' hovers
+    say what a click on them shows (False where a page does nothing with it).
     The selected node is not part of the figure: the browser rings it (ui.mark_node), so a click changes no figure and
     Streamlit does not draw the graph again (two draws of about 1.2 s each at 500 tokens).
     """
     tokens = readable_tokens(analysis)
     cols = columns or columns_for(len(tokens), sub, also=() if explained is None else (explained,))
     top_level = n_levels(analysis.n_layers) - 1
-    view = (analysis.n_layers, analysis.trace.parallel, cols.key(), explained, curation, subgraph_only, sub.root)
+    view = (analysis.n_layers, analysis.trace.parallel, cols.key(), explained, curation, subgraph_only, sub.root, edge_clicks)
     shown = revision(*tokens, *view, *sub.arrays)
     fig = go.Figure()
     overlay: list[go.Scatter] = []
@@ -135,7 +137,7 @@ def graph_figure(
         sub, overlay = _curation_traces(sub, cols, curation, subgraph_only)
     for trace in _edge_traces(sub, cols):
         fig.add_trace(trace)
-    handles = _edge_handle_trace(sub, cols, tokens)
+    handles = _edge_handle_trace(sub, cols, tokens, edge_clicks)
     if handles is not None:
         fig.add_trace(handles)
     for trace in _token_handle_traces(cols, tokens, top_level, explained):
@@ -295,7 +297,7 @@ def edge_handle(kind: str, level: int, source: int, target: int) -> str:
     return f"edge|{kind}|{level}|{source}|{target}"
 
 
-def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) -> go.Scatter | None:
+def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...], clicks: bool = True) -> go.Scatter | None:
     """Clickable dots at the midpoints of attention and FFN edges (residual ones would sit on the nodes)."""
     handles = sub.kind != EDGE_KINDS.index("residual")  # (E,)
     if not handles.any():
@@ -316,8 +318,8 @@ def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) ->
         "ffn": "click for its weight (its neurons: the Contributions page)",
     }
     hover = [
-        f"{EDGE_KINDS[k]} edge, layer {layer_of(lv)}<br>"
-        f"{label(tokens[s])} ({s}) → {label(tokens[d])} ({d})<br>weight {w:.3f}<br>{what.get(EDGE_KINDS[k], 'click for its weight')}"
+        f"{EDGE_KINDS[k]} edge, layer {layer_of(lv)}<br>{label(tokens[s])} ({s}) → {label(tokens[d])} ({d})<br>weight {w:.3f}"
+        + (f"<br>{what.get(EDGE_KINDS[k], 'click for its weight')}" if clicks else "")
         for k, lv, _sl, s, d, w in rows
     ]
     return go.Scatter(

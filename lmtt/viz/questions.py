@@ -177,7 +177,8 @@ def target_graph_figure(
     ends = [_node_level_position(node) for edge in direct for node in (edge.from_node, edge.into)]
     pinned = sorted(curation.positions) if curation else []  # pins keep their columns
     cols = columns_for(len(analysis.tokens), sub, also=[*(pos for _level, pos in ends), *pinned])  # direct edges may leave the graph
-    fig = figures.graph_figure(analysis, sub, columns=cols, curation=curation, subgraph_only=subgraph_only)
+    # a click on an edge's dot selects nothing on the Target page: its hover does not offer one
+    fig = figures.graph_figure(analysis, sub, columns=cols, curation=curation, subgraph_only=subgraph_only, edge_clicks=False)
     fig.data = [t for t in fig.data if t.legendgroup != figures.NODE_LEGEND]  # its nodes are coloured by the quantity
     q = lens.quantity.numpy()  # (2L+1, T)
     on_route = {(lv, p) for lv, p in sub.node_keys()}
@@ -226,6 +227,7 @@ def target_graph_figure(
 
     sharing = Counter((e.kind, e.from_node, e.into) for e in direct)  # heads of one layer that read one source share an edge
     seen: Counter = Counter()
+    covered = {}  # the id of the edge dot under each diamond's edge: the height of the diamond
     for edge in direct:
         (y0, p0), (y1, p1) = _node_level_position(edge.from_node), _node_level_position(edge.into)
         x0, x1 = cols.x_of([p0, p1]).tolist()
@@ -238,6 +240,7 @@ def target_graph_figure(
         key = (edge.kind, edge.from_node, edge.into)
         xm, ym = (x0 + x1) / 2 + (seen[key] - (sharing[key] - 1) / 2) * DIAMOND_STEP, (y0 + y1) / 2
         seen[key] += 1
+        covered[figures.edge_handle("attention" if edge.kind == "head" else "ffn", y1, p0, p1)] = ym
         fig.add_trace(
             go.Scatter(
                 x=[x0, x1],
@@ -264,7 +267,7 @@ def target_graph_figure(
             )
         )
         labels.append((f"{edge.name} {edge.effect:+.2f}", colour, xm, ym))
-    _edge_dots_yield(fig, direct)
+    _edge_dots_yield(fig, covered)
     wanted = [y for *_, y in labels]
     slots = slotted(wanted, label_slots(list(fig.layout.yaxis2.tickvals)))  # between the layer labels, where they fit
     heights = slots or stacked(wanted, -1.0, n_levels(analysis.n_layers), LABEL_GAP_LEVELS)
@@ -288,23 +291,20 @@ def target_graph_figure(
     return fig
 
 
-def _edge_dots_yield(fig: go.Figure, direct: list[DirectEdge]) -> None:
-    """The graph's edge dots, on the Target page: none on an edge that a diamond marks (on the same midpoint, the dot
-    had taken the diamond's hover), and no promise of a click, which selects nothing here (the Graph page splits an edge)."""
-    marked = {}  # the dot's id: the height of the diamond on that edge (a parallel block's FFN dot is not under it)
-    for edge in direct:
-        (source_level, source), (level, target) = _node_level_position(edge.from_node), _node_level_position(edge.into)
-        marked[figures.edge_handle("attention" if edge.kind == "head" else "ffn", level, source, target)] = (source_level + level) / 2
+def _edge_dots_yield(fig: go.Figure, covered: dict[str, float]) -> None:
+    """No edge dot where a diamond sits: on the same midpoint, the dot had taken the diamond's hover. `covered`: a
+    dot's id (figures.edge_handle) and the height of the diamond on its edge (a parallel block's FFN dot, a level below
+    its diamond, stays)."""
     for trace in fig.data:
         if trace.name != "edges":
             continue
-        keep = [i for i, (c, y) in enumerate(zip(trace.customdata, trace.y)) if c not in marked or abs(y - marked[c]) > 1e-9]
+        keep = [i for i, (c, y) in enumerate(zip(trace.customdata, trace.y)) if c not in covered or abs(y - covered[c]) > 1e-9]
         colours = trace.marker.color
         trace.update(
             x=[trace.x[i] for i in keep],
             y=[trace.y[i] for i in keep],
             customdata=[trace.customdata[i] for i in keep],
-            hovertext=[trace.hovertext[i].rsplit("<br>click", 1)[0] for i in keep],
+            hovertext=[trace.hovertext[i] for i in keep],
             marker_color=[colours[i] for i in keep],
         )
 
