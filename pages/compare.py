@@ -6,6 +6,7 @@ import streamlit as st
 from lmtt import ui
 from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.compare import compare_prompts
+from lmtt.ui.markdown import excerpt
 from lmtt.viz import figures
 
 PROMPT_CHARS = 80  # of each prompt, restated above its graph
@@ -34,8 +35,7 @@ st.caption(
 for column, analysis, name, whose in zip(st.columns(2), (a, b), ("A", "B"), ("the sidebar's prompt", "the second prompt")):
     with column:
         top = analysis.predictions(-1, 1)[0]
-        text = " ".join("".join(readable_tokens(analysis)).split())  # one line
-        shown = ui.plain(text if len(text) <= PROMPT_CHARS else text[:PROMPT_CHARS] + "…")
+        shown = excerpt("".join(readable_tokens(analysis)), PROMPT_CHARS)
         st.markdown(f"**{name}**, {whose} ({len(analysis.tokens)} tokens): “{shown}” predicts {ui.token_md(top.token)} (p={top.score:.2f})")
         ui.table(ui.token_table(analysis.predictions(-1, 5), "prob"))
         graph = figures.graph_figure(analysis, analysis.paths_to(-1, view.threshold))

@@ -21,6 +21,7 @@ ui.unedited_note(view)
 
 a = view.analysis
 _, _, position = view.focus()
+at_token = f"token {position} ({ui.token_md(readable_tokens(a)[position])})"  # where the head and neuron tabs read
 head_tab, neuron_tab, lens_tab, search_tab, probe_tab, edit_tab = ui.page_tabs("interpretation")
 
 
@@ -61,7 +62,7 @@ with head_tab:
         st.info("Choose a layer and a head (or click a head on the Graph or Contributions page).")
     else:
         layer, head = chosen
-        st.subheader(f"Head {head_name(layer, head)}: its update at token {position} ({ui.token_md(readable_tokens(a)[position])})")
+        st.subheader(f"Head {head_name(layer, head)}: its update at {at_token}")
         left, right = st.columns([1.3, 1])
         head_projection = a.head_tokens(layer, position, head, k=10)
         left.plotly_chart(figures.projection_figure(head_projection), key="head_projection", width="stretch")
@@ -84,7 +85,6 @@ with neuron_tab:
         left.markdown("**Activation across the prompt**")
         left.plotly_chart(figures.neuron_activation_figure(a, layer, neuron), key="neuron_acts", width="stretch")
         projection = a.neuron_tokens(layer, neuron, position, k=10)
-        at_token = f"token {position} ({ui.token_md(readable_tokens(a)[position])})"
         left.markdown(f"**What it writes at {at_token}**: its effect on each token's logit")
         left.plotly_chart(figures.projection_figure(projection), key="neuron_projection", width="stretch")
         with left:

@@ -8,7 +8,7 @@ from lmtt.analysis import Analysis
 from lmtt.engine.config import AppConfig
 from lmtt.engine.edits import Edit
 from lmtt.engine.tokens import readable_tokens
-from lmtt.ui.markdown import plain
+from lmtt.ui.markdown import excerpt, plain
 from lmtt.ui.panels import graph_view
 from lmtt.ui.runs import chat_wrapped, fetch_analysis, generate_continuation, read_config
 from lmtt.ui.state import (
@@ -98,8 +98,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
     if generate:
         ss.intro = False
         generate_continuation(config, int(n_tokens), int(seed) or None)
-    for message in ss.pop("_warnings", []):
-        st.warning(plain(message))  # they quote what the user typed or linked
+    show_warnings()
     if ss.get("intro") and page == "graph":
         st.markdown(INTRO)
     analysis = _current_analysis(config) if (require_analysis or ss.get("run")) else None
@@ -110,8 +109,7 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
     if (report := analysis.runner.check_report) is not None and not report.passed:
         failed = "; ".join(f"{r.name}: relative error {r.error:.2e} > {r.tolerance:.0e} ({r.what})" for r in report.failures)
         st.error(f"**The decomposition does not add up for {report.model}**, so its contributions cannot be trusted. Failed: {failed}")
-    for message in ss.pop("_warnings", []):
-        st.warning(plain(message))  # they quote what the user typed or linked
+    show_warnings()
     with st.sidebar:
         tokens = readable_tokens(analysis)
         generated_from = ss.get("generated_from") or len(tokens)
@@ -134,20 +132,26 @@ def sidebar(page: str, require_analysis: bool = True) -> View | None:
     return View(config, analysis, ss.token, ss.threshold, ss.norm, ss.node, ss.edge, ss.get("head"), ss.get("neuron"), edits)
 
 
+def show_warnings() -> None:
+    """The messages that the sidebar's steps left (a link's bad values, a chat template not applied, an early end of
+    generation), once, as typed: they quote what the user typed or linked."""
+    for message in ss.pop("_warnings", []):
+        st.warning(plain(message))
+
+
 def not_run_note(config: AppConfig, analysis: Analysis) -> None:
     """On every page, while the sidebar's prompt, chat template or model is not the one analysed (an edit not yet run,
     or a prompt refused as too long): which run the page shows. Run's own message is gone once the user changes page."""
     box, (model, prompt) = sidebar_input(), ss.run
     if box == ss.get("_run_box", box) and ss.get("model", model) == model:
         return
-    prompt = " ".join(ss.get("_run_box", (prompt,))[0].split())  # the user's words (not a chat template's), one line
-    shown = prompt if len(prompt) <= NOTE_PROMPT_CHARS else prompt[:NOTE_PROMPT_CHARS] + "…"
+    shown = excerpt(ss.get("_run_box", (prompt,))[0], NOTE_PROMPT_CHARS)  # the user's words (not a chat template's)
     if len(box[0]) > config.max_prompt_chars:
         why = f"The sidebar's prompt has {len(box[0]):,} characters, over this server's {config.max_prompt_chars:,}: "
         why += "shorten it and press **Run**."
     else:
         why = "The sidebar's prompt, chat template or model has changed since: press **Run** to analyse it."
-    st.info(f"This page shows the last run: {model}, {len(analysis.tokens):,} tokens, “{plain(shown)}”. {why}", icon=":material/history:")
+    st.info(f"This page shows the last run: {model}, {len(analysis.tokens):,} tokens, “{shown}”. {why}", icon=":material/history:")
 
 
 def edits_chip(edits: tuple[Edit, ...]) -> None:
