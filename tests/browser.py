@@ -138,6 +138,41 @@ def settled(page) -> None:
     expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 
+def open_tab(page: Page, name: str) -> None:
+    """Click one of a page's tabs and wait for the rerun it starts (the open tab is in the link).
+
+    One CI run's click on the Interpretation page's Head tab showed nothing of that tab for 30 s, on a loaded 2-core
+    machine (Streamlit disables a tab while a run has not yet redrawn it). A tab that is not selected once the page
+    has settled is clicked again, once; the second miss fails, naming the tab that is open instead."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    for _ in range(2):
+        tab.click()
+        settled(page)
+        if tab.get_attribute("aria-selected") == "true":
+            return
+    expect(tab, f"the {name!r} tab is still not open; open: {page_state(page)['tabs']}").to_have_attribute("aria-selected", "true")
+
+
+PAGE_STATE_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  const text = (sel) => [...document.querySelectorAll(sel)].filter((e) => e.checkVisibility()).map((e) => e.innerText.trim().slice(0, 300));
+  return {
+    script: app ? `${app.dataset.testConnectionState}/${app.dataset.testScriptState}` : 'no app',
+    tabs: [...document.querySelectorAll('[role="tab"][aria-selected="true"]')].map((t) => t.innerText.trim()),
+    alerts: text('[data-testid="stAlert"]'),
+    exceptions: text('[data-testid="stException"]'),
+  };
+}"""
+
+
+def page_state(page: Page) -> dict:
+    """What a failed browser test's page showed: its URL, the script's state, the open tabs, the alerts and exceptions in sight."""
+    try:
+        return {"url": page.url, **page.evaluate(PAGE_STATE_JS)}
+    except Exception as e:  # a closed or crashed page: say so instead of hiding the test's own failure
+        return {"url": page.url, "unreadable": repr(e)}
+
+
 def share_link(page: Page) -> str:
     """The text of the sidebar's "Copy link to this view"."""
     sidebar = page.locator('[data-testid="stSidebar"]')

@@ -123,6 +123,25 @@ def cli(default_runner, monkeypatch) -> Callable[..., CliRun]:
     return run
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test reports what each of its open pages showed, and leaves a screenshot of each in
+    test-artifacts/FAILED-*.png: CI prints only the report, and a timeout alone does not say what was on the screen."""
+    report = yield
+    b = item.funcargs.get("browser") if hasattr(item, "funcargs") else None
+    if report.failed and call.when == "call" and b is not None:
+        from tests.browser import ARTIFACTS, page_state
+
+        lines = []
+        for n, page in enumerate(p for ctx in b.contexts for p in ctx.pages):
+            lines.append(f"page {n}: {page_state(page)}")
+            with contextlib.suppress(Exception):
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / f"FAILED-{item.name}-{n}.png"), full_page=True)
+        report.sections.append(("open pages", "\n".join(lines) or "no page was open"))
+    return report
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Browser tests first, in xdist groups: `make test` runs two workers (pytest-xdist, --dist loadgroup).

@@ -26,6 +26,7 @@ from tests.browser import (  # skips the module where Chromium is missing
     drawn_nodes,
     new_page,
     open_fresh,
+    open_tab,
     point_xy,
     settled,
     share_link,
@@ -149,8 +150,7 @@ def test_run_click_a_node_and_visit_every_page(browser, server):
     expect(page.get_by_text("Choose a layer and a head")).to_be_visible()  # nothing offered before a head is chosen
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "interpretation.png"), full_page=True)
-    page.get_by_role("tab", name="Logit lens").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Logit lens")
     expect(page.locator(".js-plotly-plot .heatmaplayer").last).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "logit-lens.png"), full_page=True)
     assert page.problems == []
@@ -191,8 +191,7 @@ def test_interventions_render_side_by_side(browser, server):
     edits = "&".join(f"edit=head:20.{h}:zero" for h in range(9))
     page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}&{edits}")
     settled(page)
-    page.get_by_role("tab", name="Intervene").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Intervene")
     expect(page.get_by_text("Graph with the edits")).to_be_visible()
     expect(page.get_by_text("p of ␣Paris")).to_be_visible()
     expect(page.get_by_text("9 edits active")).to_be_visible()
@@ -507,8 +506,7 @@ def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, t
     ctx, page = new_page(browser, server, width=1500, height=1200)
     page.goto(f"{server}/interpretation?prompt={quote(PROMPT)}&head=23.4")
     settled(page)
-    page.get_by_role("tab", name="Logit lens").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Logit lens")
     lens = page.locator(".js-plotly-plot").filter(has_text="Top token of every state")
     expect(lens).to_be_visible()
     expect(lens.locator("text", has_text=re.compile("^␣Paris$")).first).to_be_attached()  # a token written in its cell
@@ -526,16 +524,14 @@ def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, t
     expect(other.get_by_role("textbox", name="Token to follow")).to_have_value(" Rome")
     expect(other.locator(".js-plotly-plot").filter(has_text="probability of ␣Rome (followed")).to_be_visible()
     fresh.close()
-    page.get_by_role("tab", name="Search by token").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Search by token")
     page.get_by_role("textbox", name="Token", exact=True).fill(" Paris")
     page.keyboard.press("Enter")
     settled(page)
     expect(page.get_by_text("In this prompt: heads")).to_be_visible()
     expect(page.get_by_text("From the weights: neurons")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "search-by-token-paris.png"), full_page=True)
-    page.get_by_role("tab", name="Head", exact=True).click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Head")
     page.get_by_role("textbox", name="Look up a token's effect").fill(" Paris")
     page.keyboard.press("Enter")
     settled(page)
@@ -544,8 +540,7 @@ def test_logit_lens_search_by_token_and_a_heads_token_look_up(browser, server, t
     # issue 22: a probe direction (a random (576,) vector saved as .npy) read at a node
     probe = tmp_path / "probe.npy"
     np.save(probe, np.random.default_rng(0).standard_normal(576).astype(np.float32))
-    page.get_by_role("tab", name="Probe").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Probe")
     page.get_by_role("textbox", name="Read at node").fill("ffn:12:3")
     page.keyboard.press("Enter")
     settled(page)
@@ -569,8 +564,7 @@ def test_neuron_bars_follow_the_sign_and_no_edit_before_a_choice(browser, server
     assert page.get_by_role("button", name="Zero", exact=True).count() == 0  # nothing to edit before a neuron is chosen
     page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Interpretation").click()
     settled(page)
-    page.get_by_role("tab", name="Neuron").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Neuron")
     expect(page.get_by_text("Choose a layer and a neuron")).to_be_visible()
     assert page.get_by_role("button", name=re.compile("^(Add|Zero|Mean|Scale)")).count() == 0
     assert page.problems == []

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import ARTIFACTS, open_fresh, settled, share_link  # skips the module where Chromium is missing
+from tests.browser import ARTIFACTS, open_fresh, open_tab, settled, share_link  # skips the module where Chromium is missing
 
 pytestmark = [pytest.mark.browser(group="shared-server"), pytest.mark.default_model]
 expect.set_options(timeout=90_000)
@@ -57,16 +57,13 @@ def test_target_page_draws_the_suppressor_of_john(page, server, browser):
     expect(graph.get_by_text("L23.H3 -2.49")).to_be_visible()  # the dashed direct-effect edge's label
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "target-suppressor-john.png"), full_page=True)
-    page.get_by_role("tab", name="Heads").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Heads")
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-head-effects-john.png"), full_page=True)
-    page.get_by_role("tab", name="Logit lens").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Logit lens")
     expect(page.get_by_text("Logit lens of logit(␣John)")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "target-lens-john.png"), full_page=True)
-    page.get_by_role("tab", name="Why a head attends").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link)
+    open_tab(page, "Why a head attends")
     expect(page.get_by_text("Head L23.H3, query 13 → key 9")).to_be_visible()
     expect(page.get_by_text("the score of every key for query 13")).to_be_visible()
     choose(page, "Compare with key", "Mary")
@@ -157,19 +154,16 @@ def test_patching_page_france_italy(page, server, browser):
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "patching-france-italy.png"), full_page=True)
-    page.get_by_role("tab", name="Heads").click()
-    settled(page)  # a tab change reruns the page (the open tab is in the link); each tab's grid is its own run
+    open_tab(page, "Heads")  # each tab's grid is its own run
     expect(page.get_by_text("Press Run patching: it patches each head of every layer")).to_be_visible()
     page.get_by_role("button", name="Run patching").click()
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "patching-france-italy-heads.png"), full_page=True)
-    page.get_by_role("tab", name="Residual stream").click()
-    settled(page)  # the residual stream's result is remembered: no second run
+    open_tab(page, "Residual stream")  # the residual stream's result is remembered: no second run
     expect(page.get_by_role("button", name="Run patching")).to_have_count(0)
     expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible()
-    page.get_by_role("tab", name="Heads").click()
-    settled(page)
+    open_tab(page, "Heads")
     # issue 20: the link carries the corrupted prompt, B and the tab; the fresh browser waits for its button (the tab
     # is drawn with the result: AppTest and the Target and Interpretation links check tabs)
     link = share_link(page)
