@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from lmtt import ui
-from lmtt.engine.tokens import readable_tokens
+from lmtt.engine.tokens import readable_tokens, visible
 from lmtt.questions.compare import compare_prompts
 from lmtt.ui.markdown import excerpt
 from lmtt.viz import figures
@@ -50,10 +50,10 @@ ui.table(
             "layer": [e.layer for e in cmp.edges],
             "edge": [e.kind for e in cmp.edges],
             "into": [e.into for e in cmp.edges],
-            "source (A)": [f"{e.source}: {figures.visible(tokens_a[e.source])}" for e in cmp.edges],
-            "target (A)": [f"{e.target}: {figures.visible(tokens_a[e.target])}" for e in cmp.edges],
-            "source (B)": [f"{e.source + cmp.offset}: {figures.visible(tokens_b[e.source + cmp.offset])}" for e in cmp.edges],
-            "target (B)": [f"{e.target + cmp.offset}: {figures.visible(tokens_b[e.target + cmp.offset])}" for e in cmp.edges],
+            "source (A)": [f"{e.source}: {visible(tokens_a[e.source])}" for e in cmp.edges],
+            "target (A)": [f"{e.target}: {visible(tokens_a[e.target])}" for e in cmp.edges],
+            "source (B)": [f"{e.source + cmp.offset}: {visible(tokens_b[e.source + cmp.offset])}" for e in cmp.edges],
+            "target (B)": [f"{e.target + cmp.offset}: {visible(tokens_b[e.target + cmp.offset])}" for e in cmp.edges],
             "A": [e.weight_a for e in cmp.edges],
             "B": [e.weight_b for e in cmp.edges],
             "B - A": [e.delta for e in cmp.edges],

@@ -7,6 +7,7 @@ import streamlit as st
 
 from lmtt import ui
 from lmtt.engine.levels import head_name, neuron_name
+from lmtt.engine.tokens import visible
 from lmtt.questions import batch
 from lmtt.questions.neurons import glu_quadrants
 from lmtt.ui.progress import Steps, cancelled
@@ -102,7 +103,7 @@ else:
     ui.table([{"quadrant (gate, up)": q.quadrant, "positions": q.count, "share": q.share, "mean activation": m}
               for q, m in zip(stats, mean)])  # fmt: skip
     examples = [
-        {"quadrant": q.quadrant, "activation": a, "token": figures.visible(t), "position": i, "prompt": prompts[p]}
+        {"quadrant": q.quadrant, "activation": a, "token": visible(t), "position": i, "prompt": prompts[p]}
         for q in stats for a, p, i, t in q.examples
     ]  # fmt: skip
     ui.table(examples)

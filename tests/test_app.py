@@ -180,6 +180,28 @@ def test_hostile_prompt_is_text(at):
     assert text == "<img src=x onerror=alert(1)> **bold** $x$"
 
 
+def test_suggested_groups_show_their_tokens_as_text(at, default_runner):
+    """The workbench's suggested groups name their tokens in Markdown: a group over the token ␣$ had read as LaTeX.
+    Shown as text, each name and reason reads back as the library's own (`suggest_groups`, no Markdown)."""
+    import lmtt
+
+    prompt = "Costs: $5 *and* $6 *or* $7, so *$"
+    at.query_params["prompt"] = prompt
+    at.run()
+    at.button(key="wb_suggest").click().run()
+    assert not at.exception, at.exception
+    unescape = lambda md: re.sub(r"\\(.)", r"\1", md)  # noqa: E731
+    shown = [m.value for m in at.main.markdown if m.value.endswith(" nodes)")]
+    said = [c.value for c in at.main.caption if "edge profiles alike" in c.value]
+    for md in [s[2 : s.rindex("**")] for s in shown] + said:  # no bare Markdown or LaTeX character inside
+        assert not re.search(r"(?<!\\)[$*_`]", md), md
+    names, reasons = [unescape(s) for s in shown], [unescape(s) for s in said]
+    a = lmtt.analyze(default_runner, prompt)
+    expected = a.suggest_groups(-1, at.session_state["threshold"])[:8]
+    assert names == [f"**{g.label}** ({len(g.members)} nodes)" for g in expected] and any("$" in n for n in names)
+    assert reasons == [g.reason for g in expected]
+
+
 @pytest.mark.parametrize("prompt,message", [("   ", "the prompt is empty")])
 def test_bad_prompts_show_an_error(at, prompt, message):
     ran(at, prompt)

@@ -14,8 +14,8 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
+from lmtt.engine.tokens import visible
 from lmtt.tools.dashboard import watch
-from lmtt.viz.figures import visible
 from tests.browser import (  # skips the module where Chromium is missing
     ARTIFACTS,
     click_point,

@@ -119,6 +119,7 @@ def test_the_neuronpedia_file_follows_the_viewers_schema(default_runner):
     assert "Paris" in logit["clerp"] and "(p=0.77" in logit["clerp"]
     by_lmtt = {n.get("lmtt_node"): n for n in graph["nodes"]}
     assert by_lmtt["attn:23:4"]["clerp"] == "moves the country"
+    assert by_lmtt["ffn:22:3"]["clerp"] == "L22 ffn · ␣France" and by_lmtt["emb:3"]["clerp"] == "emb · ␣France"
     assert graph["qParams"]["pinnedIds"] == [by_lmtt["ffn:29:4"]["node_id"], by_lmtt["attn:23:4"]["node_id"]]
     assert graph["qParams"]["supernodes"] == [["country mover", by_lmtt["attn:23:4"]["node_id"], by_lmtt["ffn:22:3"]["node_id"]]]
     assert len(graph["links"]) <= len(sub)  # a residual and an FFN edge between two states are one link

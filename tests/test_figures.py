@@ -10,7 +10,7 @@ from plotly.colors import sample_colorscale
 
 import lmtt
 from lmtt.engine.graph import node_id
-from lmtt.engine.tokens import readable_tokens
+from lmtt.engine.tokens import readable_tokens, visible
 from lmtt.questions.shares import NeuronContributions
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.viz import figures
@@ -26,7 +26,7 @@ def node_traces(fig) -> list:
 def test_labels_escape_markup_but_not_quotes():
     assert figures.label('"') == '"'  # plotly shows &quot; literally
     assert figures.label("<b>&") == "&lt;b&gt;&amp;"
-    assert figures.visible(" ⟨F0 9F⟩ a") == "␣⟨F0 9F⟩␣a"  # a byte group keeps its spaces
+    assert visible(" ⟨F0 9F⟩ a") == "␣⟨F0 9F⟩␣a"  # a byte group keeps its spaces
 
 
 def test_projection_bars_show_quotes_as_quotes():
@@ -183,6 +183,27 @@ def test_a_pin_on_a_token_the_long_graph_does_not_draw_is_left_out_not_a_crash(h
         fig = figures.graph_figure(hundred, sub, explained=99, columns=cols, curation=c, subgraph_only=only)
         pins = [t for t in fig.data if t.name == "pins"]
         assert len(pins) == 1 and list(pins[0].text) == ["out"]  # the drawn pin only
+
+
+def test_the_graph_shows_quotes_and_markup_as_typed(default_runner):
+    """Plotly reads a subset of HTML and few named entities: `&quot;` shows literally. A token '"', a pin's label and a
+    group's name with <b>, & and quotes are shown as typed (escaped markup, bare quotes) in the graph's text and hovers."""
+    from lmtt.questions.curation import Curation
+
+    a = lmtt.analyze(default_runner, 'He said "go" & <b>left</b>')
+    quote = next(p for p, t in enumerate(a.tokens) if '"' in t)
+    sub = a.paths_to(-1, 0.04)
+    on_route = [node_id(lv, p) for lv, p in sub.node_keys() if lv > 0]
+    c = Curation(pins=(on_route[-1],), groups={'the "<b>" & co': tuple(on_route[:2])}, labels={on_route[-1]: 'a "<i>" pin'})
+    texts = []
+    for only in (False, True):
+        fig = figures.graph_figure(a, sub, explained=len(a.tokens) - 1, curation=c, subgraph_only=only)
+        for t in fig.data:
+            texts += [x for x in [*(t.text or ()), *(t.hovertext or ())] if isinstance(x, str)]
+    joined = "\n".join(texts)
+    assert "&quot;" not in joined and "<b>" not in joined and "<i>" not in joined
+    assert 'a "&lt;i&gt;" pin' in texts and 'the "&lt;b&gt;" &amp; co' in texts
+    assert any(visible(a.tokens[quote]) in x for x in texts if x.startswith(("layer", "embedding")))
 
 
 def test_margin_labels_take_the_slots_between_layer_labels():
@@ -394,7 +415,7 @@ def test_heads_that_share_an_edge_get_their_own_diamonds(hundred):
     assert (xs[0] + xs[1]) / 2 == pytest.approx(column)  # centred on the (vertical) edge
     # the hover names the edge's two states in words, as the Graph page does, not by node id (attn:3:99)
     booster = next(t for t in diamonds if "booster" in t.hovertext[0]).hovertext[0]
-    token = figures.visible(readable_tokens(a)[99])
+    token = visible(readable_tokens(a)[99])
     assert f"from layer 2 after FFN, token 99 {token}<br>into layer 3 after attention, token 99 {token}" in booster, booster
     assert "attn:3:99" not in booster and booster.startswith("booster L3.H0: direct effect +1.500 logits")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import lmtt
-from lmtt.engine.graph import ATTENTION, FFN, RESIDUAL, Subgraph
+from lmtt.engine.graph import ATTENTION, FFN, RESIDUAL, Subgraph, states_label
 from lmtt.questions.groups import edge_profiles, suggest_groups
 
 
@@ -34,8 +34,8 @@ def test_states_that_read_the_same_source_are_grouped_and_others_are_not(monkeyp
     assert keys == [(1, 2), (1, 3), (1, 4)] and profiles[0, 0] == pytest.approx(0.6) and profiles[:, 5:].sum() == 0
     groups = suggest_groups(_Tiny(["a", "b", "c", "d", "e"]), sub)
     assert [g.members for g in groups] == [("attn:0:2", "attn:0:3")]
-    assert groups[0].reason.startswith("reads 0:'a' 100%") and groups[0].cosine == pytest.approx(1.0)
-    assert groups[0].label == "attn L0 · 'c' 'd'"
+    assert groups[0].reason.startswith("reads token 0 (a) 100%") and groups[0].cosine == pytest.approx(1.0)
+    assert groups[0].label == "L0 attn · c d"
 
 
 @pytest.mark.default_model
@@ -44,5 +44,14 @@ def test_the_name_mover_example(default_runner):
     a = lmtt.analyze(default_runner, "When Mary and John went to the store, John gave a drink to")
     groups = suggest_groups(a, a.paths_to(-1, 0.04))
     movers = next(g for g in groups if set(g.members) == {"ffn:22:1", "ffn:22:3"})
-    assert "is read by 13:' to' 100%" in movers.reason
+    assert movers.label == "L22 ffn · ␣Mary ␣John" and "is read by token 13 (␣to) 100%" in movers.reason
     assert all(len(g.members) >= 2 for g in groups)
+
+
+def test_a_state_and_a_set_of_states_are_named_as_the_lens_names_its_rows():
+    """Hand-built: one state, an embedding, and a set over two layers and four tokens (three shown, then …), with
+    whitespace shown as the pages show it."""
+    tokens = ["When", " Mary", " and", "\n", " John"]
+    assert states_label(["attn:23:1"], tokens) == "L23 attn · ␣Mary"
+    assert states_label(["emb:3"], tokens) == "emb · ↵"
+    assert states_label(["ffn:8:4", "ffn:7:1", "ffn:7:2", "ffn:8:3"], tokens) == "L7–8 ffn · ␣Mary ␣and ↵ …"

@@ -22,12 +22,14 @@ Python and no graph library search.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from lmtt.engine.attribution import Contributions
 from lmtt.engine.levels import kind_of, layer_of, level_of
+from lmtt.engine.tokens import visible
 
 EDGE_KINDS = ("attention", "residual", "ffn")
 ATTENTION, RESIDUAL, FFN = range(3)
@@ -38,6 +40,21 @@ def node_id(level: int, position: int) -> str:
     if level == 0:
         return f"emb:{position}"
     return f"{kind_of(level)}:{layer_of(level)}:{position}"
+
+
+def states_label(nodes: Sequence[str], tokens: Sequence[str], shown: int = 3) -> str:
+    """A short name for one state or a set of one kind, as the lens names its rows and the pages show tokens:
+    'L23 attn · ␣is', 'L21–22 ffn · ␣Mary ␣John …'. `tokens` are the prompt's readable tokens (engine.tokens)."""
+    parsed = [parse_node(n) for n in nodes]
+    kind, layers = parsed[0][0], sorted({layer for _, layer, _ in parsed})
+    if kind == "embedding":
+        depth = "emb"
+    else:
+        depth = f"L{layers[0]}" if len(layers) == 1 else f"L{layers[0]}–{layers[-1]}"
+        depth += f" {kind}"
+    positions = sorted({p for *_, p in parsed})
+    where = " ".join(visible(tokens[p]) for p in positions[:shown]) + (" …" if len(positions) > shown else "")
+    return f"{depth} · {where}"
 
 
 def parse_node(node: str) -> tuple[str, int, int]:

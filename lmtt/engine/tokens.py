@@ -106,3 +106,29 @@ def readable_tokens(analysis) -> tuple[str, ...]:
         return tokens
     pieces = [piece_bytes(p) for p in tokenizer.convert_ids_to_tokens(analysis.trace.token_ids.tolist())]
     return tuple(byte_texts(list(tokens), pieces))
+
+
+BYTES = re.compile(r"(⟨[0-9A-F]{2}(?: [0-9A-F]{2})*⟩)")  # the bytes of a split character, kept as they are
+
+
+def visible(token: str) -> str:
+    """A token with whitespace and control characters made visible (plain text, not escaped)."""
+    return "".join(part if BYTES.fullmatch(part) else _visible_chars(part) for part in BYTES.split(token)) or "∅"
+
+
+def _visible_chars(token: str) -> str:
+    out = []
+    for ch in token:
+        if ch == " ":
+            out.append("␣")
+        elif ch == "\n":
+            out.append("↵")
+        elif ch == "\t":
+            out.append("⇥")
+        elif ch == "\r":
+            out.append("␍")
+        elif not ch.isprintable() or 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lmtt.engine.graph import ATTENTION, Subgraph, node_id, parse_node
+from lmtt.engine.graph import ATTENTION, Subgraph, node_id, states_label
 from lmtt.engine.levels import kind_of, layer_of
-from lmtt.engine.tokens import readable_tokens
+from lmtt.engine.tokens import readable_tokens, visible
 
 if TYPE_CHECKING:
     from lmtt.analysis import Analysis
@@ -107,17 +107,8 @@ def suggest_groups(
         names = tuple(node_id(*keys[n]) for n in group)
         total = profiles[group].sum(0)  # (2T,)
         reason = _reason(total, tokens, weakest[r])
-        groups.append(SuggestedGroup(_label(names, tokens), names, weakest[r], float(flow[group].sum()), reason))
+        groups.append(SuggestedGroup(states_label(names, tokens), names, weakest[r], float(flow[group].sum()), reason))
     return sorted(groups, key=lambda g: -g.flow)
-
-
-def _label(names: tuple[str, ...], tokens: list[str]) -> str:
-    parsed = [parse_node(n) for n in names]
-    kind = "attn" if parsed[0][0] == "attn" else "FFN"
-    layers, positions = sorted({p[1] for p in parsed}), sorted({p[2] for p in parsed})
-    depth = f"L{layers[0]}" if len(layers) == 1 else f"L{layers[0]}–{layers[-1]}"
-    where = " ".join(repr(tokens[p]) for p in positions[:3]) + (" …" if len(positions) > 3 else "")
-    return f"{kind} {depth} · {where}"
 
 
 def _reason(total: np.ndarray, tokens: list[str], cosine: float, k: int = 3) -> str:
@@ -126,7 +117,7 @@ def _reason(total: np.ndarray, tokens: list[str], cosine: float, k: int = 3) -> 
 
     def top(weights: np.ndarray) -> str:
         order = [p for p in np.argsort(-weights)[:k] if weights[p] > 0]
-        return ", ".join(f"{p}:{tokens[p]!r} {weights[p] / weights.sum():.0%}" for p in order)
+        return ", ".join(f"token {p} ({visible(tokens[p])}) {weights[p] / weights.sum():.0%}" for p in order)
 
     parts = [f"reads {top(total[:t])}" if total[:t].any() else "", f"is read by {top(total[t:])}" if total[t:].any() else ""]
     return "; ".join(p for p in parts if p) + f" (edge profiles alike: cosine ≥ {cosine:.2f})"

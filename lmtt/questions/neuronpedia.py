@@ -8,7 +8,7 @@ weight). Their nodes are transcoder features; lmtt's are residual-stream states.
 - an embedding state `emb:P` is an "embedding" node at layer "E";
 - the state after layer l's attention or FFN, `attn:l:P` / `ffn:l:P`, is a node at layer = its graph level
   (1 .. 2L), so the viewer stacks them in lmtt's order, of feature_type "cross layer transcoder" (the type every
-  viewer draws), with `clerp`, the viewer's label, naming the state ("attn L23 · ␣is") or the user's own label;
+  viewer draws), with `clerp`, the viewer's label, naming the state ("L23 attn · ␣is", graph.states_label) or the user's own label;
 - the explained token's prediction is a "logit" node that the top state feeds with weight 1;
 - edges are links; a residual and an FFN edge between the same two states are one link, their weights summed.
 """
@@ -21,7 +21,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from lmtt.engine.graph import Subgraph, node_id, parse_node
+from lmtt.engine.graph import Subgraph, node_id, states_label
 from lmtt.engine.levels import level_of
 from lmtt.engine.tokens import readable_tokens
 
@@ -65,8 +65,7 @@ def neuronpedia_graph(
         name = node_id(level, position)
         nid, js, feature, layer = _ids(level, position, token_ids[position])
         lmtt_to_np[name] = nid
-        kind, block, _ = parse_node(name)
-        default = f"{'attn' if kind == 'attn' else 'FFN'} L{block} · {shown[position]}" if level else shown[position]
+        default = states_label([name], shown)
         feature_type = "embedding" if level == 0 else "cross layer transcoder"
         nodes.append(
             {"node_id": nid, "feature": feature, "layer": layer, "ctx_idx": position, "feature_type": feature_type,

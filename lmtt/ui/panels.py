@@ -14,14 +14,14 @@ from lmtt.analysis import Analysis, InterventionResult
 from lmtt.engine.edits import Edit
 from lmtt.engine.graph import parse_node
 from lmtt.engine.levels import head_name, layer_of, neuron_name, unit_name
-from lmtt.engine.tokens import readable_tokens
+from lmtt.engine.tokens import readable_tokens, visible
 from lmtt.questions.export import NEURONPEDIA_FILE, export_files
 from lmtt.questions.vocabulary import Projection, TokenScore
 from lmtt.ui.markdown import plain
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import TABS, View, curation_key, describe_edit, kept, parse_edge, remove_edit, set_edit, ss, start_run
 from lmtt.viz import figures
-from lmtt.viz.figures import describe_node, visible
+from lmtt.viz.figures import describe_node
 
 # ---- tables ---------------------------------------------------------------------
 

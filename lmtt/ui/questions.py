@@ -10,14 +10,13 @@ import pandas as pd
 import streamlit as st
 
 from lmtt.analysis import Analysis
-from lmtt.engine.tokens import readable_tokens, token_text
+from lmtt.engine.tokens import readable_tokens, token_text, visible
 from lmtt.questions.dla import DirectEffects, Target, TargetError, search_vocabulary
 from lmtt.questions.faithfulness import FaithfulnessCurve
 from lmtt.ui.markdown import plain
 from lmtt.ui.progress import Steps, cancelled
 from lmtt.ui.runs import intervention
 from lmtt.ui.state import CHOICE_PARAMS, View, describe_edit, link_default, rewrite_link, ss
-from lmtt.viz.figures import visible
 
 TOP = -1  # "the model's top prediction"
 NONE = -2  # "no contrast"

@@ -7,7 +7,7 @@ import streamlit as st
 from lmtt.analysis import Analysis
 from lmtt.engine.config import AppConfig
 from lmtt.engine.edits import Edit
-from lmtt.engine.tokens import readable_tokens
+from lmtt.engine.tokens import readable_tokens, visible
 from lmtt.ui.markdown import excerpt, plain
 from lmtt.ui.panels import graph_view
 from lmtt.ui.runs import chat_wrapped, fetch_analysis, generate_continuation, read_config
@@ -26,7 +26,6 @@ from lmtt.ui.state import (
     validate_against,
     write_url,
 )
-from lmtt.viz.figures import visible
 
 NOTE_PROMPT_CHARS = 60  # of the shown run's prompt, in the note that the sidebar's prompt is another
 INTRO = (

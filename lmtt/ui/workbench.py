@@ -69,8 +69,8 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
             ss._suggested = (route, [g.to_dict() for g in suggest_groups(analysis, sub)[:8]])
         suggested = ss.get("_suggested")
         for n, g in enumerate(suggested[1] if suggested and suggested[0] == route else []):
-            st.markdown(f"**{g['label']}** ({len(g['members'])} nodes)")
-            st.caption(g["reason"])
+            st.markdown(f"**{plain(g['label'])}** ({len(g['members'])} nodes)")  # a token may be '*' or '$'
+            st.caption(plain(g["reason"]))
             if st.button("Accept", key=f"wb_accept_{n}"):
                 ss._suggested = (route, [x for x in suggested[1] if x is not g])
                 accepted = c.group(g["label"], tuple(g["members"]))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -17,7 +16,7 @@ import plotly.graph_objects as go
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import EDGE_KINDS, Subgraph, node_id, parse_node
 from lmtt.engine.levels import head_name, kind_of, layer_of, level_names, level_of, n_levels, neuron_name
-from lmtt.engine.tokens import readable_tokens
+from lmtt.engine.tokens import readable_tokens, visible
 from lmtt.questions.curation import Curation, group_edges, pinned_subgraph
 from lmtt.questions.shares import HeadContributions, NeuronContributions
 from lmtt.questions.vocabulary import Projection
@@ -35,38 +34,16 @@ GL_ABOVE_NODES = 12_000  # more nodes go to WebGL (200 columns of a 30-layer mod
 GAP_FILL, GAP_TEXT = "#f2f2f2", "#9a9a9a"  # a column that stands for skipped tokens
 
 
-BYTES = re.compile(r"(⟨[0-9A-F]{2}(?: [0-9A-F]{2})*⟩)")  # the bytes of a split character (lmtt.engine.tokens), kept as they are
-
-
-def visible(token: str) -> str:
-    """A token with whitespace and control characters made visible (plain text, not escaped)."""
-    return "".join(part if BYTES.fullmatch(part) else _visible_chars(part) for part in BYTES.split(token)) or "∅"
-
-
-def _visible_chars(token: str) -> str:
-    out = []
-    for ch in token:
-        if ch == " ":
-            out.append("␣")
-        elif ch == "\n":
-            out.append("↵")
-        elif ch == "\t":
-            out.append("⇥")
-        elif ch == "\r":
-            out.append("␍")
-        elif not ch.isprintable() or 0xD800 <= ord(ch) <= 0xDFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+def plain_text(text: str) -> str:
+    """Any text (a token, a user's label, a prompt's words) as plotly text, shown as typed: plotly reads a subset of
+    HTML (<b>, <br>, <a href>), so <, > and & are escaped. Quotes stay as they are: plotly knows few named entities and
+    shows `&quot;` literally, and a quote is harmless in its text."""
+    return html.escape(text, quote=False)
 
 
 def label(token: str) -> str:
-    """A token as plotly text: visible whitespace, HTML escaped.
-
-    Quotes stay as they are: plotly shows `&quot;` literally (it only knows a few entities), and a quote is harmless in its text.
-    """
-    return html.escape(visible(token), quote=False)
+    """A token as plotly text: visible whitespace, HTML escaped (plain_text)."""
+    return plain_text(visible(token))
 
 
 def _levels(n_layers: int, parallel: bool = False) -> tuple[list[float], list[str]]:
@@ -228,8 +205,8 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
         traces.append(
             go.Scatter(
                 x=[c[0] for c in centre.values()], y=[c[1] for c in centre.values()], mode="markers+text",
-                marker={"symbol": "square", "size": 18, "color": "#9467bd"}, text=[curation.labels.get(n, n) for n in centre],
-                textposition="middle right", hovertext=[f"group {n}: {', '.join(m)}" for n, m in curation.groups.items()],
+                marker={"symbol": "square", "size": 18, "color": "#9467bd"}, text=[plain_text(curation.labels.get(n, n)) for n in centre],
+                textposition="middle right", hovertext=[f"group {plain_text(n)}: {', '.join(m)}" for n, m in curation.groups.items()],
                 hoverinfo="text", name="groups", cliponaxis=False,  # in the legend: what a ■ is
             )
         )  # fmt: skip
@@ -242,8 +219,8 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
             go.Scatter(
                 x=[p[0] for p in points], y=[p[1] for p in points], mode="markers+text",
                 marker={"symbol": "star", "size": 14, "color": "#9467bd", "line": {"width": 1, "color": "white"}},
-                text=[curation.labels.get(n, "") for n in marked], textposition="middle right",
-                hovertext=[f"pinned {n}" + (f": {curation.labels[n]}" if n in curation.labels else "") for n in marked],
+                text=[plain_text(curation.labels.get(n, "")) for n in marked], textposition="middle right",
+                hovertext=[f"pinned {n}" + (f": {plain_text(curation.labels[n])}" if n in curation.labels else "") for n in marked],
                 hoverinfo="text", name="pins", cliponaxis=False,  # in the legend: what a ★ is
             )
         )  # fmt: skip
@@ -407,7 +384,7 @@ def _node_traces(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple
     ids = [node_id(lv, p) for lv, p in zip(level_list, pos_list)]
     # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
     where = ["embedding"] + [_where(k, layer, analysis.trace.parallel) for layer in range(analysis.n_layers) for k in ("attn", "ffn")]
-    texts = {p: html.escape(visible(tokens[p])) for p in cols.positions.tolist()}
+    texts = {p: label(tokens[p]) for p in cols.positions.tolist()}
     groups: dict[str, list[int]] = {}  # style -> node indices: "faint" or a kind's colour
     for k, (i, lv) in enumerate(zip(ids, level_list)):
         groups.setdefault(NODE_COLOURS[kind_of(lv)] if i in on_route else "faint", []).append(k)
@@ -509,7 +486,7 @@ def layer_overview_figure(analysis: Analysis, position: int) -> go.Figure:
         ]
     for name, values, colour in series:
         fig.add_trace(go.Scatter(x=layers, y=values, mode="lines+markers", name=name, line={"color": colour},
-                                 hovertemplate=f"layer %{{x}}: share %{{y:.3f}}<br>{html.escape(name)}<extra></extra>"))  # fmt: skip
+                                 hovertemplate=f"layer %{{x}}: share %{{y:.3f}}<br>{plain_text(name)}<extra></extra>"))  # fmt: skip
     fig.update_layout(
         height=360, xaxis_title="layer", yaxis_title="contribution", yaxis_range=[0, 1], legend={"orientation": "h", "y": -0.25}
     )
@@ -581,7 +558,7 @@ def neuron_bar_figure(nc: NeuronContributions, labels: list[str] | None = None) 
             y=nc.contributions.numpy(),
             customdata=nc.neurons.tolist(),
             marker_color=[POSITIVE if a > 0 else NEGATIVE for a in acts],
-            hovertext=[f"{html.escape(name)}: contribution {c:.3g}<br>activation {a:+.3g} ({'positive' if a > 0 else 'negative'})"
+            hovertext=[f"{plain_text(name)}: contribution {c:.3g}<br>activation {a:+.3g} ({'positive' if a > 0 else 'negative'})"
                        for name, c, a in zip(labels, nc.contributions.tolist(), acts)],
             # named fields, not plotly's default "(N1005, 0.2034263)"
             hovertemplate="%{hovertext}<br>click to inspect or edit it<extra></extra>",
@@ -645,7 +622,7 @@ def neuron_activation_figure(analysis: Analysis, layer: int, neuron: int) -> go.
     """One neuron's activation at every position (green: positive, purple: negative, as its bars elsewhere)."""
     acts = analysis.trace.neuron_activation(layer, neuron).numpy()  # (T,)
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
-    name = html.escape(analysis.neuron_label(layer, neuron))
+    name = plain_text(analysis.neuron_label(layer, neuron))
     fig = go.Figure(go.Bar(x=ticks, y=acts, marker_color=[POSITIVE if v > 0 else NEGATIVE for v in acts],
                            hovertemplate=f"{name} at %{{x}}: activation %{{y:.3g}}<extra></extra>"))  # fmt: skip
     fig.update_layout(height=320, xaxis_tickangle=-60, yaxis_title="activation")
@@ -669,7 +646,7 @@ def lens_heatmap(analysis: Analysis, values: np.ndarray, title: str, rank: bool)
         )
     )
     fig.update_layout(
-        title=html.escape(title),
+        title=plain_text(title),
         height=max(420, 14 * len(ylabels) + 180),
         xaxis={"tickangle": -60, "dtick": 1},
         yaxis={"dtick": 1},

@@ -6,7 +6,6 @@ one diverging scale centred on 0: red pushes the target up, blue pushes it down.
 
 from __future__ import annotations
 
-import html
 import math
 from collections import Counter
 
@@ -17,6 +16,7 @@ from plotly.colors import sample_colorscale
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import Subgraph, parse_node
 from lmtt.engine.levels import head_name, level_names, level_of, n_levels
+from lmtt.engine.tokens import visible
 from lmtt.questions.curation import Curation
 from lmtt.questions.dla import DirectEdge, DirectEffects, LensGrid
 from lmtt.questions.faithfulness import FaithfulnessCurve
@@ -100,7 +100,7 @@ def head_effect_heatmap(effects: DirectEffects) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"Direct effect of each head on {html.escape(effects.target.describe(figures.visible))}",
+        title=f"Direct effect of each head on {figures.plain_text(effects.target.describe(visible))}",
         height=max(360, CELL_ROW_PX * n_layers + 120),
         margin={"l": 50, "r": 10, "t": 40, "b": 40},
     )
@@ -148,7 +148,7 @@ def lens_value_heatmap(analysis: Analysis, values: np.ndarray, title: str, centr
         )
     )
     fig.update_layout(
-        title=html.escape(title),
+        title=figures.plain_text(title),
         height=max(420, LENS_ROW_PX * levels + 140),
         margin={"l": 70, "r": 10, "t": 40, "b": 90},
         xaxis={"tickangle": -60},
@@ -196,7 +196,7 @@ def target_graph_figure(
         if at and at[0] in on_route:  # a route's trace (one kind): coloured by the quantity
             # one colour-scale call per trace (one call per value was slow)
             trace.marker.color = sample_colorscale(SCALE, [(min(max(v / lim, -1.0), 1.0) + 1) / 2 for v in values])
-        quantity = html.escape(lens.target.describe(figures.visible))
+        quantity = figures.plain_text(lens.target.describe(visible))
         trace.hovertext = [f"{h}<br>{quantity} = {v:.2f}" for h, v in zip(trace.hovertext, values)]
     # a colour bar for the node colours (an invisible trace carries it)
     fig.add_trace(
@@ -223,7 +223,7 @@ def target_graph_figure(
     labels = []  # (text, colour, the diamond's x and y): written in the right margin, one per line, never overlapping
     def ends_of(edge: DirectEdge) -> str:
         ends = (("from", edge.from_node), ("into", edge.into))
-        return "<br>".join(f"{word} {html.escape(figures.describe_node(analysis, node))}" for word, node in ends)
+        return "<br>".join(f"{word} {figures.plain_text(figures.describe_node(analysis, node))}" for word, node in ends)
 
     sharing = Counter((e.kind, e.from_node, e.into) for e in direct)  # heads of one layer that read one source share an edge
     seen: Counter = Counter()
@@ -281,7 +281,7 @@ def target_graph_figure(
             fig.add_shape(type="line", xref="paper", xsizemode="pixel", xanchor=1, x0=0, x1=LAYER_LABELS_PX, yref="y", y0=height,
                           y1=height, line=leader)  # fmt: skip
         fig.add_annotation(
-            text=html.escape(text), xref="paper", x=1, xanchor="left", xshift=LAYER_LABELS_PX, yref="y", y=height,
+            text=figures.plain_text(text), xref="paper", x=1, xanchor="left", xshift=LAYER_LABELS_PX, yref="y", y=height,
             showarrow=False, font={"color": colour, "size": 11}, bordercolor=colour, borderwidth=1, borderpad=1, bgcolor="white",
         )  # fmt: skip
     label_px = max((len(text) for text, *_ in labels), default=0) * LABEL_CHAR_PX + LAYER_LABELS_PX + 10
@@ -364,8 +364,8 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     """Faithfulness (logit difference kept) and p(A) kept against the number of edges, one point per threshold."""
     pts = curve.points
     edges, values, kept = curve.edges.tolist(), curve.values.tolist(), [p.prob_kept for p in pts]  # lists: see drawn_once
-    labels = [f"threshold {p.threshold:g}<br>{p.edges} edges<br>top prediction {html.escape(figures.visible(p.top_route))}" for p in pts]
-    quantity = pts[0].target.describe(figures.visible)
+    labels = [f"threshold {p.threshold:g}<br>{p.edges} edges<br>top prediction {figures.label(p.top_route)}" for p in pts]
+    quantity = pts[0].target.describe(visible)
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -391,7 +391,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     )
     fig.add_hline(y=1.0, line_dash="dot", line_color="#888")
     fig.update_layout(
-        title=f"Faithfulness of the route to {html.escape(quantity)} ({pts[0].ablation} ablation); labels: thresholds",
+        title=f"Faithfulness of the route to {figures.plain_text(quantity)} ({pts[0].ablation} ablation); labels: thresholds",
         xaxis_title="edges kept",
         yaxis_title="fraction kept",
         height=420,
@@ -438,7 +438,7 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
     )
     undefined = " (undefined: clean and corrupted m are within 1e-3 logits)" if np.isnan(z).all() else ""
     fig.update_layout(  # the title on two lines: on one, the chart's toolbar covered its end (the quantity)
-        title=f"Patching the {names[grid]}:<br>restored fraction of {html.escape(result.target.describe(figures.visible))}{undefined}",
+        title=f"Patching the {names[grid]}:<br>restored fraction of {figures.plain_text(result.target.describe(visible))}{undefined}",
         height=max(380, CELL_ROW_PX * n_layers + 160),
         margin={"l": 50, "r": 10, "t": 60, "b": 90},
         xaxis_title="head" if grid == "heads" else "position: clean token / corrupted token (where they differ)",
@@ -493,14 +493,14 @@ def qk_parts_figure(result: QKAttribution, tokens: tuple[str, ...], other: QKAtt
     union_q = sorted({i for r in runs for i in np.argsort(-np.abs(r.query_parts.numpy()))[:k]})
     union_k = sorted({i for r in runs for i in np.argsort(-np.abs(r.key_parts.numpy()))[:k]})
     for n, (r, colour) in enumerate(zip(runs, colours)):
-        name = f"key {r.key} {figures.visible(tokens[r.key])}: score {r.score:.2f}"
+        name = f"key {r.key} {visible(tokens[r.key])}: score {r.score:.2f}"
         for col, totals, keep in ((1, r.query_parts.numpy(), union_q), (2, r.key_parts.numpy(), union_k)):
             rest = np.setdiff1d(np.arange(len(totals)), keep)
             names = [r.parts[i] for i in keep] + ([f"rest ({len(rest)})"] if len(rest) else [])
             values = np.concatenate([totals[keep], [totals[rest].sum()] if len(rest) else []])
             fig.add_trace(
                 go.Bar(x=values, y=names, orientation="h", name=name, marker_color=colour, legendgroup=str(n), showlegend=col == 1,
-                       hovertemplate="%{y}: %{x:.3f}<extra>" + html.escape(name) + "</extra>"),
+                       hovertemplate="%{y}: %{x:.3f}<extra>" + figures.plain_text(name) + "</extra>"),
                 row=1, col=col,
             )  # fmt: skip
     fig.update_yaxes(autorange="reversed", tickmode="linear")
