@@ -152,6 +152,9 @@ def test_qk_figures_add_up_to_the_score(default_runner):
     john, mary = a.qk_attribution(23, 3, -1, 9), a.qk_attribution(23, 3, -1, 3)
     fig = question_figures.qk_parts_figure(john, a.tokens, mary)
     assert len(fig.data) == 4  # query and key sides, two keys
+    assert fig.data[0].name == f"key 9 ␣John: score {john.score:.2f}"
+    tagged = question_figures.qk_parts_figure(john, (*a.tokens[:9], " <b>", *a.tokens[10:]))  # a token in markup
+    assert tagged.data[0].name.startswith("key 9 ␣&lt;b&gt;: ") and "<b>" not in tagged.data[0].hovertemplate
     for bars, result in zip(fig.data, (john, john, mary, mary)):
         assert float(np.sum(bars.x)) == pytest.approx(result.score, rel=1e-4)
     heat = question_figures.qk_heatmap(john)

@@ -44,7 +44,7 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
     c = curation()
     with st.expander("Route workbench: pin, group, label", expanded=bool(c) or node is not None):
         if node is not None:
-            st.caption(describe_node(analysis, node))
+            st.caption(plain(describe_node(analysis, node)))
             if node in c.pins:
                 if st.button("Unpin this node", key="wb_unpin", width="stretch"):
                     _set(c.unpin(node))

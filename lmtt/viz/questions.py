@@ -493,14 +493,14 @@ def qk_parts_figure(result: QKAttribution, tokens: tuple[str, ...], other: QKAtt
     union_q = sorted({i for r in runs for i in np.argsort(-np.abs(r.query_parts.numpy()))[:k]})
     union_k = sorted({i for r in runs for i in np.argsort(-np.abs(r.key_parts.numpy()))[:k]})
     for n, (r, colour) in enumerate(zip(runs, colours)):
-        name = f"key {r.key} {visible(tokens[r.key])}: score {r.score:.2f}"
+        name = f"key {r.key} {figures.label(tokens[r.key])}: score {r.score:.2f}"  # plotly text, in the legend and hovers
         for col, totals, keep in ((1, r.query_parts.numpy(), union_q), (2, r.key_parts.numpy(), union_k)):
             rest = np.setdiff1d(np.arange(len(totals)), keep)
             names = [r.parts[i] for i in keep] + ([f"rest ({len(rest)})"] if len(rest) else [])
             values = np.concatenate([totals[keep], [totals[rest].sum()] if len(rest) else []])
             fig.add_trace(
                 go.Bar(x=values, y=names, orientation="h", name=name, marker_color=colour, legendgroup=str(n), showlegend=col == 1,
-                       hovertemplate="%{y}: %{x:.3f}<extra>" + figures.plain_text(name) + "</extra>"),
+                       hovertemplate="%{y}: %{x:.3f}<extra>" + name + "</extra>"),
                 row=1, col=col,
             )  # fmt: skip
     fig.update_yaxes(autorange="reversed", tickmode="linear")
