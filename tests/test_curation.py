@@ -1,6 +1,7 @@
 """Pins, groups and labels: their URL and JSON forms, the subgraph view's summed group edges, and the Graph page."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,8 @@ def test_the_graph_page_draws_restores_and_exports_a_curated_route():
     at.run()
     assert not at.exception, at.exception
     assert at.session_state["curation"] == CURATED
+    pinned = next(re.sub(r"\\(.)", r"\1", m.value) for m in at.main.markdown if m.value.startswith("**Pinned"))  # as shown
+    assert pinned == "**Pinned (3)**: L29 ffn · ␣is; L23 attn · ␣is (moves ␣France to ␣is); L22 ffn · ␣France"
     spec = at.get("plotly_chart")[0].proto.spec
     assert "pinned attn:23:4: moves" in spec and '"name":"pins"' in spec
     at.toggle(key="subgraph_only").set_value(True).run()

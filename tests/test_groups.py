@@ -49,9 +49,10 @@ def test_the_name_mover_example(default_runner):
 
 
 def test_a_state_and_a_set_of_states_are_named_as_the_lens_names_its_rows():
-    """Hand-built: one state, an embedding, and a set over two layers and four tokens (three shown, then …), with
-    whitespace shown as the pages show it."""
+    """Hand-built: one state, an embedding, a set over two layers and four tokens (three shown, then …), and a mixed
+    set, with whitespace shown as the pages show it."""
     tokens = ["When", " Mary", " and", "\n", " John"]
     assert states_label(["attn:23:1"], tokens) == "L23 attn · ␣Mary"
     assert states_label(["emb:3"], tokens) == "emb · ↵"
     assert states_label(["ffn:8:4", "ffn:7:1", "ffn:7:2", "ffn:8:3"], tokens) == "L7–8 ffn · ␣Mary ␣and ↵ …"
+    assert states_label(["ffn:5:1", "emb:0", "attn:3:1"], tokens) == "emb, L3–5 attn & ffn · When ␣Mary"  # a user's group

@@ -43,15 +43,15 @@ def node_id(level: int, position: int) -> str:
 
 
 def states_label(nodes: Sequence[str], tokens: Sequence[str], shown: int = 3) -> str:
-    """A short name for one state or a set of one kind, as the lens names its rows and the pages show tokens:
-    'L23 attn · ␣is', 'L21–22 ffn · ␣Mary ␣John …'. `tokens` are the prompt's readable tokens (engine.tokens)."""
+    """A short name for one state or a set of states, as the lens names its rows and the pages show tokens:
+    'L23 attn · ␣is', 'L21–22 ffn · ␣Mary ␣John …', 'emb, L3–5 attn & ffn · …' for a user's mixed group. `tokens`
+    are the prompt's readable tokens (engine.tokens)."""
     parsed = [parse_node(n) for n in nodes]
-    kind, layers = parsed[0][0], sorted({layer for _, layer, _ in parsed})
-    if kind == "embedding":
-        depth = "emb"
-    else:
-        depth = f"L{layers[0]}" if len(layers) == 1 else f"L{layers[0]}–{layers[-1]}"
-        depth += f" {kind}"
+    kinds = [k for k in ("attn", "ffn") if any(p[0] == k for p in parsed)]
+    layers = sorted({layer for kind, layer, _ in parsed if kind != "embedding"})
+    span = f"L{layers[0]}" if len(layers) == 1 else f"L{layers[0]}–{layers[-1]}" if layers else ""
+    with_emb = any(p[0] == "embedding" for p in parsed)
+    depth = ", ".join((["emb"] if with_emb else []) + ([f"{span} {' & '.join(kinds)}"] if kinds else []))
     positions = sorted({p for *_, p in parsed})
     where = " ".join(visible(tokens[p]) for p in positions[:shown]) + (" …" if len(positions) > shown else "")
     return f"{depth} · {where}"

@@ -7,7 +7,8 @@ from __future__ import annotations
 import streamlit as st
 
 from lmtt.analysis import Analysis
-from lmtt.engine.graph import Subgraph
+from lmtt.engine.graph import Subgraph, states_label
+from lmtt.engine.tokens import readable_tokens
 from lmtt.questions.curation import Curation
 from lmtt.questions.groups import suggest_groups
 from lmtt.ui.markdown import plain
@@ -41,7 +42,7 @@ def _group_pins() -> None:
 
 def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
     """The panel: the selected node's pin and label, the pins, the groups, suggestions, and saving."""
-    c = curation()
+    c, tokens = curation(), readable_tokens(analysis)
     with st.expander("Route workbench: pin, group, label", expanded=bool(c) or node is not None):
         if node is not None:
             st.caption(plain(describe_node(analysis, node)))
@@ -54,15 +55,15 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
             st.text_input("Label", value=c.labels.get(node, ""), key=key, placeholder="e.g. country mover",
                           on_change=lambda: _update(lambda cur: cur.label(node, ss[key])))  # fmt: skip
         if c.pins:
-            st.markdown("**Pinned**: " + ", ".join(f"`{p}`" for p in c.pins))
+            names = [states_label([p], tokens) + (f" ({c.labels[p]})" if p in c.labels else "") for p in c.pins]
+            st.markdown(f"**Pinned ({len(c.pins)})**: " + plain("; ".join(names)), help="Node ids: " + ", ".join(c.pins))
             name = st.text_input("Group the pinned nodes as", key="wb_group_name", placeholder="a name, e.g. name movers")
             st.button("Group them", key="wb_group", width="stretch", disabled=len(c.pins) < 2 or not name.strip(), on_click=_group_pins)
-        for n, (name, members) in enumerate(c.groups.items()):
-            cols = st.columns([2, 1], vertical_alignment="bottom")  # [3, 1] cut "Dissolve" to "D…"
+        for n, (name, members) in enumerate(c.groups.items()):  # the name's box, then its button (side by side cut "Dissolve")
             key = f"wb_rename_{n}_{name}_{ss.get('_wb_version', 0)}"
-            cols[0].text_input(f"Group of {len(members)}", value=name, key=key,
-                               on_change=lambda name=name, key=key: _update(lambda cur: cur.rename(name, ss[key])))  # fmt: skip
-            if cols[1].button("Dissolve", key=f"wb_dissolve_{n}"):
+            st.text_input(f"Group of {len(members)}", value=name, key=key, help=plain(states_label(members, tokens)),
+                          on_change=lambda name=name, key=key: _update(lambda cur: cur.rename(name, ss[key])))  # fmt: skip
+            if st.button("Dissolve", key=f"wb_dissolve_{n}"):
                 _set(c.dissolve(name))
         route = (analysis.tokens, sub.root, sub.threshold)  # suggestions belong to the route they were made for
         if st.button("Suggest groups", key="wb_suggest", width="stretch", help="Cluster the route's states by the edges they share"):
