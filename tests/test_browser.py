@@ -376,7 +376,7 @@ def test_pin_label_group_and_share_a_route(browser, server):
     other = fresh.new_page()
     other.goto(link)
     settled(other)
-    expect(other.get_by_text("Pinned:")).to_be_visible()
+    expect(other.get_by_text(re.compile(r"^Pinned \(\d+\): .*L23 attn · ␣is \(moves the country\)"))).to_be_visible()
     expect(other.locator(".js-plotly-plot").first.get_by_text("moves the country")).to_be_visible()
     expect(other.get_by_role("textbox", name="Group of", exact=False).first).to_be_visible()
     print(f"shared link: {len(link)} characters")
