@@ -28,14 +28,9 @@ def kind_of(level: int) -> str:
     return "embedding" if level == 0 else ("attn" if level % 2 else "ffn")
 
 
-def level_name(level: int) -> str:
-    """A level's name, as the lens's rows and a state's label read it: emb, L0 attn, L0 ffn, ..."""
-    return "emb" if level == 0 else f"L{layer_of(level)} {kind_of(level)}"
-
-
 def level_names(n_layers: int) -> tuple[str, ...]:
-    """Every level's name, bottom-up."""
-    return tuple(level_name(level) for level in range(n_levels(n_layers)))
+    """Row names: emb, L0 attn, L0 ffn, ..."""
+    return ("emb", *(f"L{l} {k}" for l in range(n_layers) for k in ("attn", "ffn")))
 
 
 UNIT_LETTERS = {"head": "H", "neuron": "N", "expert": "E"}
