@@ -74,3 +74,19 @@ def test_the_graph_page_draws_restores_and_exports_a_curated_route():
     assert legend and all(t.get("showlegend", True) for t in legend)  # the legend says what a ★ and a ■ are
     at.button(key="wb_dissolve_1").click().run()
     assert "the output" not in at.session_state["curation"].groups
+
+
+def test_a_label_typed_beside_groups_labels_its_own_node():
+    """The Label box's callback had read the last group's name box (a variable the group loop reuses), so with any
+    group a typed label was saved as that group's name: in the Pinned line, the link and the exports."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.query_params["prompt"] = "The capital of France is"
+    at.query_params["node"] = "attn:23:4"
+    at.query_params["grp"] = ["country mover~attn:23:4,ffn:22:3", "the rest~ffn:29:4,ffn:28:4"]
+    at.run()
+    assert not at.exception, at.exception
+    next(t for t in at.text_input if t.label == "Label").input("moves <i>the</i> country").run()
+    assert not at.exception, at.exception
+    assert at.session_state["curation"].labels == {"attn:23:4": "moves <i>the</i> country"}
+    assert list(at.session_state["curation"].groups) == ["country mover", "the rest"]
+    assert "attn:23:4~moves <i>the</i> country" in str(at.query_params["lbl"])

@@ -51,9 +51,9 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
                     _set(c.unpin(node))
             elif st.button("Pin this node", key="wb_pin", width="stretch", help="Pinned nodes form the subgraph view"):
                 _set(c.pin(node))
-            key = f"wb_label_{node}_{ss.get('_wb_version', 0)}"
-            st.text_input("Label", value=c.labels.get(node, ""), key=key, placeholder="e.g. country mover",
-                          on_change=lambda: _update(lambda cur: cur.label(node, ss[key])))  # fmt: skip
+            label_key = f"wb_label_{node}_{ss.get('_wb_version', 0)}"
+            st.text_input("Label", value=c.labels.get(node, ""), key=label_key, placeholder="e.g. country mover",
+                          on_change=lambda: _update(lambda cur: cur.label(node, ss[label_key])))  # fmt: skip
         if c.pins:
             names = [states_label([p], tokens) + (f" ({c.labels[p]})" if p in c.labels else "") for p in c.pins]
             st.markdown(f"**Pinned ({len(c.pins)})**: " + plain("; ".join(names)), help="Node ids: " + ", ".join(c.pins))
