@@ -254,6 +254,7 @@ def test_url_restores_the_view(at):
         {"threshold": "nan", "token": "-99"},
         {"threshold": "-1", "token": "x", "node": "attn:99:0", "head": "1.999", "neuron": "bogus"},
         {"model": "no-such-model", "edge": "edge|attention|1|9|0"},
+        {"pinned_only": "yes", "lens": "sideways"},
     ],
 )
 def test_bad_url_values_are_named_and_dropped(at, params):
@@ -261,6 +262,9 @@ def test_bad_url_values_are_named_and_dropped(at, params):
     at.run()
     assert not at.exception
     assert at.warning, "a bad URL value was dropped silently"
+    if "pinned_only" in params:
+        warned = " ".join(w.value for w in at.warning)
+        assert "pinned\\_only='yes'" in warned and "expected 1 or 0" in warned and "expected one of probability" in warned, warned
     assert "predicts ␣Paris" in caption(at)
 
 

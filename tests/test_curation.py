@@ -65,6 +65,13 @@ def test_the_graph_page_draws_restores_and_exports_a_curated_route():
     assert '"name":"groups"' in spec and "country mover" in spec
     link = dict(at.query_params)
     assert link["pin"] == "ffn:29:4,attn:23:4,ffn:22:3" and "country mover~attn:23:4,ffn:22:3" in str(link["grp"])
+    assert link["pinned_only"] == "1"  # the view travels too: a colleague sees the curated subgraph, not the whole graph
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    for key, value in link.items():
+        fresh.query_params[key] = value
+    fresh.run()
+    assert not fresh.exception, fresh.exception
+    assert fresh.toggle(key="subgraph_only").value is True and '"name":"groups"' in fresh.get("plotly_chart")[0].proto.spec
     at.text_input(key="wb_group_name").input("the output").run()  # group the pins by hand, then dissolve it
     at.button(key="wb_group").click().run()
     assert not at.exception, at.exception

@@ -50,6 +50,7 @@ TABS = {  # each page's tabs, first the default: the open one is in the link as 
 # A question page's choices in its link: (URL name, session key, kind). Widget keys are set before the widget is drawn,
 # so a fresh browser opens with them. Target A and contrast B are token ids (ui.questions' sentinels for the defaults).
 CHOICE_PARAMS = {
+    "graph": (("pinned_only", "subgraph_only", bool),),  # the workbench's "Show only the pinned subgraph"
     "target": (
         ("a", "q_target", int),
         ("b", "q_contrast", int),
@@ -58,6 +59,7 @@ CHOICE_PARAMS = {
         ("qk_head", "q_qk_head", int),
         ("qk_key", "q_qk_key", int),
         ("qk_vs", "q_qk_other", int),
+        ("pinned_only", "subgraph_only", bool),
     ),
     "faithfulness": (("a", "q_target", int), ("b", "q_contrast", int), ("ablation", "q_ablation", ("mean", "zero"))),
     "patching": (("a", "q_target", int), ("b", "q_contrast", int), ("corrupt", "patch", str), ("tab", "patching_tab", TABS["patching"])),
@@ -67,7 +69,8 @@ CHOICE_PARAMS = {
         ("tab", "interpretation_tab", TABS["interpretation"]),
     ),
 }
-DEFAULT_CHOICES = {"q_target": -1, "q_contrast": -5, "q_ablation": "mean", "lens_mode": "top token", "patch": "", "lens_follow": ""}
+DEFAULT_CHOICES = {"q_target": -1, "q_contrast": -5, "q_ablation": "mean", "lens_mode": "top token", "patch": "", "lens_follow": "",
+                   "subgraph_only": False}
 DEFAULT_CHOICES |= {f"{page}_tab": labels[0] for page, labels in TABS.items()}
 # Cleared by a new Run, prompt or model unless the user pins them.
 SELECTIONS = ("root", "node", "edge", "head", "neuron", "compare", "dataset_head", "curation")
@@ -110,7 +113,10 @@ def _parse_pair(raw: str | None, name: str, warnings: list[str]) -> tuple[int, i
 
 
 def _choice(raw: str, kind) -> object | None:
-    """A link's value for a choice of `kind` (int: a token id; str: any text; a tuple: one of its values), or None."""
+    """A link's value for a choice of `kind` (int: a token id; str: any text; bool: 1 or 0; a tuple: one of its
+    values), or None."""
+    if kind is bool:
+        return {"1": True, "0": False}.get(raw)
     if kind is int:
         return int(raw) if re.fullmatch(r"-?\d{1,9}", raw) else None
     if kind is str:
@@ -181,7 +187,8 @@ def restore_from_url(config: AppConfig) -> None:
             ss[key] = value
         if not taken:
             kinds = {kind for _key, kind in options}
-            expected = "a token id" if int in kinds else "one of " + ", ".join(sorted({v for k in kinds for v in k}))
+            values = sorted({v for k in kinds if isinstance(k, tuple) for v in k})
+            expected = "a token id" if int in kinds else "1 or 0" if bool in kinds else "one of " + ", ".join(values)
             warnings.append(f"Ignored {name}={raw!r} in the URL: expected {expected}.")
     ss.head = _parse_pair(qp.get("head"), "head", warnings)
     ss.neuron = _parse_pair(qp.get("neuron"), "neuron", warnings)
@@ -306,7 +313,7 @@ def share_params(page: str) -> list[tuple[str, str]]:
     for name, key, _kind in CHOICE_PARAMS.get(page, ()):
         value = ss.get(key)
         if value is not None and value != defaults.get(key):
-            params.append((name, str(value)))
+            params.append((name, str(int(value)) if isinstance(value, bool) else str(value)))
     return params + [("edit", e) for e in ss.get("edits", [])]
 
 
