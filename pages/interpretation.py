@@ -17,7 +17,7 @@ view = ui.sidebar("interpretation")
 st.title("Interpretation")
 if view is None:
     st.stop()
-ui.unedited_note(view)
+ui.unedited_note(view, except_in="Intervene")
 
 a = view.analysis
 _, _, position = view.focus()

@@ -71,15 +71,18 @@ def neuron_table(analysis: Analysis, nc) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def unedited_note(view: View) -> None:
+def unedited_note(view: View, except_in: str = "") -> None:
     """On a page that reads the unedited run, while edits are active: say so, and where the edits' effects are shown
-    (a researcher who zeroed a head and saw its full share here would think the edit did nothing)."""
+    (a researcher who zeroed a head and saw its full share here would think the edit did nothing). `except_in`: the
+    page's own tab that shows them (Interpretation's Intervene)."""
     if view.edits:
-        st.info(
-            "This page reads the **unedited** run. The edits' effects are on the Graph page (its edited graph and the "
-            "panel's before/after) and on the Target and Faithfulness pages.",
-            icon=":material/info:",
-        )
+        where = "on the Graph page (its edited graph and the panel's before/after) and on the Target and Faithfulness pages"
+        if except_in:
+            said = f"This page reads the **unedited** run, except its {except_in} tab, which shows the edits' effects. "
+            said += f"They are also {where}."
+        else:
+            said = f"This page reads the **unedited** run. The edits' effects are {where}."
+        st.info(said, icon=":material/info:")
 
 
 def quantity_md(target) -> str:
@@ -267,8 +270,9 @@ def intervene_controls(view: View, kind: str, layer: int, index: int, key: str) 
     effect_readout(view, key=key)
 
 
-def effect_readout(view: View, key: str) -> None:
-    """Before/after: the target's probability and logit, the top predictions, and a toggle for the edited graph."""
+def effect_readout(view: View, key: str, graph_toggle: bool = True) -> None:
+    """Before/after: the target's probability and logit, the top predictions, and a toggle for the edited graph (not
+    where both graphs are drawn below it: `graph_toggle`)."""
     result = intervention(view)
     if result is None:
         return
@@ -276,16 +280,18 @@ def effect_readout(view: View, key: str) -> None:
         reveal(f"{key}_readout")
         del ss._reveal
     with st.container(key=f"{key}_readout"):
-        _readout(result, key)
+        _readout(result, key, graph_toggle)
 
 
-def _readout(result: InterventionResult, key: str) -> None:
+def _readout(result: InterventionResult, key: str, graph_toggle: bool) -> None:
     target = visible(result.target.token)
     st.caption("With the edits (" + ", ".join(describe_edit(e) for e in result.edits) + f"), at token {result.token}:")
     c1, c2 = st.columns(2)
     c1.metric(f"p of {target}", f"{result.prob_after:.3f}", f"{result.prob_after - result.prob_before:+.3f}")
     c2.metric(f"logit of {target}", f"{result.logit_after:.3f}", f"{result.logit_after - result.logit_before:+.3f}")
     table(before_after_table(result.before, result.after, 5), key=f"{key}_before_after")
+    if not graph_toggle:
+        return
     # one toggle per readout (a page can show two), all bound to the one shared "show_edited" flag
     widget = f"{key}_show_edited"
     ss[widget] = bool(ss.get("show_edited"))
@@ -335,7 +341,7 @@ def intervention_panel(view: View) -> None:
     result = intervention(view)
     if result is None:
         return
-    effect_readout(view, key="intervene_tab")
+    effect_readout(view, key="intervene_tab", graph_toggle=False)  # both graphs are drawn below
     left, right = st.columns(2)
     left.caption("Graph before")
     graph_chart(figures.graph_figure(view.analysis, view.analysis.paths_to(result.token, view.threshold)), "graph_before", where=left)
