@@ -33,6 +33,17 @@ def test_projection_bars_show_quotes_as_quotes():
     proj = Projection([TokenScore('"', 1, 2.0)], [TokenScore("'", 2, -1.0)])
     ticks = figures.projection_figure(proj).data[0].y
     assert '" (1)' in ticks and "' (2)" in ticks and not any("&quot;" in t or "&#x27;" in t for t in ticks)
+    assert figures.projection_figure(proj).data[0].hovertemplate == "%{y}: direct effect %{x:+.3f} on its logit<extra></extra>"
+
+
+def test_the_attention_pattern_leaves_the_masked_keys_blank(default_runner):
+    """Keys after the query are masked by the causal mask: blank cells with no hover, not weights of 0.000; each
+    query's row of weights still sums to 1."""
+    a = lmtt.analyze(default_runner, "The capital of France is")
+    z = np.array(figures.attention_pattern_figure(a, 23, 4).data[0].z, dtype=float)  # (T, T): query, key
+    assert np.isnan(z[np.triu_indices(5, k=1)]).all() and not np.isnan(z[np.tril_indices(5)]).any()
+    assert np.nansum(z, axis=1) == pytest.approx(np.ones(5), abs=1e-5)
+    assert figures.attention_pattern_figure(a, 23, 4).data[0].hoverongaps is False
 
 
 def test_neuron_bars_follow_the_sign_of_the_activation():

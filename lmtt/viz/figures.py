@@ -582,6 +582,7 @@ def projection_figure(proj: Projection) -> go.Figure:
             y=[f"{label(s.token)} ({s.token_id})" for s in items],
             orientation="h",
             marker_color=["#2ca02c" if s.score > 0 else "#d62728" for s in items],
+            hovertemplate="%{y}: direct effect %{x:+.3f} on its logit<extra></extra>",  # y: the token and its id
         )
     )
     fig.update_layout(
@@ -594,10 +595,13 @@ def projection_figure(proj: Projection) -> go.Figure:
 
 
 def attention_pattern_figure(analysis: Analysis, layer: int, head: int) -> go.Figure:
-    a = analysis.trace.attention(layer)[head].numpy()  # (T, T)
+    """A head's attention, query by key. The keys after each query are masked: blank, with no hover (they had read as
+    weights of 0.000)."""
+    a = analysis.trace.attention(layer)[head].numpy().astype(float)  # (T, T)
+    a[np.triu_indices_from(a, k=1)] = np.nan
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
     fig = go.Figure(
-        go.Heatmap(z=a, x=ticks, y=ticks, colorscale="Viridis", colorbar={"title": "attention"},
+        go.Heatmap(z=a, x=ticks, y=ticks, colorscale="Viridis", colorbar={"title": "attention"}, hoverongaps=False,
                    hovertemplate=f"{head_name(layer, head)}<br>query %{{y}}<br>key %{{x}}<br>attention %{{z:.3f}}<extra></extra>")
     )  # fmt: skip
     fig.update_layout(height=max(360, 14 * len(ticks) + 160), yaxis={"autorange": "reversed", "title": "query (the token attending)"},
