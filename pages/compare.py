@@ -38,7 +38,7 @@ for column, analysis, name, whose in zip(st.columns(2), (a, b), ("A", "B"), ("th
         shown = excerpt("".join(readable_tokens(analysis)), PROMPT_CHARS)
         st.markdown(f"**{name}**, {whose} ({len(analysis.tokens)} tokens): “{shown}” predicts {ui.token_md(top.token)} (p={top.score:.2f})")
         ui.table(ui.token_table(analysis.predictions(-1, 5), "prob"))
-        graph = figures.graph_figure(analysis, analysis.paths_to(-1, view.threshold))
+        graph = figures.graph_figure(analysis, analysis.paths_to(-1, view.threshold), clicks=False)  # a graph to read
         ui.scroll_box(f"compare_graph_{name}_box", figures.figure_min_width(graph))  # scrolls sideways, as on the Graph page
         ui.graph_chart(graph, f"compare_graph_{name}", where=st.container(key=f"compare_graph_{name}_box"))
 

@@ -462,6 +462,10 @@ def test_no_edge_dot_takes_a_diamonds_hover_on_the_target_graph(hundred):
     assert not set(covered) & set(dots.customdata)
     assert len(dots.customdata) == len(plain.customdata) - len(covered) == len(dots.x) == len(dots.marker.color)
     assert not any("click" in h for h in dots.hovertext) and all("weight" in h for h in dots.hovertext)
+    handles = [t for t in fig.data if t.customdata is not None and str(t.customdata[0]).startswith("token|")]
+    assert len(handles) == 2 and not any("click" in h for t in handles for h in t.hovertext)  # its token clicks do nothing too
+    shown = [t for t in figures.graph_figure(a, sub, explained=99).data if t.customdata is not None]
+    assert any("click to explain" in h for t in shown if str(t.customdata[0]).startswith("token|") for h in t.hovertext)
 
 
 def test_a_graph_figure_knows_the_width_it_needs(hundred):

@@ -233,3 +233,5 @@ def test_compare_restates_both_prompts_and_aligns_in_words():
     assert {"source (A)", "target (A)", "source (B)", "target (B)", "B - A"} <= set(edges.columns)
     row = edges.iloc[0]
     assert int(row["target (B)"].split(":")[0]) == int(row["target (A)"].split(":")[0]) + 4
+    graphs = [c.proto.spec for c in at.get("plotly_chart") if '"name":"nodes"' in c.proto.spec]
+    assert len(graphs) == 2 and not any("click " in g for g in graphs)  # its graphs are read, not clicked: no hover promises it

@@ -343,10 +343,10 @@ def intervention_panel(view: View) -> None:
         return
     effect_readout(view, key="intervene_tab", graph_toggle=False)  # both graphs are drawn below
     left, right = st.columns(2)
-    left.caption("Graph before")
-    graph_chart(figures.graph_figure(view.analysis, view.analysis.paths_to(result.token, view.threshold)), "graph_before", where=left)
-    right.caption("Graph with the edits")
-    graph_chart(figures.graph_figure(result.analysis, result.analysis.paths_to(result.token, view.threshold)), "graph_after", where=right)
+    for column, caption, analysis, key in ((left, "Graph before", view.analysis, "graph_before"),
+                                           (right, "Graph with the edits", result.analysis, "graph_after")):  # fmt: skip
+        column.caption(caption)
+        graph_chart(figures.graph_figure(analysis, analysis.paths_to(result.token, view.threshold), clicks=False), key, where=column)
 
 
 def open_prompt(prompt: str) -> None:

@@ -87,7 +87,7 @@ def graph_figure(
     columns: Columns | None = None,
     curation: Curation | None = None,
     subgraph_only: bool = False,
-    edge_clicks: bool = True,
+    clicks: bool = True,
 ) -> go.Figure:
     """Tokens are columns and node levels rows (embeddings at the bottom, output at the top).
 
@@ -96,15 +96,15 @@ def graph_figure(
     Clickable traces carry the node id, the edge description or `token|P` (the ▲/▼ handles by the token labels) in customdata.
     The token labels are drawn above and below the plot; zoom and pan survive reruns of the same prompt and columns (uirevision).
     A curation marks its pins (★) and labels; with `subgraph_only`, only its nodes are drawn with the route's edges
-    between them, and each group is one node (■) whose edges are its members' summed. `edge_clicks`: the edge dots' hovers
-    say what a click on them shows (False where a page does nothing with it).
+    between them, and each group is one node (■) whose edges are its members' summed. `clicks`: the edge dots' and the token
+    handles' hovers say what a click on them shows (False where a page does nothing with it).
     The selected node is not part of the figure: the browser rings it (ui.mark_node), so a click changes no figure and
     Streamlit does not draw the graph again (two draws of about 1.2 s each at 500 tokens).
     """
     tokens = readable_tokens(analysis)
     cols = columns or columns_for(len(tokens), sub, also=() if explained is None else (explained,))
     top_level = n_levels(analysis.n_layers) - 1
-    view = (analysis.n_layers, analysis.trace.parallel, cols.key(), explained, curation, subgraph_only, sub.root, edge_clicks)
+    view = (analysis.n_layers, analysis.trace.parallel, cols.key(), explained, curation, subgraph_only, sub.root, clicks)
     shown = revision(*tokens, *view, *sub.arrays)
     fig = go.Figure()
     overlay: list[go.Scatter] = []
@@ -114,10 +114,10 @@ def graph_figure(
         sub, overlay = _curation_traces(sub, cols, curation, subgraph_only)
     for trace in _edge_traces(sub, cols):
         fig.add_trace(trace)
-    handles = _edge_handle_trace(sub, cols, tokens, edge_clicks)
+    handles = _edge_handle_trace(sub, cols, tokens, clicks)
     if handles is not None:
         fig.add_trace(handles)
-    for trace in _token_handle_traces(cols, tokens, top_level, explained):
+    for trace in _token_handle_traces(cols, tokens, top_level, explained, clicks):
         fig.add_trace(trace)
     if cols.gaps:
         fig.add_trace(_gap_trace(cols, top_level))
@@ -312,10 +312,13 @@ def _edge_handle_trace(sub: Subgraph, cols: Columns, tokens: tuple[str, ...], cl
     )
 
 
-def _token_handle_traces(cols: Columns, tokens: tuple[str, ...], top_level: int, explained: int | None) -> list[go.Scatter]:
-    """▲ below and ▼ above each drawn token: a click explains that token."""
+def _token_handle_traces(
+    cols: Columns, tokens: tuple[str, ...], top_level: int, explained: int | None, clicks: bool = True
+) -> list[go.Scatter]:
+    """▲ below and ▼ above each drawn token: a click explains that token (where the page takes `clicks`)."""
     positions = cols.positions.tolist()
-    hover = [f"token {p} {label(tokens[p])}<br>click to explain the prediction made here" for p in positions]
+    promise = "<br>click to explain the prediction made here" if clicks else ""
+    hover = [f"token {p} {label(tokens[p])}{promise}" for p in positions]
     return [
         go.Scatter(
             x=cols.x.tolist(),

@@ -178,7 +178,7 @@ def target_graph_figure(
     pinned = sorted(curation.positions) if curation else []  # pins keep their columns
     cols = columns_for(len(analysis.tokens), sub, also=[*(pos for _level, pos in ends), *pinned])  # direct edges may leave the graph
     # a click on an edge's dot selects nothing on the Target page: its hover does not offer one
-    fig = figures.graph_figure(analysis, sub, columns=cols, curation=curation, subgraph_only=subgraph_only, edge_clicks=False)
+    fig = figures.graph_figure(analysis, sub, columns=cols, curation=curation, subgraph_only=subgraph_only, clicks=False)
     fig.data = [t for t in fig.data if t.legendgroup != figures.NODE_LEGEND]  # its nodes are coloured by the quantity
     q = lens.quantity.numpy()  # (2L+1, T)
     on_route = {(lv, p) for lv, p in sub.node_keys()}
