@@ -116,7 +116,7 @@ def test_the_neuronpedia_file_follows_the_viewers_schema(default_runner):
     assert {n["feature_type"] for n in graph["nodes"]} == {"embedding", "cross layer transcoder", "logit"}
     assert max(int(n["layer"]) for n in graph["nodes"] if n["layer"].isdigit() and n["feature_type"] != "logit") > 0
     logit = next(n for n in graph["nodes"] if n["feature_type"] == "logit")
-    assert "Paris" in logit["clerp"] and "(p=0.77" in logit["clerp"]
+    assert logit["clerp"].startswith("Output ␣Paris (p=0.77")  # as the other clerps write tokens
     by_lmtt = {n.get("lmtt_node"): n for n in graph["nodes"]}
     assert by_lmtt["attn:23:4"]["clerp"] == "moves the country"
     assert by_lmtt["ffn:22:3"]["clerp"] == "L22 ffn · ␣France" and by_lmtt["emb:3"]["clerp"] == "emb · ␣France"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from lmtt.engine.graph import Subgraph, node_id, states_label
 from lmtt.engine.levels import level_of
-from lmtt.engine.tokens import readable_tokens
+from lmtt.engine.tokens import readable_tokens, visible
 
 if TYPE_CHECKING:
     from lmtt.analysis import Analysis
@@ -76,8 +76,9 @@ def neuronpedia_graph(
     logit_id = f"{2 * analysis.n_layers + 1}_{top.token_id}_{root_position}"
     nodes.append(
         {"node_id": logit_id, "feature": top.token_id, "layer": str(2 * analysis.n_layers + 1), "ctx_idx": root_position,
-         "feature_type": "logit", "jsNodeId": f"L_{top.token_id}-{root_position}", "clerp": f"Output {top.token!r} (p={top.score:.3f})",
-         "influence": None, "activation": None, "token_prob": top.score, "is_target_logit": True}
+         "feature_type": "logit", "jsNodeId": f"L_{top.token_id}-{root_position}",
+         "clerp": f"Output {visible(top.token)} (p={top.score:.3f})", "influence": None, "activation": None,
+         "token_prob": top.score, "is_target_logit": True}
     )  # fmt: skip
     weights: dict[tuple[str, str], float] = {}
     for edge in sub.edges():
