@@ -5,7 +5,7 @@ import streamlit as st
 from lmtt import ui
 from lmtt.engine.levels import head_name
 from lmtt.engine.runner import PromptError
-from lmtt.engine.tokens import readable_tokens, token_text
+from lmtt.engine.tokens import readable_tokens, token_text, visible
 from lmtt.questions import dla
 from lmtt.questions.lens import follow_token
 from lmtt.questions.vocabulary import TokenScore
@@ -193,7 +193,7 @@ with lens_tab:
         probs, ranks = a.lens_grid(target.token_id, final_norm=view.final_norm)
         values = ranks.numpy() if mode == "rank" else probs.numpy()
         what = "the prediction" if target is top else "followed"
-        title = f"{mode} of {figures.visible(target.token)} ({what}, id {target.token_id}) at every layer and position"
+        title = f"{mode} of {visible(target.token)} ({what}, id {target.token_id}) at every layer and position"
         box.plotly_chart(figures.lens_heatmap(a, values, title, rank=mode == "rank"), key="lens", width="stretch")
 
 with edit_tab:

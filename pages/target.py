@@ -6,6 +6,7 @@ import streamlit as st
 from lmtt import ui
 from lmtt.analysis import DEFAULT_MIN_EFFECT
 from lmtt.engine.levels import head_name
+from lmtt.engine.tokens import visible
 from lmtt.ui.questions import answered_on, qk_picker, target_picker
 from lmtt.ui.workbench import workbench
 from lmtt.viz import figures
@@ -88,7 +89,7 @@ with neurons_tab:
         ui.table(
             pd.DataFrame(
                 {
-                    "token": [f"{p}: {figures.visible(t)}" for p, t in enumerate(a.tokens)],
+                    "token": [f"{p}: {visible(t)}" for p, t in enumerate(a.tokens)],
                     "gate (pre)": profile.gate_pre.numpy(),
                     "act(gate)": profile.gate_act.numpy(),
                     "up": profile.up.numpy(),
@@ -103,7 +104,7 @@ with lens_tab:
     choices = ["A - B", "A", "B"] if lens.b is not None else ["A"]
     which = st.radio("Show", choices, horizontal=True, key="q_lens")
     values = {"A - B": lens.quantity, "A": lens.a, "B": lens.b}[which].numpy()
-    shown = figures.visible
+    shown = visible
     name = {"A - B": target.describe(shown), "A": f"logit({shown(target.token)})", "B": f"logit({shown(target.contrast or '')})"}[which]
     st.plotly_chart(qf.lens_value_heatmap(a, values, f"Logit lens of {name}", centre=which == "A - B"), key="target_lens", width="stretch")
 

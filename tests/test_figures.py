@@ -480,3 +480,16 @@ def test_a_graph_figure_knows_the_width_it_needs(hundred):
     t = hundred.target(99)
     target = question_figures.target_graph_figure(hundred, sub, hundred.target_lens(t), hundred.direct_edges(t, 0.3))
     assert figures.figure_min_width(target) > figures.figure_min_width(plain)  # its labels and colour bar take room too
+
+
+def test_the_lens_names_its_rows_on_both_sides(default_runner):
+    """The lens opens scrolled to its right end (the explained token): on a 16-token prompt its only row names, on the
+    left, were out of view, and its title read "f every state". The rows are named on the right too, in the same
+    order, and the title sits at the right."""
+    a = lmtt.analyze(default_runner, "The capital of France is")
+    ids, probs = a.top_lens_grid()
+    rows = ["emb", *(f"L{layer} {kind}" for layer in range(30) for kind in ("attn", "ffn"))]
+    for fig in (figures.lens_top_heatmap(a, [["x"] * 5] * 61, probs.numpy()), figures.lens_heatmap(a, probs.numpy(), "t", False)):
+        assert list(fig.data[0].y) == rows and fig.layout.yaxis2.side == "right" and fig.layout.yaxis2.matches == "y"
+        assert list(fig.layout.yaxis2.categoryarray) == rows and any(t.yaxis == "y2" for t in fig.data)
+        assert fig.layout.title.xanchor == "right"

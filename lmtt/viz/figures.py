@@ -607,7 +607,8 @@ def attention_pattern_figure(analysis: Analysis, layer: int, head: int) -> go.Fi
         go.Heatmap(z=a, x=ticks, y=ticks, colorscale="Viridis", colorbar={"title": "attention"}, hoverongaps=False,
                    hovertemplate=f"{head_name(layer, head)}<br>query %{{y}}<br>key %{{x}}<br>attention %{{z:.3f}}<extra></extra>")
     )  # fmt: skip
-    fig.update_layout(height=max(360, 14 * len(ticks) + 160), yaxis={"autorange": "reversed", "title": "query (the token attending)"},
+    fig.update_layout(height=max(360, 14 * len(ticks) + 160),
+                      yaxis={"autorange": "reversed", "title": "query (the token attending)", "dtick": 1},
                       xaxis={"tickangle": -60, "title": "key (the token read)"})  # fmt: skip
     return fig
 
@@ -636,6 +637,10 @@ def neuron_activation_figure(analysis: Analysis, layer: int, neuron: int) -> go.
     return fig
 
 
+LENS_COLORBAR = {"x": 1.0, "xanchor": "left", "xpad": 80}  # clear of the right-hand row names
+LENS_TITLE = {"x": 1.0, "xanchor": "right"}  # at the right end, where the box opens: from the left it was cut to "f every state"
+
+
 def lens_heatmap(analysis: Analysis, values: np.ndarray, title: str, rank: bool) -> go.Figure:
     """(2L+1, T) values of one token at every node level and position."""
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
@@ -649,23 +654,30 @@ def lens_heatmap(analysis: Analysis, values: np.ndarray, title: str, rank: bool)
             customdata=values,
             colorscale="Viridis_r" if rank else "Viridis",
             hovertemplate=("rank %{customdata}" if rank else "p=%{customdata:.3f}") + "<br>%{y} at %{x}<extra></extra>",
-            colorbar={"title": "log10(rank+1)" if rank else "probability"},
+            colorbar={"title": "log10(rank+1)" if rank else "probability", **LENS_COLORBAR},
         )
     )
     fig.update_layout(
-        title=plain_text(title),
+        title={"text": plain_text(title), **LENS_TITLE},
         height=max(420, 14 * len(ylabels) + 180),
         xaxis={"tickangle": -60, "dtick": 1},
-        yaxis={"dtick": 1},
     )
-    return fig
+    return _rows_named_on_both_sides(fig, ylabels)
+
+
+def _rows_named_on_both_sides(fig: go.Figure, rows: list[str]) -> go.Figure:
+    """The lens's row names on the right too, as the graph's layer labels are: its box opens scrolled to the right end
+    (the explained token), where the left names are out of view on a long prompt."""
+    axis = {"type": "category", "categoryorder": "array", "categoryarray": rows, "dtick": 1}
+    fig.add_trace(go.Scatter(x=[None], y=[rows[0]], yaxis="y2", hoverinfo="skip", showlegend=False))  # plotly draws an axis with a trace
+    return fig.update_layout(yaxis=axis, yaxis2={**axis, "overlaying": "y", "side": "right", "matches": "y"})
 
 
 LENS_CELL_PX = {"number": 26, "text": 58}  # the top-token mode writes a token in every cell
 
 
 def lens_min_width(n_tokens: int, text: bool) -> int:
-    return LENS_CELL_PX["text" if text else "number"] * n_tokens + 200
+    return LENS_CELL_PX["text" if text else "number"] * n_tokens + 280  # the row names on both sides, the colour bar
 
 
 def lens_top_heatmap(analysis: Analysis, texts: list[list[str]], probs: np.ndarray) -> go.Figure:
@@ -684,17 +696,16 @@ def lens_top_heatmap(analysis: Analysis, texts: list[list[str]], probs: np.ndarr
             zmin=0,
             zmax=1,
             hovertemplate="%{y} at %{x}<br>top token %{text}<br>p=%{z:.3g}<extra></extra>",
-            colorbar={"title": "probability"},
+            colorbar={"title": "probability", **LENS_COLORBAR},
         )
     )
     fig.update_layout(
-        title="Top token of every state (the logit lens); hover for its probability",
+        title={"text": "Top token of every state (the logit lens); hover for its probability", **LENS_TITLE},
         height=max(420, 16 * len(cells) + 180),
         xaxis={"tickangle": -60, "dtick": 1, "side": "top"},
-        yaxis={"dtick": 1},
         margin={"t": 140},
     )
-    return fig
+    return _rows_named_on_both_sides(fig, list(level_names(analysis.n_layers)))
 
 
 def head_delta_heatmap(delta: np.ndarray) -> go.Figure:
