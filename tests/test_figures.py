@@ -493,3 +493,26 @@ def test_the_lens_names_its_rows_on_both_sides(default_runner):
         assert list(fig.data[0].y) == rows and fig.layout.yaxis2.side == "right" and fig.layout.yaxis2.matches == "y"
         assert list(fig.layout.yaxis2.categoryarray) == rows and any(t.yaxis == "y2" for t in fig.data)
         assert fig.layout.title.xanchor == "right"
+
+
+def test_a_groups_square_stands_on_one_of_its_members(default_runner):
+    """A group of states at tokens 1 and 3 had its ■ at their centre, in token 2's column, where a faint node of
+    token 2 took its hover. Now the ■ sits on the member nearest the centre, a dotted spoke goes to each other member,
+    and in the pinned-subgraph view the faint nodes take no hover."""
+    from lmtt.questions.curation import Curation
+
+    a = lmtt.analyze(default_runner, "The capital of France is")
+    sub = a.paths_to(-1, 0.04)
+    members = ("ffn:22:1", "ffn:22:3", "ffn:21:3")  # centre: token 2.33, level 45.33; nearest: ffn:22:3 (token 3, level 46)
+    c = Curation(pins=(*members, "ffn:29:4"), groups={"g": members})
+    fig = figures.graph_figure(a, sub, explained=4, curation=c, subgraph_only=True)
+    square = next(t for t in fig.data if t.name == "groups")
+    cols = columns_for(5, sub, also=(4,))
+    x_of = dict(zip(cols.positions.tolist(), cols.x.tolist()))
+    assert (square.x[0], square.y[0]) == (x_of[3], 46.0)
+    assert list(square.textposition) == ["middle left"]  # in the right half its name reads leftwards, not off the figure
+    spokes = next(t for t in fig.data if t.name == "group member")
+    assert sorted(zip(spokes.x[1::3], spokes.y[1::3])) == sorted([(x_of[1], 46.0), (x_of[3], 44.0)])
+    assert {t.hoverinfo for t in node_traces(fig) if t.marker.size == 3} == {"skip"}  # the faint nodes
+    plain = figures.graph_figure(a, sub, explained=4, curation=c)
+    assert {t.hoverinfo for t in node_traces(plain)} == {"text"}  # the whole graph: every node hovers

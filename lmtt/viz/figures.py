@@ -127,7 +127,8 @@ def graph_figure(
         fig.add_trace(trace)
     for trace in node_legend(analysis.trace.parallel):
         fig.add_trace(trace)
-    for trace in _node_traces(analysis, sub, cols, tokens):  # last, so that a click finds a node first
+    faint_hover = not (curation and subgraph_only)
+    for trace in _node_traces(analysis, sub, cols, tokens, faint_hover):  # last, so that a click finds a node first
         fig.add_trace(trace)
     _graph_layout(fig, cols, tokens, top_level, analysis.n_layers, analysis.trace.parallel)
     keep_look_when_selected(fig)
@@ -171,13 +172,20 @@ def keep_look_when_selected(fig: go.Figure) -> None:
 
 def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse: bool) -> tuple[Subgraph, list[go.Scatter]]:
     """(the edges still drawn one by one, traces): pins (★) with their labels; with `collapse`, each group as one node
-    at its members' centre (■) with its summed edges, which replace its members' own."""
+    (■) with its summed edges, which replace its members' own. The ■ sits on the member nearest the members' centre,
+    with a dotted spoke to each other member: at the centre itself it had stood in a column of none of them."""
 
     def xy(node: str) -> tuple[float, float]:
         kind, layer, pos = parse_node(node)
         return float(cols.x_of(np.array([pos]))[0]), float(level_of(kind, layer))
 
     drawn = set(cols.positions.tolist())
+    middle = float(cols.x.max()) / 2
+
+    def side(x: float) -> str:
+        """A label reads away from the nearer edge: right of a node in the left half, left of one in the right half
+        (labels of the last columns had run off the figure, "L9–10 ffn · W…")."""
+        return "middle right" if x <= middle else "middle left"
 
     def shown(node: str) -> bool:
         try:
@@ -192,7 +200,14 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
     )
     traces = []
     if collapse and curation.groups:
-        centre = {name: tuple(np.mean([xy(m) for m in members], axis=0)) for name, members in curation.groups.items()}
+        centre = {}
+        for name, group in curation.groups.items():
+            points = np.array([xy(m) for m in group])  # (members, 2)
+            (cx, cy) = centre[name] = tuple(points[np.argmin(((points - points.mean(0)) ** 2).sum(1))].tolist())
+            others = [(x, y) for x, y in points.tolist() if (x, y) != (cx, cy)]
+            traces.append(go.Scatter(x=[v for x, _ in others for v in (cx, x, None)], y=[v for _, y in others for v in (cy, y, None)],
+                                     mode="lines", line={"color": "#9467bd", "width": 1, "dash": "dot"}, hoverinfo="skip",
+                                     showlegend=False, name="group member"))  # fmt: skip
         members = {m for ms in curation.groups.values() for m in ms}
         ends = zip(sub.source_level.tolist(), sub.source.tolist(), sub.level.tolist(), sub.target.tolist())
         inside = np.array([node_id(sl, s) in members or node_id(lv, t) in members for sl, s, lv, t in ends], dtype=bool)
@@ -200,13 +215,15 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
             if a in centre or b in centre:
                 (x0, y0), (x1, y1) = centre.get(a) or xy(a), centre.get(b) or xy(b)
                 line = {"color": "#9467bd", "width": 1 + 6 * min(w, 1)}
-                traces.append(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", line=line, hovertext=f"{a} → {b}: {w:.3f}",
+                traces.append(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", line=line,
+                                         hovertext=f"{plain_text(a)} → {plain_text(b)}: {w:.3f}",
                                          hoverinfo="text", showlegend=False, name="group edge"))  # fmt: skip
         traces.append(
             go.Scatter(
                 x=[c[0] for c in centre.values()], y=[c[1] for c in centre.values()], mode="markers+text",
                 marker={"symbol": "square", "size": 18, "color": "#9467bd"}, text=[plain_text(curation.labels.get(n, n)) for n in centre],
-                textposition="middle right", hovertext=[f"group {plain_text(n)}: {', '.join(m)}" for n, m in curation.groups.items()],
+                textposition=[side(c[0]) for c in centre.values()],
+                hovertext=[f"group {plain_text(n)}: {', '.join(m)}" for n, m in curation.groups.items()],
                 hoverinfo="text", name="groups", cliponaxis=False,  # in the legend: what a ■ is
             )
         )  # fmt: skip
@@ -219,7 +236,7 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
             go.Scatter(
                 x=[p[0] for p in points], y=[p[1] for p in points], mode="markers+text",
                 marker={"symbol": "star", "size": 14, "color": "#9467bd", "line": {"width": 1, "color": "white"}},
-                text=[plain_text(curation.labels.get(n, "")) for n in marked], textposition="middle right",
+                text=[plain_text(curation.labels.get(n, "")) for n in marked], textposition=[side(p[0]) for p in points],
                 hovertext=[f"pinned {n}" + (f": {plain_text(curation.labels[n])}" if n in curation.labels else "") for n in marked],
                 hoverinfo="text", name="pins", cliponaxis=False,  # in the legend: what a ★ is
             )
@@ -370,8 +387,11 @@ def node_legend(parallel: bool) -> list[go.Scatter]:
     ]
 
 
-def _node_traces(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...]) -> list[go.Scatter]:
-    """Every node of the drawn columns, faint; the nodes on a route coloured and larger.
+def _node_traces(
+    analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...], faint_hover: bool = True
+) -> list[go.Scatter]:
+    """Every node of the drawn columns, faint; the nodes on a route coloured and larger. Without `faint_hover` (the
+    pinned subgraph alone) the faint ones take no hover: under a group's ■ one had named a node outside the group.
 
     All are named "nodes" and carry their ids in customdata. Each trace has one marker style: per-point sizes, colours and
     outlines made Chromium draw 4,575 nodes (500 tokens) in 1.0-1.3 s against 0.2-0.45 s for uniform markers.
@@ -406,7 +426,7 @@ def _node_traces(analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple
                 marker=marker,
                 customdata=[ids[k] for k in members],
                 hovertext=[f"{where[level_list[k]]}, token {pos_list[k]} {texts[pos_list[k]]}" for k in members],
-                hoverinfo="text",
+                hoverinfo="text" if faint_hover or style != "faint" else "skip",
                 showlegend=False,
                 name="nodes",
             )
