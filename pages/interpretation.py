@@ -112,20 +112,23 @@ with search_tab:
                 "and a head's copying score (attending to the token itself) read along its unembedding through the final "
                 "norm's gain, per unit, the position's norm scale left out. Select a row to open the head or neuron."
             )
-            tables = (("In this prompt: heads", found.in_context_heads), ("In this prompt: neurons", found.in_context_neurons),
-                      ("From the weights: heads", found.weight_heads), ("From the weights: neurons", found.weight_neurons))  # fmt: skip
+            # (title, hits, what the score is): the four tables' scores are in different units
+            tables = (("In this prompt: heads", found.in_context_heads, "direct effect (logits)"),
+                      ("In this prompt: neurons", found.in_context_neurons, "direct effect (logits)"),
+                      ("From the weights: heads", found.weight_heads, "copying score"),
+                      ("From the weights: neurons", found.weight_neurons, "per unit of activation"))  # fmt: skip
             columns = st.columns(2) + st.columns(2)
-            for n, (column, (title, hits)) in enumerate(zip(columns, tables)):
+            for n, (column, (title, hits, unit)) in enumerate(zip(columns, tables)):
                 column.markdown(f"**{title}**")
                 names = [h.name if h.kind == "head" else a.neuron_label(h.layer, h.index) for h in hits]  # with its expert, if any
                 picked = column.dataframe(
-                    {"component": names, "score": [h.score for h in hits]},
+                    {"component": names, unit: [h.score for h in hits]},
                     hide_index=True,
                     width="stretch",
                     on_select="rerun",
                     selection_mode="single-row",
                     key=f"search_hits_{n}",
-                    column_config={"score": st.column_config.NumberColumn(format="%+.3g")},
+                    column_config={unit: st.column_config.NumberColumn(format="%+.3g")},
                 )
                 rows = tuple(picked.selection.rows) if picked else ()
                 seen = f"_search_seen_{n}"

@@ -584,3 +584,22 @@ def test_a_neurons_projection_says_where_it_is_read(at):
     at.switch_page("pages/interpretation.py").run()
     assert not at.exception, at.exception
     assert any(m.value.startswith("**What it writes at token 4 (") for m in at.main.markdown), [m.value for m in at.main.markdown]
+
+
+def test_search_by_token_names_each_tables_unit(at, default_runner):
+    """The four tables had one column name, "score", for logits (+2.82), a copying score (+351) and an effect per unit
+    of activation: each now says which, and its rows are the library's."""
+    import lmtt
+
+    at.query_params["prompt"] = "The capital of France is"
+    at.run()
+    at.switch_page("pages/interpretation.py").run()
+    at.text_input(key="search_token").input(" Paris").run()
+    assert not at.exception, at.exception
+    found = lmtt.analyze(default_runner, "The capital of France is").search_token(" Paris", 4, 10, True)
+    tables = [d.value for d in at.main.dataframe][-4:]
+    units = ["direct effect (logits)", "direct effect (logits)", "copying score", "per unit of activation"]
+    hits = (found.in_context_heads, found.in_context_neurons, found.weight_heads, found.weight_neurons)
+    for table, unit, expected in zip(tables, units, hits):
+        assert list(table.columns) == ["component", unit]
+        assert table[unit].tolist() == pytest.approx([h.score for h in expected], rel=1e-4, abs=1e-6)
