@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lmtt.engine.graph import ATTENTION, FFN, RESIDUAL, Subgraph
-from lmtt.questions.curation import Curation, group_edges, pinned_subgraph
+from lmtt.questions.curation import Curation, group_edges, lone_items, pinned_subgraph
 
 ROOT = Path(__file__).resolve().parent.parent
 CURATED = Curation(
@@ -45,6 +45,10 @@ def test_a_group_is_one_node_whose_edges_are_its_members_summed():
     shown = pinned_subgraph(sub, c)
     assert len(shown) == 3  # the edge from ffn:0:0 is not between shown nodes
     assert group_edges(shown, c) == [("G", "attn:1:2", pytest.approx(0.5))]
+    # a pin that no route edge joins to the others stands alone in the view, and is named as such
+    lone = Curation(pins=("attn:1:2", "attn:1:0", "ffn:0:1", "attn:0:1"), groups={"G": ("attn:0:1", "ffn:0:1")})
+    assert lone.items == ["G", "attn:1:2", "attn:1:0"] and lone_items(sub, lone) == ["attn:1:0"]
+    assert lone_items(sub, c) == []
 
 
 def test_the_graph_page_draws_restores_and_exports_a_curated_route():
@@ -63,6 +67,8 @@ def test_the_graph_page_draws_restores_and_exports_a_curated_route():
     assert not at.exception, at.exception
     spec = at.get("plotly_chart")[0].proto.spec
     assert '"name":"groups"' in spec and "country mover" in spec
+    # no route edge joins layer 23 and 22's states (the group) to the top state at ␣is: both stand alone, and it says so
+    assert any(c.value.startswith("2 of the 2 pins and groups share no route edge") for c in at.main.caption)
     link = dict(at.query_params)
     assert link["pin"] == "ffn:29:4,attn:23:4,ffn:22:3" and "country mover~attn:23:4,ffn:22:3" in str(link["grp"])
     assert link["pinned_only"] == "1"  # the view travels too: a colleague sees the curated subgraph, not the whole graph

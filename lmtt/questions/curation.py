@@ -39,6 +39,12 @@ class Curation:
         return set(self.pins).union(*self.groups.values())
 
     @property
+    def items(self) -> list[str]:
+        """What the subgraph view draws as one node each: the groups (by name), then the pins outside them."""
+        grouped = {m for members in self.groups.values() for m in members}
+        return [*self.groups, *(p for p in self.pins if p not in grouped)]
+
+    @property
     def positions(self) -> set[int]:
         """The token positions of the shown nodes: a packed graph keeps their columns."""
         return {parse_node(n)[2] for n in self.nodes}
@@ -151,3 +157,10 @@ def group_edges(sub: Subgraph, curation: Curation) -> list[tuple[str, str, float
         if a != b:
             summed[a, b] = summed.get((a, b), 0.0) + w
     return [(a, b, w) for (a, b), w in summed.items()]
+
+
+def lone_items(sub: Subgraph, curation: Curation) -> list[str]:
+    """The groups (by name) and ungrouped pins that no route edge joins to another pin or group: the subgraph view
+    draws them as lone dots, since it draws only direct edges between shown nodes."""
+    joined = {end for a, b, _w in group_edges(pinned_subgraph(sub, curation), curation) for end in (a, b)}
+    return [item for item in curation.items if item not in joined]

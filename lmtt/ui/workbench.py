@@ -9,7 +9,7 @@ import streamlit as st
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import Subgraph, states_label
 from lmtt.engine.tokens import readable_tokens
-from lmtt.questions.curation import Curation
+from lmtt.questions.curation import Curation, lone_items
 from lmtt.questions.groups import suggest_groups
 from lmtt.ui.markdown import plain
 from lmtt.ui.state import ss
@@ -78,6 +78,11 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
                 _set(Curation(tuple(dict.fromkeys((*accepted.pins, *g["members"]))), accepted.groups, accepted.labels))
         if c:
             st.toggle("Show only the pinned subgraph", key="subgraph_only", help="Pins and groups, with the route's edges between them")
+            if ss.get("subgraph_only") and (alone := lone_items(sub, c)):
+                st.caption(
+                    f"{len(alone)} of the {len(c.items)} pins and groups share no route edge with another ({plain(', '.join(alone))}): "
+                    "the view draws only the route's direct edges between them. Pin the states between them to join them."
+                )
         _saving(analysis, c)
 
 
