@@ -80,7 +80,8 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
             st.toggle("Show only the pinned subgraph", key="subgraph_only", help="Pins and groups, with the route's edges between them")
             if ss.get("subgraph_only") and (alone := lone_items(sub, c)):
                 st.caption(
-                    f"{len(alone)} of the {len(c.items)} pins and groups share no route edge with another ({plain(', '.join(alone))}): "
+                    f"{len(alone)} of the {len(c.items)} pins and groups share no route edge with another "
+                    f"({plain('; '.join(x if x in c.groups else states_label([x], tokens) for x in alone))}): "
                     "the view draws only the route's direct edges between them. Pin the states between them to join them."
                 )
         _saving(analysis, c)
