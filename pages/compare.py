@@ -28,9 +28,13 @@ if b is None:
 a = view.analysis
 cmp = compare_prompts(a, b, top=25)
 shift = "" if not cmp.offset else f" (position i of A meets position i {'+' if cmp.offset > 0 else '-'} {abs(cmp.offset)} of B)"
+sink = "" if not cmp.offset else (
+    " The table leaves out the first position where the two meet: there the shorter prompt's first token, an attention "
+    "sink in most models, meets an ordinary token of the other."
+)
 st.caption(
-    f"Aligned by {cmp.alignment}{shift}. Graphs show the last token. Edge weights and head contributions are shares of the "
-    "node they lead into (0 to 1, as on the Graph page); B - A is their change from A to B."
+    f"Aligned by {cmp.alignment}{shift}.{sink} Graphs show the last token. Edge weights and head contributions are shares "
+    "of the node they lead into (0 to 1, as on the Graph page); B - A is their change from A to B."
 )
 for column, analysis, name, whose in zip(st.columns(2), (a, b), ("A", "B"), ("the sidebar's prompt", "the second prompt")):
     with column:

@@ -31,6 +31,10 @@ def test_different_lengths_align_the_final_tokens(default_runner):
     b = lmtt.analyze(default_runner, "Everyone knows that the capital of France is")
     cmp = compare_prompts(a, b)
     assert cmp.alignment == "final token" and cmp.offset == len(b.tokens) - len(a.tokens)
+    # A's first token (a sink) meets B's ordinary token 4 (" the"): that position is left out, every other compared
+    assert all(min(e.source, e.target) >= 1 for e in cmp.edges) and cmp.edges
+    pairs = {(e.kind, e.into, e.layer, e.source, e.target) for e in compare_prompts(a, b, top=10_000).edges}
+    assert {("ffn", "ffn", layer, p, p) for layer in range(a.n_layers) for p in range(1, len(a.tokens))} <= pairs
     last = [e for e in cmp.edges if e.target == len(a.tokens) - 1]
     for e in last:
         wb = {"attention": b.contributions.attn_edges[e.layer, e.target + cmp.offset, e.source + cmp.offset]}.get(e.kind)

@@ -229,6 +229,7 @@ def test_compare_restates_both_prompts_and_aligns_in_words():
     assert any(m.startswith("**B**, the second prompt (9 tokens): “In the end, the capital of Italy is” predicts") for m in said), said
     caption = next(c.value for c in at.main.caption if c.value.startswith("Aligned by final token"))
     assert "(position i of A meets position i + 4 of B)" in caption and "shares of the node" in caption, caption
+    assert "leaves out the first position where the two meet" in caption
     edges = at.main.dataframe[-1].value
     assert {"source (A)", "target (A)", "source (B)", "target (B)", "B - A"} <= set(edges.columns)
     row = edges.iloc[0]

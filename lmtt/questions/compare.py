@@ -3,6 +3,10 @@
 Positions are aligned one to one when the prompts have the same length, and
 by their final tokens otherwise (position i of A meets position i + offset of B,
 offset = len(B) - len(A)), so "the last token" always meets "the last token".
+Then the overlap's first position is left out: there the shorter prompt's first
+token, an attention sink in most models (it takes whatever attention is not
+needed elsewhere), meets an ordinary token of the longer one, and their edges
+differ by up to a whole node's share for that reason alone.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import torch
 
 if TYPE_CHECKING:  # questions take an Analysis; they never import the facade
     from lmtt.analysis import Analysis
-
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,11 @@ class PromptComparison:
 
 
 def _aligned(a: Analysis, b: Analysis) -> tuple[str, int, slice, slice]:
+    """(alignment, offset, A's compared positions, B's): the overlap, less its first position where one prompt's first
+    token meets the other's ordinary token (module docstring)."""
     ta, tb = len(a.tokens), len(b.tokens)
     offset = tb - ta
-    lo = max(0, -offset)  # first position of A that exists in B
+    lo = max(0, -offset) + (offset != 0)  # first position of A that exists in B, and is not a first token against another
     return ("position" if offset == 0 else "final token"), offset, slice(lo, ta), slice(lo + offset, tb)
 
 
