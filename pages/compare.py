@@ -47,6 +47,8 @@ for column, analysis, name, whose in zip(st.columns(2), (a, b), ("A", "B"), ("th
         ui.graph_chart(graph, f"compare_graph_{name}", where=st.container(key=f"compare_graph_{name}_box"))
 
 st.subheader("Edges whose contribution changed most")
+if not cmp.edges:
+    st.info("No edges to compare: the shorter prompt has one token, its first, which the table leaves out (see above).")
 tokens_a, tokens_b = readable_tokens(a), readable_tokens(b)  # a split character as its bytes, not �
 ui.table(
     pd.DataFrame(

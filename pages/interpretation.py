@@ -17,7 +17,7 @@ view = ui.sidebar("interpretation")
 st.title("Interpretation")
 if view is None:
     st.stop()
-ui.unedited_note(view, except_in="Intervene")
+ui.unedited_note(view, except_in="the edits' readouts in its Head, Neuron and Intervene tabs")
 
 a = view.analysis
 _, _, position = view.focus()
@@ -116,7 +116,7 @@ with search_tab:
             tables = (("In this prompt: heads", found.in_context_heads, "direct effect (logits)"),
                       ("In this prompt: neurons", found.in_context_neurons, "direct effect (logits)"),
                       ("From the weights: heads", found.weight_heads, "copying score"),
-                      ("From the weights: neurons", found.weight_neurons, "per unit of activation"))  # fmt: skip
+                      ("From the weights: neurons", found.weight_neurons, "direct effect per unit of activation (logits)"))  # fmt: skip
             columns = st.columns(2) + st.columns(2)
             for n, (column, (title, hits, unit)) in enumerate(zip(columns, tables)):
                 column.markdown(f"**{title}**")

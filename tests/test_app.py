@@ -598,7 +598,7 @@ def test_search_by_token_names_each_tables_unit(at, default_runner):
     assert not at.exception, at.exception
     found = lmtt.analyze(default_runner, "The capital of France is").search_token(" Paris", 4, 10, True)
     tables = [d.value for d in at.main.dataframe][-4:]
-    units = ["direct effect (logits)", "direct effect (logits)", "copying score", "per unit of activation"]
+    units = ["direct effect (logits)", "direct effect (logits)", "copying score", "direct effect per unit of activation (logits)"]
     hits = (found.in_context_heads, found.in_context_neurons, found.weight_heads, found.weight_neurons)
     for table, unit, expected in zip(tables, units, hits):
         assert list(table.columns) == ["component", unit]

@@ -197,7 +197,8 @@ def test_interventions_render_side_by_side(browser, server):
     expect(page.get_by_text("9 edits active")).to_be_visible()
     # the page's note had said that it reads the unedited run, above a tab of the edits' effects; and the tab offered
     # to show the edited graph it already draws
-    expect(page.get_by_text("This page reads the unedited run, except its Intervene tab, which shows the edits' effects.")).to_be_visible()
+    expect(page.get_by_text("This page reads the unedited run, except the edits' readouts in its Head, Neuron and Intervene tabs, "
+                             "which show the edits' effects.")).to_be_visible()
     expect(page.get_by_text("Show the edited graph").filter(visible=True)).to_have_count(0)
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "interventions.png"), full_page=True)

@@ -35,6 +35,11 @@ def test_different_lengths_align_the_final_tokens(default_runner):
     assert all(min(e.source, e.target) >= 1 for e in cmp.edges) and cmp.edges
     pairs = {(e.kind, e.into, e.layer, e.source, e.target) for e in compare_prompts(a, b, top=10_000).edges}
     assert {("ffn", "ffn", layer, p, p) for layer in range(a.n_layers) for p in range(1, len(a.tokens))} <= pairs
+    back = compare_prompts(b, a)  # the longer prompt as A: its first compared position is the one after the sink's
+    first = len(b.tokens) - len(a.tokens) + 1
+    assert back.offset == -cmp.offset and back.edges and all(min(e.source, e.target) >= first for e in back.edges)
+    one = lmtt.analyze(default_runner, "The")
+    assert compare_prompts(one, a).edges == [] == compare_prompts(a, one).edges  # only its first token: nothing to compare
     last = [e for e in cmp.edges if e.target == len(a.tokens) - 1]
     for e in last:
         wb = {"attention": b.contributions.attn_edges[e.layer, e.target + cmp.offset, e.source + cmp.offset]}.get(e.kind)

@@ -498,7 +498,8 @@ def test_the_lens_names_its_rows_on_both_sides(default_runner):
 def test_a_groups_square_stands_on_one_of_its_members(default_runner):
     """A group of states at tokens 1 and 3 had its ■ at their centre, in token 2's column, where a faint node of
     token 2 took its hover. Now the ■ sits on the member nearest the centre, a dotted spoke goes to each other member,
-    and in the pinned-subgraph view the faint nodes take no hover."""
+    and in the pinned-subgraph view the faint nodes outside the curation take no hover (the curated ones, faint when
+    no drawn edge touches them, stay clickable)."""
     from lmtt.questions.curation import Curation
 
     a = lmtt.analyze(default_runner, "The capital of France is")
@@ -513,6 +514,9 @@ def test_a_groups_square_stands_on_one_of_its_members(default_runner):
     assert list(square.textposition) == ["middle left"]  # in the right half its name reads leftwards, not off the figure
     spokes = next(t for t in fig.data if t.name == "group member")
     assert sorted(zip(spokes.x[1::3], spokes.y[1::3])) == sorted([(x_of[1], 46.0), (x_of[3], 44.0)])
-    assert {t.hoverinfo for t in node_traces(fig) if t.marker.size == 3} == {"skip"}  # the faint nodes
+    faint = [(t.hoverinfo, n) for t in node_traces(fig) if t.marker.size == 3 for n in t.customdata]
+    on_route = {n for t in node_traces(fig) if t.marker.size == 9 for n in t.customdata}
+    assert {n for info, n in faint if info == "text"} == c.nodes - on_route and c.nodes - on_route  # the curated stay clickable
+    assert {info for info, n in faint if n not in c.nodes} == {"skip"}  # no other faint node takes a hover or a click
     plain = figures.graph_figure(a, sub, explained=4, curation=c)
     assert {t.hoverinfo for t in node_traces(plain)} == {"text"}  # the whole graph: every node hovers

@@ -3,10 +3,11 @@
 Positions are aligned one to one when the prompts have the same length, and
 by their final tokens otherwise (position i of A meets position i + offset of B,
 offset = len(B) - len(A)), so "the last token" always meets "the last token".
-Then the overlap's first position is left out: there the shorter prompt's first
-token, an attention sink in most models (it takes whatever attention is not
-needed elsewhere), meets an ordinary token of the longer one, and their edges
-differ by up to a whole node's share for that reason alone.
+Then the overlap's first position is left out of the edges: there the shorter
+prompt's first token, an attention sink in most models (it takes whatever
+attention is not needed elsewhere), meets an ordinary token of the longer one,
+and their edges differ by up to a whole node's share for that reason alone. A
+one-token prompt against a longer one so has no edges to compare.
 """
 
 from __future__ import annotations

@@ -39,9 +39,14 @@ class Curation:
         return set(self.pins).union(*self.groups.values())
 
     @property
+    def grouped(self) -> set[str]:
+        """Every group's members."""
+        return {m for members in self.groups.values() for m in members}
+
+    @property
     def items(self) -> list[str]:
         """What the subgraph view draws as one node each: the groups (by name), then the pins outside them."""
-        grouped = {m for members in self.groups.values() for m in members}
+        grouped = self.grouped
         return [*self.groups, *(p for p in self.pins if p not in grouped)]
 
     @property

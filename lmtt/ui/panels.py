@@ -73,12 +73,12 @@ def neuron_table(analysis: Analysis, nc) -> pd.DataFrame:
 
 def unedited_note(view: View, except_in: str = "") -> None:
     """On a page that reads the unedited run, while edits are active: say so, and where the edits' effects are shown
-    (a researcher who zeroed a head and saw its full share here would think the edit did nothing). `except_in`: the
-    page's own tab that shows them (Interpretation's Intervene)."""
+    (a researcher who zeroed a head and saw its full share here would think the edit did nothing). `except_in`: where
+    the page itself shows them (Interpretation: the edits' readouts in its Head, Neuron and Intervene tabs)."""
     if view.edits:
         where = "on the Graph page (its edited graph and the panel's before/after) and on the Target and Faithfulness pages"
         if except_in:
-            said = f"This page reads the **unedited** run, except its {except_in} tab, which shows the edits' effects. "
+            said = f"This page reads the **unedited** run, except {except_in}, which show the edits' effects. "
             said += f"They are also {where}."
         else:
             said = f"This page reads the **unedited** run. The edits' effects are {where}."
@@ -284,7 +284,7 @@ def effect_readout(view: View, key: str, graph_toggle: bool = True) -> None:
 
 
 def _readout(result: InterventionResult, key: str, graph_toggle: bool) -> None:
-    target = visible(result.target.token)
+    target = token_md(result.target.token)  # metric labels are Markdown
     st.caption("With the edits (" + ", ".join(describe_edit(e) for e in result.edits) + f"), at token {result.token}:")
     c1, c2 = st.columns(2)
     c1.metric(f"p of {target}", f"{result.prob_after:.3f}", f"{result.prob_after - result.prob_before:+.3f}")
@@ -299,7 +299,7 @@ def _readout(result: InterventionResult, key: str, graph_toggle: bool) -> None:
         "Show the edited graph",
         key=widget,
         on_change=lambda: ss.update(show_edited=ss[widget]),
-        help="Draw the graph of the edited run on the Graph page (and below elsewhere).",
+        help="Draw the graph of the edited run on the Graph page.",
     )
 
 

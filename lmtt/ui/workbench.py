@@ -40,6 +40,11 @@ def _group_pins() -> None:
     ss._wb_version = ss.get("_wb_version", 0) + 1  # the groups' name boxes start afresh, as after _set
 
 
+def _pin_name(c: Curation, node: str, tokens: tuple[str, ...]) -> str:
+    """A pin as the workbench names it: its state, and its label if it has one ('L23 attn · ␣is (moves …)')."""
+    return states_label([node], tokens) + (f" ({c.labels[node]})" if node in c.labels else "")
+
+
 def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
     """The panel: the selected node's pin and label, the pins, the groups, suggestions, and saving."""
     c, tokens = curation(), readable_tokens(analysis)
@@ -55,7 +60,7 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
             st.text_input("Label", value=c.labels.get(node, ""), key=label_key, placeholder="e.g. country mover",
                           on_change=lambda: _update(lambda cur: cur.label(node, ss[label_key])))  # fmt: skip
         if c.pins:
-            names = [states_label([p], tokens) + (f" ({c.labels[p]})" if p in c.labels else "") for p in c.pins]
+            names = [_pin_name(c, p, tokens) for p in c.pins]
             st.markdown(f"**Pinned ({len(c.pins)})**: " + plain("; ".join(names)), help="Node ids: " + ", ".join(c.pins))
             name = st.text_input("Group the pinned nodes as", key="wb_group_name", placeholder="a name, e.g. name movers")
             st.button("Group them", key="wb_group", width="stretch", disabled=len(c.pins) < 2 or not name.strip(), on_click=_group_pins)
@@ -81,7 +86,7 @@ def workbench(analysis: Analysis, sub: Subgraph, node: str | None) -> None:
             if ss.get("subgraph_only") and (alone := lone_items(sub, c)):
                 st.caption(
                     f"{len(alone)} of the {len(c.items)} pins and groups share no route edge with another "
-                    f"({plain('; '.join(x if x in c.groups else states_label([x], tokens) for x in alone))}): "
+                    f"({plain('; '.join(x if x in c.groups else _pin_name(c, x, tokens) for x in alone))}): "
                     "the view draws only the route's direct edges between them. Pin the states between them to join them."
                 )
         _saving(analysis, c)

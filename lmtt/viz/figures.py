@@ -127,8 +127,8 @@ def graph_figure(
         fig.add_trace(trace)
     for trace in node_legend(analysis.trace.parallel):
         fig.add_trace(trace)
-    faint_hover = not (curation and subgraph_only)
-    for trace in _node_traces(analysis, sub, cols, tokens, faint_hover):  # last, so that a click finds a node first
+    hoverable = curation.nodes if curation and subgraph_only else None  # the pinned subgraph: its own nodes only
+    for trace in _node_traces(analysis, sub, cols, tokens, hoverable):  # last, so that a click finds a node first
         fig.add_trace(trace)
     _graph_layout(fig, cols, tokens, top_level, analysis.n_layers, analysis.trace.parallel)
     keep_look_when_selected(fig)
@@ -208,7 +208,7 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
             traces.append(go.Scatter(x=[v for x, _ in others for v in (cx, x, None)], y=[v for _, y in others for v in (cy, y, None)],
                                      mode="lines", line={"color": "#9467bd", "width": 1, "dash": "dot"}, hoverinfo="skip",
                                      showlegend=False, name="group member"))  # fmt: skip
-        members = {m for ms in curation.groups.values() for m in ms}
+        members = curation.grouped
         ends = zip(sub.source_level.tolist(), sub.source.tolist(), sub.level.tolist(), sub.target.tolist())
         inside = np.array([node_id(sl, s) in members or node_id(lv, t) in members for sl, s, lv, t in ends], dtype=bool)
         for a, b, w in group_edges(sub, curation):
@@ -228,7 +228,7 @@ def _curation_traces(sub: Subgraph, cols: Columns, curation: Curation, collapse:
             )
         )  # fmt: skip
         sub = sub.only(~inside)
-    grouped = {m for ms in curation.groups.values() for m in ms} if collapse else set()  # drawn as their group's ■
+    grouped = curation.grouped if collapse else set()  # drawn as their group's ■
     marked = [n for n in dict.fromkeys((*curation.pins, *curation.labels)) if n not in curation.groups and n not in grouped]
     if marked:
         points = [xy(n) for n in marked]
@@ -388,10 +388,11 @@ def node_legend(parallel: bool) -> list[go.Scatter]:
 
 
 def _node_traces(
-    analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...], faint_hover: bool = True
+    analysis: Analysis, sub: Subgraph, cols: Columns, tokens: tuple[str, ...], hoverable: set[str] | None = None
 ) -> list[go.Scatter]:
-    """Every node of the drawn columns, faint; the nodes on a route coloured and larger. Without `faint_hover` (the
-    pinned subgraph alone) the faint ones take no hover: under a group's ■ one had named a node outside the group.
+    """Every node of the drawn columns, faint; the nodes on a route coloured and larger. With `hoverable` (the pinned
+    subgraph alone: its pins and group members), the other faint nodes take no hover and no click ("quiet"): under a
+    group's ■ one had named a node outside the group. A lone pin or a group member is faint there, and stays clickable.
 
     All are named "nodes" and carry their ids in customdata. Each trace has one marker style: per-point sizes, colours and
     outlines made Chromium draw 4,575 nodes (500 tokens) in 1.0-1.3 s against 0.2-0.45 s for uniform markers.
@@ -408,15 +409,16 @@ def _node_traces(
     # hover text as describe_node writes it, built once per level and token (30k nodes at 500 tokens)
     where = ["embedding"] + [_where(k, layer, analysis.trace.parallel) for layer in range(analysis.n_layers) for k in ("attn", "ffn")]
     texts = {p: label(tokens[p]) for p in cols.positions.tolist()}
-    groups: dict[str, list[int]] = {}  # style -> node indices: "faint" or a kind's colour
+    groups: dict[str, list[int]] = {}  # style -> node indices: "faint", "quiet" (faint, no hover) or a kind's colour
     for k, (i, lv) in enumerate(zip(ids, level_list)):
-        groups.setdefault(NODE_COLOURS[kind_of(lv)] if i in on_route else "faint", []).append(k)
+        style = NODE_COLOURS[kind_of(lv)] if i in on_route else "faint" if hoverable is None or i in hoverable else "quiet"
+        groups.setdefault(style, []).append(k)
     traces = []
-    for style in ["faint", *NODE_COLOURS.values()]:
+    for style in ["quiet", "faint", *NODE_COLOURS.values()]:
         members = groups.get(style)
         if not members:
             continue
-        marker = {"size": 3, "color": "#d9d9d9"} if style == "faint" else {"size": 9, "color": style}
+        marker = {"size": 3, "color": "#d9d9d9"} if style in ("faint", "quiet") else {"size": 9, "color": style}
         scatter = go.Scattergl if len(members) > GL_ABOVE_NODES else go.Scatter
         traces.append(
             scatter(
@@ -426,7 +428,7 @@ def _node_traces(
                 marker=marker,
                 customdata=[ids[k] for k in members],
                 hovertext=[f"{where[level_list[k]]}, token {pos_list[k]} {texts[pos_list[k]]}" for k in members],
-                hoverinfo="text" if faint_hover or style != "faint" else "skip",
+                hoverinfo="skip" if style == "quiet" else "text",
                 showlegend=False,
                 name="nodes",
             )
