@@ -46,6 +46,11 @@ def label(token: str) -> str:
     return plain_text(visible(token))
 
 
+def quantity_text(target) -> str:
+    """A target's quantity as plotly text, "logit(␣Paris) - logit(␣Rome)" (ui.quantity_md is its Markdown twin)."""
+    return plain_text(target.describe(visible))
+
+
 def _levels(n_layers: int, parallel: bool = False) -> tuple[list[float], list[str]]:
     """Axis labels: one per layer, centred on the band of its two states (after attention, after FFN), or on a
     parallel block's one state, its output."""
@@ -706,11 +711,12 @@ def lens_top_heatmap(analysis: Analysis, texts: list[list[str]], probs: np.ndarr
     """(2L+1, T) the top token of every state, written in its cell and coloured by its probability."""
     ticks = [f"{p}:{label(tok)}" for p, tok in enumerate(readable_tokens(analysis))]
     cells = [[label(tok) for tok in row] for row in texts]
+    rows = list(level_names(analysis.n_layers))
     fig = go.Figure(
         go.Heatmap(
             z=probs,
             x=ticks,
-            y=list(level_names(analysis.n_layers)),
+            y=rows,
             text=cells,
             texttemplate="%{text}",
             textfont={"size": 10},
@@ -727,7 +733,7 @@ def lens_top_heatmap(analysis: Analysis, texts: list[list[str]], probs: np.ndarr
         xaxis={"tickangle": -60, "dtick": 1, "side": "top"},
         margin={"t": 140},
     )
-    return _rows_named_on_both_sides(fig, list(level_names(analysis.n_layers)))
+    return _rows_named_on_both_sides(fig, rows)
 
 
 def head_delta_heatmap(delta: np.ndarray) -> go.Figure:

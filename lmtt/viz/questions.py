@@ -16,7 +16,6 @@ from plotly.colors import sample_colorscale
 from lmtt.analysis import Analysis
 from lmtt.engine.graph import Subgraph, parse_node
 from lmtt.engine.levels import head_name, level_names, level_of, n_levels
-from lmtt.engine.tokens import visible
 from lmtt.questions.curation import Curation
 from lmtt.questions.dla import DirectEdge, DirectEffects, LensGrid
 from lmtt.questions.faithfulness import FaithfulnessCurve
@@ -100,7 +99,7 @@ def head_effect_heatmap(effects: DirectEffects) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"Direct effect of each head on {figures.plain_text(effects.target.describe(visible))}",
+        title=f"Direct effect of each head on {figures.quantity_text(effects.target)}",
         height=max(360, CELL_ROW_PX * n_layers + 120),
         margin={"l": 50, "r": 10, "t": 40, "b": 40},
     )
@@ -188,6 +187,7 @@ def target_graph_figure(
     route = route[np.isfinite(route)]
     lim = float(np.percentile(route, ROUTE_PERCENTILE)) if route.size else 0.0
     lim = lim if lim > 0 else _symmetric(q)
+    quantity = figures.quantity_text(lens.target)
     for trace in fig.data:
         if trace.name != "nodes":
             continue
@@ -196,7 +196,6 @@ def target_graph_figure(
         if at and at[0] in on_route:  # a route's trace (one kind): coloured by the quantity
             # one colour-scale call per trace (one call per value was slow)
             trace.marker.color = sample_colorscale(SCALE, [(min(max(v / lim, -1.0), 1.0) + 1) / 2 for v in values])
-        quantity = figures.plain_text(lens.target.describe(visible))
         trace.hovertext = [f"{h}<br>{quantity} = {v:.2f}" for h, v in zip(trace.hovertext, values)]
     # a colour bar for the node colours (an invisible trace carries it)
     fig.add_trace(
@@ -365,7 +364,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     pts = curve.points
     edges, values, kept = curve.edges.tolist(), curve.values.tolist(), [p.prob_kept for p in pts]  # lists: see drawn_once
     labels = [f"threshold {p.threshold:g}<br>{p.edges} edges<br>top prediction {figures.label(p.top_route)}" for p in pts]
-    quantity = pts[0].target.describe(visible)
+    quantity = figures.quantity_text(pts[0].target)
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -391,7 +390,7 @@ def faithfulness_curve_figure(curve: FaithfulnessCurve) -> go.Figure:
     )
     fig.add_hline(y=1.0, line_dash="dot", line_color="#888")
     fig.update_layout(
-        title=f"Faithfulness of the route to {figures.plain_text(quantity)} ({pts[0].ablation} ablation); labels: thresholds",
+        title=f"Faithfulness of the route to {quantity} ({pts[0].ablation} ablation); labels: thresholds",
         xaxis_title="edges kept",
         yaxis_title="fraction kept",
         height=420,
@@ -438,7 +437,7 @@ def patching_heatmap(result: PatchingResult, grid: str) -> go.Figure:
     )
     undefined = " (undefined: clean and corrupted m are within 1e-3 logits)" if np.isnan(z).all() else ""
     fig.update_layout(  # the title on two lines: on one, the chart's toolbar covered its end (the quantity)
-        title=f"Patching the {names[grid]}:<br>restored fraction of {figures.plain_text(result.target.describe(visible))}{undefined}",
+        title=f"Patching the {names[grid]}:<br>restored fraction of {figures.quantity_text(result.target)}{undefined}",
         height=max(380, CELL_ROW_PX * n_layers + 160),
         margin={"l": 50, "r": 10, "t": 60, "b": 90},
         xaxis_title="head" if grid == "heads" else "position: clean token / corrupted token (where they differ)",
