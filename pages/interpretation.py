@@ -1,5 +1,7 @@
 """Interpretation: what a head or a neuron writes, in vocabulary terms, the logit lens, and the edits."""
 
+import logging
+
 import streamlit as st
 
 from lmtt import ui
@@ -12,6 +14,7 @@ from lmtt.questions.vocabulary import TokenScore
 from lmtt.ui.questions import memo
 from lmtt.viz import figures
 
+log = logging.getLogger("lmtt.app")
 st.set_page_config(page_title="Interpretation · lmtt", layout="wide")
 view = ui.sidebar("interpretation")
 st.title("Interpretation")
@@ -38,7 +41,9 @@ def look_up(projection, key: str) -> None:
 
 
 def choose(name: str, limit: int, label: str) -> tuple[int, int] | None:
-    """Layer and index inputs for a head or neuron, bound to the selection; None until both are given."""
+    """Layer and index inputs for a head or neuron, bound to the selection; None until both are given. A box that
+    reports empty keeps the selection (the box then shows it again): two CI runs found head 23.4 gone, the Head tab
+    open with empty boxes, and no new run; its cause is not known, so each such report is logged (lmtt.app)."""
     keys = (f"_w_{name}_layer", f"_w_{name}_index")
     pair = ui.ss.get(name)
     if pair and (ui.ss.get(keys[0]), ui.ss.get(keys[1])) != pair:
@@ -48,7 +53,10 @@ def choose(name: str, limit: int, label: str) -> tuple[int, int] | None:
 
     def changed() -> None:
         layer, index = ui.ss[keys[0]], ui.ss[keys[1]]
-        ui.ss[name] = None if layer is None or index is None else (int(layer), int(index))
+        if layer is None or index is None:
+            log.info("%s %s kept: a box reported empty (layer %s, index %s)", name, ui.ss.get(name), layer, index)
+            return
+        ui.ss[name] = (int(layer), int(index))
 
     c1, c2 = st.columns(2)
     c1.number_input("Layer", 0, a.n_layers - 1, value=None, key=keys[0], on_change=changed)

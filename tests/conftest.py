@@ -83,8 +83,13 @@ def server(tmp_path_factory):
     from tests.browser import ARTIFACTS
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(tmp_path_factory.mktemp("server") / "server.log", env={"LMTT_COMPILE": "1"}) as (base, _pid):
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with streamlit_server(log, env={"LMTT_COMPILE": "1"}) as (base, _pid):
+        SERVER_LOGS[base] = log
         yield base
+
+
+SERVER_LOGS: dict = {}  # base URL -> the shared server's log, whose last lines a failed browser test reports
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,9 @@ def cli(default_runner, monkeypatch) -> Callable[..., CliRun]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed browser test reports what each of its open pages showed, and leaves a screenshot of each in
-    test-artifacts/FAILED-*.png: CI prints only the report, and a timeout alone does not say what was on the screen."""
+    """A failed browser test reports what each of its open pages showed, and the shared server's last log lines, and
+    leaves a screenshot of each page in test-artifacts/FAILED-*.png: CI prints only the report, and a timeout alone
+    does not say what was on the screen."""
     report = yield
     b = item.funcargs.get("browser") if hasattr(item, "funcargs") else None
     if report.failed and call.when == "call" and b is not None:
@@ -139,6 +145,8 @@ def pytest_runtest_makereport(item, call):
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / f"FAILED-{item.name}-{n}.png"), full_page=True)
         report.sections.append(("open pages", "\n".join(lines) or "no page was open"))
+        if (log := SERVER_LOGS.get(item.funcargs.get("server"))) is not None:  # the app's own log: what its runs did
+            report.sections.append(("the shared server's last log lines", "\n".join(log.read_text(errors="replace").splitlines()[-40:])))
     return report
 
 

@@ -603,3 +603,16 @@ def test_search_by_token_names_each_tables_unit(at, default_runner):
     for table, unit, expected in zip(tables, units, hits):
         assert list(table.columns) == ["component", unit]
         assert table[unit].tolist() == pytest.approx([h.score for h in expected], rel=1e-4, abs=1e-6)
+
+
+def test_an_emptied_head_box_keeps_the_head(at):
+    """A Layer box that reports empty keeps the chosen head, and shows it again (two CI runs had found head 23.4 gone,
+    the boxes empty, with no new run)."""
+    at.query_params.update({"prompt": "The capital of France is", "head": "23.4"})
+    at.run()
+    at.switch_page("pages/interpretation.py").run()
+    at.number_input(key="_w_head_layer").set_value(None).run()
+    assert not at.exception, at.exception
+    assert at.session_state["head"] == (23, 4) and at.number_input(key="_w_head_layer").value == 23
+    at.number_input(key="_w_head_layer").set_value(20).run()
+    assert at.session_state["head"] == (20, 4)  # a new layer still chooses a new head

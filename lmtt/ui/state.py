@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import weakref
@@ -75,6 +76,7 @@ DEFAULT_CHOICES |= {f"{page}_tab": labels[0] for page, labels in TABS.items()}
 # Cleared by a new Run, prompt or model unless the user pins them.
 SELECTIONS = ("root", "node", "edge", "head", "neuron", "compare", "dataset_head", "curation")
 ss = st.session_state
+log = logging.getLogger("lmtt.app")
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ def start_run(model: str, prompt: str, generated_from: int | None = None) -> Non
 
 def clear_selections() -> None:
     """Selections, edits and the questions' choices (target A, contrast B, the corrupted prompt, the QK head and key)."""
+    log.info("selections cleared by a new run (head %s, neuron %s, node %s)", ss.get("head"), ss.get("neuron"), ss.get("node"))
     for name in SELECTIONS:
         ss[name] = "" if name == "compare" else Curation() if name == "curation" else None
     ss.edits = []
